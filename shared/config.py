@@ -1,0 +1,135 @@
+"""Settings read from ``HITSTREAM_*`` environment variables.
+
+Every process (API, worker, CLI) reads the same variables. A bad value stops start-up with a
+``ConfigError`` whose message names the variable, so an operator knows what to fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_CLICKHOUSE_URL = "chdb://./var/chdb"
+
+
+class ConfigError(ValueError):
+    """A HITSTREAM_* variable holds a value hitstream cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL
+    clickhouse_url: str = DEFAULT_CLICKHOUSE_URL
+    geoip_city_db: Path | None = None
+    geoip_asn_db: Path | None = None
+    # Per-token token bucket shared by every API process: sustained requests/s and burst.
+    rate_limit: float = 100.0
+    rate_burst: int = 200
+    # Backpressure: above this many queued (unacknowledged) pageviews the API answers 503.
+    queue_max_depth: int = 1_000_000
+    # How long the API waits for Redis before answering 503.
+    redis_timeout_ms: int = 250
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # How long API processes and workers may serve control-plane data from memory.
+    control_cache_seconds: float = 2.0
+    batch_size: int = 1000
+    # A claimed batch whose worker stopped heart-beating returns to work after this long.
+    claim_timeout_seconds: float = 60.0
+    spamhaus_drop_file: Path | None = None
+    referrer_spam_file: Path | None = None
+    idempotency_window_seconds: int = 86_400
+    log_level: str = "INFO"
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def _redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
+def _clickhouse_url(value: str) -> str:
+    if not value.startswith(("chdb://", "http://", "https://", "clickhouse://")):
+        raise ValueError("must start with chdb://, http:// or https://")
+    return value
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
+# variable name -> (Settings field, parser)
+_VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
+    "HITSTREAM_REDIS_URL": ("redis_url", _redis_url),
+    "HITSTREAM_CLICKHOUSE_URL": ("clickhouse_url", _clickhouse_url),
+    "HITSTREAM_GEOIP_CITY_DB": ("geoip_city_db", _text),
+    "HITSTREAM_GEOIP_ASN_DB": ("geoip_asn_db", _text),
+    "HITSTREAM_RATE_LIMIT": ("rate_limit", _positive_float),
+    "HITSTREAM_RATE_BURST": ("rate_burst", _positive_int),
+    "HITSTREAM_QUEUE_MAX_DEPTH": ("queue_max_depth", _positive_int),
+    "HITSTREAM_REDIS_TIMEOUT_MS": ("redis_timeout_ms", _positive_int),
+    "HITSTREAM_TRUSTED_PROXIES": ("trusted_proxies", _networks),
+    "HITSTREAM_CONTROL_CACHE_SECONDS": ("control_cache_seconds", _positive_float),
+    "HITSTREAM_BATCH_SIZE": ("batch_size", _positive_int),
+    "HITSTREAM_CLAIM_TIMEOUT": ("claim_timeout_seconds", _positive_float),
+    "HITSTREAM_SPAMHAUS_DROP_FILE": ("spamhaus_drop_file", _existing_file),
+    "HITSTREAM_REFERRER_SPAM_FILE": ("referrer_spam_file", _existing_file),
+    "HITSTREAM_IDEMPOTENCY_WINDOW": ("idempotency_window_seconds", _positive_int),
+    "HITSTREAM_LOG_LEVEL": ("log_level", _log_level),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment; raise ConfigError naming the first bad variable."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (attribute, parse) in _VARIABLES.items():
+        raw = environ.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[attribute] = parse(raw.strip())
+        except ValueError as error:
+            raise ConfigError(f"{name}={raw!r} is invalid: {error}") from None
+    # GeoIP paths are optional and a missing file must not stop start-up (the worker warns
+    # once and leaves geo fields empty), so they are kept as plain paths.
+    for attribute in ("geoip_city_db", "geoip_asn_db"):
+        if attribute in values:
+            values[attribute] = Path(str(values[attribute])).expanduser()
+    return Settings(**values)  # type: ignore[arg-type]

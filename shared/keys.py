@@ -1,0 +1,26 @@
+"""Every Redis key hitstream uses, in one place, so API and workers cannot drift apart."""
+
+PREFIX = "hitstream"
+
+# --- ingest queue -------------------------------------------------------------------------
+# A Redis stream of envelopes. Each entry has one field, ENVELOPE_FIELD, holding the
+# envelope as JSON (shared.envelope). The API appends; workers read it through GROUP.
+STREAM = f"{PREFIX}:ingest"
+ENVELOPE_FIELD = "e"
+GROUP = "workers"
+# Sorted set: batch id -> lease deadline (ms since epoch). A batch id is also the stream
+# consumer name that holds the batch's entries, so a batch is recovered as a whole.
+BATCH_LEASES = f"{PREFIX}:batches"
+DEAD_LETTERS = f"{PREFIX}:dead-letters"
+
+# --- control plane ------------------------------------------------------------------------
+SITE = f"{PREFIX}:site:{{site_id}}"  # hash: id, domain, created_at
+SITE_BY_DOMAIN = f"{PREFIX}:sites"  # hash: normalised domain -> site id
+TOKEN = f"{PREFIX}:token:{{token_hash}}"  # hash keyed by SHA-256 hex of the secret
+TOKEN_HASH_BY_ID = f"{PREFIX}:tokens"  # hash: token id -> SHA-256 hex
+GRANTS = f"{PREFIX}:grants:{{token_id}}"  # hash: site id -> role
+EXCLUSIONS = f"{PREFIX}:exclusions"  # hash: rule id -> rule JSON
+CONTROL_VERSION = f"{PREFIX}:control-version"  # INCR on every control-plane change
+
+# --- rate limiting ------------------------------------------------------------------------
+RATE_BUCKET = f"{PREFIX}:rl:{{subject}}"  # hash: tokens, updated_ms

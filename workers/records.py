@@ -1,0 +1,76 @@
+"""What the enrichment pipeline produces and the batch writer stores.
+
+The pipeline (workers.pipeline) turns each Envelope into either a PageviewRow or a Drop; the
+writer (workers.store) inserts rows and drop counts. Field order here is the column order of
+the ``pageviews`` table. There is deliberately no IP field.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+
+class DropReason(enum.StrEnum):
+    """Why a pageview was not stored. A closed set: counted per site, reason and minute."""
+
+    DNT = "dnt"  # reserved: the API answers 202 and never queues DNT pageviews
+    INSTANCE_CIDR = "instance_cidr"
+    INSTANCE_COUNTRY = "instance_country"
+    INSTANCE_USER_AGENT = "instance_user_agent"
+    INSTANCE_PATH = "instance_path"
+    SITE_CIDR = "site_cidr"
+    SITE_COUNTRY = "site_country"
+    SITE_USER_AGENT = "site_user_agent"
+    SITE_PATH = "site_path"
+    SPAMHAUS_DROP = "spamhaus_drop"
+    SPAM_REFERRER = "spam_referrer"
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    site_id: str
+    reason: DropReason
+    timestamp: datetime  # the pageview's time (UTC); counted per minute
+
+
+@dataclass(slots=True)
+class PageviewRow:
+    site_id: str
+    timestamp: datetime  # UTC, millisecond precision
+    received_at: datetime
+    page_id: str
+    session_id: str
+    hostname: str = ""
+    path: str = "/"
+    query: str = ""
+    referrer: str = ""
+    referrer_host: str = ""
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    qr_id: str | None = None  # hk_qr, a UUID
+    country: str = ""  # ISO 3166-1 alpha-2
+    region_code: str = ""  # ISO 3166-2 subdivision code, e.g. "BY"
+    region_name: str = ""
+    city: str = ""
+    asn: int = 0
+    provider: str = ""  # AS organisation
+    user_agent: str = ""
+    browser: str = ""
+    browser_version: str = ""  # major version
+    os: str = ""
+    os_version: str = ""
+    device_type: str = "other"  # desktop, mobile, tablet, bot, other
+    is_bot: bool = False
+    language: str = ""
+    screen_width: int = 0
+    screen_height: int = 0
+    viewport_width: int = 0
+    viewport_height: int = 0
+
+
+PAGEVIEW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(PageviewRow))
