@@ -105,3 +105,31 @@ def local_port(url: str) -> int | None:
     if parsed.scheme != "redis" or parsed.hostname not in {"127.0.0.1", "localhost", "::1"}:
         return None
     return parsed.port or 6379
+
+
+def ensure_redis(url: str, data_dir: Path) -> RedisServer | None:
+    """Start a Redis server for ``url`` when none answers there; return it, or None."""
+    if redis_answers(url):
+        return None
+    port = local_port(url)
+    if port is None:
+        raise RuntimeError(f"no Redis answers at {url} and it is not a local address to start one on")
+    server = RedisServer(port=port, data_dir=data_dir)
+    server.start()
+    return server
+
+
+if __name__ == "__main__":
+    # `python -m shared.redis_server --ensure`: for CI and set-up scripts. The server is left
+    # running (daemon-like) after this command exits.
+    import argparse
+
+    from shared.config import load_settings
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ensure", action="store_true", help="start a server if none answers")
+    parser.add_argument("--data-dir", type=Path, default=Path("var/redis"))
+    args = parser.parse_args()
+    url = load_settings().redis_url
+    started = ensure_redis(url, args.data_dir) if args.ensure else None
+    print(f"redis: started at {url}" if started else f"redis: answering at {url}")
