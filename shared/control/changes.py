@@ -1,0 +1,45 @@
+"""How control-plane records change: every write commits together with a version bump.
+
+API processes and workers keep sites, tokens, grants and exclusions in memory for a moment
+(HITSTREAM_CONTROL_CACHE_SECONDS) and reload only when ``keys.CONTROL_VERSION`` moved, so
+every change INCRs it in the same MULTI/EXEC as the change itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from redis import Redis
+from redis.client import Pipeline
+
+from shared import keys
+
+
+class ControlError(ValueError):
+    """A control-plane change that cannot be made; the message is meant for the operator."""
+
+
+def now_iso() -> str:
+    """The current UTC time as stored in control-plane records (ISO 8601, milliseconds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def bump_version(pipe: Pipeline) -> None:
+    """Queue the version INCR inside the caller's MULTI, so readers see change and bump together."""
+    pipe.incr(keys.CONTROL_VERSION)
+
+
+def control_version(redis: Redis) -> int:
+    """The current control-plane version; 0 before the first change."""
+    return int(redis.get(keys.CONTROL_VERSION) or 0)
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def text_hash(values: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """A Redis hash reply as a ``str -> str`` dict."""
+    return {text(field): text(value) for field, value in values.items()}
