@@ -1,0 +1,132 @@
+"""Schema and migrations: applied once, recorded, the table layout the issue asks for, and the
+replicated variant's DDL for ``migrate --cluster``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from shared.cli import cli
+from workers.records import PAGEVIEW_COLUMNS
+from workers.store import Store, open_store
+from workers.store.migrations import MIGRATIONS, migration_ddl
+
+from tests.test_store_fixtures import query, store, store_dsn  # noqa: F401  (fixtures)
+
+LONG_TEXT_COLUMNS = {"path", "query", "referrer", "user_agent"}
+DIMENSIONS = {
+    "hostname", "referrer_host", "country", "region_code", "region_name", "city", "provider",
+    "browser", "browser_version", "os", "os_version", "device_type", "language",
+}
+UTM_COLUMNS = {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"}
+
+
+def test_migrate_applies_each_migration_once_and_records_it(store_dsn: str) -> None:
+    opened = open_store(store_dsn)
+    try:
+        assert opened.migrate() == ["0001_create_pageviews", "0002_create_drop_counts"]
+        assert opened.migrate() == []
+        recorded = query(opened, "SELECT version, name FROM schema_migrations ORDER BY version")
+    finally:
+        opened.close()
+    assert recorded == [(m.version, m.label) for m in MIGRATIONS]
+
+
+def test_pageviews_table_layout(store: Store) -> None:
+    (engine, partition_key, sorting_key, create), = query(
+        store,
+        "SELECT engine, partition_key, sorting_key, create_table_query FROM system.tables"
+        " WHERE database = currentDatabase() AND name = 'pageviews'",
+    )
+    assert engine == "MergeTree"
+    assert partition_key == "toYYYYMM(timestamp)"
+    assert sorting_key == "site_id, timestamp"
+    assert "non_replicated_deduplication_window = 10000" in create
+
+    columns = query(
+        store,
+        "SELECT name, type, compression_codec FROM system.columns"
+        " WHERE database = currentDatabase() AND table = 'pageviews' ORDER BY position",
+    )
+    names = [name for name, _, _ in columns]
+    assert tuple(names) == PAGEVIEW_COLUMNS
+    assert not [name for name in names if "ip" in name.split("_")], "no IP column may exist"
+    types = {name: column_type for name, column_type, _ in columns}
+    codecs = {name: codec for name, _, codec in columns}
+    assert {name for name in DIMENSIONS if types[name] == "LowCardinality(String)"} == DIMENSIONS
+    assert {name for name in UTM_COLUMNS if types[name] == "LowCardinality(Nullable(String))"} == UTM_COLUMNS
+    assert types["timestamp"] == "DateTime64(3, 'UTC')"
+    assert (types["site_id"], types["page_id"], types["session_id"], types["qr_id"]) == (
+        "UUID", "UUID", "UUID", "Nullable(UUID)")
+    assert {name for name, codec in codecs.items() if codec} == LONG_TEXT_COLUMNS
+    assert {codecs[name] for name in LONG_TEXT_COLUMNS} == {"CODEC(ZSTD(3))"}
+
+
+def test_drop_counts_table_layout(store: Store) -> None:
+    (engine, engine_full, sorting_key), = query(
+        store,
+        "SELECT engine, engine_full, sorting_key FROM system.tables"
+        " WHERE database = currentDatabase() AND name = 'drop_counts'",
+    )
+    assert engine == "SummingMergeTree"
+    assert engine_full.startswith("SummingMergeTree(count)")
+    assert sorting_key == "site_id, minute, reason"
+    columns = query(
+        store,
+        "SELECT name, type FROM system.columns WHERE database = currentDatabase()"
+        " AND table = 'drop_counts' ORDER BY position",
+    )
+    assert columns == [("site_id", "UUID"), ("reason", "LowCardinality(String)"),
+                       ("minute", "DateTime('UTC')"), ("count", "UInt64")]
+
+
+def test_cluster_ddl_is_replicated_and_distributed() -> None:
+    ddl = "\n".join(migration_ddl("analytics"))
+    assert "CREATE TABLE IF NOT EXISTS pageviews_local ON CLUSTER `analytics`" in ddl
+    assert ("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/pageviews_local',"
+            " '{replica}')") in ddl
+    assert ("ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/drop_counts_local',"
+            " '{replica}', count)") in ddl
+    assert ("CREATE TABLE IF NOT EXISTS pageviews ON CLUSTER `analytics` AS pageviews_local\n"
+            "ENGINE = Distributed('analytics', currentDatabase(), pageviews_local, cityHash64(site_id))") in ddl
+    assert ("CREATE TABLE IF NOT EXISTS drop_counts ON CLUSTER `analytics` AS drop_counts_local\n"
+            "ENGINE = Distributed('analytics', currentDatabase(), drop_counts_local, cityHash64(site_id))") in ddl
+    assert "replicated_deduplication_window = 10000" in ddl
+    # The migrations table is replicated to every node, not sharded.
+    assert "ReplicatedMergeTree('/clickhouse/tables/{database}/schema_migrations', '{shard}-{replica}')" in ddl
+    assert "Distributed('analytics', currentDatabase(), schema_migrations" not in ddl
+    assert "MergeTree\n" not in ddl and "ENGINE = MergeTree" not in ddl
+
+
+@pytest.mark.parametrize("cluster", [None, "analytics"])
+def test_every_generated_statement_is_valid_clickhouse_sql(store: Store, cluster: str | None) -> None:
+    for statement in migration_ddl(cluster):
+        (formatted,), = query(store, "SELECT formatQuery({statement:String})", statement=statement)
+        assert formatted.startswith("CREATE TABLE IF NOT EXISTS")
+
+
+def test_migrate_print_shows_ddl_and_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "never-created"
+    monkeypatch.setenv("HITSTREAM_CLICKHOUSE_URL", f"chdb://{path}")
+    result = CliRunner().invoke(cli, ["migrate", "--cluster", "analytics", "--print"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("CREATE TABLE IF NOT EXISTS") == len(migration_ddl("analytics"))
+    assert "ON CLUSTER `analytics`" in result.output
+    assert not path.exists()
+
+
+def test_migrate_command_applies_then_reports_up_to_date(store_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HITSTREAM_CLICKHOUSE_URL", store_dsn)
+    first = CliRunner().invoke(cli, ["migrate"])
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines() == ["applied 0001_create_pageviews", "applied 0002_create_drop_counts"]
+    second = CliRunner().invoke(cli, ["migrate"])
+    assert second.output.strip() == "schema is up to date"
+
+
+def test_migrate_rejects_a_bad_cluster_name() -> None:
+    result = CliRunner().invoke(cli, ["migrate", "--cluster", "x'; DROP", "--print"])
+    assert result.exit_code == 2
+    assert "--cluster" in result.output

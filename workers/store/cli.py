@@ -1,0 +1,112 @@
+"""``hitstream migrate`` and ``hitstream stats``."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import click
+import orjson
+import redis
+
+from shared.config import load_settings
+from workers.store.migrations import migration_ddl
+from workers.store.schema import check_cluster_name
+from workers.store.store import StoreUnavailable, open_store
+
+LIST_TITLES = {
+    "pages": "Pages",
+    "referrers": "Referrers",
+    "countries": "Countries",
+    "cities": "Cities",
+    "browsers": "Browsers",
+    "os": "Operating systems",
+    "devices": "Devices",
+    "utm_sources": "UTM sources",
+    "utm_campaigns": "UTM campaigns",
+    "qr_codes": "QR codes",
+    "providers": "Providers",
+}
+
+
+def _cluster_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return None if value is None else check_cluster_name(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@click.command()
+@click.option("--cluster", metavar="NAME", callback=_cluster_name,
+              help="Create replicated tables ON CLUSTER NAME, with Distributed tables under the plain names.")
+@click.option("--print", "print_only", is_flag=True, help="Print the DDL and touch nothing.")
+def migrate(cluster: str | None, print_only: bool) -> None:
+    """Create or upgrade the ClickHouse schema (HITSTREAM_CLICKHOUSE_URL). Safe to repeat."""
+    if print_only:
+        click.echo(";\n\n".join(migration_ddl(cluster)) + ";")
+        return
+    settings = load_settings()
+    try:
+        store = open_store(settings.clickhouse_url)
+        try:
+            applied = store.migrate(cluster)
+        finally:
+            store.close()
+    except StoreUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    for label in applied:
+        click.echo(f"applied {label}")
+    if not applied:
+        click.echo("schema is up to date")
+
+
+@click.command()
+@click.option("--site", "domain", required=True, metavar="DOMAIN", help="The site's domain.")
+@click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC), YYYY-MM-DD.")
+@click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC), YYYY-MM-DD.")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Rows per top list.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats(domain: str, date_from: datetime | None, date_to: datetime | None, limit: int, as_json: bool) -> None:
+    """Pageviews, visitors, top lists and drops for one site."""
+    from shared.control.sites import site_for_domain
+    from workers.store.reader import read_site_stats
+
+    first = date_from.date() if date_from else None
+    last = date_to.date() if date_to else None
+    if first and last and first > last:
+        raise click.BadParameter("must not be before --from", param_hint="--to")
+    settings = load_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        site = site_for_domain(client, domain)
+        if site is None:
+            raise click.BadParameter(f"no site with domain {domain!r}", param_hint="--site")
+        report = read_site_stats(settings.clickhouse_url, client, site.id, first, last, limit)
+    except StoreUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    except redis.RedisError as error:
+        raise click.ClickException(f"cannot reach Redis at HITSTREAM_REDIS_URL: {error}") from None
+    finally:
+        client.close()
+    if as_json:
+        click.echo(orjson.dumps({"site": site.domain, **report}).decode())
+    else:
+        click.echo(format_report(site.domain, first, last, report))
+
+
+def format_report(domain: str, first: date | None, last: date | None, report: dict[str, Any]) -> str:
+    period = " ".join(part for part in (first and f"from {first}", last and f"to {last}") if part) or "all time"
+    lines = [f"{domain}  ({period})", f"Pageviews  {report['pageviews']}", f"Visitors   {report['visitors']}"]
+    for key, title in LIST_TITLES.items():
+        lines.extend(["", *_table(title, [(item["value"], item["pageviews"]) for item in report[key]])])
+    lines.extend(["", *_table("Dropped (reason)", list(report["drops"].items()))])
+    return "\n".join(lines)
+
+
+def _table(title: str, rows: list[tuple[str, int]]) -> list[str]:
+    width = max([len(title), *(len(value) for value, _ in rows)])
+    lines = [f"{title:<{width}}  Pageviews"]
+    lines.extend(f"{value:<{width}}  {count:>9}" for value, count in rows)
+    if not rows:
+        lines.append("(none)")
+    return lines

@@ -1,0 +1,73 @@
+"""Numbered schema migrations, applied in order, each once, recorded in ``schema_migrations``.
+
+Append new migrations at the end with the next number; never edit or renumber an applied
+one. Every statement must be idempotent (IF NOT EXISTS, ADD COLUMN IF NOT EXISTS, ...): a
+migration interrupted half-way is not recorded, so it runs again from its first statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from clickhouse_connect.driver.client import Client
+
+from workers.store.schema import DROP_COUNTS, PAGEVIEWS, SCHEMA_MIGRATIONS, create_table
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: Callable[[str | None], list[str]]  # cluster name (or None) -> DDL
+
+    @property
+    def label(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "create_pageviews", lambda cluster: create_table(PAGEVIEWS, cluster)),
+    Migration(2, "create_drop_counts", lambda cluster: create_table(DROP_COUNTS, cluster)),
+)
+
+
+def migration_ddl(cluster: str | None) -> list[str]:
+    """Every statement ``apply_migrations`` may run, in order (for ``migrate --print``)."""
+    statements = create_table(SCHEMA_MIGRATIONS, cluster)
+    for migration in MIGRATIONS:
+        statements.extend(migration.statements(cluster))
+    return statements
+
+
+def apply_migrations(client: Client, cluster: str | None) -> list[str]:
+    """Apply the migrations not yet recorded; return their labels (empty when up to date)."""
+    for statement in create_table(SCHEMA_MIGRATIONS, cluster):
+        client.command(statement)
+    applied = applied_versions(client)
+    labels = []
+    for migration in MIGRATIONS:
+        if migration.version in applied:
+            continue
+        for statement in migration.statements(cluster):
+            client.command(statement)
+        _record(client, migration)
+        labels.append(migration.label)
+    return labels
+
+
+def applied_versions(client: Client) -> set[int]:
+    result = client.query(f"SELECT DISTINCT version FROM {SCHEMA_MIGRATIONS.name}")
+    return {row[0] for row in result.result_rows}
+
+
+def _record(client: Client, migration: Migration) -> None:
+    # The token makes two processes migrating at once record each version once.
+    client.insert(
+        SCHEMA_MIGRATIONS.name,
+        [(migration.version, migration.label, datetime.now(UTC))],
+        column_names=SCHEMA_MIGRATIONS.column_names,
+        column_type_names=SCHEMA_MIGRATIONS.column_types,
+        settings={"insert_deduplication_token": f"migration-{migration.version}", "async_insert": 0},
+    )

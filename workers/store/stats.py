@@ -1,0 +1,100 @@
+"""Per-site statistics for ``hitstream stats``: totals, top lists and drop counts.
+
+``query_site_stats`` runs on any store client. ``site_stats_job`` is the same query as an RQ
+job: with the embedded engine only the worker process that owns the chdb path can read it,
+so the stats command sends this job to that worker (workers.store.reader).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from workers.store.schema import DROP_COUNTS, PAGEVIEWS
+
+# Report key -> the pageviews column (as text) it ranks. Empty values (no referrer, unknown
+# country, no UTM tag, ...) are left out of the lists; they still count in the totals.
+TOP_LISTS: dict[str, str] = {
+    "pages": "path",
+    "referrers": "referrer_host",
+    "countries": "country",
+    "cities": "city",
+    "browsers": "browser",
+    "os": "os",
+    "devices": "device_type",
+    "utm_sources": "ifNull(utm_source, '')",
+    "utm_campaigns": "ifNull(utm_campaign, '')",
+    "qr_codes": "ifNull(toString(qr_id), '')",
+    "providers": "provider",
+}
+
+
+def site_stats_job(site_id: str, date_from: date | None, date_to: date | None, limit: int = 10) -> dict[str, Any]:
+    """RQ job run by the worker that owns the store (``workers.runtime.current_store``)."""
+    # Imported here: workers.runtime imports the store package, which imports this module.
+    from workers.runtime import current_store
+
+    return current_store().site_stats(site_id, date_from, date_to, limit)
+
+
+def query_site_stats(client: Client, site_id: str, date_from: date | None, date_to: date | None, limit: int) -> dict[str, Any]:
+    """Stats for one site between two UTC dates, both inclusive (None: unbounded)."""
+    pageviews_filter, parameters = _site_and_dates("timestamp", site_id, date_from, date_to)
+    drops_filter, _ = _site_and_dates("minute", site_id, date_from, date_to)
+    totals = client.query(
+        f"SELECT count(), uniqExact(session_id) FROM {PAGEVIEWS.name} WHERE {pageviews_filter}",
+        parameters=parameters,
+    ).result_rows[0]
+    report: dict[str, Any] = {
+        "site_id": site_id,
+        "from": date_from.isoformat() if date_from else None,
+        "to": date_to.isoformat() if date_to else None,
+        "pageviews": totals[0],
+        "visitors": totals[1],
+    }
+    report.update(_top_lists(client, pageviews_filter, parameters, limit))
+    drops = client.query(
+        f"SELECT reason, sum(count) AS dropped FROM {DROP_COUNTS.name}"
+        f" WHERE {drops_filter}"
+        " GROUP BY reason ORDER BY dropped DESC, reason",
+        parameters=parameters,
+    )
+    report["drops"] = {reason: dropped for reason, dropped in drops.result_rows}
+    return report
+
+
+def _top_lists(client: Client, where: str, parameters: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
+    # One scan for every list: ARRAY JOIN turns each pageview into one (list, value) pair per
+    # list, and LIMIT BY keeps the top `limit` values of each.
+    names = ", ".join(f"'{name}'" for name in TOP_LISTS)
+    values = ", ".join(f"toString({expression})" for expression in TOP_LISTS.values())
+    result = client.query(
+        f"SELECT list, value, count() AS pageviews FROM {PAGEVIEWS.name}"
+        f" ARRAY JOIN [{names}] AS list, [{values}] AS value"
+        f" WHERE {where} AND value != ''"
+        " GROUP BY list, value"
+        " ORDER BY list, pageviews DESC, value"
+        f" LIMIT {int(limit)} BY list",
+        parameters=parameters,
+    )
+    lists: dict[str, list[dict[str, Any]]] = {name: [] for name in TOP_LISTS}
+    for name, value, pageviews in result.result_rows:
+        lists[name].append({"value": value, "pageviews": pageviews})
+    return lists
+
+
+def _site_and_dates(
+    time_column: str, site_id: str, date_from: date | None, date_to: date | None
+) -> tuple[str, dict[str, Any]]:
+    """A WHERE condition for one site and date range, and its query parameters."""
+    conditions = ["site_id = {site_id:UUID}"]
+    parameters: dict[str, Any] = {"site_id": site_id}
+    if date_from is not None:
+        conditions.append(f"toDate({time_column}) >= {{date_from:Date}}")
+        parameters["date_from"] = date_from
+    if date_to is not None:
+        conditions.append(f"toDate({time_column}) <= {{date_to:Date}}")
+        parameters["date_to"] = date_to
+    return " AND ".join(conditions), parameters
