@@ -8,7 +8,7 @@ the ``pageviews`` table. There is deliberately no IP field.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 
@@ -73,4 +73,14 @@ class PageviewRow:
     viewport_height: int = 0
 
 
+@dataclass(slots=True)
+class EventRow(PageviewRow):
+    """A custom event (``POST /api/ingest/server/event``): a pageview's context plus a name and
+    flat properties. Stored in the ``events`` table; property values are kept as strings."""
+
+    name: str = ""
+    properties: dict[str, str] = field(default_factory=dict)
+
+
 PAGEVIEW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(PageviewRow))
+EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EventRow))
