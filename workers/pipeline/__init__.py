@@ -1,0 +1,5 @@
+"""The enrichment pipeline: Envelope -> PageviewRow | Drop (see pipeline.py for the steps)."""
+
+from workers.pipeline.pipeline import Pipeline, StepFailed, build_pipeline
+
+__all__ = ["Pipeline", "StepFailed", "build_pipeline"]

@@ -1,0 +1,117 @@
+"""The enrichment pipeline: an ordered list of small named steps over one envelope.
+
+Each step fills in part of the row or answers a drop reason; the first drop ends the run.
+``process`` is pure apart from in-memory caches: no Redis, no store, so the batch job owns
+all I/O and this is testable on its own.
+
+Step order, and why:
+  url         host, normalised path, query, UTM and hk_qr
+  referrer    referrer and its host, language, screen and viewport (the spam step reads
+              the referrer host)
+  geo         country, region, city, ASN, provider (country exclusions compare the country)
+  exclusions  operator rules: instance-wide, then per site
+  spam        Spamhaus DROP networks, referrer-spam hosts
+  user_agent  browser, OS, device, bot flag (after the drops, which need only the raw string)
+  forget_ip   the raw visitor IP leaves the working context; the row never had it
+
+``StepFailed.step`` is one of these names, or "envelope" when the envelope itself cannot be
+read (e.g. a malformed visitor IP).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from shared.config import Settings
+from shared.control.exclusions import ExclusionRule
+from shared.envelope import Envelope
+from workers.pipeline.client import copy_client_context
+from workers.pipeline.exclusions import Exclusions
+from workers.pipeline.geo import GeoLookup
+from workers.pipeline.networks import NetworkSet
+from workers.pipeline.spam import SpamFilter, load_drop_networks, load_spam_hosts
+from workers.pipeline.url import parse_page_url
+from workers.pipeline.user_agent import UserAgentParser
+from workers.pipeline.visit import Visit, forget_ip
+from workers.records import Drop, DropReason, PageviewRow
+
+
+class StepFailed(Exception):
+    """A step raised: the envelope is a poison record (the caller dead-letters it).
+
+    ``cause`` is the error's type and message with the visitor IP redacted, and the original
+    exception is not chained, so logging this error can never leak the IP.
+    """
+
+    def __init__(self, step: str, cause: str) -> None:
+        super().__init__(f"pipeline step {step!r} failed: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    run: Callable[[Visit], DropReason | None]
+
+
+def _redacted(error: Exception, visitor_ip: str | None) -> str:
+    """The error's type and message, without the visitor IP in any spelling."""
+    message = f"{type(error).__name__}: {error}"
+    if visitor_ip:
+        spellings = {visitor_ip}
+        try:
+            spellings.add(ipaddress.ip_address(visitor_ip).exploded)
+        except ValueError:
+            pass
+        for spelling in spellings:
+            message = message.replace(spelling, "<visitor ip>")
+    return message
+
+
+class Pipeline:
+    def __init__(self, geo: GeoLookup, spam: SpamFilter, user_agents: UserAgentParser) -> None:
+        self._exclusions = Exclusions()
+        self.steps: tuple[Step, ...] = (
+            Step("url", parse_page_url),
+            Step("referrer", copy_client_context),
+            Step("geo", geo.enrich),
+            Step("exclusions", self._exclusions.check),
+            Step("spam", spam.check),
+            Step("user_agent", user_agents.enrich),
+            Step("forget_ip", forget_ip),
+        )
+
+    def update_exclusions(self, rules: Iterable[ExclusionRule]) -> None:
+        """Swap in the current rule set (atomically; safe while ``process`` runs)."""
+        self._exclusions.update(rules)
+
+    def process(self, envelope: Envelope) -> PageviewRow | Drop:
+        """The stored row, or why the pageview is dropped; StepFailed if a step breaks."""
+        step_name = "envelope"
+        try:
+            visit = Visit.start(envelope)
+            for step in self.steps:
+                step_name = step.name
+                reason = step.run(visit)
+                if reason is not None:
+                    return Drop(site_id=envelope.site_id, reason=reason, timestamp=visit.row.timestamp)
+            return visit.row
+        except Exception as error:
+            raise StepFailed(step_name, _redacted(error, envelope.visitor_ip)) from None
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """Load the GeoIP databases (a missing one is a warning), the UA parser and spam lists.
+    A malformed spam list file raises SpamListError naming the file and line."""
+    drop_file = settings.spamhaus_drop_file
+    return Pipeline(
+        geo=GeoLookup(settings.geoip_city_db, settings.geoip_asn_db),
+        spam=SpamFilter(
+            drop_networks=load_drop_networks(drop_file) if drop_file else NetworkSet(),
+            spam_hosts=load_spam_hosts(settings.referrer_spam_file),
+        ),
+        user_agents=UserAgentParser(),
+    )
