@@ -115,6 +115,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 
+VARIABLE_NAMES: tuple[str, ...] = tuple(_VARIABLES)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raise ConfigError naming the first bad variable."""
     environ = os.environ if environ is None else environ

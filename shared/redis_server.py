@@ -65,7 +65,11 @@ class RedisServer:
 
     def start(self, wait_seconds: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        # Own session: a terminal Ctrl-C meant for `hitstream up` must not stop Redis before the
+        # worker has finished its warm shutdown.
+        self.process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             if redis_answers(self.url, timeout=0.2):

@@ -1,0 +1,288 @@
+"""``hitstream up``: the whole pipeline on one machine, with one command.
+
+It starts a Redis server when none answers, runs the migrations, makes sure a demo site and
+token exist, then runs ``hitstream api`` and ``hitstream worker`` as child processes against
+the embedded store (``chdb://<data dir>/chdb``) and prints a ready ``curl`` command.
+
+Every child runs in its own session, so a Ctrl-C in the terminal reaches only this process
+and the shutdown happens in an order that loses nothing: the API stops first (no new 202s),
+then the worker finishes or releases its claimed batch, then Redis (if we started it)
+flushes its AOF. Only one process may open a chdb path, so exactly one worker owns the
+store; ``hitstream stats`` reads through that worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlparse
+
+import click
+import orjson
+import redis
+from rq import Queue, Worker
+
+from shared.config import DEFAULT_REDIS_URL, load_settings
+from shared.control.grants import Permission, Role, can, grant, role_on_site
+from shared.control.sites import Site, add_site, site_for_domain
+from shared.control.tokens import ApiToken, create_token, token_key
+from shared.queue_stats import STORE_QUEUE
+from shared.redis_server import RedisServer, local_port, redis_answers
+from workers.store.dsn import redacted
+
+DEMO_DOMAIN = "demo.localhost"
+DEMO_TOKEN_NAME = "hitstream up demo"
+READY_SECONDS = 60.0
+API_STOP_SECONDS = 15.0
+# The worker's warm shutdown finishes its batch or releases it; past this bound it is killed
+# and the batch returns to the queue when its lease expires (nothing is lost either way).
+WORKER_STOP_SECONDS = 30.0
+
+# The same interpreter and code as this process, whatever the ``hitstream`` script's path.
+HITSTREAM = [sys.executable, "-c", "from shared.cli import main; main()"]
+
+
+class StopRequest:
+    """Set by SIGINT or SIGTERM; the supervisor polls it between checks on its children."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._set)
+
+    def _set(self, signum: int, frame: FrameType | None) -> None:
+        self.event.set()
+
+    def wait(self, seconds: float) -> bool:
+        return self.event.wait(seconds)
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+@dataclass
+class Child:
+    """A ``hitstream`` sub-command running as the leader of its own process group."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, name: str, args: list[str], env: dict[str, str]) -> Child:
+        process = subprocess.Popen(
+            [*HITSTREAM, *args], env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        return cls(name, process)
+
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM (a graceful stop), SIGKILL after ``timeout``, then reap its group."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                click.echo(f"hitstream up: {self.name} did not stop in {timeout:.0f} s; killing it", err=True)
+                self.process.kill()
+                self.process.wait()
+        # Anything the child started and left behind dies with its group.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def start_redis(url: str, data_dir: Path) -> RedisServer | None:
+    """A Redis server of our own when none answers at ``url``; None when one already does."""
+    if redis_answers(url):
+        return None
+    port = local_port(url)
+    if port is None:
+        raise click.ClickException(
+            f"no Redis answers at {urlparse(url).hostname} (HITSTREAM_REDIS_URL) and it is "
+            "not on this machine, so hitstream up cannot start one"
+        )
+    server = RedisServer(port, data_dir / "redis")
+    server.start()
+    return server
+
+
+def demo_token(client: redis.Redis, data_dir: Path) -> str:
+    """The secret of the demo site's owner token, created on first run.
+
+    The secret is kept in ``<data dir>/demo-token`` (mode 0600) so every later ``up`` prints
+    the same command. Writing a secret to disk is acceptable only for this local demo: its
+    owner is the person running ``up``. Real tokens are shown once and stored only hashed.
+    """
+    site = site_for_domain(client, DEMO_DOMAIN) or add_site(client, DEMO_DOMAIN)
+    token_file = data_dir / "demo-token"
+    if token_file.exists():
+        secret = token_file.read_text().strip()
+        if may_ingest(client, secret, site):
+            return secret
+    secret, token = create_token(client, DEMO_TOKEN_NAME, expires_in_days=None)
+    grant(client, token.id, site.id, Role.OWNER)
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secret + "\n")
+    return secret
+
+
+def may_ingest(client: redis.Redis, secret: str, site: Site) -> bool:
+    """Whether the API would accept pageviews for ``site`` with this secret (a kept demo
+    token may be gone, e.g. after ``var/redis`` was deleted, or revoked)."""
+    values = client.hgetall(token_key(secret))
+    if not values:
+        return False
+    token = ApiToken.from_hash(values)
+    role = role_on_site(client, token.id, site.id)
+    return token.is_usable(datetime.now(UTC)) and can(role, Permission.SITE_MANAGE_DATA)
+
+
+def api_ready(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def worker_listening(client: redis.Redis, pid: int) -> bool:
+    """Whether our worker registered with RQ on the store queue. It opens the store before it
+    registers, so from then on ``hitstream stats`` is answered by it instead of racing it
+    for the embedded store."""
+    workers = Worker.all(connection=client, queue=Queue(STORE_QUEUE, connection=client))
+    return any(worker.pid == pid for worker in workers)
+
+
+def wait_until(ready: Callable[[], bool], what: str, children: list[Child], stop: StopRequest) -> None:
+    """Poll ``ready`` until it holds; fail if a child exits first or it takes too long."""
+    deadline = time.monotonic() + READY_SECONDS
+    while not stop:
+        if ready():
+            return
+        exited = first_exited(children)
+        if exited is not None:
+            raise click.ClickException(f"{exited.name} exited with code {exited.exit_code()} while starting")
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"{what} was not ready after {READY_SECONDS:.0f} s")
+        stop.wait(0.1)
+
+
+def first_exited(children: list[Child]) -> Child | None:
+    return next((child for child in children if child.exit_code() is not None), None)
+
+
+def curl_command(base_url: str, secret: str) -> str:
+    """A ready-to-paste request for one realistic pageview on the demo site, timed now."""
+    body = {
+        "url": f"https://{DEMO_DOMAIN}/pricing?utm_source=newsletter&utm_campaign=launch",
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        "visitor_ip": "203.0.113.7",
+        "referrer": "https://news.example.org/",
+        "language": "en-US",
+        "screen_width": 1920,
+        "screen_height": 1080,
+    }
+    return (
+        f"curl -i -X POST {base_url}/api/ingest/server/pageview"
+        f" -H {shlex.quote('Authorization: Bearer ' + secret)}"
+        " -H 'Content-Type: application/json'"
+        f" -d {shlex.quote(orjson.dumps(body).decode())}"
+    )
+
+
+def stats_command(redis_url: str, store_url: str) -> str:
+    """``hitstream stats`` for the demo site, with whatever a new shell in this directory
+    would not pick up by default."""
+    defaults = {
+        "HITSTREAM_REDIS_URL": (redis_url, DEFAULT_REDIS_URL),
+        "HITSTREAM_CLICKHOUSE_URL": (store_url, f"chdb://{Path.cwd() / 'var' / 'chdb'}"),
+    }
+    prefix = "".join(f"{name}={shlex.quote(value)} " for name, (value, default) in defaults.items() if value != default)
+    return f"{prefix}hitstream stats --site {DEMO_DOMAIN} --json"
+
+
+def shut_down(api: Child | None, worker: Child | None, redis_server: RedisServer | None) -> None:
+    """API first (no new 202s), then the worker's warm shutdown, then our Redis (AOF flush)."""
+    if api is not None:
+        api.stop(API_STOP_SECONDS)
+    if worker is not None:
+        worker.stop(WORKER_STOP_SECONDS)
+    if redis_server is not None:
+        redis_server.stop()
+
+
+@click.command()
+@click.option("--port", default=8000, show_default=True, help="Port for the ingest API.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the API binds to.")
+@click.option(
+    "--data-dir",
+    default="./var",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where Redis's AOF, the chdb store and the demo token live.",
+)
+def up(port: int, host: str, data_dir: Path) -> None:
+    """Run Redis (if none answers), migrations, the API and a worker on this machine."""
+    stop = StopRequest()
+    settings = load_settings()
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # An explicit HITSTREAM_CLICKHOUSE_URL (e.g. a ClickHouse server) wins over the embedded store.
+    store_url = os.environ.get("HITSTREAM_CLICKHOUSE_URL") or f"chdb://{data_dir / 'chdb'}"
+    env = {**os.environ, "HITSTREAM_REDIS_URL": settings.redis_url, "HITSTREAM_CLICKHOUSE_URL": store_url}
+    client_host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+    base_url = f"http://{client_host}:{port}"
+
+    redis_server: RedisServer | None = None
+    api: Child | None = None
+    worker: Child | None = None
+    client = redis.Redis.from_url(settings.redis_url)  # connects on first use
+    try:
+        redis_server = start_redis(settings.redis_url, data_dir)
+        # Migrations run in their own process, which closes the chdb store before the worker opens it.
+        if subprocess.run([*HITSTREAM, "migrate"], env=env, start_new_session=True).returncode != 0:
+            raise click.ClickException("migrations failed (see above)")
+        secret = demo_token(client, data_dir)
+        worker = Child.start("worker", ["worker"], env)
+        api = Child.start("api", ["api", "--host", host, "--port", str(port)], env)
+        children = [api, worker]
+        worker_pid = worker.process.pid
+        wait_until(lambda: worker_listening(client, worker_pid), "the worker", children, stop)
+        wait_until(lambda: api_ready(base_url), f"the API at {base_url}", children, stop)
+        if stop:
+            return
+        origin = "started by hitstream up" if redis_server else "already running"
+        click.echo(
+            f"\nhitstream is up: API {base_url}, Redis {redacted(settings.redis_url)} ({origin}),"
+            f" store {redacted(store_url)}\n\n"
+            f"Send a pageview:\n  {curl_command(base_url, secret)}\n\n"
+            f"See it stored (in another shell):\n  {stats_command(settings.redis_url, store_url)}\n\n"
+            f"The demo token is kept in {data_dir / 'demo-token'} (mode 0600) so the next up "
+            "prints the same command. Ctrl-C stops everything.\n"
+        )
+        while not stop.wait(0.2):
+            exited = first_exited(children)
+            if exited is not None:
+                raise click.ClickException(
+                    f"{exited.name} exited unexpectedly with code {exited.exit_code()}; stopped everything"
+                )
+    finally:
+        client.close()
+        shut_down(api, worker, redis_server)

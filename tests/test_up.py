@@ -1,0 +1,216 @@
+"""``hitstream up`` end to end: a fresh directory, no Redis running, one command.
+
+Each test runs the real command in a temporary working directory, uses the curl and stats
+commands it prints, and stops it the way a terminal's Ctrl-C does: SIGINT to its whole
+foreground process group.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+import pytest
+import redis
+
+from shared import keys
+from tests.conftest import free_port
+
+HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
+START_SECONDS = 90.0
+
+
+class Up:
+    """A running ``hitstream up`` whose output is read line by line in the background."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [HITSTREAM, "up", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # Its own process group, like a shell job, so Ctrl-C can be sent to the group.
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def printed(self, start: str) -> str:
+        """The next output line starting with ``start`` (after indentation)."""
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5).strip()
+            except queue.Empty:
+                assert self.process.poll() is None, "hitstream up exited:\n" + "".join(self.output)
+                continue
+            if line.startswith(start):
+                return line
+        raise AssertionError(f"no line starting with {start!r}:\n" + "".join(self.output))
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process this ``up`` started, at any depth."""
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def child(self, sub_command: str) -> psutil.Process:
+        (match,) = [p for p in psutil.Process(self.process.pid).children() if sub_command in p.cmdline()]
+        return match
+
+    def ctrl_c(self, timeout: float = 60.0) -> int:
+        """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        for process in [*self.processes(), psutil.Process(self.process.pid)]:
+            process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def up_env() -> dict[str, str]:
+    """No HITSTREAM_* settings but a Redis URL on a free port where nothing listens yet."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HITSTREAM_")}
+    env["HITSTREAM_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    return env
+
+
+@pytest.fixture
+def start_up(tmp_path: Path, up_env: dict[str, str]) -> Iterator[Callable[[], Up]]:
+    started: list[Up] = []
+
+    def start() -> Up:
+        up = Up(tmp_path, up_env, free_port())
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        if up.process.poll() is None:
+            up.kill()
+
+
+def send(curl_line: str, count: int = 1) -> list[int]:
+    """POST the pageview of a printed curl command ``count`` times; the status codes."""
+    words = shlex.split(curl_line)
+    url = next(word for word in words if word.startswith("http://"))
+    headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
+    body = orjson.loads(words[words.index("-d") + 1])
+    with httpx.Client(headers=headers, timeout=5) as client:
+        return [client.post(url, json={**body, "url": f"{body['url']}&n={n}"}).status_code for n in range(count)]
+
+
+def bearer(curl_line: str) -> str:
+    words = shlex.split(curl_line)
+    return next(word for word in words if word.startswith("Authorization: Bearer "))
+
+
+def stats(stats_line: str, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Run a printed ``hitstream stats`` command (with its VAR=value prefix) in a new shell env."""
+    words = shlex.split(stats_line)
+    assignments = dict(word.split("=", 1) for word in words if "=" in word and word.startswith("HITSTREAM_"))
+    argv = [word for word in words if word.split("=", 1)[0] not in assignments]
+    shell_env = {name: value for name, value in env.items() if not name.startswith("HITSTREAM_")}
+    result = subprocess.run(
+        [HITSTREAM, *argv[1:]], cwd=cwd, env={**shell_env, **assignments}, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
+def pageviews_within(seconds: float, expected: int, stats_line: str, cwd: Path, env: dict[str, str]) -> int:
+    deadline = time.monotonic() + seconds
+    while True:
+        count = stats(stats_line, cwd, env)["pageviews"]
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.2)
+
+
+def test_up_starts_everything_serves_the_printed_curl_and_stops_cleanly(
+    start_up: Callable[[], Up], tmp_path: Path, up_env: dict[str, str]
+) -> None:
+    up = start_up()
+    curl = up.printed("curl ")
+    stats_line = up.printed("HITSTREAM_REDIS_URL=")
+    assert stats_line.endswith("hitstream stats --site demo.localhost --json")
+    token_file = tmp_path / "var" / "demo-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+
+    started = up.processes()
+    names = {" ".join(process.cmdline()) for process in started}
+    assert any("redis-server" in name or "valkey" in name for name in names)
+    assert any(name.endswith(f" api --host 127.0.0.1 --port {up.port}") for name in names)
+    assert any(name.endswith(" worker") for name in names)
+
+    assert send(curl) == [202]
+    # Read by a separate process while the worker owns the embedded store.
+    assert pageviews_within(5.0, 1, stats_line, tmp_path, up_env) == 1
+
+    assert up.ctrl_c() == 0
+    assert not [process for process in started if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
+    # Redis was stopped by up after the worker (SIGTERM), not by the terminal's SIGINT.
+    redis_log = (tmp_path / "var" / "redis" / "redis.log").read_text()
+    assert "Received SIGTERM" in redis_log
+    assert "Received SIGINT" not in redis_log
+
+    again = start_up()
+    assert bearer(again.printed("curl ")) == bearer(curl)  # the kept demo token
+    assert stats(again.printed("HITSTREAM_REDIS_URL="), tmp_path, up_env)["pageviews"] == 1
+    assert again.ctrl_c() == 0
+
+
+def test_pageviews_queued_at_ctrl_c_are_stored_by_the_next_up(
+    start_up: Callable[[], Up], tmp_path: Path, up_env: dict[str, str]
+) -> None:
+    up = start_up()
+    curl = up.printed("curl ")
+    worker = up.child("worker")
+    # Hold the worker so the pageviews are accepted but certainly not processed yet.
+    os.killpg(worker.pid, signal.SIGSTOP)
+    assert send(curl, count=50) == [202] * 50
+    client = redis.Redis.from_url(up_env["HITSTREAM_REDIS_URL"])
+    assert client.xlen(keys.STREAM) == 50
+    client.close()
+
+    os.killpg(up.process.pid, signal.SIGINT)
+    time.sleep(0.5)  # Ctrl-C arrives while all 50 wait; then the worker may shut down warm
+    os.killpg(worker.pid, signal.SIGCONT)
+    assert up.process.wait(60) == 0
+
+    again = start_up()
+    stats_line = again.printed("HITSTREAM_REDIS_URL=")
+    assert pageviews_within(10.0, 50, stats_line, tmp_path, up_env) == 50
+    assert again.ctrl_c() == 0
+
+
+def test_up_stops_everything_and_fails_when_a_child_dies(start_up: Callable[[], Up]) -> None:
+    up = start_up()
+    up.printed("curl ")
+    started = up.processes()
+    up.child("api").kill()
+    assert up.process.wait(60) == 1
+    assert "api exited unexpectedly" in "".join(up.output)
+    assert not [process for process in started if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
