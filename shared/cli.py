@@ -49,3 +49,7 @@ def main() -> None:
     except ConfigError as error:
         click.echo(f"hitstream: configuration error: {error}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,11 @@ GROUP = "workers"
 # Sorted set: batch id -> lease deadline (ms since epoch). A batch id is also the stream
 # consumer name that holds the batch's entries, so a batch is recovered as a whole.
 BATCH_LEASES = f"{PREFIX}:batches"
+# Hash: stream entry id -> dead-letter JSON (envelope without the IP, step, error). Keyed by
+# entry id so a retried batch rewrites its dead letters instead of adding copies.
 DEAD_LETTERS = f"{PREFIX}:dead-letters"
+# String, SET NX PX: at most one worker's dispatcher enqueues batch jobs per tick.
+DISPATCH_LOCK = f"{PREFIX}:dispatch-lock"
 
 # --- control plane ------------------------------------------------------------------------
 SITE = f"{PREFIX}:site:{{site_id}}"  # hash: id, domain, created_at

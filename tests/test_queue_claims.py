@@ -1,0 +1,115 @@
+"""Batch claims on the real Redis stream: claim, lease, ack, release, whole re-claim."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from shared import keys
+from workers.queue import BatchQueue
+
+
+def fill(client: redis.Redis, count: int) -> list[str]:
+    return [client.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: f'{{"n": {n}}}'}).decode() for n in range(count)]
+
+
+def test_claim_takes_up_to_batch_size_in_stream_order(real_redis: redis.Redis) -> None:
+    ids = fill(real_redis, 5)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=60)
+
+    first = queue.claim(batch_size=3)
+    second = queue.claim(batch_size=3)
+
+    assert first is not None and second is not None
+    assert [entry.id for entry in first.entries] == ids[:3]
+    assert [entry.id for entry in second.entries] == ids[3:]
+    assert first.entries[0].data == b'{"n": 0}'
+    assert first.id.startswith("b:") and first.id != second.id
+    assert not first.reclaimed
+    assert queue.claim(batch_size=3) is None
+
+
+def test_empty_stream_claims_nothing_and_leaves_no_consumer(real_redis: redis.Redis) -> None:
+    queue = BatchQueue(real_redis, claim_timeout_seconds=60)
+
+    assert queue.claim(batch_size=10) is None
+    assert real_redis.xinfo_consumers(keys.STREAM, keys.GROUP) == []
+    assert real_redis.zcard(keys.BATCH_LEASES) == 0
+
+
+def test_ack_removes_entries_lease_and_consumer(real_redis: redis.Redis) -> None:
+    fill(real_redis, 4)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=60)
+    batch = queue.claim(batch_size=10)
+    assert batch is not None
+
+    queue.ack(batch)
+
+    assert real_redis.xlen(keys.STREAM) == 0
+    assert real_redis.zcard(keys.BATCH_LEASES) == 0
+    assert real_redis.xinfo_consumers(keys.STREAM, keys.GROUP) == []
+
+
+def test_expired_batch_is_reclaimed_whole_under_the_same_id(real_redis: redis.Redis) -> None:
+    fill(real_redis, 7)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=1.0)
+    lost = queue.claim(batch_size=5)  # its worker "dies": no heartbeat, no ack
+    assert lost is not None
+
+    assert queue.claim(batch_size=5) is not None  # the other 2, lease still valid for `lost`
+    time.sleep(1.1)
+    recovered = queue.claim(batch_size=5)
+
+    assert recovered is not None and recovered.reclaimed
+    assert recovered.id == lost.id
+    assert recovered.entries == lost.entries
+
+
+def test_reclaim_recovers_batches_larger_than_the_current_batch_size(real_redis: redis.Redis) -> None:
+    fill(real_redis, 1200)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=0.1)
+    lost = queue.claim(batch_size=1200)
+    time.sleep(0.2)
+
+    recovered = queue.claim(batch_size=10)
+
+    assert recovered is not None and recovered.id == lost.id
+    assert len(recovered.entries) == 1200
+
+
+def test_heartbeat_keeps_a_slow_batch_from_being_reclaimed(real_redis: redis.Redis) -> None:
+    fill(real_redis, 3)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=0.3)
+    batch = queue.claim(batch_size=10)
+    assert batch is not None
+
+    with queue.lease_kept(batch.id):
+        time.sleep(0.7)
+        assert queue.claim(batch_size=10) is None
+
+    time.sleep(0.4)
+    assert queue.claim(batch_size=10).id == batch.id
+
+
+def test_released_batch_is_reclaimed_immediately(real_redis: redis.Redis) -> None:
+    fill(real_redis, 2)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=60)
+    batch = queue.claim(batch_size=10)
+    assert batch is not None
+
+    queue.release(batch.id)
+
+    again = queue.claim(batch_size=10)
+    assert again is not None and again.id == batch.id and again.reclaimed
+
+
+def test_heartbeat_after_ack_does_not_resurrect_the_lease(real_redis: redis.Redis) -> None:
+    fill(real_redis, 1)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=60)
+    batch = queue.claim(batch_size=10)
+    queue.ack(batch)
+
+    queue.heartbeat(batch.id)
+
+    assert real_redis.zcard(keys.BATCH_LEASES) == 0

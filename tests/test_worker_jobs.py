@@ -1,0 +1,162 @@
+"""process_batch in this process, on the real Redis, with a stand-in pipeline and store:
+what gets stored, dead-lettered, retried, released and acknowledged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from rq import Queue
+
+from shared import keys
+from shared.config import Settings
+from shared.envelope import Envelope
+from shared.queue_stats import BATCH_QUEUE
+from workers import dead_letters, jobs, runtime
+from workers.pipeline import StepFailed
+from workers.queue import BatchQueue
+from workers.records import Drop, DropReason, PageviewRow
+from workers.store.store import StoreUnavailable
+
+IP = "198.51.100.23"
+SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
+
+
+def envelope(n: int, path: str = "/") -> Envelope:
+    return Envelope(
+        site_id=SITE,
+        site_domain="example.com",
+        page_id=f"00000000-0000-4000-8000-{n:012d}",
+        session_id="9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d",
+        timestamp_ms=1_760_000_000_000 + n,
+        received_ms=1_760_000_000_000 + n,
+        url=f"https://example.com{path}",
+        visitor_ip=IP,
+        user_agent="Mozilla/5.0",
+    )
+
+
+class StandInPipeline:
+    """Path /drop is dropped, /poison breaks the "url" step (with the IP in its message)."""
+
+    def process(self, env: Envelope) -> PageviewRow | Drop:
+        moment = datetime.fromtimestamp(env.timestamp_ms / 1000, UTC)
+        if env.url.endswith("/drop"):
+            return Drop(env.site_id, DropReason.SITE_PATH, moment)
+        if env.url.endswith("/poison"):
+            raise StepFailed("url", f"cannot parse request from {env.visitor_ip}")
+        return PageviewRow(site_id=env.site_id, timestamp=moment, received_at=moment, page_id=env.page_id,
+                           session_id=env.session_id)
+
+
+class StandInStore:
+    """Deduplicates by batch id like ClickHouse's insert_deduplication_token."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.batches: dict[str, tuple[list[PageviewRow], list[Drop]]] = {}
+
+    def write_batch(self, batch_id: str, rows: list[PageviewRow], drops: list[Drop]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("connection refused")
+        self.batches.setdefault(batch_id, (list(rows), list(drops)))
+
+    def page_ids(self) -> list[str]:
+        return sorted(row.page_id for rows, _ in self.batches.values() for row in rows)
+
+
+@pytest.fixture
+def store(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInStore]:
+    store = StandInStore()
+    settings = Settings(batch_size=10, claim_timeout_seconds=0.5)
+    monkeypatch.setattr(runtime, "settings", lambda: settings)
+    monkeypatch.setattr(runtime, "redis_client", lambda: real_redis)
+    queue = BatchQueue(real_redis, settings.claim_timeout_seconds)
+    monkeypatch.setattr(runtime, "batch_queue", lambda: queue)
+    monkeypatch.setattr(runtime, "pipeline", StandInPipeline)
+    monkeypatch.setattr(runtime, "current_store", lambda: store)
+    monkeypatch.setattr(jobs, "STORE_RETRY_FIRST_DELAY", 0.01)
+    yield store
+    runtime.shutdown_requested.clear()
+
+
+def send(client: redis.Redis, *envelopes: Envelope) -> list[str]:
+    return [client.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: env.to_json()}).decode() for env in envelopes]
+
+
+def test_batch_is_stored_then_acknowledged(real_redis: redis.Redis, store: StandInStore) -> None:
+    send(real_redis, envelope(1), envelope(2, "/drop"), envelope(3))
+
+    assert jobs.process_batch() == 3
+
+    (rows, drops), = store.batches.values()
+    assert [row.page_id for row in rows] == [envelope(1).page_id, envelope(3).page_id]
+    assert [drop.reason for drop in drops] == [DropReason.SITE_PATH]
+    assert real_redis.xlen(keys.STREAM) == 0 and real_redis.zcard(keys.BATCH_LEASES) == 0
+
+
+def test_poison_record_is_dead_lettered_and_its_neighbours_stored(real_redis: redis.Redis, store: StandInStore) -> None:
+    ids = send(real_redis, envelope(1), envelope(2, "/poison"), envelope(3))
+    real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: b'{"site_id": "x", "visitor_ip": "' + IP.encode() + b'"}'})
+
+    assert jobs.process_batch() == 4
+
+    assert store.page_ids() == [envelope(1).page_id, envelope(3).page_id]
+    letters = dead_letters.list_dead_letters(real_redis)
+    assert [(letter.id, letter.step) for letter in letters][0] == (ids[1], "url")
+    assert letters[1].step == "decode"
+    assert all(IP not in letter.to_json().decode() for letter in letters)
+    assert real_redis.xlen(keys.STREAM) == 0
+
+
+def test_unavailable_store_is_retried_and_the_batch_stored_once(real_redis: redis.Redis, store: StandInStore) -> None:
+    store.failures = 3
+    send(real_redis, envelope(1), envelope(2))
+
+    assert jobs.process_batch() == 2
+
+    assert store.page_ids() == [envelope(1).page_id, envelope(2).page_id]
+    assert real_redis.xlen(keys.STREAM) == 0
+
+
+def test_store_down_too_long_releases_the_batch_for_a_retry_under_the_same_id(
+    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "STORE_RETRY_SECONDS", 0.05)
+    store.failures = 1000
+    send(real_redis, envelope(1), envelope(2))
+
+    with pytest.raises(jobs.StoreGaveUp):
+        jobs.process_batch()
+
+    assert real_redis.xlen(keys.STREAM) == 2 and store.batches == {}
+    (batch_id, deadline), = real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)
+    assert deadline == 0
+    store.failures = 0
+    assert jobs.process_batch() == 2
+    assert list(store.batches) == [batch_id.decode()]
+    assert real_redis.xlen(keys.STREAM) == 0
+
+
+def test_shutdown_while_the_store_is_down_gives_the_batch_back(real_redis: redis.Redis, store: StandInStore) -> None:
+    store.failures = 1000
+    send(real_redis, envelope(1))
+    runtime.shutdown_requested.set()
+
+    assert jobs.process_batch() == 0
+
+    assert real_redis.xlen(keys.STREAM) == 1
+    assert real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)[0][1] == 0
+
+
+def test_a_full_batch_enqueues_its_successor(real_redis: redis.Redis, store: StandInStore) -> None:
+    rq_queue = Queue(BATCH_QUEUE, connection=real_redis)
+    send(real_redis, *(envelope(n) for n in range(15)))
+
+    assert jobs.process_batch() == 10
+    assert rq_queue.count == 1
+    assert jobs.process_batch() == 5
+    assert rq_queue.count == 1  # a partial batch means the queue is drained: no successor

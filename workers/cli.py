@@ -1,0 +1,163 @@
+"""``hitstream worker``, ``hitstream dead-letters`` and ``hitstream queue``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import signal
+from types import FrameType
+
+import click
+import orjson
+import redis
+from rq import Queue, SimpleWorker
+
+from shared.config import load_settings
+from shared.queue_stats import BATCH_QUEUE, STORE_QUEUE, collect_queue_stats
+from workers import dead_letters as dead_letter_store
+from workers import runtime
+from workers.dispatcher import Dispatcher
+
+
+class BatchWorker(SimpleWorker):
+    """RQ's SimpleWorker (no fork per job: the store client and caches stay warm) whose warm
+    shutdown also tells a job waiting on an unavailable store to give its batch back."""
+
+    def handle_warm_shutdown_request(self) -> None:
+        runtime.shutdown_requested.set()
+        super().handle_warm_shutdown_request()
+
+
+def _open_store_early() -> None:
+    """Open and migrate the store now, so stats queries work before the first batch. A store
+    that is down is not fatal: jobs keep their batches claimed and retry until it is back."""
+    from workers.store.store import StoreUnavailable
+
+    try:
+        runtime.current_store()
+    except StoreUnavailable as error:
+        logging.getLogger(__name__).warning("store not available yet, batches will wait: %s", error)
+
+
+def run_worker_process() -> None:
+    """One worker process: migrate the store, dispatch, and work both RQ queues."""
+    settings = runtime.settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
+    client = runtime.redis_client()
+    _open_store_early()
+    batch_queue = Queue(BATCH_QUEUE, connection=client)
+    dispatcher = Dispatcher(client, batch_queue, settings.batch_size)
+    # The store queue carries read queries (hitstream stats); with an embedded chdb store
+    # this process is the only one that can answer them.
+    worker = BatchWorker([batch_queue, Queue(STORE_QUEUE, connection=client)], connection=client)
+    dispatcher.start()
+    try:
+        worker.work(logging_level=settings.log_level)
+    finally:
+        dispatcher.stop()
+
+
+def _run_processes(count: int) -> None:
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=run_worker_process, name=f"hitstream-worker-{i}") for i in range(count)]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                child.terminate()  # SIGTERM: a warm shutdown in the child
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+
+
+@click.command()
+@click.option("-n", "--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes to start on this host (http:// ClickHouse only).")
+def worker(processes: int) -> None:
+    """Run RQ workers that move pageviews from the Redis stream into ClickHouse."""
+    if processes > 1 and runtime.settings().clickhouse_url.startswith("chdb://"):
+        raise click.UsageError(
+            "HITSTREAM_CLICKHOUSE_URL is an embedded chdb:// store, which only one process can open: "
+            "run one worker process (-n 1), or use a ClickHouse server (http://host:8123) for more."
+        )
+    if processes == 1:
+        run_worker_process()
+    else:
+        _run_processes(processes)
+
+
+@click.group("dead-letters")
+def dead_letters() -> None:
+    """Inspect, requeue or purge envelopes that broke a pipeline step."""
+
+
+def _redis() -> redis.Redis:
+    """A client for one CLI command (the per-process worker singletons are for workers)."""
+    return redis.Redis.from_url(load_settings().redis_url)
+
+
+def _ids(ids: tuple[str, ...], all_: bool) -> list[str] | None:
+    if all_ == bool(ids):
+        raise click.UsageError("give dead letter IDs or --all (not both)")
+    return None if all_ else list(ids)
+
+
+@dead_letters.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, envelope included.")
+def list_command(as_json: bool) -> None:
+    """Dead letters, oldest first."""
+    letters = dead_letter_store.list_dead_letters(_redis())
+    for letter in letters:
+        if as_json:
+            click.echo(letter.to_json())
+        else:
+            click.echo(f"{letter.id}\t{letter.failed_at}\t{letter.step}\t{letter.site_id or '-'}\t{letter.error}")
+    if not as_json:
+        click.echo(f"{len(letters)} dead letter(s)", err=True)
+
+
+@dead_letters.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
+def requeue(ids: tuple[str, ...], all_: bool) -> None:
+    """Put dead letters back on the ingest stream (without their visitor IP)."""
+    requeued = dead_letter_store.requeue(_redis(), _ids(ids, all_))
+    click.echo(f"requeued {len(requeued)} dead letter(s)")
+
+
+@dead_letters.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Delete every dead letter.")
+def purge(ids: tuple[str, ...], all_: bool) -> None:
+    """Delete dead letters."""
+    deleted = dead_letter_store.purge(_redis(), _ids(ids, all_))
+    click.echo(f"purged {deleted} dead letter(s)")
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f} s"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def queue(as_json: bool) -> None:
+    """Queue depth, claimed batches, oldest waiting pageview, workers, failures."""
+    stats = collect_queue_stats(_redis())
+    if as_json:
+        click.echo(orjson.dumps(dataclasses.asdict(stats), option=orjson.OPT_INDENT_2))
+        return
+    click.echo(f"depth                {stats.depth}")
+    click.echo(f"waiting              {stats.waiting}")
+    click.echo(f"oldest waiting       {_age(stats.oldest_waiting_age_seconds)}")
+    click.echo(f"claimed batches      {len(stats.claimed_batches)}")
+    for batch in stats.claimed_batches:
+        state = "lease expired" if batch.lease_expired else "leased"
+        click.echo(f"  {batch.id}  {batch.entries} entries  {_age(batch.age_seconds)}  {state}")
+    click.echo(f"live workers         {stats.live_workers}")
+    click.echo(f"failed jobs          {stats.failed_jobs}")
+    click.echo(f"dead letters         {stats.dead_letters}")

@@ -1,0 +1,135 @@
+"""Dead letters: envelopes that broke a pipeline step, kept for an operator to inspect.
+
+``keys.DEAD_LETTERS`` is a hash: stream entry id -> record JSON. Keying by the entry id
+makes recording idempotent: a batch retried after a crash rewrites the same dead letters
+instead of adding copies. A record never holds the raw visitor IP: the envelope is stored
+without it and the IP is scrubbed from the error text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+
+from shared import keys
+from shared.envelope import Envelope
+
+IP_PLACEHOLDER = "<visitor_ip>"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str  # the stream entry id the envelope had
+    failed_at: str  # ISO 8601, UTC
+    step: str  # the pipeline step that failed, or "decode"
+    error: str
+    site_id: str | None
+    batch_id: str
+    envelope: dict[str, Any] | None  # visitor_ip removed; None if the entry was not JSON
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DeadLetter:
+        return cls(**orjson.loads(data))
+
+
+def _scrub(text: str, ip: object) -> str:
+    if isinstance(ip, str) and ip:
+        return text.replace(ip, IP_PLACEHOLDER)
+    return text
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def for_failed_step(entry_id: str, batch_id: str, envelope: Envelope, step: str, error: str) -> DeadLetter:
+    """A dead letter for an envelope that a pipeline step could not process."""
+    return DeadLetter(
+        id=entry_id,
+        failed_at=_now(),
+        step=step,
+        error=_scrub(error, envelope.visitor_ip),
+        site_id=envelope.site_id,
+        batch_id=batch_id,
+        envelope=envelope.without_ip(),
+    )
+
+
+def for_undecodable(entry_id: str, batch_id: str, data: bytes, error: str) -> DeadLetter:
+    """A dead letter for a stream entry that is not a valid envelope."""
+    try:
+        values = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        values = None
+    if not isinstance(values, dict):
+        return DeadLetter(entry_id, _now(), "decode", error, None, batch_id, None)
+    ip = values.pop("visitor_ip", None)
+    site_id = values.get("site_id")
+    return DeadLetter(
+        id=entry_id,
+        failed_at=_now(),
+        step="decode",
+        error=_scrub(error, ip),
+        site_id=site_id if isinstance(site_id, str) else None,
+        batch_id=batch_id,
+        envelope={**values, "visitor_ip": None},
+    )
+
+
+def record(pipe: redis.client.Pipeline, letters: list[DeadLetter]) -> None:
+    """Queue the HSET of ``letters`` on ``pipe`` (the caller's transaction)."""
+    if letters:
+        pipe.hset(keys.DEAD_LETTERS, mapping={letter.id: letter.to_json() for letter in letters})
+
+
+def list_dead_letters(client: redis.Redis) -> list[DeadLetter]:
+    """All dead letters, oldest first (entry ids are time ordered)."""
+    records = [DeadLetter.from_json(data) for data in client.hvals(keys.DEAD_LETTERS)]
+    return sorted(records, key=lambda letter: tuple(int(part) for part in letter.id.split("-")))
+
+
+def count(client: redis.Redis) -> int:
+    return int(client.hlen(keys.DEAD_LETTERS))
+
+
+def _selected(client: redis.Redis, ids: list[str] | None) -> dict[str, bytes]:
+    """The stored records for ``ids`` (all of them for None); unknown ids are left out."""
+    if ids is None:
+        return {key.decode(): value for key, value in client.hgetall(keys.DEAD_LETTERS).items()}
+    values = client.hmget(keys.DEAD_LETTERS, ids) if ids else []
+    return {dead_id: value for dead_id, value in zip(ids, values, strict=True) if value is not None}
+
+
+def requeue(client: redis.Redis, ids: list[str] | None) -> list[str]:
+    """Append the stored envelopes to the stream again and forget their dead letters.
+
+    The envelope goes back without its visitor IP (the pipeline skips geo and IP rules).
+    Records without a decodable envelope cannot be requeued and stay. Returns requeued ids.
+    """
+    requeued: list[str] = []
+    with client.pipeline(transaction=True) as pipe:
+        for dead_id, data in _selected(client, ids).items():
+            letter = DeadLetter.from_json(data)
+            if letter.envelope is None:
+                continue
+            pipe.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: orjson.dumps(letter.envelope)})
+            pipe.hdel(keys.DEAD_LETTERS, dead_id)
+            requeued.append(dead_id)
+        pipe.execute()
+    return requeued
+
+
+def purge(client: redis.Redis, ids: list[str] | None) -> int:
+    """Delete dead letters (all of them for None); returns how many were deleted."""
+    if ids is None:
+        with client.pipeline(transaction=True) as pipe:
+            deleted, _ = pipe.hlen(keys.DEAD_LETTERS).delete(keys.DEAD_LETTERS).execute()
+        return int(deleted)
+    return int(client.hdel(keys.DEAD_LETTERS, *ids)) if ids else 0
