@@ -1,0 +1,202 @@
+"""Throughput and latency of one ingest API process against a no-op Starlette endpoint.
+
+    .venv/bin/python bench/api_bench.py [--seconds 10] [--connections 64]
+
+Starts its own Redis (AOF on, free port), creates a site, a token and an owner grant through
+shared.control, serves the real API (``hitstream api``: one uvicorn worker, uvloop, httptools)
+and the no-op app (bench/api_noop.py) on the same stack, and drives both with ``wrk`` posting
+the same realistic body. The rate limit is raised out of the way (this measures the hand-off,
+not the 429 path); everything else uses the defaults. Needs ``wrk`` (apt-get install -y wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+import redis
+
+from shared import keys
+from shared.control.grants import grant
+from shared.control.sites import add_site
+from shared.control.tokens import create_token
+from shared.redis_server import RedisServer
+
+BENCH_DIR = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Result:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    cpu_us_per_request: float  # server CPU time / requests: stable even on a busy machine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def realistic_body() -> bytes:
+    return orjson.dumps(
+        {
+            "url": "https://www.example.com/blog/queue-decoupled-ingest?utm_source=newsletter&utm_medium=email&utm_campaign=spring",
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "visitor_ip": "2001:db8:85a3::8a2e:370:7334",
+            "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/126.0.0.0 Safari/537.36",
+            "referrer": "https://news.ycombinator.com/item?id=40000000",
+            "language": "en-GB",
+            "session_id": "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0",
+            "screen_width": 2560,
+            "screen_height": 1440,
+            "viewport_width": 1280,
+            "viewport_height": 720,
+        }
+    )
+
+
+def serve(command: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{command[0]} did not start on port {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, env: dict[str, str], seconds: int, connections: int, server_pid: int) -> Result:
+    cpu_before = cpu_seconds(server_pid)
+    output = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(BENCH_DIR / "api_post.lua"),
+            url,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    cpu_used = cpu_seconds(server_pid) - cpu_before
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    return Result(
+        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        p50_ms=_latency_ms(output, "50%"),
+        p99_ms=_latency_ms(output, "99%"),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        cpu_us_per_request=cpu_used / requests * 1e6,
+    )
+
+
+def _latency_ms(output: str, percentile: str) -> float:
+    value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)$", output, re.MULTILINE).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+
+    with tempfile.TemporaryDirectory(prefix="api-bench-") as data_dir:
+        server = RedisServer(port=free_port(), data_dir=Path(data_dir))
+        server.start()
+        try:
+            control = redis.Redis.from_url(server.url)
+            site = add_site(control, "example.com")
+            secret, token = create_token(control, "api-bench")
+            grant(control, token.id, site.id, "owner")
+            env = {
+                **os.environ,
+                "HITSTREAM_REDIS_URL": server.url,
+                "HITSTREAM_RATE_LIMIT": "1000000000",
+                "HITSTREAM_RATE_BURST": "1000000000",
+                "API_BENCH_BODY": realistic_body().decode(),
+                "API_BENCH_TOKEN": secret,
+            }
+            api_port, noop_port = free_port(), free_port()
+            stack = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+            servers = {
+                "no-op Starlette": (
+                    [
+                        str(VENV_BIN / "uvicorn"),
+                        "api_noop:app",
+                        "--app-dir",
+                        str(BENCH_DIR),
+                        "--port",
+                        str(noop_port),
+                        *stack,
+                    ],
+                    f"http://127.0.0.1:{noop_port}/noop",
+                ),
+                "ingest endpoint": (
+                    [str(VENV_BIN / "hitstream"), "api", "--port", str(api_port)],
+                    f"http://127.0.0.1:{api_port}/api/ingest/server/pageview",
+                ),
+            }
+            results: dict[str, Result] = {}
+            for name, (command, url) in servers.items():
+                port = int(url.split(":")[2].split("/")[0])
+                process = serve(command, port, env)
+                try:
+                    run_wrk(url, env, 2, args.connections, process.pid)  # warm-up
+                    results[name] = run_wrk(url, env, args.seconds, args.connections, process.pid)
+                finally:
+                    process.terminate()
+                    process.wait()
+            queued = control.xlen(keys.STREAM)
+        finally:
+            server.stop()
+
+    print(f"{'server':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}")
+    for name, result in results.items():
+        print(
+            f"{name:<18}{result.requests_per_second:>10.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}"
+            f"{result.non_2xx:>9}{result.cpu_us_per_request:>12.1f}"
+        )
+    api, noop = results["ingest endpoint"], results["no-op Starlette"]
+    throughput_ratio = api.requests_per_second / noop.requests_per_second
+    cpu_ratio = noop.cpu_us_per_request / api.cpu_us_per_request
+    print(f"ingest / no-op throughput: {throughput_ratio:.2f}x (target >= 0.60x)")
+    print(f"no-op / ingest server CPU per request: {cpu_ratio:.2f}x (the same ratio, unaffected by")
+    print(f"other load on the machine); envelopes queued in Redis: {queued}")
+
+
+if __name__ == "__main__":
+    main()

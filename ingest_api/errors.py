@@ -1,0 +1,57 @@
+"""The endpoint's error answers: JSON ``{"message": ...}`` with HitKeep's texts.
+
+Every failure the endpoint can report is an ``ApiError``; the route turns it into a response
+in one place, so status codes, messages and headers cannot drift between code paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from starlette.responses import Response
+
+# HitKeep's texts (hitkeep-behaviour.md). Our extra 400s name their field instead.
+BAD_BODY = "Bad request body"
+BAD_URL = "url must be an absolute http or https URL"
+BAD_TIMESTAMP = "timestamp must be RFC3339"
+FUTURE_TIMESTAMP = "timestamp must not be more than 24 hours in the future"
+BAD_VISITOR_IP = "visitor_ip must be a valid IP address"
+MISSING_USER_AGENT = "user_agent is required"
+UNAUTHORIZED = "Unauthorized"
+ACCESS_DENIED = "Access denied"
+SITE_NOT_FOUND = "Site not found"
+TOO_MANY_REQUESTS = "Too Many Requests"
+SERVICE_NOT_AVAILABLE = "Service not available"
+
+
+def too_long(field: str, limit: int) -> str:
+    return f"{field} must be at most {limit} characters"
+
+
+def out_of_range(field: str, low: int, high: int) -> str:
+    return f"{field} must be an integer from {low} to {high}"
+
+
+class ApiError(Exception):
+    """A request the endpoint refuses, with the status, message and headers to answer."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ApiError):
+    def __init__(self, message: str = BAD_BODY) -> None:
+        super().__init__(400, message)
+
+
+def error_response(error: ApiError) -> Response:
+    return Response(
+        orjson.dumps({"message": error.message}),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )

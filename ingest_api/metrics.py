@@ -1,0 +1,41 @@
+"""Prometheus metrics of one API process.
+
+Each process keeps its own registry (no multiprocess directory): with ``--workers N`` a scrape
+of ``/metrics`` sees the process that accepted the connection, so scrape each process (one
+per port or container) or sum what you see. Queue depth is the same from every process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "hitstream_api_requests",
+            "HTTP requests answered, by route and status code.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.handoff_seconds = Histogram(
+            "hitstream_api_handoff_seconds",
+            "Time from submitting a pageview to Redis until Redis confirmed (or refused) it.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "hitstream_queue_depth",
+            "Pageviews in the ingest stream (waiting or being processed), read at scrape time.",
+            registry=self.registry,
+        )
+
+    def count_request(self, route: str, status: int) -> None:
+        self.requests.labels(route, str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,224 @@
+"""The OpenAPI 3.1 description of what the API really does, served at /api/openapi.json.
+
+Limits come from ingest_api.validation, so the document cannot disagree with the checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingest_api import errors
+from ingest_api.validation import (
+    MAX_BODY_BYTES,
+    MAX_DIMENSION,
+    MAX_LANGUAGE_CHARS,
+    MAX_REFERRER_CHARS,
+    MAX_URL_CHARS,
+    MAX_USER_AGENT_CHARS,
+)
+
+PAGEVIEW_PATH = "/api/ingest/server/pageview"
+
+_UUID = {
+    "type": ["string", "null"],
+    "format": "uuid",
+    "description": "Optional UUID (8-4-4-4-12 hex, any case); generated when absent or null. "
+    f"Anything else answers 400 `{errors.BAD_BODY}`.",
+}
+_DIMENSION = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_DIMENSION}
+
+_PAGEVIEW = {
+    "type": "object",
+    "required": ["url", "timestamp", "visitor_ip", "user_agent"],
+    "properties": {
+        "url": {
+            "type": "string",
+            "format": "uri",
+            "maxLength": MAX_URL_CHARS,
+            "description": "Absolute http(s) URL; its host (lower-cased, port, trailing dot and "
+            "one leading `www.` removed, IDNA-encoded) selects the site. UTM values and hk_qr are "
+            "read from its query string.",
+        },
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 (`T`, seconds, optional fraction, `Z` or `±HH:MM`); at "
+            "most 24 hours in the future. Past times are accepted (replay).",
+        },
+        "visitor_ip": {
+            "type": "string",
+            "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+            "description": "The visitor's IPv4 or IPv6 address (no port, no zone). Used for "
+            "exclusions, spam checks and geo lookup, never stored.",
+        },
+        "user_agent": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_USER_AGENT_CHARS,
+            "description": "The visitor's user agent; must not be empty after trimming.",
+        },
+        "referrer": {"type": ["string", "null"], "maxLength": MAX_REFERRER_CHARS},
+        "language": {"type": ["string", "null"], "maxLength": MAX_LANGUAGE_CHARS},
+        "session_id": _UUID,
+        "page_id": _UUID,
+        "screen_width": _DIMENSION,
+        "screen_height": _DIMENSION,
+        "viewport_width": _DIMENSION,
+        "viewport_height": _DIMENSION,
+        "dnt": {
+            "type": ["boolean", "null"],
+            "description": "When true the pageview is answered 202 and not recorded.",
+        },
+    },
+    "example": {
+        "url": "https://example.com/pricing?utm_source=newsletter",
+        "timestamp": "2026-04-15T12:00:00Z",
+        "visitor_ip": "203.0.113.7",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+        "referrer": "https://news.example.org/",
+        "language": "en-GB",
+        "screen_width": 1920,
+        "screen_height": 1080,
+    },
+}
+
+
+def _integer_header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "integer", "minimum": 0}}
+
+
+_RATE_HEADERS = {
+    "RateLimit-Limit": _integer_header("Burst size of the token's bucket (items)."),
+    "RateLimit-Remaining": _integer_header("Items left in the bucket now."),
+    "RateLimit-Reset": _integer_header("Seconds until the bucket is full again."),
+}
+_RETRY_AFTER = {"Retry-After": _integer_header("Seconds to wait before retrying.")}
+
+
+def _error(description: str, example: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"},
+                "example": {"message": example},
+            }
+        },
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _text(description: str, media_type: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "hitstream ingest API",
+        "version": "1",
+        "description": "HitKeep-compatible ingest of trusted server-side pageviews. A 202 means "
+        "the pageview is durably queued; enrichment and storage happen asynchronously.",
+    },
+    "paths": {
+        PAGEVIEW_PATH: {
+            "post": {
+                "operationId": "ingestServerPageview",
+                "summary": "Ingest one server-side pageview",
+                "description": "Checks, first failure decides: rate limit, token, body "
+                f"(at most {MAX_BODY_BYTES} bytes, a JSON object, field types, UUIDs), url, "
+                "timestamp, visitor_ip, user_agent, referrer/language/size bounds, site, "
+                "`site.manage_data` grant, dnt. Unknown fields are ignored.",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pageview"}}},
+                },
+                "responses": {
+                    "202": {
+                        "description": "Accepted and queued (or dropped for dnt). Empty body.",
+                        "headers": _RATE_HEADERS,
+                    },
+                    "400": _error(
+                        "Invalid request; the message names the field.", errors.BAD_URL, _RATE_HEADERS
+                    ),
+                    "401": _error(
+                        "Missing, unknown, revoked or expired token.", errors.UNAUTHORIZED, _RATE_HEADERS
+                    ),
+                    "403": _error(
+                        "The token lacks site.manage_data on the site.", errors.ACCESS_DENIED, _RATE_HEADERS
+                    ),
+                    "404": _error("No site for the url's host.", errors.SITE_NOT_FOUND, _RATE_HEADERS),
+                    "429": _error(
+                        "Rate limit exceeded.", errors.TOO_MANY_REQUESTS, {**_RATE_HEADERS, **_RETRY_AFTER}
+                    ),
+                    "503": _error(
+                        "Redis unreachable or slow, or the queue is full.",
+                        errors.SERVICE_NOT_AVAILABLE,
+                        _RETRY_AFTER,
+                    ),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "summary": "The process is alive",
+                "security": [],
+                "responses": {"200": _text("Alive.", "text/plain")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "ready",
+                "summary": "Redis answers",
+                "security": [],
+                "responses": {
+                    "200": _text("Ready.", "text/plain"),
+                    "503": _text("Redis does not answer.", "text/plain"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics of this process",
+                "security": [],
+                "responses": {"200": _text("Prometheus text format.", "text/plain")},
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API token (wins over X-Api-Key).",
+            },
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+        },
+        "schemas": {
+            "Pageview": _PAGEVIEW,
+            "Error": {
+                "type": "object",
+                "required": ["message"],
+                "properties": {"message": {"type": "string"}},
+            },
+        },
+    },
+}

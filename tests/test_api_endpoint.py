@@ -1,0 +1,386 @@
+"""The ingest endpoint in-process against the suite's real Redis: every status code and
+message, both auth headers, site matching, rate limiting, backpressure and what is queued."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from ingest_api.app import create_app
+from shared import keys
+from shared.config import Settings
+from shared.control.grants import grant
+from shared.control.sites import Site, add_site
+from shared.control.tokens import ApiToken, create_token, hash_token, revoke_token
+from shared.envelope import Envelope
+
+PATH = "/api/ingest/server/pageview"
+BODY: dict[str, Any] = {
+    "url": "https://example.com/pricing?utm_source=newsletter",
+    "timestamp": "2026-04-15T12:00:00Z",
+    "visitor_ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+}
+
+
+@dataclass
+class World:
+    redis: redis.Redis
+    site: Site
+    secret: str
+    token: ApiToken
+
+    def queued(self) -> list[Envelope]:
+        return [Envelope.from_json(fields[b"e"]) for _, fields in self.redis.xrange(keys.STREAM)]
+
+
+@pytest.fixture
+def world(real_redis: redis.Redis) -> World:
+    site = add_site(real_redis, "example.com")
+    secret, token = create_token(real_redis, "ingest")
+    grant(real_redis, token.id, site.id, "owner")
+    return World(real_redis, site, secret, token)
+
+
+def client_for(redis_url: str, **settings: Any) -> TestClient:
+    # A generous Redis timeout: the whole suite shares two cores, and a 503 from a starved
+    # thread is not what these tests are about (the timeout tests set their own).
+    settings.setdefault("redis_timeout_ms", 2000)
+    return TestClient(create_app(Settings(redis_url=redis_url, **settings)))
+
+
+@pytest.fixture
+def api(redis_url: str) -> Iterator[TestClient]:
+    with client_for(redis_url) as client:
+        yield client
+
+
+def post(client: TestClient, secret: str | None, body: Any = None, **headers: str) -> Any:
+    if secret is not None:
+        headers.setdefault("Authorization", f"Bearer {secret}")
+    content = body if isinstance(body, bytes) else None
+    return client.post(
+        PATH, json=None if content else (BODY if body is None else body), content=content, headers=headers
+    )
+
+
+def assert_error(response: Any, status: int, message: str) -> None:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"message": message}
+
+
+# --- 202 and what reaches the queue ------------------------------------------------------
+
+
+def test_accepted_pageview_answers_202_empty_and_is_queued_with_generated_ids(
+    api: TestClient, world: World
+) -> None:
+    response = post(
+        api, world.secret, {**BODY, "visitor_ip": "::ffff:203.0.113.7", "referrer": "https://r.example/"}
+    )
+    assert response.status_code == 202
+    assert response.content == b""
+    assert response.headers["RateLimit-Limit"] == "200"
+    [envelope] = world.queued()
+    assert (envelope.site_id, envelope.site_domain) == (world.site.id, "example.com")
+    assert envelope.visitor_ip == "203.0.113.7"
+    assert envelope.timestamp_ms == 1776254400000
+    assert envelope.url == BODY["url"] and envelope.referrer == "https://r.example/"
+    assert len(envelope.page_id) == 36 and len(envelope.session_id) == 36
+    assert abs(envelope.received_ms - time.time() * 1000) < 60_000
+
+
+def test_client_ids_are_kept_and_null_ids_are_generated(api: TestClient, world: World) -> None:
+    ids = {
+        "page_id": "2489E9AD-2EE2-8E00-8EC9-32D5F69181C0",
+        "session_id": "5b0c9f3e-0d8f-4e5a-9c1e-2f3a4b5c6d7e",
+    }
+    assert post(api, world.secret, {**BODY, **ids}).status_code == 202
+    assert post(api, world.secret, {**BODY, "page_id": None, "session_id": None}).status_code == 202
+    kept, generated = world.queued()
+    assert (kept.page_id, kept.session_id) == ("2489e9ad-2ee2-8e00-8ec9-32d5f69181c0", ids["session_id"])
+    assert generated.page_id != generated.session_id and len(generated.page_id) == 36
+
+
+@pytest.mark.parametrize("secret_header", ["authorization", "x-api-key", "lower-bearer"])
+def test_both_auth_headers_are_accepted(api: TestClient, world: World, secret_header: str) -> None:
+    headers = {
+        "authorization": {"Authorization": f"Bearer {world.secret}"},
+        "x-api-key": {"X-Api-Key": world.secret},
+        "lower-bearer": {"Authorization": f"bearer {world.secret}"},
+    }[secret_header]
+    assert post(api, None, **headers).status_code == 202
+
+
+def test_bearer_wins_over_x_api_key(api: TestClient, world: World) -> None:
+    assert (
+        post(api, None, Authorization=f"Bearer {world.secret}", **{"X-Api-Key": "wrong"}).status_code == 202
+    )
+    assert_error(
+        post(api, None, Authorization="Bearer wrong", **{"X-Api-Key": world.secret}), 401, "Unauthorized"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "HTTPS://EXAMPLE.COM/a",
+        "https://www.example.com/a",
+        "https://example.com:8443/a",
+        "https://example.com./a",
+        "https://WWW.Example.com.:80/",
+    ],
+)
+def test_url_host_variants_resolve_to_the_site(api: TestClient, world: World, url: str) -> None:
+    assert post(api, world.secret, {**BODY, "url": url}).status_code == 202
+    assert world.queued()[0].site_id == world.site.id
+
+
+def test_idna_host_matches_a_unicode_site(api: TestClient, world: World) -> None:
+    site = add_site(world.redis, "bücher.example")
+    grant(world.redis, world.token.id, site.id, "admin")
+    assert post(api, world.secret, {**BODY, "url": "https://www.BÜCHER.example/"}).status_code == 202
+    assert post(api, world.secret, {**BODY, "url": "https://xn--bcher-kva.example/"}).status_code == 202
+    assert [envelope.site_id for envelope in world.queued()] == [site.id, site.id]
+
+
+def test_dnt_answers_202_and_queues_nothing(api: TestClient, world: World) -> None:
+    assert post(api, world.secret, {**BODY, "dnt": True}).status_code == 202
+    assert world.queued() == []
+
+
+# --- 400, 401, 403, 404 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{not json", "Bad request body"),
+        (b"", "Bad request body"),
+        ({**BODY, "page_id": "nope"}, "Bad request body"),
+        ({**BODY, "url": "ftp://example.com/"}, "url must be an absolute http or https URL"),
+        ({**BODY, "timestamp": "2026-04-15 12:00:00"}, "timestamp must be RFC3339"),
+        (
+            {**BODY, "timestamp": "2999-01-01T00:00:00Z"},
+            "timestamp must not be more than 24 hours in the future",
+        ),
+        ({**BODY, "visitor_ip": "203.0.113.007"}, "visitor_ip must be a valid IP address"),
+        ({**BODY, "user_agent": " "}, "user_agent is required"),
+        ({**BODY, "referrer": "r" * 2049}, "referrer must be at most 2048 characters"),
+        ({**BODY, "screen_width": 100_001}, "screen_width must be an integer from 0 to 100000"),
+    ],
+)
+def test_invalid_bodies_answer_400_with_the_field_message(
+    api: TestClient, world: World, body: Any, message: str
+) -> None:
+    assert_error(post(api, world.secret, body), 400, message)
+    assert world.queued() == []
+
+
+def test_body_of_64_kib_is_read_and_one_byte_more_is_refused(api: TestClient, world: World) -> None:
+    base = orjson.dumps({**BODY, "pad": ""})
+    exact = base[:-2] + b"x" * (65536 - len(base)) + b'"}'
+    assert post(api, world.secret, exact).status_code == 202
+    too_big = base[:-2] + b"x" * (65537 - len(base)) + b'"}'
+    assert_error(post(api, world.secret, too_big), 400, "Bad request body")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer unknown"},
+        {"X-Api-Key": "unknown"},
+    ],
+)
+def test_missing_or_unknown_token_answers_401_before_the_body_is_checked(
+    api: TestClient, world: World, headers: dict[str, str]
+) -> None:
+    assert_error(post(api, None, b"not json", **headers), 401, "Unauthorized")
+
+
+def test_revoked_and_expired_tokens_answer_401(redis_url: str, world: World) -> None:
+    expiring_secret, expiring = create_token(world.redis, "expiring", expires_in_days=1)
+    grant(world.redis, expiring.id, world.site.id, "owner")
+    with client_for(redis_url) as api:
+        assert post(api, world.secret).status_code == 202
+        assert post(api, expiring_secret).status_code == 202
+    revoke_token(world.redis, world.token.id)
+    world.redis.hset(
+        keys.TOKEN.format(token_hash=hash_token(expiring_secret)),
+        "expires_at",
+        "2020-01-01T00:00:00.000+00:00",
+    )
+    with client_for(redis_url) as api:
+        assert_error(post(api, world.secret), 401, "Unauthorized")
+        assert_error(post(api, expiring_secret), 401, "Unauthorized")
+
+
+def test_unknown_host_answers_404(api: TestClient, world: World) -> None:
+    for url in [
+        "https://other.example/",
+        "https://sub.example.com/",
+        "https://[2001:db8::1]/",
+        "https://-bad-.com/",
+    ]:
+        assert_error(post(api, world.secret, {**BODY, "url": url}), 404, "Site not found")
+
+
+@pytest.mark.parametrize("role", ["editor", "viewer", None])
+def test_token_without_manage_data_on_the_site_answers_403(
+    api: TestClient, world: World, role: str | None
+) -> None:
+    secret, token = create_token(world.redis, "limited")
+    if role:
+        grant(world.redis, token.id, world.site.id, role)
+    assert_error(post(api, secret), 403, "Access denied")
+    assert_error(post(api, secret, {**BODY, "dnt": True}), 403, "Access denied")  # grant before dnt
+
+
+def test_admin_role_may_ingest(api: TestClient, world: World) -> None:
+    secret, token = create_token(world.redis, "admin")
+    grant(world.redis, token.id, world.site.id, "admin")
+    assert post(api, secret).status_code == 202
+
+
+# --- 429 --------------------------------------------------------------------------------------
+
+
+def test_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(redis_url: str, world: World) -> None:
+    with client_for(redis_url, rate_limit=0.25, rate_burst=3) as api:
+        statuses = [post(api, world.secret).status_code for _ in range(4)]
+        assert statuses == [202, 202, 202, 429]
+        limited = post(api, world.secret)
+    assert_error(limited, 429, "Too Many Requests")
+    assert limited.headers["Retry-After"] == "4"  # one item at 0.25/s, rounded up
+    assert limited.headers["RateLimit-Limit"] == "3"
+    assert limited.headers["RateLimit-Remaining"] == "0"
+    assert 9 <= int(limited.headers["RateLimit-Reset"]) <= 12  # three items at 0.25/s
+    assert len(world.queued()) == 3
+
+
+def test_refused_requests_spend_the_budget_and_429_wins_over_them(redis_url: str, world: World) -> None:
+    with client_for(redis_url, rate_limit=0.1, rate_burst=2) as api:
+        assert_error(post(api, world.secret, b"junk"), 400, "Bad request body")
+        assert post(api, world.secret, {**BODY, "dnt": True}).status_code == 202
+        assert_error(post(api, world.secret, b"junk"), 429, "Too Many Requests")
+        assert_error(post(api, world.secret), 429, "Too Many Requests")
+    assert world.queued() == []
+
+
+def test_unknown_tokens_are_limited_per_caller_ip_not_per_token(redis_url: str, world: World) -> None:
+    with client_for(redis_url, rate_limit=0.1, rate_burst=2) as api:
+        assert [post(api, None, **{"X-Api-Key": f"guess-{n}"}).status_code for n in range(3)] == [
+            401,
+            401,
+            429,
+        ]
+        assert post(api, world.secret).status_code == 202  # the real token has its own bucket
+
+
+@pytest.mark.parametrize("trusted, separate_buckets", [("", False), ("10.0.0.0/8", True)])
+def test_forwarded_callers_get_their_own_bucket_only_behind_a_trusted_proxy(
+    redis_url: str, world: World, trusted: str, separate_buckets: bool
+) -> None:
+    settings = Settings(
+        redis_url=redis_url,
+        rate_limit=0.1,
+        rate_burst=1,
+        trusted_proxies=tuple(ipaddress.ip_network(net) for net in trusted.split()),
+        redis_timeout_ms=2000,
+    )
+    with TestClient(create_app(settings), client=("10.1.2.3", 40000)) as api:
+        assert post(api, None, **{"X-Forwarded-For": "198.51.100.1"}).status_code == 401
+        second = post(api, None, **{"X-Forwarded-For": "198.51.100.2"}).status_code
+    assert second == (401 if separate_buckets else 429)
+
+
+# --- 503 --------------------------------------------------------------------------------------
+
+
+def test_queue_at_maximum_depth_answers_503_and_writes_nothing(redis_url: str, world: World) -> None:
+    budget = {"rate_limit": 0.001, "rate_burst": 3}
+    with client_for(redis_url, queue_max_depth=2, **budget) as api:
+        assert [post(api, world.secret).status_code for _ in range(2)] == [202, 202]
+        full = post(api, world.secret)
+    assert_error(full, 503, "Service not available")
+    assert full.headers["Retry-After"] == "1"
+    assert len(world.queued()) == 2
+    with client_for(redis_url, queue_max_depth=3, **budget) as api:
+        # The 503 was not charged: the third item of the budget is still there.
+        assert post(api, world.secret).status_code == 202
+        assert post(api, world.secret).status_code == 429
+    assert len(world.queued()) == 3
+
+
+def test_unreachable_redis_answers_503_within_the_timeout(world: World) -> None:
+    closed_port_url = "redis://127.0.0.1:1/0"
+    with client_for(closed_port_url, redis_timeout_ms=200) as api:
+        started = time.monotonic()
+        response = post(api, world.secret)
+        elapsed = time.monotonic() - started
+        ready = api.get("/readyz")
+    assert_error(response, 503, "Service not available")
+    assert response.headers["Retry-After"] == "1"
+    assert elapsed < 1.0
+    assert ready.status_code == 503
+
+
+def test_script_is_reloaded_after_redis_forgets_it(api: TestClient, world: World) -> None:
+    assert post(api, world.secret).status_code == 202
+    world.redis.script_flush()
+    assert post(api, world.secret).status_code == 202
+    assert len(world.queued()) == 2
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+def test_health_readiness_and_metrics(api: TestClient, world: World) -> None:
+    assert api.get("/healthz").status_code == 200
+    assert api.get("/readyz").text == "ready"
+    post(api, world.secret)
+    post(api, None)
+    metrics = api.get("/metrics")
+    assert metrics.status_code == 200
+    text = metrics.text
+    assert f'hitstream_api_requests_total{{route="{PATH}",status="202"}} 1.0' in text
+    assert f'hitstream_api_requests_total{{route="{PATH}",status="401"}} 1.0' in text
+    assert "hitstream_api_handoff_seconds_count 1.0" in text
+    assert "hitstream_queue_depth 1.0" in text
+    assert world.secret not in text and "203.0.113.7" not in text
+
+
+def test_openapi_documents_every_status_code_the_endpoint_answers(api: TestClient) -> None:
+    document = api.get("/api/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    responses = document["paths"][PATH]["post"]["responses"]
+    assert set(responses) == {"202", "400", "401", "403", "404", "429", "503"}
+    assert set(responses["429"]["headers"]) >= {
+        "Retry-After",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+    }
+
+
+def test_logs_carry_neither_token_nor_visitor_ip(
+    api: TestClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="hitstream")
+    post(api, world.secret)
+    post(api, world.secret, {**BODY, "url": "https://nope.example/"})
+    messages = "\n".join(record.getMessage() for record in caplog.records)
+    assert world.site.id in messages and "404" in messages
+    assert world.secret not in messages and "203.0.113.7" not in messages

@@ -1,0 +1,205 @@
+"""Real ``hitstream api`` processes (uvicorn) on free ports: shared rate budget, control-plane
+changes seen by every process within 5 s, Redis outages, and a schemathesis run."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from shared import keys
+from shared.control.grants import grant
+from shared.control.sites import add_site
+from shared.control.tokens import create_token, hash_token, revoke_token
+from shared.redis_server import RedisServer
+from tests.conftest import free_port
+
+PATH = "/api/ingest/server/pageview"
+BODY = {
+    "url": "https://example.com/",
+    "timestamp": "2026-04-15T12:00:00Z",
+    "visitor_ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0",
+}
+HITSTREAM = str(Path(sys.executable).parent / "hitstream")
+
+
+@contextlib.contextmanager
+def api_process(env: dict[str, str], **variables: str) -> Iterator[str]:
+    """A running ``hitstream api``; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [HITSTREAM, "api", "--port", str(port)],
+        # Generous unless a test sets it: the suite shares two cores with other suites.
+        env={"HITSTREAM_REDIS_TIMEOUT_MS": "2000", **env, **variables},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=0.5)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"hitstream api did not start: {process.stderr.read().decode()}"
+                    ) from None
+                time.sleep(0.05)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def post(base: str, secret: str, body: dict[str, Any] = BODY) -> httpx.Response:
+    return httpx.post(f"{base}{PATH}", json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=5)
+
+
+def status_within(seconds: float, probe: Callable[[], int], wanted: int) -> float:
+    """Seconds until probe() returned the wanted status; fails after ``seconds``."""
+    started = time.monotonic()
+    while (status := probe()) != wanted:
+        assert time.monotonic() - started < seconds, f"still {status} after {seconds}s"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def owner(real_redis: redis.Redis) -> tuple[str, str, str]:
+    """(secret, token id, site id) of a token that owns example.com."""
+    site = add_site(real_redis, "example.com")
+    secret, token = create_token(real_redis, "processes")
+    grant(real_redis, token.id, site.id, "owner")
+    return secret, token.id, site.id
+
+
+def test_two_processes_share_one_rate_budget(
+    hitstream_env: dict[str, str], owner: tuple[str, str, str]
+) -> None:
+    secret = owner[0]
+    limits = {"HITSTREAM_RATE_LIMIT": "0.01", "HITSTREAM_RATE_BURST": "4"}
+    with api_process(hitstream_env, **limits) as first, api_process(hitstream_env, **limits) as second:
+        statuses = [post(base, secret).status_code for base in (first, second, first, second, first, second)]
+    assert statuses == [202, 202, 202, 202, 429, 429]
+
+
+def test_revocation_grant_change_and_expiry_reach_every_process_within_5_seconds(
+    hitstream_env: dict[str, str], owner: tuple[str, str, str], real_redis: redis.Redis
+) -> None:
+    secret, token_id, site_id = owner
+    expiring_secret, expiring = create_token(real_redis, "expiring", expires_in_days=1)
+    grant(real_redis, expiring.id, site_id, "admin")
+    with api_process(hitstream_env) as first, api_process(hitstream_env) as second:
+        for base in (first, second):  # both processes now hold everything in their caches
+            assert post(base, secret).status_code == 202
+            assert post(base, expiring_secret).status_code == 202
+
+        grant(real_redis, token_id, site_id, "viewer")
+        assert status_within(5, lambda: post(second, secret).status_code, 403) < 5
+        revoke_token(real_redis, token_id)
+        assert status_within(5, lambda: post(first, secret).status_code, 401) < 5
+
+        soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat(timespec="milliseconds")
+        real_redis.hset(keys.TOKEN.format(token_hash=hash_token(expiring_secret)), "expires_at", soon)
+        assert status_within(5, lambda: post(second, expiring_secret).status_code, 401) < 5
+
+
+def test_redis_outage_answers_503_within_the_timeout_and_recovers(
+    tmp_path: Path, hitstream_env: dict[str, str]
+) -> None:
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
+    server.start()
+    try:
+        control = redis.Redis.from_url(server.url)
+        site = add_site(control, "example.com")
+        secret, token = create_token(control, "outage")
+        grant(control, token.id, site.id, "owner")
+        env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url, "HITSTREAM_REDIS_TIMEOUT_MS": "250"}
+        with api_process(env) as base:
+            assert post(base, secret).status_code == 202
+            server.stop()
+            started = time.monotonic()
+            refused = post(base, secret)
+            elapsed = time.monotonic() - started
+            assert refused.status_code == 503
+            assert refused.json() == {"message": "Service not available"}
+            assert refused.headers["Retry-After"] == "1"
+            assert elapsed < 1.0
+            assert httpx.get(f"{base}/readyz").status_code == 503
+            assert httpx.get(f"{base}/healthz").status_code == 200
+
+            server.start()  # same port and AOF: the accepted pageview is still there
+            assert status_within(5, lambda: post(base, secret).status_code, 202) < 5
+            assert control.xlen(keys.STREAM) == 2
+    finally:
+        server.stop()
+
+
+def test_redis_that_stops_answering_gets_503_not_a_hang(
+    tmp_path: Path, hitstream_env: dict[str, str]
+) -> None:
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
+    server.start()
+    try:
+        control = redis.Redis.from_url(server.url)
+        site = add_site(control, "example.com")
+        secret, token = create_token(control, "hang")
+        grant(control, token.id, site.id, "owner")
+        env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url, "HITSTREAM_REDIS_TIMEOUT_MS": "250"}
+        with api_process(env) as base:
+            assert post(base, secret).status_code == 202
+            server.process.send_signal(19)  # SIGSTOP: connections stay open, nothing answers
+            try:
+                started = time.monotonic()
+                response = post(base, secret)
+                elapsed = time.monotonic() - started
+            finally:
+                server.process.send_signal(18)  # SIGCONT
+            assert response.status_code == 503
+            assert elapsed < 1.5
+    finally:
+        server.stop()
+
+
+def test_schemathesis_finds_no_server_error_and_no_undocumented_status(
+    tmp_path: Path, hitstream_env: dict[str, str], owner: tuple[str, str, str]
+) -> None:
+    secret = owner[0]
+    with api_process(hitstream_env, HITSTREAM_RATE_LIMIT="100000", HITSTREAM_RATE_BURST="100000") as base:
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{base}/api/openapi.json",
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,"
+                "response_headers_conformance,response_schema_conformance",
+                "--max-examples",
+                "40",
+                "--generation-deterministic",
+                "--header",
+                f"Authorization: Bearer {secret}",
+                "--request-timeout",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=tmp_path,  # schemathesis keeps a .schemathesis/ folder in its working directory
+        )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    generated = re.search(r"(\d+) generated", result.stdout)
+    assert generated is not None and int(generated.group(1)) >= 100, result.stdout[-3000:]

@@ -1,0 +1,304 @@
+"""Unit tests of the pageview checks: each rule, its boundaries and HitKeep's messages."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from ingest_api.errors import BadRequest
+from ingest_api.validation import MAX_BODY_BYTES, parse_pageview
+
+NOW_MS = int(time.time() * 1000)
+VALID: dict[str, Any] = {
+    "url": "https://example.com/pricing?utm_source=x",
+    "timestamp": "2026-04-15T12:00:00Z",
+    "visitor_ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0",
+}
+
+
+def parse(**changes: Any) -> Any:
+    values = {**VALID, **changes}
+    return parse_pageview(orjson.dumps({k: v for k, v in values.items() if v is not ...}), NOW_MS)
+
+
+def refusal(**changes: Any) -> str:
+    with pytest.raises(BadRequest) as raised:
+        parse(**changes)
+    assert raised.value.status == 400
+    return raised.value.message
+
+
+def padded_body(size: int) -> bytes:
+    """A valid pageview body of exactly ``size`` bytes (padding in an ignored field)."""
+    body = orjson.dumps({**VALID, "pad": ""})
+    return body[:-2] + b"x" * (size - len(body)) + b'"}'
+
+
+# --- body -----------------------------------------------------------------------------------
+
+
+def test_body_of_exactly_64_kib_is_accepted_and_one_byte_more_is_not() -> None:
+    assert parse_pageview(padded_body(MAX_BODY_BYTES), NOW_MS).url == VALID["url"]
+    with pytest.raises(BadRequest, match="^Bad request body$"):
+        parse_pageview(padded_body(MAX_BODY_BYTES + 1), NOW_MS)
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'"text"', b"null", b"{", b"\xff\xfe"])
+def test_empty_non_json_and_non_object_bodies_are_bad_request_bodies(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="^Bad request body$"):
+        parse_pageview(body, NOW_MS)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("url", 5),
+        ("timestamp", 1713182400),
+        ("visitor_ip", ["1.2.3.4"]),
+        ("user_agent", {"ua": "x"}),
+        ("referrer", 1),
+        ("language", True),
+        ("screen_width", "1920"),
+        ("screen_width", 1920.5),
+        ("viewport_height", True),
+        ("dnt", "yes"),
+        ("dnt", 1),
+    ],
+)
+def test_a_field_of_the_wrong_json_type_is_a_bad_request_body(field: str, value: Any) -> None:
+    assert refusal(**{field: value}) == "Bad request body"
+
+
+def test_unknown_fields_and_top_level_utm_keys_are_ignored() -> None:
+    assert parse(utm_source="ignored", extra={"a": 1}).url == VALID["url"]
+
+
+# --- UUIDs: null and absent mean "generate one", anything malformed is a bad body -------------
+
+
+@pytest.mark.parametrize("field", ["page_id", "session_id"])
+def test_uuid_null_and_absent_both_mean_none(field: str) -> None:
+    assert getattr(parse(**{field: None}), field) is None
+    assert getattr(parse(), field) is None
+
+
+@pytest.mark.parametrize("field", ["page_id", "session_id"])
+def test_uuid_in_any_case_is_kept_lower_cased(field: str) -> None:
+    assert getattr(parse(**{field: "2489E9AD-2EE2-8E00-8EC9-32D5F69181C0"}), field) == (
+        "2489e9ad-2ee2-8e00-8ec9-32d5f69181c0"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "not-a-uuid",
+        "2489e9ad2ee28e008ec932d5f69181c0",
+        "{2489e9ad-2ee2-8e00-8ec9-32d5f69181c0}",
+        "2489e9ad-2ee2-8e00-8ec9-32d5f69181c",
+        "2489e9ad-2ee2-8e00-8ec9-32d5f69181c0 ",
+        42,
+    ],
+)
+@pytest.mark.parametrize("field", ["page_id", "session_id"])
+def test_malformed_uuid_is_a_bad_request_body(field: str, value: Any) -> None:
+    assert refusal(**{field: value}) == "Bad request body"
+
+
+# --- url --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, host",
+    [
+        ("HTTPS://Example.COM/a", "example.com"),
+        ("http://www.example.com:8080/a?b=c#d", "www.example.com"),
+        ("https://example.com./", "example.com."),
+        ("https://bücher.example/", "bücher.example"),
+        ("https://user:pw@example.com/", "example.com"),
+        ("http://[2001:db8::1]:8080/", "2001:db8::1"),
+    ],
+)
+def test_absolute_http_urls_are_accepted_with_their_host(url: str, host: str) -> None:
+    pageview = parse(url=url)
+    assert (pageview.url, pageview.host) == (url, host)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        ...,
+        None,
+        "",
+        "example.com/a",
+        "/relative",
+        "ftp://example.com/",
+        "https://",
+        "https:///path",
+        "https://:80/",
+        "https://example.com:port/",
+        "https://example.com:99999/",
+        "https://exa mple.com/",
+        "https://example.com/\n",
+        "javascript:alert(1)",
+        "https://[::1/",
+    ],
+)
+def test_anything_but_an_absolute_http_url_is_refused(url: Any) -> None:
+    assert refusal(url=url) == "url must be an absolute http or https URL"
+
+
+def test_url_of_4096_characters_is_accepted_and_4097_is_refused_naming_the_field() -> None:
+    prefix = "https://example.com/"
+    assert parse(url=prefix + "a" * (4096 - len(prefix))).host == "example.com"
+    assert refusal(url=prefix + "a" * (4097 - len(prefix))) == "url must be at most 4096 characters"
+
+
+# --- timestamp --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "timestamp, expected_ms",
+    [
+        ("2026-04-15T12:00:00Z", 1776254400000),
+        ("2026-04-15T12:00:00.5Z", 1776254400500),
+        ("2026-04-15T12:00:00.123456789Z", 1776254400123),
+        ("2026-04-15T14:00:00+02:00", 1776254400000),
+        ("2026-04-15T07:30:00-04:30", 1776254400000),
+        ("2016-02-29T00:00:00Z", 1456704000000),
+        ("1999-12-31T23:59:59Z", 946684799000),
+    ],
+)
+def test_rfc3339_variants_give_the_utc_millisecond(timestamp: str, expected_ms: int) -> None:
+    assert parse(timestamp=timestamp).timestamp_ms == expected_ms
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        ...,
+        None,
+        "",
+        "2026-04-15",
+        "2026-04-15 12:00:00Z",
+        "2026-04-15t12:00:00Z",
+        "2026-04-15T12:00:00z",
+        "2026-04-15T12:00Z",
+        "2026-04-15T12:00:00",
+        "2026-04-15T12:00:00+0200",
+        "2026-04-15T12:00:00.Z",
+        "2026-02-30T12:00:00Z",
+        "2026-13-01T12:00:00Z",
+        "2026-04-15T24:00:00Z",
+        "2026-04-15T12:60:00Z",
+        "2026-04-15T12:00:60Z",
+        "2026-04-15T12:00:00+24:00",
+        "20260415T120000Z",
+        "１２026-04-15T12:00:00Z",
+    ],
+)
+def test_anything_but_strict_rfc3339_is_refused(timestamp: Any) -> None:
+    assert refusal(timestamp=timestamp) == "timestamp must be RFC3339"
+
+
+def test_timestamps_up_to_24_hours_ahead_are_accepted_and_later_ones_refused() -> None:
+    def iso(ms: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+    limit_ms = NOW_MS + 24 * 3600 * 1000
+    assert parse(timestamp=iso(limit_ms)).timestamp_ms == limit_ms
+    assert refusal(timestamp=iso(limit_ms + 1)) == "timestamp must not be more than 24 hours in the future"
+    assert parse(timestamp="2001-01-01T00:00:00Z").timestamp_ms == 978307200000  # replay of old data
+
+
+# --- visitor_ip -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given, stored",
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        ("::1", "::1"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("::FFFF:cb00:7107", "203.0.113.7"),
+    ],
+)
+def test_ipv4_and_ipv6_are_accepted_and_ipv4_mapped_ipv6_is_unmapped(given: str, stored: str) -> None:
+    assert parse(visitor_ip=given).visitor_ip == stored
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ...,
+        None,
+        "",
+        "203.0.113.007",
+        "010.0.0.1",
+        "203.0.113",
+        "203.0.113.7:80",
+        "203.0.113.0/24",
+        "[2001:db8::1]",
+        "fe80::1%eth0",
+        " 203.0.113.7",
+        "256.0.0.1",
+        "example.com",
+        "203.0.113.7\x00",
+    ],
+)
+def test_anything_but_a_bare_ip_address_is_refused(value: Any) -> None:
+    assert refusal(visitor_ip=value) == "visitor_ip must be a valid IP address"
+
+
+# --- user_agent and our bounds ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [..., None, "", "   \t"])
+def test_missing_or_blank_user_agent_is_refused(value: Any) -> None:
+    assert refusal(user_agent=value) == "user_agent is required"
+
+
+def test_user_agent_is_trimmed_and_capped_at_2048_characters() -> None:
+    assert parse(user_agent="  Mozilla/5.0 \n").user_agent == "Mozilla/5.0"
+    assert parse(user_agent="a" * 2048).user_agent == "a" * 2048
+    assert refusal(user_agent="a" * 2049) == "user_agent must be at most 2048 characters"
+
+
+@pytest.mark.parametrize("field, limit", [("referrer", 2048), ("language", 64)])
+def test_referrer_and_language_are_capped_naming_the_field(field: str, limit: int) -> None:
+    assert getattr(parse(**{field: "a" * limit}), field) == "a" * limit
+    assert refusal(**{field: "a" * (limit + 1)}) == f"{field} must be at most {limit} characters"
+    assert getattr(parse(**{field: None}), field) is None
+
+
+@pytest.mark.parametrize("field", ["screen_width", "screen_height", "viewport_width", "viewport_height"])
+def test_sizes_are_integers_from_0_to_100000_naming_the_field(field: str) -> None:
+    assert parse(**{field: 0}).dimensions[field] == 0
+    assert parse(**{field: 100_000}).dimensions[field] == 100_000
+    assert parse(**{field: None}).dimensions[field] is None
+    message = f"{field} must be an integer from 0 to 100000"
+    assert refusal(**{field: 100_001}) == message
+    assert refusal(**{field: -1}) == message
+
+
+def test_checks_run_in_hitkeep_order_and_the_first_failure_decides() -> None:
+    everything_wrong = {"url": "ftp://x", "timestamp": "nope", "visitor_ip": "nope", "user_agent": ""}
+    assert refusal(**everything_wrong) == "url must be an absolute http or https URL"
+    assert refusal(**{**everything_wrong, "url": VALID["url"]}) == "timestamp must be RFC3339"
+    assert (
+        refusal(visitor_ip="nope", user_agent="", referrer="a" * 5000)
+        == "visitor_ip must be a valid IP address"
+    )
+    assert refusal(user_agent="", referrer="a" * 5000) == "user_agent is required"
+
+
+def test_dnt_true_is_reported_and_null_or_false_is_not() -> None:
+    assert parse(dnt=True).dnt is True
+    assert parse(dnt=False).dnt is False
+    assert parse(dnt=None).dnt is False
