@@ -23,15 +23,16 @@ from workers.records import Drop, DropReason
 from workers.store import Store, StoreUnavailable, open_store
 from workers.store.reader import read_site_stats
 
-from tests.test_store_fixtures import pageview, store, store_dsn, utc  # noqa: F401  (fixtures)
+from tests.test_store_fixtures import event, pageview, store, store_dsn, utc  # noqa: F401  (fixtures)
 
 LIST_KEYS = {"pages", "referrers", "countries", "cities", "browsers", "os", "devices",
-             "utm_sources", "utm_campaigns", "qr_codes", "providers"}
+             "utm_sources", "utm_campaigns", "qr_codes", "providers", "events"}
 QR = str(uuid.uuid4())
 
 
 def fill(store: Store, site_id: str) -> None:
-    """Known traffic: 6 pageviews from 3 sessions in March, 1 in April, plus another site."""
+    """Known traffic: 6 pageviews from 3 sessions in March, 1 in April, plus another site; events:
+    2 signups and 1 click in March, 1 signup in April (they count in no pageview figure)."""
     alice, bob, carol = (str(uuid.uuid4()) for _ in range(3))
     march = [
         pageview(site_id, utc(2024, 3, 1, 9), session_id=alice, path="/", country="DE", city="Berlin",
@@ -51,9 +52,14 @@ def fill(store: Store, site_id: str) -> None:
                  city="Munich", browser="Safari", os="iOS", device_type="mobile", provider="Telekom"),
     ]
     april = [pageview(site_id, utc(2024, 4, 1, 0, 0, 1), session_id=carol, path="/april", country="US")]
-    other_site = [pageview(str(uuid.uuid4()), utc(2024, 3, 5), path="/elsewhere")]
+    other_site = [pageview(str(uuid.uuid4()), utc(2024, 3, 5), path="/elsewhere"),
+                  event(str(uuid.uuid4()), utc(2024, 3, 5), "click", {})]
+    events = [event(site_id, utc(2024, 3, 1, 9, 2), "signup", {"plan": "pro"}, session_id=alice),
+              event(site_id, utc(2024, 3, 2, 10, 1), "click", {}, session_id=bob),
+              event(site_id, utc(2024, 3, 2, 10, 2), "signup", {"plan": "free"}, session_id=bob),
+              event(site_id, utc(2024, 4, 1, 0, 1), "signup", {}, session_id=carol)]
     store.write_batch("b:1", march[:3], [Drop(site_id, DropReason.SPAM_REFERRER, utc(2024, 3, 1, 9))] * 2)
-    store.write_batch("b:2", march[3:] + april + other_site, [
+    store.write_batch("b:2", march[3:] + april + other_site + events, [
         Drop(site_id, DropReason.SPAM_REFERRER, utc(2024, 3, 1, 9, 0, 30)),
         Drop(site_id, DropReason.SITE_CIDR, utc(2024, 3, 3)),
         Drop(site_id, DropReason.SITE_CIDR, utc(2024, 4, 2)),
@@ -81,6 +87,7 @@ def test_all_time_stats_for_one_site(store: Store) -> None:
     assert top(report, "utm_campaigns") == [("spring", 2)]
     assert top(report, "qr_codes") == [(QR, 1)]
     assert top(report, "providers") == [("Telekom", 4), ("Orange", 2)]
+    assert top(report, "events") == [("signup", 3), ("click", 1)]
     # Drops from two batches, summed per reason, most first.
     assert report["drops"] == {"spam_referrer": 3, "site_cidr": 2}
     assert list(report["drops"]) == ["spam_referrer", "site_cidr"]
@@ -92,6 +99,7 @@ def test_date_range_is_inclusive_and_filters_drops(store: Store) -> None:
     march = store.site_stats(site_id, date(2024, 3, 1), date(2024, 3, 31))
     assert (march["pageviews"], march["visitors"]) == (6, 3)
     assert march["drops"] == {"spam_referrer": 3, "site_cidr": 1}
+    assert top(march, "events") == [("signup", 2), ("click", 1)]
     second_day = store.site_stats(site_id, date(2024, 3, 2), date(2024, 3, 2))
     assert (second_day["pageviews"], top(second_day, "pages")) == (2, [("/", 2)])
     assert second_day["drops"] == {}
@@ -137,7 +145,7 @@ def test_stats_command_prints_tables(hitstream_env: dict[str, str], real_redis: 
     lines = result.output.splitlines()
     assert "Pageviews  7" in lines and "Visitors   3" in lines
     for title in ("Pages", "Referrers", "Countries", "Cities", "Browsers", "Operating systems", "Devices",
-                  "UTM sources", "UTM campaigns", "QR codes", "Providers", "Dropped (reason)"):
+                  "UTM sources", "UTM campaigns", "QR codes", "Providers", "Events (name)", "Dropped (reason)"):
         assert any(line.startswith(title) for line in lines), title
     assert any(line.split() == ["spam_referrer", "3"] for line in lines)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from workers.records import PageviewRow
+from workers.records import PAGEVIEW_COLUMNS, EventRow, PageviewRow
 from workers.store import Store, open_store
 
 
@@ -38,6 +38,11 @@ def pageview(site_id: str, timestamp: datetime, **fields: Any) -> PageviewRow:
         session_id=fields.pop("session_id", str(uuid.uuid4())),
         **fields,
     )
+
+
+def event(site_id: str, timestamp: datetime, name: str, properties: dict[str, str], **fields: Any) -> EventRow:
+    row = pageview(site_id, timestamp, **fields)
+    return EventRow(**{column: getattr(row, column) for column in PAGEVIEW_COLUMNS}, name=name, properties=properties)
 
 
 def utc(*parts: int) -> datetime:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from shared.cli import cli
-from workers.records import PAGEVIEW_COLUMNS
+from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS
 from workers.store import Store, open_store
 from workers.store.migrations import MIGRATIONS, migration_ddl
 
@@ -26,7 +26,7 @@ UTM_COLUMNS = {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_cont
 def test_migrate_applies_each_migration_once_and_records_it(store_dsn: str) -> None:
     opened = open_store(store_dsn)
     try:
-        assert opened.migrate() == ["0001_create_pageviews", "0002_create_drop_counts"]
+        assert opened.migrate() == ["0001_create_pageviews", "0002_create_drop_counts", "0003_create_events"]
         assert opened.migrate() == []
         recorded = query(opened, "SELECT version, name FROM schema_migrations ORDER BY version")
     finally:
@@ -64,6 +64,31 @@ def test_pageviews_table_layout(store: Store) -> None:
     assert {codecs[name] for name in LONG_TEXT_COLUMNS} == {"CODEC(ZSTD(3))"}
 
 
+def test_events_table_is_laid_out_like_pageviews_plus_name_and_properties(store: Store) -> None:
+    tables = query(
+        store,
+        "SELECT name, engine, partition_key, sorting_key, create_table_query FROM system.tables"
+        " WHERE database = currentDatabase() AND name IN ('pageviews', 'events') ORDER BY name = 'events'",
+    )
+    (_, *pageviews_layout, _), (_, *events_layout, events_create) = tables
+    assert events_layout == pageviews_layout == ["MergeTree", "toYYYYMM(timestamp)", "site_id, timestamp"]
+    assert "non_replicated_deduplication_window = 10000" in events_create
+
+    def columns(table: str) -> list[tuple[str, str, str]]:
+        return query(
+            store,
+            "SELECT name, type, compression_codec FROM system.columns"
+            " WHERE database = currentDatabase() AND table = {table:String} ORDER BY position",
+            table=table,
+        )
+
+    events = columns("events")
+    assert tuple(name for name, _, _ in events) == EVENT_COLUMNS
+    assert events == columns("pageviews") + [
+        ("name", "LowCardinality(String)", ""), ("properties", "Map(String, String)", "")]
+    assert not [name for name, _, _ in events if "ip" in name.split("_")], "no IP column may exist"
+
+
 def test_drop_counts_table_layout(store: Store) -> None:
     (engine, engine_full, sorting_key), = query(
         store,
@@ -93,6 +118,12 @@ def test_cluster_ddl_is_replicated_and_distributed() -> None:
             "ENGINE = Distributed('analytics', currentDatabase(), pageviews_local, cityHash64(site_id))") in ddl
     assert ("CREATE TABLE IF NOT EXISTS drop_counts ON CLUSTER `analytics` AS drop_counts_local\n"
             "ENGINE = Distributed('analytics', currentDatabase(), drop_counts_local, cityHash64(site_id))") in ddl
+    events_local, = [s for s in migration_ddl("analytics") if "TABLE IF NOT EXISTS events_local" in s]
+    assert "    name LowCardinality(String),\n    properties Map(String, String)\n)" in events_local
+    assert ("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/events_local',"
+            " '{replica}')\nPARTITION BY toYYYYMM(timestamp)\nORDER BY (site_id, timestamp)") in events_local
+    assert ("CREATE TABLE IF NOT EXISTS events ON CLUSTER `analytics` AS events_local\n"
+            "ENGINE = Distributed('analytics', currentDatabase(), events_local, cityHash64(site_id))") in ddl
     assert "replicated_deduplication_window = 10000" in ddl
     # The migrations table is replicated to every node, not sharded.
     assert "ReplicatedMergeTree('/clickhouse/tables/{database}/schema_migrations', '{shard}-{replica}')" in ddl
@@ -121,7 +152,8 @@ def test_migrate_command_applies_then_reports_up_to_date(store_dsn: str, monkeyp
     monkeypatch.setenv("HITSTREAM_CLICKHOUSE_URL", store_dsn)
     first = CliRunner().invoke(cli, ["migrate"])
     assert first.exit_code == 0, first.output
-    assert first.output.splitlines() == ["applied 0001_create_pageviews", "applied 0002_create_drop_counts"]
+    assert first.output.splitlines() == [
+        "applied 0001_create_pageviews", "applied 0002_create_drop_counts", "applied 0003_create_events"]
     second = CliRunner().invoke(cli, ["migrate"])
     assert second.output.strip() == "schema is up to date"
 

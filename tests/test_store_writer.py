@@ -1,6 +1,7 @@
-"""write_batch: every field round-trips, drops are counted per minute, a retried batch is
-stored once (also across partitions, and after a crash between the two inserts), and a
-store that cannot be reached or rejects the insert raises StoreUnavailable."""
+"""write_batch: every field round-trips (pageviews and events), drops are counted per minute,
+a retried batch is stored once (also across partitions, in every table, and after a crash
+between the inserts), and a store that cannot be reached or rejects the insert raises
+StoreUnavailable."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from workers.records import PAGEVIEW_COLUMNS, Drop, DropReason
+from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, DropReason
 from workers.store import Store, StoreUnavailable, open_store
 
-from tests.test_store_fixtures import pageview, query, store, store_dsn, utc  # noqa: F401  (fixtures)
+from tests.test_store_fixtures import event, pageview, query, store, store_dsn, utc  # noqa: F401  (fixtures)
 
 
 def site() -> str:
@@ -57,6 +58,50 @@ def test_every_field_round_trips(store: Store) -> None:
     ]
     assert normalised == expected
     assert bare.utm_source is None and normalised[1][PAGEVIEW_COLUMNS.index("qr_id")] is None
+
+
+def test_events_round_trip_with_their_properties_into_the_events_table(store: Store) -> None:
+    signup = event(
+        site(), utc(2024, 3, 9, 14, 5, 6, 789000), "signup", {"plan": "pro", "seats": "5", "note": "ä \"quoted\""},
+        path="/join", country="DE", utm_source="newsletter", qr_id=str(uuid.uuid4()), is_bot=False, screen_width=1280,
+    )
+    bare = event(site(), utc(2024, 3, 9, 14, 5, 7), "click", {})
+    view = pageview(signup.site_id, utc(2024, 3, 9, 14, 5, 5), path="/pricing")
+    store.write_batch("b:events", [view, signup, bare], [])
+
+    stored = query(store, f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY name = 'click'")
+    normalised = [
+        tuple(
+            value.replace(tzinfo=utc(2000, 1, 1).tzinfo) if name in ("timestamp", "received_at")
+            else str(value) if isinstance(value, uuid.UUID) else value
+            for name, value in zip(EVENT_COLUMNS, stored_row)
+        )
+        for stored_row in stored
+    ]
+    assert normalised == [astuple(signup), astuple(bare)]
+    # Events are not pageviews: the pageview went to its own table, alone.
+    assert query(store, "SELECT path FROM pageviews") == [("/pricing",)]
+
+
+def test_retried_mixed_batch_is_stored_once_in_both_tables(store: Store) -> None:
+    site_id = site()
+    # Two months, so each table gets two partitions from one insert.
+    views = [pageview(site_id, utc(2024, 1 + i % 2, 28, 12, 0, i % 60)) for i in range(300)]
+    events = [event(site_id, utc(2024, 1 + i % 2, 28, 12, 0, i % 60), "signup", {"n": str(i)}) for i in range(200)]
+    mixed = [row for pair in zip(views, events) for row in pair] + views[200:]
+    drops = [Drop(site_id, DropReason.SPAM_REFERRER, utc(2024, 1, 28, 12))] * 4
+    store.write_batch("b:mixed", mixed, drops)
+    store.write_batch("b:mixed", mixed, drops)
+    store.write_batch("b:mixed", events, [])  # a retry that only got as far as the events
+    assert (count_rows(store), count_rows(store, "events")) == (300, 200)
+    assert query(store, "SELECT uniqExact(properties['n']) FROM events") == [(200,)]
+    assert query(store, "SELECT sum(count) FROM drop_counts") == [(4,)]
+
+
+def test_a_batch_without_events_does_not_insert_into_the_events_table(store: Store) -> None:
+    store.write_batch("b:pageviews-only", [pageview(site(), utc(2024, 5, 1))], [])
+    assert count_rows(store) == 1
+    assert query(store, "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'events'") == [(0,)]
 
 
 def test_drops_are_counted_per_site_reason_and_minute(store: Store) -> None:

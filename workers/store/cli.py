@@ -26,6 +26,7 @@ LIST_TITLES = {
     "utm_campaigns": "UTM campaigns",
     "qr_codes": "QR codes",
     "providers": "Providers",
+    "events": "Events (name)",
 }
 
 

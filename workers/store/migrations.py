@@ -13,7 +13,13 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
-from workers.store.schema import DROP_COUNTS, PAGEVIEWS, SCHEMA_MIGRATIONS, create_table
+from workers.store.schema import (
+    DROP_COUNTS,
+    EVENTS,
+    PAGEVIEWS,
+    SCHEMA_MIGRATIONS,
+    create_table,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create_pageviews", lambda cluster: create_table(PAGEVIEWS, cluster)),
     Migration(2, "create_drop_counts", lambda cluster: create_table(DROP_COUNTS, cluster)),
+    Migration(3, "create_events", lambda cluster: create_table(EVENTS, cluster)),
 )
 
 

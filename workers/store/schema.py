@@ -154,6 +154,22 @@ PAGEVIEWS = Table(
     sharding_key="cityHash64(site_id)",
 )
 
+# Custom events (POST /api/ingest/server/event): a pageview's columns plus the event name and
+# its flat properties; column order = workers.records.EventRow field order. No IP column.
+EVENTS = Table(
+    name="events",
+    columns=(
+        *PAGEVIEWS.columns,
+        Column("name", _DIMENSION),
+        Column("properties", "Map(String, String)"),
+    ),
+    engine=PAGEVIEWS.engine,
+    engine_args=PAGEVIEWS.engine_args,
+    partition_by=PAGEVIEWS.partition_by,
+    order_by=PAGEVIEWS.order_by,
+    sharding_key=PAGEVIEWS.sharding_key,
+)
+
 # Pageviews the pipeline dropped, counted per site, reason and minute. Merges add up `count`
 # for equal keys, so readers must always sum(count).
 DROP_COUNTS = Table(

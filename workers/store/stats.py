@@ -1,4 +1,5 @@
-"""Per-site statistics for ``hitstream stats``: totals, top lists and drop counts.
+"""Per-site statistics for ``hitstream stats``: pageview totals and top lists, events by name,
+and drop counts.
 
 ``query_site_stats`` runs on any store client. ``site_stats_job`` is the same query as an RQ
 job: with the embedded engine only the worker process that owns the chdb path can read it,
@@ -12,7 +13,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from workers.store.schema import DROP_COUNTS, PAGEVIEWS
+from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS
 
 # Report key -> the pageviews column (as text) it ranks. Empty values (no referrer, unknown
 # country, no UTM tag, ...) are left out of the lists; they still count in the totals.
@@ -55,6 +56,13 @@ def query_site_stats(client: Client, site_id: str, date_from: date | None, date_
         "visitors": totals[1],
     }
     report.update(_top_lists(client, pageviews_filter, parameters, limit))
+    events = client.query(
+        f"SELECT name, count() AS events FROM {EVENTS.name} WHERE {pageviews_filter}"
+        f" GROUP BY name ORDER BY events DESC, name LIMIT {int(limit)}",
+        parameters=parameters,
+    )
+    # Same shape as the top lists (the count is under "pageviews" there too).
+    report["events"] = [{"value": name, "pageviews": count} for name, count in events.result_rows]
     drops = client.query(
         f"SELECT reason, sum(count) AS dropped FROM {DROP_COUNTS.name}"
         f" WHERE {drops_filter}"

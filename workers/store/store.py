@@ -17,20 +17,23 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from workers.records import PAGEVIEW_COLUMNS, Drop, PageviewRow
+from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, EventRow, PageviewRow
+from workers.store.arrow import arrow_table
 from workers.store.dsn import chdb_path, chdb_path_in_use, redacted
 from workers.store.migrations import apply_migrations
-from workers.store.schema import DROP_COUNTS, PAGEVIEWS
+from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS, Table
 from workers.store.stats import query_site_stats
 
-# Both inserts of a batch carry the batch id as insert_deduplication_token: ClickHouse drops
-# a block whose token it saw recently (per partition), so a retried batch is stored once.
+# Every insert of a batch carries the batch id as insert_deduplication_token: ClickHouse drops
+# a block whose token it saw recently in that table (per partition), so a retried batch is
+# stored once.
 # async_insert is off because chdb defaults it on, and buffered inserts deduplicate by other
 # rules; distributed_foreground_insert makes a Distributed table (cluster layout) answer only
 # after the shards stored the rows.
 _INSERT_SETTINGS = {"async_insert": 0, "insert_deduplicate": 1, "distributed_foreground_insert": 1}
 
 _pageview_values = attrgetter(*PAGEVIEW_COLUMNS)
+_event_values = attrgetter(*EVENT_COLUMNS)
 
 
 class StoreUnavailable(Exception):
@@ -50,28 +53,22 @@ class Store:
             raise StoreUnavailable(f"migrating the store at {self.dsn} failed: {error}") from error
 
     def write_batch(self, batch_id: str, rows: Sequence[PageviewRow], drops: Sequence[Drop]) -> None:
-        """Insert a batch's rows and its drop counts, each at most once per ``batch_id``."""
+        """Insert a batch's pageviews, events (``EventRow``) and drop counts: one insert per
+        table that has something to store, each at most once per ``batch_id``."""
         _require_aware_times(rows, drops)
-        settings = {**_INSERT_SETTINGS, "insert_deduplication_token": batch_id}
+        events = [_event_values(row) for row in rows if type(row) is EventRow]
+        pageviews = [_pageview_values(row) for row in rows if type(row) is not EventRow]
         try:
-            if rows:
-                self._client.insert(
-                    PAGEVIEWS.name,
-                    [_pageview_values(row) for row in rows],
-                    column_names=PAGEVIEWS.column_names,
-                    column_type_names=PAGEVIEWS.column_types,
-                    settings=settings,
-                )
-            if drops:
-                self._client.insert(
-                    DROP_COUNTS.name,
-                    drop_counts(drops),
-                    column_names=DROP_COUNTS.column_names,
-                    column_type_names=DROP_COUNTS.column_types,
-                    settings=settings,
-                )
+            self._insert(batch_id, PAGEVIEWS, pageviews)
+            self._insert(batch_id, EVENTS, events)
+            self._insert(batch_id, DROP_COUNTS, drop_counts(drops))
         except (ClickHouseError, OSError) as error:
             raise StoreUnavailable(f"batch {batch_id} was not stored in {self.dsn}: {error}") from error
+
+    def _insert(self, batch_id: str, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        if rows:
+            settings = {**_INSERT_SETTINGS, "insert_deduplication_token": batch_id}
+            self._client.insert_arrow(table.name, arrow_table(table, rows), settings=settings)
 
     def site_stats(self, site_id: str, date_from: date | None, date_to: date | None, limit: int = 10) -> dict[str, Any]:
         """Totals and top lists for one site between two dates (inclusive, UTC)."""
@@ -108,7 +105,7 @@ def drop_counts(drops: Sequence[Drop]) -> list[tuple[str, str, Any, int]]:
 
 
 def _require_aware_times(rows: Sequence[PageviewRow], drops: Sequence[Drop]) -> None:
-    # clickhouse-connect reads a naive datetime as local time, which would shift stored times.
+    # A naive datetime does not say which instant it is; guessing would shift stored times.
     for row in rows:
         if row.timestamp.tzinfo is None or row.received_at.tzinfo is None:
             raise ValueError(f"PageviewRow.timestamp and .received_at must be timezone-aware (page_id {row.page_id})")
