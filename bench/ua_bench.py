@@ -12,7 +12,7 @@ Both sides derive the same fields (browser, OS, device type, bot flag).
 
 from __future__ import annotations
 
-if not __package__:  # run as a script, bench/ would shadow the user_agents library
+if not __package__:  # run as a script, the bench.* imports below would not resolve
     raise SystemExit("run from the repository root as: python -m bench.ua_bench")
 
 import argparse
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import user_agents
 
-from bench.user_agents import distinct_user_agents, user_agent_stream
+from bench.ua_mix import distinct_user_agents, user_agent_stream
 from workers.pipeline.user_agent import UserAgentParser
 
 

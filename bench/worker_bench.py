@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.worker_bench [--pageviews 100000] [--naive 2000] [--batch-size 1000]
 
 Starts its own Redis (AOF on, free port). Batch design: pre-fills the stream with envelopes
-(realistic user-agent mix from bench/user_agents.py, varied paths, referrers, UTM tags and
+(realistic user-agent mix from bench/ua_mix.py, varied paths, referrers, UTM tags and
 IPs), starts ONE ``hitstream worker`` process on a fresh chdb path and times from its first
 claim until the stream is empty (the last ack follows the last insert), then checks the
 row count in the store. Naive design: one RQ job per pageview, each running the same
@@ -27,7 +27,7 @@ from pathlib import Path
 import redis
 from rq import Queue, SimpleWorker
 
-from bench.user_agents import user_agent_stream
+from bench.ua_mix import user_agent_stream
 from shared import keys
 from shared.envelope import Envelope
 from shared.redis_server import RedisServer

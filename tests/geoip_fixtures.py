@@ -1,12 +1,16 @@
 """Small GeoIP test databases built with mmdb-writer, and the test IPs they answer for.
 
 Other test modules import this: ``build_city_db(path)`` and ``build_asn_db(path)`` write
-.mmdb files geoip2 reads as a City and an ASN database (``database_type`` set accordingly).
-The data is invented for tests; only the documented IPs below resolve.
+.mmdb files read as a City and an ASN database (``database_type`` set accordingly). The data
+is invented; records have the shape of GeoLite2's (names in several languages, continent,
+location, ...) so a benchmark decodes as much per lookup as with the real databases. Only the
+networks below resolve.
 
 =================  ==========================================================================
 ``LONDON_IPV4``    81.2.69.160  -> GB / ENG England / London,   AS20712 Andrews & Arnold Ltd
+                   (the whole of ``LONDON.network``, 81.0.0.0/11, answers the same)
 ``MUNICH_IPV6``    2a02:d6c0::1 -> DE / BY Bavaria / Munich,     AS3320 Deutsche Telekom AG
+                   (the whole of ``MUNICH.network``, 2a02:d6c0::/29)
 ``PRIVATE_IPV4``   10.1.2.3     -> present in both databases (US / CA / Test City, AS64512),
                    so a pipeline that looked private addresses up would get data; it must not
 ``PRIVATE_IPV6``   fd00::1      -> likewise (unique-local, present in both databases)
@@ -40,7 +44,7 @@ class Place:
     provider: str
 
 
-LONDON = Place("81.2.69.0/24", "GB", "ENG", "England", "London", 20712, "Andrews & Arnold Ltd")
+LONDON = Place("81.0.0.0/11", "GB", "ENG", "England", "London", 20712, "Andrews & Arnold Ltd")
 MUNICH = Place("2a02:d6c0::/29", "DE", "BY", "Bavaria", "Munich", 3320, "Deutsche Telekom AG")
 _PRIVATE = [
     Place("10.0.0.0/8", "US", "CA", "California", "Test City", 64512, "Private Test Net"),
@@ -49,10 +53,33 @@ _PRIVATE = [
 PLACES = {LONDON_IPV4: LONDON, MUNICH_IPV6: MUNICH}
 
 
+_LANGUAGES = ["de", "en", "es", "fr", "ja", "pt-BR", "ru", "zh-CN"]
+
+
+def _names(name: str) -> dict[str, str]:
+    return {language: name for language in _LANGUAGES}
+
+
+def _city_record(place: Place) -> dict[str, object]:
+    """A GeoLite2-City-shaped record; the pipeline reads only country, subdivision and city."""
+    country = {"geoname_id": 2635167, "iso_code": place.country, "names": _names(place.country)}
+    return {
+        "city": {"geoname_id": 2643743, "names": _names(place.city)},
+        "continent": {"code": "EU", "geoname_id": 6255148, "names": _names("Europe")},
+        "country": country,
+        "location": {"accuracy_radius": 20, "latitude": 51.5142, "longitude": -0.0931, "time_zone": "Europe/London"},
+        "postal": {"code": "EC2V"},
+        "registered_country": country,
+        "subdivisions": [
+            {"geoname_id": 6269131, "iso_code": place.region_code, "names": _names(place.region_name)}
+        ],
+    }
+
+
 def _writer(database_type: str) -> MMDBWriter:
     # An IPv6 tree with IPv4 mapped into ::/96, the layout MaxMind's own databases use.
     return MMDBWriter(
-        ip_version=6, ipv4_compatible=True, database_type=database_type, languages=["en"],
+        ip_version=6, ipv4_compatible=True, database_type=database_type, languages=_LANGUAGES,
         description="hitstream test data",
     )
 
@@ -63,11 +90,7 @@ def build_city_db(path: Path) -> Path:
     for place in [LONDON, MUNICH, *_PRIVATE]:
         writer.insert_network(
             IPSet([place.network]),
-            {
-                "country": {"iso_code": place.country, "names": {"en": place.country}},
-                "subdivisions": [{"iso_code": place.region_code, "names": {"en": place.region_name}}],
-                "city": {"names": {"en": place.city}},
-            },
+            _city_record(place),
         )
     writer.to_db_file(str(path))
     return path

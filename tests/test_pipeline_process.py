@@ -7,43 +7,20 @@ import dataclasses
 import logging
 import traceback
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from shared.config import Settings
 from shared.control.exclusions import ExclusionKind, ExclusionRule, normalise_exclusion_value
-from shared.envelope import Envelope
 from tests import geoip_fixtures as geo
+from tests.envelopes import CHROME_WINDOWS, PAGE_TIME, SITE_ID, envelope
 from workers.pipeline import Pipeline, StepFailed, build_pipeline
 from workers.pipeline.spam import SpamListError
 from workers.pipeline.user_agent import UserAgentParser
-from workers.records import PAGEVIEW_COLUMNS, Drop, DropReason, PageviewRow
+from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, DropReason, EventRow, PageviewRow
 
-SITE_ID = "5f0c6d1e-4a53-4a8e-9a57-3c0d7f0e2b11"
 OTHER_SITE_ID = "0b8e7a52-9a1f-4a3c-8a0e-5d3e6f7a8b9c"
-CHROME_WINDOWS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36"
-)
-PAGE_TIME = datetime(2026, 4, 15, 12, 0, 0, 123000, tzinfo=UTC)
-
-
-def envelope(**overrides: object) -> Envelope:
-    values: dict[str, object] = {
-        "site_id": SITE_ID,
-        "site_domain": "mysite.example",
-        "page_id": "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0",
-        "session_id": "7d4f1c2a-8b3e-4f5a-9c6d-0e1f2a3b4c5d",
-        "timestamp_ms": int(PAGE_TIME.timestamp() * 1000),
-        "received_ms": int(PAGE_TIME.timestamp() * 1000) + 5,
-        "url": "https://mysite.example/",
-        "visitor_ip": geo.LONDON_IPV4,
-        "user_agent": CHROME_WINDOWS,
-    }
-    values.update(overrides)
-    return Envelope(**values)  # type: ignore[arg-type]
 
 
 def rule(scope: str, kind: ExclusionKind, value: str) -> ExclusionRule:
@@ -455,13 +432,97 @@ def test_user_agent_cache_is_bounded() -> None:
     assert parser.parse(CHROME_WINDOWS) is parser.parse(CHROME_WINDOWS)
 
 
+# --- events ---------------------------------------------------------------------------------
+
+
+def event(**overrides: object) -> dict[str, object]:
+    return {"kind": "event", "event_name": "signup", **overrides}
+
+
+def test_a_pageview_envelope_becomes_a_pageview_row_not_an_event(pipeline: Pipeline) -> None:
+    assert type(stored(pipeline)) is PageviewRow
+
+
+def test_an_event_gets_the_pageview_enrichment_plus_its_name_and_properties(pipeline: Pipeline) -> None:
+    row = stored(
+        pipeline,
+        **event(event_properties={"plan": "pro", "seats": 3, "price": 9.5, "trial": True, "annual": False}),
+        url="https://mysite.example/pricing?utm_source=newsletter",
+        referrer="https://www.news.example/story",
+    )
+    assert isinstance(row, EventRow)
+    assert (row.name, row.properties) == (
+        "signup", {"plan": "pro", "seats": "3", "price": "9.5", "trial": "true", "annual": "false"}
+    )
+    assert (row.site_id, row.timestamp, row.path, row.utm_source, row.referrer_host) == (
+        SITE_ID, PAGE_TIME, "/pricing", "newsletter", "news.example"
+    )
+    assert (row.country, row.city, row.asn, row.browser, row.device_type) == (
+        "GB", "London", geo.LONDON.asn, "Chrome", "desktop"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(0, "0"), (-12, "-12"), (0.1, "0.1"), (1e20, "1e+20"), (True, "true"), ("", "")]
+)
+def test_event_property_values_are_stored_as_their_json_text(pipeline: Pipeline, value: object, text: str) -> None:
+    row = stored(pipeline, **event(event_properties={"value": value}))
+    assert isinstance(row, EventRow)
+    assert row.properties == {"value": text}
+
+
+def test_an_event_without_properties_has_an_empty_map(pipeline: Pipeline) -> None:
+    row = stored(pipeline, **event())
+    assert isinstance(row, EventRow)
+    assert row.properties == {}
+
+
+@pytest.mark.parametrize(
+    ("rules", "overrides", "reason"),
+    [
+        ([rule("instance", ExclusionKind.PATH, "/checkout")], {"url": "https://mysite.example/checkout/pay"},
+         DropReason.INSTANCE_PATH),
+        ([rule(SITE_ID, ExclusionKind.COUNTRY, "GB")], {}, DropReason.SITE_COUNTRY),
+        ([], {"referrer": "https://spam.example/"}, DropReason.SPAM_REFERRER),
+    ],
+)
+def test_events_are_dropped_by_the_same_rules_as_pageviews(
+    pipeline: Pipeline, rules: list[ExclusionRule], overrides: dict[str, str], reason: DropReason
+) -> None:
+    pipeline.update_exclusions(rules)
+    assert dropped(pipeline, **event(), **overrides) == reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"event_name": None}, "event_name"),
+        ({"event_name": ""}, "event_name"),
+        ({"event_properties": {"nested": {"a": 1}}}, "event_properties['nested']"),
+        ({"event_properties": {"list": [1, 2]}}, "event_properties['list']"),
+        ({"kind": "click"}, "kind"),
+    ],
+)
+def test_a_malformed_event_envelope_is_a_step_failure_naming_the_field(
+    pipeline: Pipeline, overrides: dict[str, object], field: str
+) -> None:
+    with pytest.raises(StepFailed) as failure:
+        pipeline.process(envelope(**{**event(), **overrides}))
+    assert failure.value.step == "envelope"
+    assert field in failure.value.cause
+
+
 # --- the raw IP and failures -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["pageview", "event"])
 @pytest.mark.parametrize("ip", [geo.LONDON_IPV4, geo.MUNICH_IPV6])
-def test_the_finished_row_never_contains_the_visitor_ip(pipeline: Pipeline, ip: str) -> None:
-    row = stored(pipeline, visitor_ip=ip, referrer="https://news.example/", language="en")
-    assert not {"ip", "visitor_ip"} & set(PAGEVIEW_COLUMNS)
+def test_the_finished_row_never_contains_the_visitor_ip(pipeline: Pipeline, ip: str, kind: str) -> None:
+    row = stored(
+        pipeline, visitor_ip=ip, referrer="https://news.example/", language="en",
+        kind=kind, event_name="signup" if kind == "event" else None,
+    )
+    assert not {"ip", "visitor_ip"} & {*PAGEVIEW_COLUMNS, *EVENT_COLUMNS}
     assert not [value for value in dataclasses.astuple(row) if ip in str(value)]
     assert row.country  # the IP was used before it was dropped
 

@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.config import Settings
+from tests.envelopes import envelope
 from workers.pipeline import Pipeline, StepFailed, build_pipeline
+from workers.pipeline.geo import is_public
 from workers.pipeline.networks import IPAddress, IPNetwork, NetworkSet
 from workers.pipeline.url import UTM_KEYS, campaign_values, normalise_path
 from workers.records import Drop, PageviewRow
-
-from tests.test_pipeline_process import envelope
 
 # Text with the characters URL parsing treats specially, so examples hit the edge cases.
 url_text = st.text(alphabet=st.sampled_from("/?#&=%+.:@[]ab1 \t\u00e9\u2603") | st.characters(), max_size=60)
@@ -77,3 +77,8 @@ def test_network_set_agrees_with_a_linear_scan(members: list[IPNetwork], address
     for address in probes:
         expected = any(address.version == n.version and address in n for n in members)
         assert (address in network_set) == expected
+
+
+@given(st.ip_addresses())
+def test_public_means_not_private_loopback_or_link_local(address: IPAddress) -> None:
+    assert is_public(address) == (not (address.is_private or address.is_loopback or address.is_link_local))

@@ -71,10 +71,13 @@ class _ScopeRules:
         self._agents = tuple(value.lower() for value in values(ExclusionKind.USER_AGENT))
         self._paths = tuple(values(ExclusionKind.PATH))
         self._reasons = reasons
+        self.empty = not rules
 
     def match(self, visit: Visit) -> DropReason | None:
         row = visit.row
-        if visit.ip is not None and visit.ip in self._networks:
+        if self.empty:
+            return None
+        if visit.ip is not None and self._networks and visit.ip in self._networks:
             return self._reasons.cidr
         if row.country and row.country in self._countries:
             return self._reasons.country
@@ -82,7 +85,7 @@ class _ScopeRules:
             agent = visit.envelope.user_agent.lower()
             if any(substring in agent for substring in self._agents):
                 return self._reasons.user_agent
-        if any(path_matches(prefix, row.path) for prefix in self._paths):
+        if self._paths and any(path_matches(prefix, row.path) for prefix in self._paths):
             return self._reasons.path
         return None
 

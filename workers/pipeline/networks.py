@@ -34,6 +34,9 @@ class NetworkSet:
         self._v4 = _Ranges([n for n in networks if n.version == 4])
         self._v6 = _Ranges([n for n in networks if n.version == 6])
 
+    def __bool__(self) -> bool:
+        return bool(self._v4.firsts or self._v6.firsts)
+
     def __contains__(self, address: IPAddress) -> bool:
         ranges = self._v4 if address.version == 4 else self._v6
         return int(address) in ranges

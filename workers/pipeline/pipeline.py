@@ -1,5 +1,8 @@
 """The enrichment pipeline: an ordered list of small named steps over one envelope.
 
+A pageview envelope becomes a PageviewRow, an event envelope (``kind == "event"``) an
+EventRow: the same steps, exclusions and spam rules, plus the event's name and properties.
+
 Each step fills in part of the row or answers a drop reason; the first drop ends the run.
 ``process`` is pure apart from in-memory caches: no Redis, no store, so the batch job owns
 all I/O and this is testable on its own.
@@ -15,7 +18,7 @@ Step order, and why:
   forget_ip   the raw visitor IP leaves the working context; the row never had it
 
 ``StepFailed.step`` is one of these names, or "envelope" when the envelope itself cannot be
-read (e.g. a malformed visitor IP).
+read (e.g. a malformed visitor IP, an event without a name or with a nested property).
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ class Pipeline:
         self._exclusions.update(rules)
 
     def process(self, envelope: Envelope) -> PageviewRow | Drop:
-        """The stored row, or why the pageview is dropped; StepFailed if a step breaks."""
+        """The stored row (an EventRow for an event), or why it is dropped; StepFailed if a
+        step breaks."""
         step_name = "envelope"
         try:
             visit = Visit.start(envelope)

@@ -77,7 +77,7 @@ class SpamFilter:
         self._spam_hosts = spam_hosts
 
     def check(self, visit: Visit) -> DropReason | None:
-        if visit.ip is not None and visit.ip in self._drop_networks:
+        if visit.ip is not None and self._drop_networks and visit.ip in self._drop_networks:
             return DropReason.SPAMHAUS_DROP
         host = visit.row.referrer_host
         if host in self._spam_hosts and not is_same_site(host, visit.envelope.site_domain):

@@ -2,11 +2,16 @@
 
 UTM values and ``hk_qr`` come only from the URL's query string (HitKeep's rule): the first
 value of each key, trimmed, empty meaning none; ``hk_qr`` must be a UUID or it is dropped.
+
+A site's pageviews repeat the same few thousand URLs, and splitting one costs more than the
+rest of the step, so whole results are kept in a bounded LRU cache keyed by the URL.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from workers.pipeline.visit import Visit
@@ -14,6 +19,7 @@ from workers.pipeline.visit import Visit
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 QR_KEY = "hk_qr"
 _CAMPAIGN_KEYS = frozenset((*UTM_KEYS, QR_KEY))
+CACHE_SIZE = 16_384
 
 
 def normalise_path(path: str) -> str:
@@ -53,16 +59,44 @@ def qr_id(value: str | None) -> str | None:
         return None
 
 
-def parse_page_url(visit: Visit) -> None:
-    parts = urlsplit(visit.envelope.url)
-    row = visit.row
-    row.hostname = (parts.hostname or "").removesuffix(".")
-    row.path = normalise_path(parts.path)
-    row.query = parts.query
+@dataclass(frozen=True, slots=True)
+class PageUrl:
+    hostname: str
+    path: str  # normalised
+    query: str
+    utm_source: str | None
+    utm_medium: str | None
+    utm_campaign: str | None
+    utm_term: str | None
+    utm_content: str | None
+    qr_id: str | None
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def split_page_url(url: str) -> PageUrl:
+    parts = urlsplit(url)
     campaign = campaign_values(parts.query)
-    row.utm_source = campaign.get("utm_source")
-    row.utm_medium = campaign.get("utm_medium")
-    row.utm_campaign = campaign.get("utm_campaign")
-    row.utm_term = campaign.get("utm_term")
-    row.utm_content = campaign.get("utm_content")
-    row.qr_id = qr_id(campaign.get(QR_KEY))
+    return PageUrl(
+        hostname=(parts.hostname or "").removesuffix("."),
+        path=normalise_path(parts.path),
+        query=parts.query,
+        utm_source=campaign.get("utm_source"),
+        utm_medium=campaign.get("utm_medium"),
+        utm_campaign=campaign.get("utm_campaign"),
+        utm_term=campaign.get("utm_term"),
+        utm_content=campaign.get("utm_content"),
+        qr_id=qr_id(campaign.get(QR_KEY)),
+    )
+
+
+def parse_page_url(visit: Visit) -> None:
+    page, row = split_page_url(visit.envelope.url), visit.row
+    row.hostname = page.hostname
+    row.path = page.path
+    row.query = page.query
+    row.utm_source = page.utm_source
+    row.utm_medium = page.utm_medium
+    row.utm_campaign = page.utm_campaign
+    row.utm_term = page.utm_term
+    row.utm_content = page.utm_content
+    row.qr_id = page.qr_id

@@ -4,10 +4,6 @@ Real traffic is dominated by a handful of current desktop and mobile browsers, f
 long tail of older versions, device models, in-app browsers, crawlers and HTTP libraries.
 ``distinct_user_agents`` lists the strings from most to least common; ``user_agent_stream``
 draws from that list with Zipf weights (rank ** -skew), so caches see a realistic hit rate.
-
-Run benchmarks from the repository root as modules (``python -m bench.ua_bench``): run as a
-script, this file's directory would come first on sys.path and this module would shadow the
-``user_agents`` library.
 """
 
 from __future__ import annotations
