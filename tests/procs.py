@@ -1,0 +1,191 @@
+"""Real ``hitstream api`` and ``hitstream worker`` processes for tests, each logging to a file.
+
+Built from the helpers of tests/test_worker_processes.py and tests/test_replay_api.py so that
+fault, access and privacy tests start processes one way. Every log file and every store a
+helper creates is listed in ``ARTIFACTS`` so the privacy scan (tests/privacy.py) can search
+them after the other tests ran. A chdb store is read in a child process, because a chdb
+path may be open in one process only and the test process must never hold one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import rq
+
+from tests.conftest import free_port
+from tests.traffic import UNLIMITED
+
+HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
+START_SECONDS = 30.0
+
+
+@dataclass
+class Artifacts:
+    """What test processes left behind, for the privacy scan at the end of the run."""
+
+    logs: list[Path] = field(default_factory=list)
+    stores: list[Path] = field(default_factory=list)
+
+
+ARTIFACTS = Artifacts()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class HitstreamProcess:
+    """One ``hitstream`` sub-command with stdout and stderr in ``log``."""
+
+    def __init__(self, arguments: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        ARTIFACTS.logs.append(log)
+        with open(log, "ab") as output:
+            self.process = subprocess.Popen([HITSTREAM, *arguments], env=env, stdout=output, stderr=output)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (a warm shutdown) and wait; returns the exit code."""
+        if self.running():
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.running():
+            self.process.kill()
+        self.process.wait()
+
+
+class Api(HitstreamProcess):
+    """``hitstream api`` on a free port; ``start`` waits until /healthz answers."""
+
+    def __init__(self, env: dict[str, str], log: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["api", "--port", str(self.port)], env, log)
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        def healthy() -> bool:
+            assert self.running(), f"hitstream api exited:\n{self.output()}"
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, START_SECONDS, "hitstream api to answer /healthz", interval=0.05)
+
+    def metrics(self) -> str:
+        """The /metrics page, also kept next to the log for the privacy scan."""
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        saved = self.log.with_suffix(f".metrics-{time.monotonic_ns()}.txt")
+        saved.write_text(text)
+        ARTIFACTS.logs.append(saved)
+        return text
+
+
+class Worker(HitstreamProcess):
+    """``hitstream worker`` on a chdb store, with a short claim timeout so crashes heal fast."""
+
+    def __init__(self, env: dict[str, str], log: Path, store: Path, batch_size: int = 1000,
+                 claim_timeout: float = 2.0) -> None:
+        self.store = store
+        if store not in ARTIFACTS.stores:
+            ARTIFACTS.stores.append(store)
+        env = {
+            **env,
+            "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}",
+            "HITSTREAM_BATCH_SIZE": str(batch_size),
+            "HITSTREAM_CLAIM_TIMEOUT": str(claim_timeout),
+        }
+        super().__init__(["worker"], env, log)
+
+    def wait_ready(self, client: redis.Redis) -> None:
+        """Until the RQ worker has registered (its SIGTERM warm shutdown is installed then)."""
+
+        def registered() -> bool:
+            assert self.running(), f"hitstream worker exited:\n{self.output()}"
+            return any(worker.pid == self.pid for worker in rq.Worker.all(connection=client))
+
+        wait_until(registered, START_SECONDS, "hitstream worker to register", interval=0.05)
+        time.sleep(0.2)
+
+
+class Processes:
+    """Starts processes for one test, numbering their logs, and kills any still running."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.started: list[HitstreamProcess] = []
+
+    def _log(self, kind: str) -> Path:
+        return self.log_dir / f"{kind}-{len(self.started)}.log"
+
+    def api(self, port: int | None = None, **settings: str) -> Api:
+        api = Api({**self.env, **settings}, self._log("api"), port)
+        self.started.append(api)
+        return api
+
+    def worker(self, store: Path, batch_size: int = 1000, claim_timeout: float = 2.0, **settings: str) -> Worker:
+        worker = Worker({**self.env, **settings}, self._log("worker"), store, batch_size, claim_timeout)
+        self.started.append(worker)
+        return worker
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            process.kill()
+
+
+@pytest.fixture
+def processes(hitstream_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
+    """Processes on this test's Redis and chdb path, without rate limits and with a Redis
+    timeout generous enough for a loaded CI machine (tests of the timeout set their own)."""
+    started = Processes({**hitstream_env, **UNLIMITED, "HITSTREAM_REDIS_TIMEOUT_MS": "2000"}, tmp_path)
+    yield started
+    started.kill_all()
+
+
+# Runs in a child process: prints every stored page_id and the drop counts as JSON.
+_READ_STORE = """
+import json, sys
+import clickhouse_connect
+client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+pages = [str(row[0]) for row in client.query("SELECT page_id FROM pageviews").result_rows]
+drops = dict(client.query("SELECT reason, sum(count) FROM drop_counts GROUP BY reason").result_rows)
+print(json.dumps({"pages": pages, "drops": {k: int(v) for k, v in drops.items()}}))
+"""
+
+
+def stored_pages(store: Path) -> tuple[Counter[str], dict[str, int]]:
+    """The page_ids stored (with multiplicity) and drop counts by reason; the store's worker
+    must have stopped."""
+    output = subprocess.run([sys.executable, "-c", _READ_STORE, str(store)], capture_output=True, check=True, text=True)
+    result = json.loads(output.stdout.strip().splitlines()[-1])
+    return Counter(result["pages"]), result["drops"]

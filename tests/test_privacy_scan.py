@@ -1,0 +1,64 @@
+"""Privacy scan, run after the fault, hostile-input and access tests (file order): no visitor
+IP and no token secret in any stored column, dead letter, Redis key, log line or /metrics page.
+
+It runs its own flow first at DEBUG log level, with a drop rule, a poison record (a dead
+letter) and every distinctive visitor IP, then scans that flow's output together with every
+log, metrics page and store the earlier tests registered in ``tests.procs.ARTIFACTS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from shared import keys
+from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
+from shared.envelope import Envelope
+from tests.privacy import scan_files, scan_redis, scan_store
+from tests.procs import ARTIFACTS, Processes, processes, wait_until  # noqa: F401 - fixture
+from tests.traffic import VISITOR_IPS, ingest_token, post_pageviews
+
+
+def poison(site_id: str) -> Envelope:
+    """An envelope whose URL breaks the pipeline's url step: it becomes a dead letter."""
+    now = int(time.time() * 1000)
+    return Envelope(site_id=site_id, site_domain="example.com", page_id=str(uuid.uuid4()),
+                    session_id=str(uuid.uuid4()), timestamp_ms=now, received_ms=now, url="http://[::1/x",
+                    visitor_ip=VISITOR_IPS[2], user_agent="Mozilla/5.0 poison")
+
+
+def test_no_visitor_ip_or_token_anywhere_after_the_suite(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    secret = ingest_token(real_redis)
+    site_id = real_redis.hget(keys.SITE_BY_DOMAIN, "example.com").decode()
+    add_exclusion(real_redis, INSTANCE_SCOPE, ExclusionKind.CIDR, "203.0.113.0/24")  # drops one IP of four
+    debug = {"HITSTREAM_LOG_LEVEL": "DEBUG"}
+    api = processes.api(**debug)
+    answers = asyncio.run(post_pageviews(api.url, secret, 400, concurrency=8))
+    assert answers.summary() == {202: 400}
+    real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: poison(site_id).to_json()})
+
+    needles = [*VISITOR_IPS, secret]
+    # Positive control: the scanner finds the IPs where they legitimately are, the queue.
+    assert set(VISITOR_IPS) <= {finding.rsplit(": ", 1)[1]
+                                for finding in scan_redis(real_redis, needles, include_stream=True)}
+
+    worker = processes.worker(tmp_path / "store", **debug)
+    wait_until(lambda: real_redis.xlen(keys.STREAM) == 0, 60, "the worker to drain the queue", interval=0.1)
+    api.metrics()
+    assert worker.stop() == 0
+    api.stop()  # uvicorn re-raises SIGTERM after its graceful shutdown: exit status -15
+    assert real_redis.hlen(keys.DEAD_LETTERS) == 1
+
+    findings = scan_redis(real_redis, needles) + scan_files(ARTIFACTS.logs, needles)
+    for store in ARTIFACTS.stores:
+        if store.exists():
+            findings += scan_store(store, needles)
+    print(f"\nprivacy scan: {len(ARTIFACTS.logs)} logs and metrics pages, {len(ARTIFACTS.stores)} stores, "
+          f"{len(real_redis.keys())} Redis keys searched for {len(needles)} strings")
+    assert findings == []
