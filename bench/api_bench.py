@@ -1,11 +1,13 @@
-"""Throughput and latency of one ingest API process against a no-op Starlette endpoint.
+"""Throughput and latency of one ingest API process against a no-op Starlette endpoint,
+and items/s of the batch endpoint with 100-item batches.
 
     .venv/bin/python bench/api_bench.py [--seconds 10] [--connections 64]
 
 Starts its own Redis (AOF on, free port), creates a site, a token and an owner grant through
 shared.control, serves the real API (``hitstream api``: one uvicorn worker, uvloop, httptools)
 and the no-op app (bench/api_noop.py) on the same stack, and drives both with ``wrk`` posting
-the same realistic body. The rate limit is raised out of the way (this measures the hand-off,
+the same realistic body; then the batch endpoint gets that body 100 times per request. The
+stream is emptied between runs so Redis memory stays bounded. The rate limit is raised out of the way (this measures the hand-off,
 not the 429 path); everything else uses the defaults. Needs ``wrk`` (apt-get install -y wrk).
 """
 
@@ -36,6 +38,7 @@ from shared.redis_server import RedisServer
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
+BATCH_ITEMS = 100
 
 
 @dataclass(frozen=True)
@@ -142,14 +145,15 @@ def main() -> None:
             site = add_site(control, "example.com")
             secret, token = create_token(control, "api-bench")
             grant(control, token.id, site.id, "owner")
+            body = realistic_body()
             env = {
                 **os.environ,
                 "HITSTREAM_REDIS_URL": server.url,
                 "HITSTREAM_RATE_LIMIT": "1000000000",
                 "HITSTREAM_RATE_BURST": "1000000000",
-                "API_BENCH_BODY": realistic_body().decode(),
                 "API_BENCH_TOKEN": secret,
             }
+            batch_body = b"[" + b",".join([body] * BATCH_ITEMS) + b"]"
             api_port, noop_port = free_port(), free_port()
             stack = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
             servers = {
@@ -164,23 +168,34 @@ def main() -> None:
                         *stack,
                     ],
                     f"http://127.0.0.1:{noop_port}/noop",
+                    body,
                 ),
                 "ingest endpoint": (
                     [str(VENV_BIN / "hitstream"), "api", "--port", str(api_port)],
                     f"http://127.0.0.1:{api_port}/api/ingest/server/pageview",
+                    body,
+                ),
+                "batch endpoint": (
+                    [str(VENV_BIN / "hitstream"), "api", "--port", str(api_port)],
+                    f"http://127.0.0.1:{api_port}/api/ingest/server/pageviews",
+                    batch_body,
                 ),
             }
             results: dict[str, Result] = {}
-            for name, (command, url) in servers.items():
+            queued: dict[str, int] = {}
+            for name, (command, url, posted) in servers.items():
                 port = int(url.split(":")[2].split("/")[0])
-                process = serve(command, port, env)
+                run_env = {**env, "API_BENCH_BODY": posted.decode()}
+                process = serve(command, port, run_env)
                 try:
-                    run_wrk(url, env, 2, args.connections, process.pid)  # warm-up
-                    results[name] = run_wrk(url, env, args.seconds, args.connections, process.pid)
+                    run_wrk(url, run_env, 2, args.connections, process.pid)  # warm-up
+                    control.delete(keys.STREAM)
+                    results[name] = run_wrk(url, run_env, args.seconds, args.connections, process.pid)
                 finally:
                     process.terminate()
                     process.wait()
-            queued = control.xlen(keys.STREAM)
+                queued[name] = control.xlen(keys.STREAM)
+                control.delete(keys.STREAM)
         finally:
             server.stop()
 
@@ -190,12 +205,19 @@ def main() -> None:
             f"{name:<18}{result.requests_per_second:>10.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}"
             f"{result.non_2xx:>9}{result.cpu_us_per_request:>12.1f}"
         )
-    api, noop = results["ingest endpoint"], results["no-op Starlette"]
+    api, noop, batch = results["ingest endpoint"], results["no-op Starlette"], results["batch endpoint"]
     throughput_ratio = api.requests_per_second / noop.requests_per_second
     cpu_ratio = noop.cpu_us_per_request / api.cpu_us_per_request
     print(f"ingest / no-op throughput: {throughput_ratio:.2f}x (target >= 0.60x)")
     print(f"no-op / ingest server CPU per request: {cpu_ratio:.2f}x (the same ratio, unaffected by")
-    print(f"other load on the machine); envelopes queued in Redis: {queued}")
+    print("other load on the machine)")
+    batch_items_per_second = batch.requests_per_second * BATCH_ITEMS
+    print(
+        f"batch endpoint, {BATCH_ITEMS}-item batches: {batch_items_per_second:.0f} items/s, "
+        f"{batch_items_per_second / api.requests_per_second:.1f}x the single endpoint's items/s, "
+        f"server CPU {batch.cpu_us_per_request / BATCH_ITEMS:.1f} us/item"
+    )
+    print(f"envelopes queued in Redis per run: {queued}")
 
 
 if __name__ == "__main__":

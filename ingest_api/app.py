@@ -14,12 +14,16 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from ingest_api.access import Access
+from ingest_api.batch import BatchEndpoint
+from ingest_api.events import parse_event
 from ingest_api.handoff import HandOff
+from ingest_api.intake import Intake
 from ingest_api.metrics import Metrics
 from ingest_api.observe import Observe
-from ingest_api.openapi import PAGEVIEW_PATH
+from ingest_api.openapi import BATCH_PATH, EVENT_PATH, PAGEVIEW_PATH
 from ingest_api.operations import Operations
-from ingest_api.pageview import PageviewEndpoint
+from ingest_api.pageview import SingleEndpoint
+from ingest_api.validation import parse_pageview
 from shared.config import Settings, load_settings
 
 
@@ -38,9 +42,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     handoff = HandOff(client, settings)
     metrics = Metrics()
     operations = Operations(client, metrics, settings.redis_timeout_ms)
-    pageview = PageviewEndpoint(access, handoff, metrics, settings.rate_burst, settings.trusted_proxies)
+    intake = Intake(access, handoff, metrics, settings.rate_burst, settings.trusted_proxies)
     routes = [
-        Route(PAGEVIEW_PATH, pageview.handle, methods=["POST"]),
+        Route(PAGEVIEW_PATH, SingleEndpoint(intake, parse_pageview).handle, methods=["POST"]),
+        Route(EVENT_PATH, SingleEndpoint(intake, parse_event).handle, methods=["POST"]),
+        Route(BATCH_PATH, BatchEndpoint(intake).handle, methods=["POST"]),
         Route("/healthz", operations.healthz, methods=["GET"]),
         Route("/readyz", operations.readyz, methods=["GET"]),
         Route("/metrics", operations.metrics, methods=["GET"]),

@@ -23,6 +23,11 @@ ACCESS_DENIED = "Access denied"
 SITE_NOT_FOUND = "Site not found"
 TOO_MANY_REQUESTS = "Too Many Requests"
 SERVICE_NOT_AVAILABLE = "Service not available"
+# Ours: the event and batch endpoints.
+MISSING_NAME = "name is required"
+BAD_PROPERTIES = "properties must be a flat object of strings, numbers or booleans"
+BAD_BATCH = "batch must be a JSON array, or NDJSON with Content-Type: application/x-ndjson"
+EMPTY_BATCH = "batch must hold at least one item"
 
 
 def too_long(field: str, limit: int) -> str:

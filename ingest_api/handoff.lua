@@ -1,57 +1,90 @@
--- Admit a batch of requests, each atomically: token-bucket rate limit, queue-depth check,
--- stream append. A request's envelopes are appended only if all of it is accepted (never a
--- partial write); requests are decided in order, each seeing the ones before it.
+-- Admit a batch of requests, each atomically: stored answer, token-bucket rate limit, client
+-- retries, queue-depth check, stream append. A request's envelopes are appended only if all
+-- of it is accepted; requests are decided in order, each seeing the ones before it.
 --
 -- KEYS[1] ingest stream    KEYS[1 + i] rate bucket hash (tokens, updated_ms) of request i
 -- ARGV[1] rate (tokens per second)   ARGV[2] burst   ARGV[3] maximum stream length
--- ARGV[4] envelope field name        ARGV[4 + i] number of envelopes of request i (0: charge
---         one item, append nothing)  then every request's envelopes, in request order
+-- ARGV[4] envelope field name        ARGV[5] idempotency window (seconds)
+-- then per request: cost (items charged), envelope count, answer key ('' for none), answer
+-- body, then per envelope: seen key ('' when the API generated the page_id), envelope.
 --
--- Returns 4 integers per request: verdict (0 accepted, 1 rate limited, 2 queue full),
--- remaining items, seconds until the bucket is full again, and (rate limited only) seconds
--- until the bucket holds enough.
+-- Returns 5 values per request: verdict (0 accepted, 1 rate limited, 2 queue full, 3 answered
+-- before), remaining items, seconds until the bucket is full again, (rate limited only)
+-- seconds until the bucket holds enough, and (answered before only) the stored answer.
+--
+-- A cost above the burst could never be paid, so such a request only needs a full bucket and
+-- leaves it in debt (negative): the long-run rate stays exactly `rate` items per second.
+-- Each envelope is appended before its seen key is set, so a failed XADD (which aborts the
+-- script) never marks an id as seen; refused requests set nothing.
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local max_depth = tonumber(ARGV[3])
 local field = ARGV[4]
-local requests = #KEYS - 1
+local window = tonumber(ARGV[5])
 
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local depth = redis.call('XLEN', KEYS[1])
 local replies = {}
-local next_envelope = 5 + requests
+local at = 6
 
-for i = 1, requests do
+local function reply(verdict, tokens, retry_after, stored)
+  replies[#replies + 1] = verdict
+  replies[#replies + 1] = math.max(0, math.floor(tokens))
+  replies[#replies + 1] = math.ceil((burst - tokens) / rate)
+  replies[#replies + 1] = retry_after
+  replies[#replies + 1] = stored
+end
+
+for i = 1, #KEYS - 1 do
   local bucket_key = KEYS[1 + i]
-  local count = tonumber(ARGV[4 + i])
-  local cost = math.max(count, 1)
+  local cost = tonumber(ARGV[at])
+  local count = tonumber(ARGV[at + 1])
+  local answer_key, answer = ARGV[at + 2], ARGV[at + 3]
+  local first_envelope = at + 4
+  at = first_envelope + 2 * count
+
   local bucket = redis.call('HMGET', bucket_key, 'tokens', 'updated_ms')
   local tokens = burst
   if bucket[1] then
     local elapsed_ms = math.max(0, now_ms - tonumber(bucket[2]))
     tokens = math.min(burst, tonumber(bucket[1]) + elapsed_ms * rate / 1000)
   end
-  local verdict, retry_after = 0, 0
-  if tokens < cost then
-    verdict, retry_after = 1, math.ceil((cost - tokens) / rate)
-  elseif count > 0 and depth + count > max_depth then
-    verdict = 2
+  local stored = answer_key ~= '' and redis.call('GET', answer_key)
+  local needed = math.min(cost, burst)
+  if stored then
+    reply(3, tokens, 0, stored)
+  elseif tokens < needed then
+    reply(1, tokens, math.ceil((needed - tokens) / rate), '')
   else
-    tokens = tokens - cost
-    redis.call('HSET', bucket_key, 'tokens', tostring(tokens), 'updated_ms', now_ms)
-    -- A full bucket is the same as no bucket, so the key lives only until it would be full.
-    redis.call('PEXPIRE', bucket_key, math.ceil((burst - tokens) * 1000 / rate))
-    for j = next_envelope, next_envelope + count - 1 do
-      redis.call('XADD', KEYS[1], '*', field, ARGV[j])
+    -- Retried ids (seen within the window, or twice in this request) are answered, not queued.
+    local fresh, taken = {}, {}
+    for j = first_envelope, at - 1, 2 do
+      local seen_key = ARGV[j]
+      if seen_key == '' or (not taken[seen_key] and redis.call('EXISTS', seen_key) == 0) then
+        fresh[#fresh + 1] = j
+        taken[seen_key] = true
+      end
     end
-    depth = depth + count
+    if #fresh > 0 and depth + #fresh > max_depth then
+      reply(2, tokens, 0, '')
+    else
+      tokens = tokens - cost
+      redis.call('HSET', bucket_key, 'tokens', tostring(tokens), 'updated_ms', now_ms)
+      -- A full bucket is the same as no bucket, so the key lives only until it would be full.
+      redis.call('PEXPIRE', bucket_key, math.ceil((burst - tokens) * 1000 / rate))
+      for _, j in ipairs(fresh) do
+        redis.call('XADD', KEYS[1], '*', field, ARGV[j + 1])
+        if ARGV[j] ~= '' then
+          redis.call('SET', ARGV[j], 1, 'EX', window)
+        end
+      end
+      depth = depth + #fresh
+      if answer_key ~= '' then
+        redis.call('SET', answer_key, answer, 'EX', window)
+      end
+      reply(0, tokens, 0, '')
+    end
   end
-  next_envelope = next_envelope + count
-  local reset = math.ceil((burst - tokens) / rate)
-  replies[#replies + 1] = verdict
-  replies[#replies + 1] = math.floor(tokens)
-  replies[#replies + 1] = reset
-  replies[#replies + 1] = retry_after
 end
 return replies

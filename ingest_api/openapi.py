@@ -8,6 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from ingest_api import errors
+from ingest_api.batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, NDJSON, TOO_MANY
+from ingest_api.events import (
+    MAX_NAME_CHARS,
+    MAX_PROPERTIES,
+    MAX_PROPERTY_KEY_CHARS,
+    MAX_PROPERTY_VALUE_CHARS,
+)
 from ingest_api.validation import (
     MAX_BODY_BYTES,
     MAX_DIMENSION,
@@ -18,12 +25,20 @@ from ingest_api.validation import (
 )
 
 PAGEVIEW_PATH = "/api/ingest/server/pageview"
+EVENT_PATH = "/api/ingest/server/event"
+BATCH_PATH = "/api/ingest/server/pageviews"
 
 _UUID = {
     "type": ["string", "null"],
     "format": "uuid",
     "description": "Optional UUID (8-4-4-4-12 hex, any case); generated when absent or null. "
     f"Anything else answers 400 `{errors.BAD_BODY}`.",
+}
+_PAGE_ID = {
+    **_UUID,
+    "description": _UUID["description"]
+    + " A page_id sent again within the idempotency window "
+    "(HITSTREAM_IDEMPOTENCY_WINDOW, default 24 h) is answered 202 and stored once.",
 }
 _DIMENSION = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_DIMENSION}
 
@@ -60,7 +75,7 @@ _PAGEVIEW = {
         "referrer": {"type": ["string", "null"], "maxLength": MAX_REFERRER_CHARS},
         "language": {"type": ["string", "null"], "maxLength": MAX_LANGUAGE_CHARS},
         "session_id": _UUID,
-        "page_id": _UUID,
+        "page_id": _PAGE_ID,
         "screen_width": _DIMENSION,
         "screen_height": _DIMENSION,
         "viewport_width": _DIMENSION,
@@ -83,6 +98,75 @@ _PAGEVIEW = {
 }
 
 
+_EVENT = {
+    "type": "object",
+    "required": [*_PAGEVIEW["required"], "name"],
+    "properties": {
+        **_PAGEVIEW["properties"],
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_NAME_CHARS,
+            "description": "The event's name; trimmed, must not be empty.",
+        },
+        "properties": {
+            "type": ["object", "null"],
+            "maxProperties": MAX_PROPERTIES,
+            "propertyNames": {"maxLength": MAX_PROPERTY_KEY_CHARS},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "maxLength": MAX_PROPERTY_VALUE_CHARS},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                ]
+            },
+            "description": "Flat; stored as a Map(String, String) (booleans as true/false, numbers "
+            "as their JSON text).",
+        },
+    },
+    "example": {
+        **_PAGEVIEW["example"],
+        "name": "signup",
+        "properties": {"plan": "pro", "seats": 3},
+    },
+}
+
+_BATCH_ANSWER = {
+    "type": "object",
+    "required": ["accepted", "rejected"],
+    "properties": {
+        "accepted": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Items accepted (queued, dnt, or a page_id already stored).",
+        },
+        "rejected": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "status", "message"],
+                "properties": {
+                    "index": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "0-based item (or line).",
+                    },
+                    "status": {"type": "integer", "enum": [400, 403, 404]},
+                    "message": {
+                        "type": "string",
+                        "description": "The single endpoint's message.",
+                    },
+                },
+            },
+        },
+    },
+    "example": {
+        "accepted": 2,
+        "rejected": [{"index": 1, "status": 404, "message": errors.SITE_NOT_FOUND}],
+    },
+}
+
+
 def _integer_header(description: str) -> dict[str, Any]:
     return {"description": description, "schema": {"type": "integer", "minimum": 0}}
 
@@ -95,7 +179,9 @@ _RATE_HEADERS = {
 _RETRY_AFTER = {"Retry-After": _integer_header("Seconds to wait before retrying.")}
 
 
-def _error(description: str, example: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+def _error(
+    description: str, example: str, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
         "content": {
@@ -111,7 +197,85 @@ def _error(description: str, example: str, headers: dict[str, Any] | None = None
 
 
 def _text(description: str, media_type: str) -> dict[str, Any]:
-    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+    return {
+        "description": description,
+        "content": {media_type: {"schema": {"type": "string"}}},
+    }
+
+
+def _batch_answer(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _RATE_HEADERS,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/BatchAnswer"},
+                        {"$ref": "#/components/schemas/Error"},
+                    ]
+                }
+            }
+        },
+    }
+
+
+def _ingest_operation(
+    operation_id: str,
+    summary: str,
+    description: str,
+    content: dict[str, Any],
+    accepted: dict[str, Any],
+    bad_request: dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    site_statuses: bool = True,
+) -> dict[str, Any]:
+    """An ingest route: same security and the same error answers on every one (the batch
+    route reports 403 and 404 per item, inside its 202 or 400)."""
+    operation = {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "requestBody": {"required": True, "content": content},
+        "responses": {
+            "202": accepted,
+            "400": bad_request
+            or _error(
+                "Invalid request; the message names the field.",
+                errors.BAD_URL,
+                _RATE_HEADERS,
+            ),
+            "401": _error(
+                "Missing, unknown, revoked or expired token.",
+                errors.UNAUTHORIZED,
+                _RATE_HEADERS,
+            ),
+            "403": _error(
+                "The token lacks site.manage_data on the site.",
+                errors.ACCESS_DENIED,
+                _RATE_HEADERS,
+            ),
+            "404": _error(
+                "No site for the url's host.", errors.SITE_NOT_FOUND, _RATE_HEADERS
+            ),
+            "429": _error(
+                "Rate limit exceeded.",
+                errors.TOO_MANY_REQUESTS,
+                {**_RATE_HEADERS, **_RETRY_AFTER},
+            ),
+            "503": _error(
+                "Redis unreachable or slow, or the queue is full.",
+                errors.SERVICE_NOT_AVAILABLE,
+                _RETRY_AFTER,
+            ),
+        },
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if not site_statuses:
+        del operation["responses"]["403"], operation["responses"]["404"]
+    return operation
 
 
 DOCUMENT: dict[str, Any] = {
@@ -124,43 +288,85 @@ DOCUMENT: dict[str, Any] = {
     },
     "paths": {
         PAGEVIEW_PATH: {
-            "post": {
-                "operationId": "ingestServerPageview",
-                "summary": "Ingest one server-side pageview",
-                "description": "Checks, first failure decides: rate limit, token, body "
+            "post": _ingest_operation(
+                "ingestServerPageview",
+                "Ingest one server-side pageview",
+                "Checks, first failure decides: rate limit, token, body "
                 f"(at most {MAX_BODY_BYTES} bytes, a JSON object, field types, UUIDs), url, "
                 "timestamp, visitor_ip, user_agent, referrer/language/size bounds, site, "
                 "`site.manage_data` grant, dnt. Unknown fields are ignored.",
-                "security": [{"bearer": []}, {"apiKey": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pageview"}}},
+                {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/Pageview"}
+                    }
                 },
-                "responses": {
-                    "202": {
-                        "description": "Accepted and queued (or dropped for dnt). Empty body.",
-                        "headers": _RATE_HEADERS,
+                {
+                    "description": "Accepted and queued (or dropped for dnt). Empty body.",
+                    "headers": _RATE_HEADERS,
+                },
+            )
+        },
+        EVENT_PATH: {
+            "post": _ingest_operation(
+                "ingestServerEvent",
+                "Ingest one server-side custom event",
+                "A pageview body plus `name` and `properties`; the pageview's checks in its "
+                "order, then name, then properties, then site, grant, dnt. Stored in the events "
+                "table with the same enrichment, exclusions and spam rules.",
+                {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/Event"}
+                    }
+                },
+                {
+                    "description": "Accepted and queued (or dropped for dnt). Empty body.",
+                    "headers": _RATE_HEADERS,
+                },
+            )
+        },
+        BATCH_PATH: {
+            "post": _ingest_operation(
+                "ingestServerPageviews",
+                "Ingest up to 1000 server-side pageviews",
+                f"A JSON array, or NDJSON with `Content-Type: {NDJSON}`, of at most "
+                f"{MAX_BATCH_ITEMS} pageview bodies and {MAX_BATCH_BYTES} bytes. Whole-request "
+                'checks (rate limit, token, size, form, item count) answer with `{"message"}`; '
+                "then each item gets the single endpoint's checks and messages. Valid items are "
+                "queued together. The rate limit counts items; a batch larger than the burst "
+                "needs a full bucket. With `Idempotency-Key` a repeat within the idempotency "
+                "window gets the first answer back and queues nothing.",
+                {
+                    "application/json": {
+                        "schema": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Pageview"},
+                        }
                     },
-                    "400": _error(
-                        "Invalid request; the message names the field.", errors.BAD_URL, _RATE_HEADERS
-                    ),
-                    "401": _error(
-                        "Missing, unknown, revoked or expired token.", errors.UNAUTHORIZED, _RATE_HEADERS
-                    ),
-                    "403": _error(
-                        "The token lacks site.manage_data on the site.", errors.ACCESS_DENIED, _RATE_HEADERS
-                    ),
-                    "404": _error("No site for the url's host.", errors.SITE_NOT_FOUND, _RATE_HEADERS),
-                    "429": _error(
-                        "Rate limit exceeded.", errors.TOO_MANY_REQUESTS, {**_RATE_HEADERS, **_RETRY_AFTER}
-                    ),
-                    "503": _error(
-                        "Redis unreachable or slow, or the queue is full.",
-                        errors.SERVICE_NOT_AVAILABLE,
-                        _RETRY_AFTER,
-                    ),
+                    NDJSON: {
+                        "schema": {
+                            "type": "string",
+                            "description": "One pageview body per line.",
+                        }
+                    },
                 },
-            }
+                _batch_answer(
+                    "Accepted: the items not listed in `rejected` are queued."
+                ),
+                bad_request=_batch_answer(
+                    f"No item was accepted (same body), or the request itself is invalid "
+                    f'(`{{"message"}}`, e.g. `{TOO_MANY}`).'
+                ),
+                parameters=[
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "Any client-chosen text; per token.",
+                    }
+                ],
+                site_statuses=False,
+            )
         },
         "/healthz": {
             "get": {
@@ -214,6 +420,8 @@ DOCUMENT: dict[str, Any] = {
         },
         "schemas": {
             "Pageview": _PAGEVIEW,
+            "Event": _EVENT,
+            "BatchAnswer": _BATCH_ANSWER,
             "Error": {
                 "type": "object",
                 "required": ["message"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ import orjson
 
 from ingest_api import errors
 from ingest_api.errors import BadRequest
+from shared.envelope import PropertyValue
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_URL_CHARS = 4096
@@ -59,11 +60,28 @@ class Pageview:
     language: str | None
     dimensions: dict[str, int | None]  # DIMENSION_FIELDS -> value
     dnt: bool
+    event_name: str | None = None  # events only (ingest_api.events)
+    event_properties: dict[str, PropertyValue] = field(default_factory=dict)
 
 
 def parse_pageview(body: bytes, now_ms: int) -> Pageview:
     """Validate one pageview body; raise BadRequest with the first failure's message."""
-    values = _decode(body)
+    return pageview_from(json_value(body), now_ms)
+
+
+def json_value(body: bytes) -> Any:
+    """The body's JSON (an object is checked later, field by field), at most MAX_BODY_BYTES."""
+    if not body or len(body) > MAX_BODY_BYTES:
+        raise BadRequest()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest() from None
+
+
+def pageview_from(decoded: Any, now_ms: int) -> Pageview:
+    """Validate one decoded pageview (a request body, or a batch item)."""
+    values = _typed_object(decoded)
     url, host = _url(values.get("url"))
     timestamp_ms = _timestamp(values.get("timestamp"), now_ms)
     visitor_ip = _visitor_ip(values.get("visitor_ip"))
@@ -85,14 +103,8 @@ def parse_pageview(body: bytes, now_ms: int) -> Pageview:
     )
 
 
-def _decode(body: bytes) -> dict[str, Any]:
-    """The JSON object, with every known field of the right type (null counts as absent)."""
-    if not body or len(body) > MAX_BODY_BYTES:
-        raise BadRequest()
-    try:
-        values = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest() from None
+def _typed_object(values: Any) -> dict[str, Any]:
+    """A JSON object with every known field of the right type (null counts as absent)."""
     if not isinstance(values, dict):
         raise BadRequest()
     for name in _STRING_FIELDS:

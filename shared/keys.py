@@ -17,6 +17,13 @@ DEAD_LETTERS = f"{PREFIX}:dead-letters"
 # String, SET NX PX: at most one worker's dispatcher enqueues batch jobs per tick.
 DISPATCH_LOCK = f"{PREFIX}:dispatch-lock"
 
+# --- idempotent client retries (string keys, EX HITSTREAM_IDEMPOTENCY_WINDOW) -------------
+# "1": a page_id the client chose was already queued. Per kind: an event may carry the
+# page_id of the pageview it happened on.
+SEEN = f"{PREFIX}:seen:{{kind}}:{{site_id}}:{{page_id}}"
+# A batch's JSON answer under its Idempotency-Key (SHA-256 hex: keys hold no client text).
+BATCH_ANSWER = f"{PREFIX}:idem:{{token_id}}:{{key_hash}}"
+
 # --- control plane ------------------------------------------------------------------------
 SITE = f"{PREFIX}:site:{{site_id}}"  # hash: id, domain, created_at
 SITE_BY_DOMAIN = f"{PREFIX}:sites"  # hash: normalised domain -> site id

@@ -1,0 +1,138 @@
+"""``POST /api/ingest/server/pageviews``: up to 1000 pageviews in one request.
+
+The body is a JSON array of pageview bodies, or NDJSON (one body per line; a final newline
+ends the last line) with ``Content-Type: application/x-ndjson``. Whole-request checks come
+first (token, size, form, item count); then each item gets the single endpoint's checks and
+messages, its own site and grant. Valid items go to Redis in one hand-off with the rate
+limit and the queue-depth check: all of them or none.
+
+Answer: ``{"accepted": N, "rejected": [{"index": i, "status": s, "message": "..."}]}`` with
+202, or 400 when no item was accepted. ``accepted`` counts dnt items (answered, not queued)
+and retried page_ids (answered, queued once). The rate bucket is charged one item per item,
+valid or not (like refused single requests); a batch larger than the burst needs a full
+bucket and leaves it in debt (ingest_api/handoff.lua). With ``Idempotency-Key`` the accepted
+answer is kept for the idempotency window and a repeat gets it back, nothing queued again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ingest_api import errors
+from ingest_api.errors import ApiError, BadRequest, error_response
+from ingest_api.handoff import Queued, StoredAnswer, Unavailable
+from ingest_api.intake import Intake, queued, read_body, service_unavailable
+from ingest_api.validation import pageview_from
+from shared import keys
+from shared.control.tokens import ApiToken
+
+MAX_BATCH_ITEMS = 1000
+MAX_BATCH_BYTES = 1 << 20
+NDJSON = "application/x-ndjson"
+TOO_LARGE = f"batch body must be at most {MAX_BATCH_BYTES} bytes"
+TOO_MANY = f"batch must hold at most {MAX_BATCH_ITEMS} items"
+
+
+class BatchEndpoint:
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._ingest(request)
+        except Unavailable:
+            return service_unavailable()
+
+    async def _ingest(self, request: Request) -> Response:
+        received_ms = time.time_ns() // 1_000_000
+        token = await self._intake.token(request)
+        subject = self._intake.rate_subject(request, token)
+        try:
+            if token is None:
+                raise ApiError(401, errors.UNAUTHORIZED)
+            body = await read_body(request, MAX_BATCH_BYTES, BadRequest(TOO_LARGE))
+            items = batch_items(body, is_ndjson=_media_type(request) == NDJSON)
+        except ApiError as refusal:
+            return self._intake.answer(
+                await self._intake.admit(subject), error_response(refusal)
+            )
+        handed_off: list[Queued] = []
+        rejected: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            try:
+                pageview = pageview_from(item, received_ms)
+                site = await self._intake.site(token, pageview)
+            except ApiError as refusal:
+                rejected.append(
+                    {
+                        "index": index,
+                        "status": refusal.status,
+                        "message": refusal.message,
+                    }
+                )
+                continue
+            if not pageview.dnt:
+                handed_off.append(queued(pageview, site, received_ms))
+        answer = orjson.dumps(
+            {"accepted": len(items) - len(rejected), "rejected": rejected}
+        )
+        stored = _stored_answer(request, token, answer)
+        verdict = await self._intake.admit(
+            subject, handed_off, cost=len(items), answer=stored
+        )
+        return self._intake.answer(
+            verdict, batch_response(verdict.stored_answer or answer)
+        )
+
+
+def batch_items(body: bytes, *, is_ndjson: bool) -> list[Any]:
+    """The decoded items; an NDJSON line that is not JSON becomes None (its item's 400)."""
+    if is_ndjson:
+        lines = body.split(b"\n")
+        if lines[-1].strip() == b"":
+            lines.pop()
+        items = [_json_or_none(line) for line in lines]
+    else:
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadRequest(errors.BAD_BATCH) from None
+        if not isinstance(items, list):
+            raise BadRequest(errors.BAD_BATCH)
+    if not items:
+        raise BadRequest(errors.EMPTY_BATCH)
+    if len(items) > MAX_BATCH_ITEMS:
+        raise BadRequest(TOO_MANY)
+    return items
+
+
+def batch_response(answer: bytes) -> Response:
+    status = 202 if orjson.loads(answer)["accepted"] else 400
+    return Response(answer, status_code=status, media_type="application/json")
+
+
+def _json_or_none(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _stored_answer(
+    request: Request, token: ApiToken, answer: bytes
+) -> StoredAnswer | None:
+    idempotency_key = request.headers.get("idempotency-key")
+    if not idempotency_key:
+        return None
+    key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return StoredAnswer(keys.BATCH_ANSWER.format(token_id=token.id, key_hash=key_hash), answer)

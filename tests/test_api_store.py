@@ -1,0 +1,127 @@
+"""End to end through real ``hitstream api`` and ``hitstream worker`` processes into a chdb
+store: events with properties round-trip, and a pageview retried after a client-side timeout
+is stored once. Stores are read after the worker exits (one process per chdb path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from shared import keys
+from shared.redis_server import RedisServer
+from tests.conftest import free_port
+from tests.procs import Processes, processes, stored_pages, wait_until  # noqa: F401
+from tests.traffic import ingest_token, pageview
+
+READ_EVENTS = """
+import json, sys
+import clickhouse_connect
+client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+rows = client.query("SELECT toString(page_id), name, properties FROM events ORDER BY name").result_rows
+print(json.dumps([[page_id, name, dict(properties)] for page_id, name, properties in rows]))
+"""
+
+
+def stored_events(store: Path) -> list[list[object]]:
+    output = subprocess.run(
+        [sys.executable, "-c", READ_EVENTS, str(store)],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def drain(
+    client: redis.Redis, processes: Processes, store: Path, **settings: str
+) -> None:
+    """Run a worker until the stream is empty, then stop it so the store can be read."""
+    worker = processes.worker(store, **settings)
+    wait_until(
+        lambda: client.xlen(keys.STREAM) == 0,
+        60,
+        "the worker to empty the stream",
+        interval=0.1,
+    )
+    assert worker.stop() == 0
+
+
+def test_events_with_properties_round_trip_to_the_store(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    headers = {"Authorization": f"Bearer {ingest_token(real_redis)}"}
+    api = processes.api()
+    page_id, body = pageview(1)
+    event = {
+        **json.loads(body),
+        "name": " signup ",
+        "properties": {"plan": "pro", "seats": 3, "trial": True},
+    }
+    bare = {**json.loads(pageview(2)[1]), "name": "click"}
+    for sent in (event, bare):
+        assert (
+            httpx.post(
+                f"{api.url}/api/ingest/server/event", json=sent, headers=headers
+            ).status_code
+            == 202
+        )
+    store = tmp_path / "store"
+    drain(real_redis, processes, store)
+    assert stored_events(store) == [
+        [bare["page_id"], "click", {}],
+        [page_id, "signup", {"plan": "pro", "seats": "3", "trial": "true"}],
+    ]
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own: it is paused (SIGSTOP), which must not stall other tests."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
+    server.start()
+    yield server
+    os.kill(server.process.pid, signal.SIGCONT)
+    server.stop()
+
+
+def test_pageview_retried_after_a_client_timeout_is_stored_once(
+    processes: Processes, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(own_redis.url)
+    on_own_redis = {
+        "HITSTREAM_REDIS_URL": own_redis.url,
+        "HITSTREAM_REDIS_TIMEOUT_MS": "10000",
+    }
+    headers = {"Authorization": f"Bearer {ingest_token(client)}"}
+    api = processes.api(**on_own_redis)
+    url = f"{api.url}/api/ingest/server/pageview"
+    warm_id, warm_body = pageview(0)  # fills the API's token and site caches
+    assert httpx.post(url, content=warm_body, headers=headers).status_code == 202
+    page_id, body = pageview(1)
+
+    # Redis stalls, the client gives up before the API could answer; Redis comes back and
+    # the API completes that hand-off anyway: the pageview is queued, the client never knew.
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, content=body, headers=headers, timeout=0.5)
+    os.kill(own_redis.process.pid, signal.SIGCONT)
+    wait_until(
+        lambda: client.xlen(keys.STREAM) == 2, 10, "the timed-out pageview to be queued"
+    )
+
+    retry = httpx.post(url, content=body, headers=headers, timeout=10)
+    assert retry.status_code == 202
+    assert client.xlen(keys.STREAM) == 2
+
+    store = tmp_path / "store"
+    drain(client, processes, store, **on_own_redis)
+    pages, _ = stored_pages(store)
+    assert pages == {warm_id: 1, page_id: 1}
