@@ -8,6 +8,7 @@ the same deterministic page_id, so the API answers 202 without queueing it twice
 
 from __future__ import annotations
 
+import gzip
 import signal
 import subprocess
 import sys
@@ -123,3 +124,43 @@ def test_replay_with_429s_killed_and_resumed_sends_every_line_once(
     rejects = [orjson.loads(raw) for raw in (tmp_path / "views.ndjson.rejects.ndjson").read_bytes().splitlines()]
     assert {r["line"]: (r["status"], r["message"]) for r in rejects} == BAD_LINES
     assert len(rejects) == len(BAD_LINES)
+
+
+COMBINED_LOG = [
+    '203.0.113.9 - - [10/Oct/2025:13:55:36 +0000] "GET /pricing?utm_source=ads HTTP/1.1" 200 2326 "https://www.google.com/" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
+    '203.0.113.9 - - [10/Oct/2025:13:56:01 +0000] "GET /app.css HTTP/1.1" 200 512 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
+    '2001:db8::42 - - [10/Oct/2025:13:57:00 +0000] "GET /docs HTTP/2.0" 200 900 "-" "curl/8.5.0"',
+    '203.0.113.9 - - [10/Oct/2025:13:58:10 +0000] "GET /old HTTP/1.1" 301 0 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
+    'this is not a log line',
+    '203.0.113.9 - - [10/Oct/2025:13:59:00 +0000] "GET /blog HTTP/1.1" 200 4000 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
+    '203.0.113.9 - - [10/Oct/2025:15:00:00 +0000] "GET /blog/2 HTTP/1.1" 200 4000 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
+]
+
+
+def test_combined_gzip_log_replays_through_the_real_batch_endpoint_with_sessions(
+    api_url: str, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    site = add_site(real_redis, "example.com")
+    secret, token = create_token(real_redis, "replay", None)
+    grant(real_redis, token.id, site.id, "owner")
+    log = tmp_path / "access.log.gz"
+    log.write_bytes(gzip.compress(("\n".join(COMBINED_LOG) + "\n").encode()))
+    command = [HITSTREAM, "replay", "--format", "combined", str(log), "--site-url", "https://example.com",
+               "--url", api_url, "--quiet", "--sessions"]
+    finished = subprocess.run(command, env={**hitstream_env, "HITSTREAM_TOKEN": secret},
+                              capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert "accepted: 4" in finished.stdout
+
+    envelopes = [Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()])
+                 for _, fields in real_redis.xrange(keys.STREAM)]
+    by_path = {e.url.removeprefix("https://example.com"): e for e in envelopes}
+    assert sorted(by_path) == ["/blog", "/blog/2", "/docs", "/pricing?utm_source=ads"]
+    assert by_path["/docs"].visitor_ip == "2001:db8::42"
+    assert by_path["/pricing?utm_source=ads"].referrer == "https://www.google.com/"
+    # One visitor within 30 minutes is one session; after an hour of silence a new one starts.
+    assert by_path["/pricing?utm_source=ads"].session_id == by_path["/blog"].session_id
+    assert by_path["/blog/2"].session_id != by_path["/blog"].session_id
+    assert by_path["/docs"].session_id != by_path["/blog"].session_id
+    rejects = (tmp_path / "access.log.gz.rejects.ndjson").read_text()
+    assert '"line":5' in rejects.replace(" ", "")
