@@ -5,8 +5,8 @@
 Starts its own Redis (AOF on, free port). Batch design: pre-fills the stream with envelopes
 (realistic user-agent mix from bench/ua_mix.py, varied paths, referrers, UTM tags and
 IPs), starts ONE ``hitstream worker`` process on a fresh chdb path and times from its first
-claim until the stream is empty (the last ack follows the last insert), then checks the
-row count in the store. Naive design: one RQ job per pageview, each running the same
+claim (the worker has opened its store and built its pipeline by then) until the stream is
+empty (the last ack follows the last insert), then checks the row count in the store. Naive design: one RQ job per pageview, each running the same
 pipeline and one single-row insert, in one RQ SimpleWorker process on another fresh chdb
 path. Prints both rates and their ratio.
 """

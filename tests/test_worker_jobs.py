@@ -106,7 +106,7 @@ def test_poison_record_is_dead_lettered_and_its_neighbours_stored(real_redis: re
 
     assert store.page_ids() == [envelope(1).page_id, envelope(3).page_id]
     letters = dead_letters.list_dead_letters(real_redis)
-    assert [(letter.id, letter.step) for letter in letters][0] == (ids[1], "url")
+    assert (letters[0].id, letters[0].step) == (ids[1], "url")
     assert letters[1].step == "decode"
     assert all(IP not in letter.to_json().decode() for letter in letters)
     assert real_redis.xlen(keys.STREAM) == 0
@@ -152,7 +152,32 @@ def test_shutdown_while_the_store_is_down_gives_the_batch_back(real_redis: redis
     assert real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)[0][1] == 0
 
 
-def test_a_full_batch_enqueues_its_successor(real_redis: redis.Redis, store: StandInStore) -> None:
+def test_a_backlog_is_handled_batch_by_batch_each_acknowledged_after_its_insert(
+    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream_lengths_at_write: list[int] = []
+    write = store.write_batch
+
+    def write_and_look(batch_id: str, rows: list[PageviewRow], drops: list[Drop]) -> None:
+        stream_lengths_at_write.append(real_redis.xlen(keys.STREAM))
+        write(batch_id, rows, drops)
+
+    monkeypatch.setattr(store, "write_batch", write_and_look)
+    send(real_redis, *(envelope(n) for n in range(25)))
+
+    assert jobs.process_batch() == 25
+
+    assert [len(rows) for rows, _ in store.batches.values()] == [10, 10, 5]
+    # Each insert ran while its own entries were still in the stream and the previous batch's gone.
+    assert stream_lengths_at_write == [25, 15, 5]
+    assert real_redis.xlen(keys.STREAM) == 0 and real_redis.zcard(keys.BATCH_LEASES) == 0
+    assert Queue(BATCH_QUEUE, connection=real_redis).count == 0  # a partial batch: no successor
+
+
+def test_a_job_out_of_time_with_a_full_batch_enqueues_its_successor(
+    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "CHAIN_SECONDS", 0)
     rq_queue = Queue(BATCH_QUEUE, connection=real_redis)
     send(real_redis, *(envelope(n) for n in range(15)))
 
@@ -160,3 +185,19 @@ def test_a_full_batch_enqueues_its_successor(real_redis: redis.Redis, store: Sta
     assert rq_queue.count == 1
     assert jobs.process_batch() == 5
     assert rq_queue.count == 1  # a partial batch means the queue is drained: no successor
+
+
+def test_store_giving_up_releases_every_batch_the_job_holds(
+    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "STORE_RETRY_SECONDS", 0.05)
+    store.failures = 1000
+    send(real_redis, *(envelope(n) for n in range(15)))
+
+    with pytest.raises(jobs.StoreGaveUp):
+        jobs.process_batch()
+
+    assert [deadline for _, deadline in real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)] == [0, 0]
+    store.failures = 0
+    assert jobs.process_batch() + jobs.process_batch() == 15
+    assert len(store.page_ids()) == 15 and real_redis.xlen(keys.STREAM) == 0

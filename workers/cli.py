@@ -46,6 +46,7 @@ def run_worker_process() -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
     client = runtime.redis_client()
     _open_store_early()
+    runtime.pipeline()  # GeoIP readers, UA parser and spam lists loaded before the first claim
     batch_queue = Queue(BATCH_QUEUE, connection=client)
     dispatcher = Dispatcher(client, batch_queue, settings.batch_size)
     # The store queue carries read queries (hitstream stats); with an embedded chdb store

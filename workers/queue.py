@@ -31,13 +31,13 @@ local function now_ms()
 end
 """
 
-_FOR_CHUNKS = """
+_FOR_CHUNKS = f"""
 local function for_chunks(ids, first, fn)
-  for i = first, #ids, %d do
-    fn(unpack(ids, i, math.min(i + %d - 1, #ids)))
+  for i = first, #ids, {_CHUNK} do
+    fn(unpack(ids, i, math.min(i + {_CHUNK} - 1, #ids)))
   end
 end
-""" % (_CHUNK, _CHUNK)
+"""
 
 # KEYS: stream, leases. ARGV: group, claim timeout ms.
 # Re-claims ONE expired batch whole: returns {batch id, {{entry id, {field, value}}, ...}}, or
@@ -84,9 +84,12 @@ redis.call('ZADD', leases, now_ms() + tonumber(ARGV[3]), batch)
 return 1
 """
 
-# KEYS: leases. ARGV: batch id, claim timeout ms. Renews only a lease that still exists.
+# KEYS: leases. ARGV: claim timeout ms, batch ids... Renews only leases that still exist.
 _HEARTBEAT = _NOW_MS + """
-redis.call('ZADD', KEYS[1], 'XX', now_ms() + tonumber(ARGV[2]), ARGV[1])
+local deadline = now_ms() + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+end
 """
 
 # KEYS: stream, leases. ARGV: group, batch id, entry ids...
@@ -159,27 +162,31 @@ class BatchQueue:
             reclaimed=False,
         )
 
-    def heartbeat(self, batch_id: str) -> None:
-        """Push the lease deadline one claim timeout into the future."""
-        self._heartbeat(keys=[keys.BATCH_LEASES], args=[batch_id, self.claim_timeout_ms])
+    def heartbeat(self, *batch_ids: str) -> None:
+        """Push the lease deadlines one claim timeout into the future."""
+        if batch_ids:
+            self._heartbeat(keys=[keys.BATCH_LEASES], args=[self.claim_timeout_ms, *batch_ids])
 
     @contextmanager
-    def lease_kept(self, batch_id: str) -> Iterator[None]:
-        """Heart-beat the batch's lease from a thread while the body runs (however long)."""
+    def leases_kept(self) -> Iterator[set[str]]:
+        """Heart-beat, from a thread, the leases of the batch ids in the yielded set while the
+        body runs (however long); the body adds a batch when it claims it and removes it once
+        acknowledged or released."""
+        held: set[str] = set()
         done = threading.Event()
         interval = self.claim_timeout_ms / 1000 / 3
 
         def beat() -> None:
             while not done.wait(interval):
                 try:
-                    self.heartbeat(batch_id)
+                    self.heartbeat(*tuple(held))
                 except redis.RedisError:
                     pass  # the next beat retries; a lost lease only means a deduplicated retry
 
-        thread = threading.Thread(target=beat, name=f"lease {batch_id}", daemon=True)
+        thread = threading.Thread(target=beat, name="batch leases", daemon=True)
         thread.start()
         try:
-            yield
+            yield held
         finally:
             done.set()
             thread.join()
@@ -195,6 +202,7 @@ class BatchQueue:
             client=pipe,
         )
 
-    def release(self, batch_id: str) -> None:
-        """Expire a lease now, so the next claim picks the batch up again immediately."""
-        self.redis.zadd(keys.BATCH_LEASES, {batch_id: 0}, xx=True)
+    def release(self, *batch_ids: str) -> None:
+        """Expire leases now, so the next claims pick those batches up again immediately."""
+        if batch_ids:
+            self.redis.zadd(keys.BATCH_LEASES, dict.fromkeys(batch_ids, 0), xx=True)

@@ -1,4 +1,5 @@
-"""Per-process singletons of a worker: settings, Redis, batch queue, pipeline, store.
+"""Per-process singletons of a worker: settings, Redis, batch queue, pipeline, store, and
+the claimer and store-writer threads.
 
 An RQ SimpleWorker runs every job in its own process, so whatever is built here once (the
 ClickHouse client, GeoIP readers, the user-agent cache) stays warm across jobs. Everything
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import redis
@@ -49,6 +51,19 @@ def _opened_store() -> Store:
     from workers.store.store import open_store
 
     return open_store(settings().clickhouse_url)
+
+
+@functools.cache
+def batch_claimer() -> ThreadPoolExecutor:
+    """The thread that claims the next batch while a job processes the current one."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="hitstream-claimer")
+
+
+@functools.cache
+def store_writer() -> ThreadPoolExecutor:
+    """The thread that runs inserts while a job processes the next batch (ClickHouse works
+    without the GIL). One thread: a process has at most one insert running."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="hitstream-store-writer")
 
 
 _store_migrated = False
