@@ -4,7 +4,8 @@
 
 Generates NDJSON pageviews for the demo site, starts ``hitstream up`` (its own Redis on a free
 port, the embedded store in a temporary folder, API and one worker), and replays the file with
-the default options (single endpoint, 32 requests in flight). The same-run baseline is a naive
+the default options (single endpoint, 32 requests in flight; ``--endpoint batch`` for
+500-item batches). The same-run baseline is a naive
 client: the same replay with one request in flight (``--concurrency 1``) over the first
 ``--baseline-lines`` lines, so the ratio shows what concurrency buys on this machine. The
 rate limit is raised out of the way (this measures throughput, not the 429 path).
@@ -76,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--baseline-lines", type=int, default=20_000)
+    parser.add_argument("--endpoint", choices=["single", "batch"], default="single",
+                        help="replay's --endpoint for the measured run (the baseline is always single)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as folder:
@@ -95,7 +98,7 @@ def main() -> None:
             wait_ready(base_url, up)
             env["HITSTREAM_TOKEN"] = (work / "var" / "demo-token").read_text().strip()
             baseline_seconds, _ = replay(baseline_views, base_url, env, "--concurrency", "1")
-            seconds, summary = replay(views, base_url, env)
+            seconds, summary = replay(views, base_url, env, "--endpoint", args.endpoint)
             queued = redis.Redis.from_url(redis_url).xlen(keys.STREAM)
         finally:
             up.send_signal(signal.SIGTERM)
@@ -105,7 +108,7 @@ def main() -> None:
     baseline_rate = args.baseline_lines / baseline_seconds
     print(summary.strip())
     print(f"replay: {args.lines} lines in {seconds:.1f} s = {rate:.0f} lines/s "
-          f"(single endpoint, concurrency 32, through hitstream up on {os.cpu_count()} cores)")
+          f"({args.endpoint} endpoint, concurrency 32, through hitstream up on {os.cpu_count()} cores)")
     print(f"baseline (one request in flight): {args.baseline_lines} lines in "
           f"{baseline_seconds:.1f} s = {baseline_rate:.0f} lines/s")
     print(f"ratio: {rate / baseline_rate:.2f}x; still queued for the worker at the end: {queued}")
