@@ -125,8 +125,11 @@ def run_wrk(url: str, env: dict[str, str], seconds: int, connections: int, serve
 
 
 def _latency_ms(output: str, percentile: str) -> float:
-    value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)$", output, re.MULTILINE).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    found = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no {percentile} latency in wrk's output:\n{output}")
+    value, unit = found.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def main() -> None:
@@ -155,7 +158,9 @@ def main() -> None:
             }
             batch_body = b"[" + b",".join([body] * BATCH_ITEMS) + b"]"
             api_port, noop_port = free_port(), free_port()
-            stack = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+            # The same uvicorn settings as `hitstream api` (ingest_api/cli.py).
+            stack = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers",
+                     "--no-server-header"]
             servers = {
                 "no-op Starlette": (
                     [

@@ -21,14 +21,14 @@ import time
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from ingest_api import errors
+from ingest_api.answer import Answer, json_answer
 from ingest_api.errors import ApiError, BadRequest, error_response
-from ingest_api.handoff import Queued, StoredAnswer, Unavailable
-from ingest_api.intake import Intake, queued, read_body, service_unavailable
-from ingest_api.validation import pageview_from
+from ingest_api.handoff import Queued, StoredAnswer
+from ingest_api.intake import Intake, queued
+from ingest_api.request import IngestRequest
+from ingest_api.validation import decode_json, pageview_from
 from shared import keys
 from shared.control.tokens import ApiToken
 
@@ -43,20 +43,15 @@ class BatchEndpoint:
     def __init__(self, intake: Intake) -> None:
         self._intake = intake
 
-    async def handle(self, request: Request) -> Response:
-        try:
-            return await self._ingest(request)
-        except Unavailable:
-            return service_unavailable()
-
-    async def _ingest(self, request: Request) -> Response:
+    async def __call__(self, request: IngestRequest) -> Answer:
+        """The answer; raises Unavailable when Redis does not answer (ingest_api.front: 503)."""
         received_ms = time.time_ns() // 1_000_000
         token = await self._intake.token(request)
         subject = self._intake.rate_subject(request, token)
         try:
             if token is None:
                 raise ApiError(401, errors.UNAUTHORIZED)
-            body = await read_body(request, MAX_BATCH_BYTES, BadRequest(TOO_LARGE))
+            body = await request.body(MAX_BATCH_BYTES, TOO_LARGE)
             items = batch_items(body, is_ndjson=_media_type(request) == NDJSON)
         except ApiError as refusal:
             return self._intake.answer(
@@ -100,8 +95,8 @@ def batch_items(body: bytes, *, is_ndjson: bool) -> list[Any]:
         items = [_json_or_none(line) for line in lines]
     else:
         try:
-            items = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            items = decode_json(body)
+        except BadRequest:
             raise BadRequest(errors.BAD_BATCH) from None
         if not isinstance(items, list):
             raise BadRequest(errors.BAD_BATCH)
@@ -112,24 +107,23 @@ def batch_items(body: bytes, *, is_ndjson: bool) -> list[Any]:
     return items
 
 
-def batch_response(answer: bytes) -> Response:
-    status = 202 if orjson.loads(answer)["accepted"] else 400
-    return Response(answer, status_code=status, media_type="application/json")
+def batch_response(answer: bytes) -> Answer:
+    return json_answer(202 if orjson.loads(answer)["accepted"] else 400, answer)
 
 
 def _json_or_none(line: bytes) -> Any:
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
+        return decode_json(line)
+    except BadRequest:
         return None
 
 
-def _media_type(request: Request) -> str:
+def _media_type(request: IngestRequest) -> str:
     return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def _stored_answer(
-    request: Request, token: ApiToken, answer: bytes
+    request: IngestRequest, token: ApiToken, answer: bytes
 ) -> StoredAnswer | None:
     idempotency_key = request.headers.get("idempotency-key")
     if not idempotency_key:

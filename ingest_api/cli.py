@@ -30,7 +30,11 @@ def api(host: str, port: int, workers: int) -> None:
         workers=workers,
         loop="uvloop",
         http="httptools",
-        access_log=False,  # ingest_api.observe logs each request without IPs or tokens
+        access_log=False,  # ingest_api.front logs each request without IPs or tokens
+        # The caller comes from X-Forwarded-For only behind HITSTREAM_TRUSTED_PROXIES
+        # (ingest_api.proxies); uvicorn's own rewrite would trust any local peer's header.
+        proxy_headers=False,
+        server_header=False,  # one header less on every answer; the version is nobody's business
         log_config=log_config,
         log_level=settings.log_level.lower(),
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import orjson
-from starlette.responses import Response
+
+from ingest_api.answer import Answer, json_answer
 
 # HitKeep's texts (hitkeep-behaviour.md). Our extra 400s name their field instead.
 BAD_BODY = "Bad request body"
@@ -23,11 +24,17 @@ ACCESS_DENIED = "Access denied"
 SITE_NOT_FOUND = "Site not found"
 TOO_MANY_REQUESTS = "Too Many Requests"
 SERVICE_NOT_AVAILABLE = "Service not available"
+HEADERS_TOO_LARGE = "Request header fields too large"  # ours: uvicorn sets no header limit
 # Ours: the event and batch endpoints.
 MISSING_NAME = "name is required"
 BAD_PROPERTIES = "properties must be a flat object of strings, numbers or booleans"
 BAD_BATCH = "batch must be a JSON array, or NDJSON with Content-Type: application/x-ndjson"
 EMPTY_BATCH = "batch must hold at least one item"
+
+
+def wrong_type(field: str, expected: str) -> str:
+    """HitKeep's text for a field of the wrong JSON type, naming the field."""
+    return f"{BAD_BODY}: {field} must be {expected}"
 
 
 def too_long(field: str, limit: int) -> str:
@@ -53,10 +60,5 @@ class BadRequest(ApiError):
         super().__init__(400, message)
 
 
-def error_response(error: ApiError) -> Response:
-    return Response(
-        orjson.dumps({"message": error.message}),
-        status_code=error.status,
-        headers=error.headers,
-        media_type="application/json",
-    )
+def error_response(error: ApiError) -> Answer:
+    return json_answer(error.status, orjson.dumps({"message": error.message}), error.headers)

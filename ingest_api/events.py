@@ -36,7 +36,7 @@ def event_from(decoded: Any, now_ms: int) -> Pageview:
 
 def _name(value: Any) -> str:
     if value is not None and not isinstance(value, str):
-        raise BadRequest()  # a wrong JSON type, like any other field's
+        raise BadRequest(errors.wrong_type("name", "a string"))
     name = (value or "").strip()
     if not name:
         raise BadRequest(errors.MISSING_NAME)

@@ -2,12 +2,14 @@
 depth, XADD, all or nothing per request), and a batcher sends the requests that arrive
 together to Redis in one round trip.
 
-Concurrent requests are collected by one background task and decided by one EVALSHA per
-``MAX_REQUESTS_PER_CALL`` requests, all in one pipeline: one command per batch instead of one
-per request, because a pipelined command costs the client ~40 µs of CPU, more than the rest
-of the request. Each request still awaits its own verdict, so a 202 is only sent after that
-request's envelopes are in Redis. Every wait is bounded by ``settings.redis_timeout_ms``: past
-it, or when Redis refuses the connection, the caller gets ``Unavailable`` (503), never a hang.
+Requests that arrive in the same event-loop iteration are decided by one EVALSHA per
+``MAX_REQUESTS_PER_CALL`` requests, written at the end of that iteration on a lean pipelined
+connection (ingest_api.redis_wire): one command per batch instead of one per request, and no
+redis-py on this path, because its client-side cost per command was more than the rest of
+the request. Each request still awaits its own verdict, so a 202 is only sent after that
+request's envelopes are in Redis. Every call is bounded by ``settings.redis_timeout_ms``:
+past it, or when Redis refuses the connection, the caller gets ``Unavailable`` (503), never
+a hang.
 
 Idempotency (window ``settings.idempotency_window_seconds``): an envelope whose page_id the
 client chose carries a seen key; while that key lives, the same id is answered but not queued
@@ -24,10 +26,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
-
+from ingest_api.redis_wire import RedisWire, ReplyError
 from shared import keys
 from shared.config import Settings
 
@@ -50,8 +51,9 @@ class Outcome(enum.IntEnum):
     ANSWERED_BEFORE = 3  # the answer key exists: Verdict.stored_answer is the answer
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+_OUTCOMES = tuple(Outcome)  # by value, without the enum's slow call
+
+class Verdict(NamedTuple):
     outcome: Outcome
     remaining: int  # whole items left in the subject's bucket
     reset_seconds: int  # until the bucket is full again
@@ -59,23 +61,21 @@ class Verdict:
     stored_answer: bytes = b""  # when ANSWERED_BEFORE
 
 
-@dataclass(frozen=True, slots=True)
-class Queued:
+class Queued(NamedTuple):
     """One envelope to append, and the key that marks its page_id as seen."""
 
     envelope: bytes
-    seen_key: str = (
-        ""  # empty when the API generated the page_id: a fresh UUID needs no guard
-    )
+    seen_key: str = ""  # empty when the API generated the page_id: a fresh UUID needs no guard
 
 
-@dataclass(frozen=True, slots=True)
-class StoredAnswer:
+class StoredAnswer(NamedTuple):
     """The answer to keep under ``key`` for the window once the request is accepted."""
 
     key: str
     body: bytes
 
+
+_NO_ANSWER = StoredAnswer("", b"")
 
 @dataclass(slots=True)
 class _Request:
@@ -86,17 +86,11 @@ class _Request:
     verdict: asyncio.Future[Verdict]
 
 
-def _give_up(verdict: asyncio.Future[Verdict]) -> None:
-    if not verdict.done():
-        verdict.set_exception(Unavailable("Redis did not answer in time"))
-
-
 class HandOff:
-    """Admits requests for rate-limit subjects; one background task batches the Redis calls."""
+    """Admits requests for rate-limit subjects, batching the Redis calls of concurrent ones."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
-        self._redis = redis
-        self._timeout = settings.redis_timeout_ms / 1000
+    def __init__(self, wire: RedisWire, settings: Settings) -> None:
+        self._wire = wire
         self._limits = (
             settings.rate_limit,
             settings.rate_burst,
@@ -105,16 +99,11 @@ class HandOff:
             settings.idempotency_window_seconds,
         )
         self._waiting: list[_Request] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="hitstream-handoff")
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        self._wire.close()
 
     async def admit(
         self,
@@ -125,57 +114,40 @@ class HandOff:
     ) -> Verdict:
         """Charge ``cost`` items to the subject's bucket and, if allowed and the queue has room,
         append the envelopes whose ids were not seen and store the answer; all or nothing.
-        Raises Unavailable."""
-        loop = asyncio.get_running_loop()
-        bucket = keys.RATE_BUCKET.format(subject=subject)
-        request = _Request(bucket, cost, queued, answer, loop.create_future())
-        self._waiting.append(request)
-        self._wakeup.set()
-        # A timer per request (cheaper than asyncio.timeout on this hot path) bounds the wait.
-        expiry = loop.call_later(self._timeout, _give_up, request.verdict)
-        try:
-            return await request.verdict
-        finally:
-            expiry.cancel()
+        Raises Unavailable (within the Redis timeout)."""
+        verdict = asyncio.get_running_loop().create_future()
+        if not self._waiting:  # the first of this loop iteration: send them all after it
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._waiting.append(_Request(keys.RATE_BUCKET.format(subject=subject), cost, queued, answer, verdict))
+        return await verdict
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            # Requests that already gave up (timed out, answered 503) are not sent.
-            requests = [
-                request for request in self._waiting if not request.verdict.done()
-            ]
-            self._waiting = []
-            if requests:
-                await self._send(requests)
+    def _flush(self) -> None:
+        requests, self._waiting = self._waiting, []
+        for at in range(0, len(requests), MAX_REQUESTS_PER_CALL):
+            task = asyncio.ensure_future(self._send(requests[at : at + MAX_REQUESTS_PER_CALL]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
-    async def _send(self, requests: list[_Request]) -> None:
-        batches = [
-            requests[at : at + MAX_REQUESTS_PER_CALL]
-            for at in range(0, len(requests), MAX_REQUESTS_PER_CALL)
-        ]
+    async def _send(self, batch: list[_Request]) -> None:
+        """One script call for the batch (bounded by the wire's timeout); settle every verdict."""
+        arguments = self._call(batch)
         try:
-            async with asyncio.timeout(self._timeout):
-                replies = await self._execute([self._call(batch) for batch in batches])
-        except (RedisError, OSError, TimeoutError) as error:
-            replies = [error] * len(batches)
-        for batch, reply in zip(batches, replies, strict=True):
-            if isinstance(reply, BaseException):
-                log.warning("hand-off to Redis failed: %s", type(reply).__name__)
-                for request in batch:
-                    if not request.verdict.done():
-                        request.verdict.set_exception(Unavailable(type(reply).__name__))
-                continue
-            for index, request in enumerate(batch):
+            reply = await self._wire.execute("EVALSHA", SCRIPT_SHA, *arguments)
+            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+                # After a Redis restart or SCRIPT FLUSH EVALSHA ran nothing; EVAL runs and caches it.
+                reply = await self._wire.execute("EVAL", SCRIPT, *arguments)
+        except (ConnectionError, OSError, TimeoutError) as error:
+            reply = error
+        if isinstance(reply, BaseException):  # ReplyError too: the script refused, nothing written
+            log.warning("hand-off to Redis failed: %s", type(reply).__name__)
+            for request in batch:
                 if not request.verdict.done():
-                    outcome, remaining, reset, retry_after, stored = reply[
-                        index * 5 : index * 5 + 5
-                    ]
-                    verdict = Verdict(
-                        Outcome(outcome), remaining, reset, retry_after, stored
-                    )
-                    request.verdict.set_result(verdict)
+                    request.verdict.set_exception(Unavailable(type(reply).__name__))
+            return
+        for index, request in enumerate(batch):
+            if not request.verdict.done():
+                outcome, remaining, reset, retry_after, stored = reply[index * 5 : index * 5 + 5]
+                request.verdict.set_result(Verdict(_OUTCOMES[outcome], remaining, reset, retry_after, stored))
 
     def _call(self, batch: list[_Request]) -> list[str | bytes | float | int]:
         """EVALSHA arguments after the SHA: key count, keys, then ARGV (see handoff.lua)."""
@@ -187,35 +159,9 @@ class HandOff:
             *(argument for request in batch for argument in _arguments(request)),
         ]
 
-    async def _execute(
-        self, calls: list[list[str | bytes | float | int]]
-    ) -> list[object]:
-        replies = await self._pipeline(calls)
-        missing = [
-            index
-            for index, reply in enumerate(replies)
-            if isinstance(reply, NoScriptError)
-        ]
-        if (
-            missing
-        ):  # first call after a Redis restart or SCRIPT FLUSH: EVALSHA ran nothing
-            await self._redis.script_load(SCRIPT)
-            retried = await self._pipeline([calls[index] for index in missing])
-            for index, reply in zip(missing, retried, strict=True):
-                replies[index] = reply
-        return replies
-
-    async def _pipeline(
-        self, calls: list[list[str | bytes | float | int]]
-    ) -> list[object]:
-        pipe = self._redis.pipeline(transaction=False)
-        for arguments in calls:
-            pipe.evalsha(SCRIPT_SHA, *arguments)
-        return await pipe.execute(raise_on_error=False)
-
 
 def _arguments(request: _Request) -> list[str | bytes | int]:
-    answer = request.answer or StoredAnswer("", b"")
+    answer = request.answer or _NO_ANSWER
     arguments: list[str | bytes | int] = [
         request.cost,
         len(request.queued),

@@ -22,6 +22,7 @@ class Metrics:
             ["route", "status"],
             registry=self.registry,
         )
+        self._request_counters: dict[tuple[str, int], Counter] = {}
         self.handoff_seconds = Histogram(
             "hitstream_api_handoff_seconds",
             "Time from submitting a pageview to Redis until Redis confirmed (or refused) it.",
@@ -35,7 +36,11 @@ class Metrics:
         )
 
     def count_request(self, route: str, status: int) -> None:
-        self.requests.labels(route, str(status)).inc()
+        # The labelled child looked up once per (route, status): labels() costs more than inc().
+        counter = self._request_counters.get((route, status))
+        if counter is None:
+            counter = self._request_counters[(route, status)] = self.requests.labels(route, str(status))
+        counter.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,6 +15,7 @@ from ingest_api.events import (
     MAX_PROPERTY_KEY_CHARS,
     MAX_PROPERTY_VALUE_CHARS,
 )
+from ingest_api.front import MAX_HEADER_BYTES
 from ingest_api.validation import (
     MAX_BODY_BYTES,
     MAX_DIMENSION,
@@ -242,7 +243,9 @@ def _ingest_operation(
             "202": accepted,
             "400": bad_request
             or _error(
-                "Invalid request; the message names the field.",
+                "Invalid request; the message names the field (`Bad request body` alone: not "
+                "a JSON object; `Bad request body: <field> must be ...`: a field of the wrong "
+                "type).",
                 errors.BAD_URL,
                 _RATE_HEADERS,
             ),
@@ -430,3 +433,12 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+# Any route: uvicorn itself sets no header limit, ingest_api.front does.
+_HEADERS_TOO_LARGE = _error(
+    f"The request's headers (names and values) exceed {MAX_HEADER_BYTES} bytes in total.",
+    errors.HEADERS_TOO_LARGE,
+)
+for _operations in DOCUMENT["paths"].values():
+    for _operation in _operations.values():
+        _operation["responses"]["431"] = _HEADERS_TOO_LARGE

@@ -11,16 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from starlette.requests import Request
-from starlette.responses import Response
-
 from ingest_api import errors
-from ingest_api.errors import ApiError, BadRequest, error_response
-from ingest_api.handoff import Unavailable
-from ingest_api.intake import Intake, queued, read_body, service_unavailable
+from ingest_api.answer import Answer
+from ingest_api.errors import ApiError, error_response
+from ingest_api.intake import Intake, queued
+from ingest_api.request import IngestRequest
 from ingest_api.validation import MAX_BODY_BYTES, Pageview
 
 Parse = Callable[[bytes, int], Pageview]
+_EMPTY = (b"content-length", b"0")
 
 
 class SingleEndpoint:
@@ -30,29 +29,21 @@ class SingleEndpoint:
         self._intake = intake
         self._parse = parse
 
-    async def handle(self, request: Request) -> Response:
-        try:
-            return await self._ingest(request)
-        except Unavailable:
-            return service_unavailable()
-
-    async def _ingest(self, request: Request) -> Response:
+    async def __call__(self, request: IngestRequest) -> Answer:
+        """The answer; raises Unavailable when Redis does not answer (ingest_api.front: 503)."""
         received_ms = time.time_ns() // 1_000_000
         token = await self._intake.token(request)
         subject = self._intake.rate_subject(request, token)
         try:
             if token is None:
                 raise ApiError(401, errors.UNAUTHORIZED)
-            pageview = self._parse(
-                await read_body(request, MAX_BODY_BYTES, BadRequest()), received_ms
-            )
+            pageview = self._parse(await request.body(MAX_BODY_BYTES), received_ms)
             site = await self._intake.site(token, pageview)
         except ApiError as refusal:
             return self._intake.answer(
                 await self._intake.admit(subject), error_response(refusal)
             )
-        request.state.site_id = site.id  # for the request log line
         # dnt: charged like any request, nothing queued.
         handed_off = () if pageview.dnt else (queued(pageview, site, received_ms),)
         verdict = await self._intake.admit(subject, handed_off)
-        return self._intake.answer(verdict, Response(status_code=202))
+        return self._intake.answer(verdict, Answer(202, [_EMPTY], site_id=site.id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import redis
 from starlette.testclient import TestClient
 
 from ingest_api.app import create_app
+from ingest_api.front import MAX_HEADER_BYTES
 from shared import keys
 from shared.config import Settings
 from shared.control.grants import grant
@@ -95,7 +97,8 @@ def test_accepted_pageview_answers_202_empty_and_is_queued_with_generated_ids(
     assert envelope.visitor_ip == "203.0.113.7"
     assert envelope.timestamp_ms == 1776254400000
     assert envelope.url == BODY["url"] and envelope.referrer == "https://r.example/"
-    assert len(envelope.page_id) == 36 and len(envelope.session_id) == 36
+    assert uuid.UUID(envelope.page_id).version == uuid.UUID(envelope.session_id).version == 4
+    assert envelope.page_id == str(uuid.UUID(envelope.page_id))  # canonical, lower case
     assert abs(envelope.received_ms - time.time() * 1000) < 60_000
 
 
@@ -166,7 +169,7 @@ def test_dnt_answers_202_and_queues_nothing(api: TestClient, world: World) -> No
     [
         (b"{not json", "Bad request body"),
         (b"", "Bad request body"),
-        ({**BODY, "page_id": "nope"}, "Bad request body"),
+        ({**BODY, "page_id": "nope"}, "Bad request body: page_id must be a UUID"),
         ({**BODY, "url": "ftp://example.com/"}, "url must be an absolute http or https URL"),
         ({**BODY, "timestamp": "2026-04-15 12:00:00"}, "timestamp must be RFC3339"),
         (
@@ -252,6 +255,27 @@ def test_admin_role_may_ingest(api: TestClient, world: World) -> None:
     secret, token = create_token(world.redis, "admin")
     grant(world.redis, token.id, world.site.id, "admin")
     assert post(api, secret).status_code == 202
+
+
+def test_request_headers_beyond_the_limit_answer_431_on_every_route(api: TestClient, world: World) -> None:
+    def padded(total: int) -> dict[str, str]:
+        """Headers for a pageview POST whose names and values add up to ``total`` bytes."""
+        headers = {"Authorization": f"Bearer {world.secret}", "X-Padding": ""}
+        request = api.build_request("POST", PATH, json=BODY, headers=headers)
+        used = sum(len(name) + len(value) for name, value in request.headers.raw)
+        return {**headers, "X-Padding": "a" * (total - used)}
+
+    assert api.post(PATH, json=BODY, headers=padded(MAX_HEADER_BYTES)).status_code == 202
+    refused = api.post(PATH, json=BODY, headers=padded(MAX_HEADER_BYTES + 1))
+    assert_error(refused, 431, "Request header fields too large")
+    assert_error(api.get("/healthz", headers={"X-Padding": "a" * MAX_HEADER_BYTES}), 431,
+                 "Request header fields too large")
+    assert len(world.queued()) == 1
+
+
+def test_other_methods_on_an_ingest_path_answer_405(api: TestClient) -> None:
+    response = api.get(PATH)
+    assert (response.status_code, response.headers["Allow"]) == (405, "POST")
 
 
 # --- 429 --------------------------------------------------------------------------------------
@@ -366,7 +390,8 @@ def test_openapi_documents_every_status_code_the_endpoint_answers(api: TestClien
     document = api.get("/api/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     responses = document["paths"][PATH]["post"]["responses"]
-    assert set(responses) == {"202", "400", "401", "403", "404", "429", "503"}
+    assert set(responses) == {"202", "400", "401", "403", "404", "429", "431", "503"}
+    assert all("431" in operation["responses"] for path in document["paths"].values() for operation in path.values())
     assert set(responses["429"]["headers"]) >= {
         "Retry-After",
         "RateLimit-Limit",

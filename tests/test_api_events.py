@@ -89,7 +89,7 @@ FLAT = "properties must be a flat object of strings, numbers or booleans"
     [
         ({"name": None}, "name is required"),
         ({"name": "   "}, "name is required"),
-        ({"name": 7}, "Bad request body"),
+        ({"name": 7}, "Bad request body: name must be a string"),
         ({"name": "n" * 201}, "name must be at most 200 characters"),
         ({"properties": []}, FLAT),
         ({"properties": "plan=pro"}, FLAT),
@@ -138,10 +138,11 @@ def test_openapi_documents_the_event_and_batch_routes(api: TestClient) -> None:
         "403",
         "404",
         "429",
+        "431",
         "503",
     }
     batch = paths["/api/ingest/server/pageviews"]["post"]
-    assert set(batch["responses"]) == {"202", "400", "401", "429", "503"}
+    assert set(batch["responses"]) == {"202", "400", "401", "429", "431", "503"}
     assert set(batch["requestBody"]["content"]) == {
         "application/json",
         "application/x-ndjson",

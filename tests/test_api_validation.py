@@ -69,8 +69,24 @@ def test_empty_non_json_and_non_object_bodies_are_bad_request_bodies(body: bytes
         ("dnt", 1),
     ],
 )
-def test_a_field_of_the_wrong_json_type_is_a_bad_request_body(field: str, value: Any) -> None:
-    assert refusal(**{field: value}) == "Bad request body"
+def test_a_field_of_the_wrong_json_type_is_a_bad_request_body_naming_the_field(
+    field: str, value: Any
+) -> None:
+    expected = {"screen_width": "an integer", "viewport_height": "an integer", "dnt": "a boolean"}
+    assert refusal(**{field: value}) == f"Bad request body: {field} must be {expected.get(field, 'a string')}"
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1" + b"0" * 1000, b"18446744073709551616"])
+def test_numbers_beyond_a_double_or_64_bits_name_the_field(number: bytes) -> None:
+    body = orjson.dumps(VALID)[:-1] + b', "screen_width": ' + number + b"}"
+    with pytest.raises(BadRequest, match="^Bad request body: screen_width must be an integer$"):
+        parse_pageview(body, NOW_MS)
+
+
+@pytest.mark.parametrize("body", [b'{"url": "\\ud800"}', b'{"screen_width": NaN}', b"[" * 100_000])
+def test_json_the_fallback_decoder_would_accept_but_orjson_refuses_stays_a_bad_body(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="^Bad request body$"):
+        parse_pageview(body, NOW_MS)
 
 
 def test_unknown_fields_and_top_level_utm_keys_are_ignored() -> None:
@@ -106,8 +122,8 @@ def test_uuid_in_any_case_is_kept_lower_cased(field: str) -> None:
     ],
 )
 @pytest.mark.parametrize("field", ["page_id", "session_id"])
-def test_malformed_uuid_is_a_bad_request_body(field: str, value: Any) -> None:
-    assert refusal(**{field: value}) == "Bad request body"
+def test_malformed_uuid_is_a_bad_request_body_naming_the_field(field: str, value: Any) -> None:
+    assert refusal(**{field: value}) == f"Bad request body: {field} must be a UUID"
 
 
 # --- url --------------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""The application's outermost layer: refuses oversized headers, serves the ingest routes
+directly, hands every other request to Starlette, and counts and logs every answer (route,
+status, site id, latency).
+
+The ingest routes (POST only; another method gets Starlette's 405) skip Starlette's
+middleware, routing and Request/Response objects: on the 202 path those cost about as much as
+everything else the request does. Every other route goes through Starlette as usual.
+
+Logs never hold the token, the body or any IP address: a log line is safe to ship anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from itertools import chain
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ingest_api import errors
+from ingest_api.answer import Answer
+from ingest_api.errors import ApiError, error_response
+from ingest_api.handoff import Unavailable
+from ingest_api.metrics import Metrics
+from ingest_api.request import IngestRequest
+
+log = logging.getLogger("hitstream.api")
+
+# Request headers (names + values, all of them) above this answer 431: uvicorn sets no limit.
+MAX_HEADER_BYTES = 16 * 1024
+UNAVAILABLE_RETRY_AFTER_SECONDS = 1
+
+# Answers that never change (sent as they are, never modified).
+_HEADERS_TOO_LARGE = error_response(ApiError(431, errors.HEADERS_TOO_LARGE))
+_SERVICE_UNAVAILABLE = error_response(
+    ApiError(503, errors.SERVICE_NOT_AVAILABLE, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
+)
+# Starlette's own answers to a wrong method and a failing route.
+_METHOD_NOT_ALLOWED = Answer(
+    405,
+    [(b"allow", b"POST"), (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"18")],
+    b"Method Not Allowed",
+)
+_INTERNAL_ERROR = Answer(
+    500,
+    [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")],
+    b"Internal Server Error",
+)
+
+Endpoint = Callable[[IngestRequest], Awaitable[Answer]]
+
+
+class Front:
+    def __init__(
+        self, app: ASGIApp, ingest: Mapping[str, Endpoint], routes: frozenset[str], metrics: Metrics
+    ) -> None:
+        self._app = app
+        self._ingest = dict(ingest)  # path -> endpoint
+        self._routes = routes | frozenset(ingest)
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"]
+        endpoint = self._ingest.get(path)
+        status, site_id = 500, "-"  # what the client sees if the app fails before answering
+        try:
+            if sum(map(len, chain.from_iterable(scope["headers"]))) > MAX_HEADER_BYTES:
+                answer = _HEADERS_TOO_LARGE
+            elif endpoint is not None and scope["method"] == "POST":
+                try:
+                    answer = await endpoint(IngestRequest(scope, receive))
+                except Unavailable:  # Redis did not answer in time: nothing was promised
+                    answer = _SERVICE_UNAVAILABLE
+                except Exception:
+                    log.exception("%s failed", path)
+                    answer = _INTERNAL_ERROR
+            elif endpoint is not None:
+                answer = _METHOD_NOT_ALLOWED
+            else:
+                status = await self._starlette(scope, receive, send)
+                return
+            status, site_id = answer.status, answer.site_id
+            await answer.send(send)
+        finally:
+            route = path if path in self._routes else "other"
+            self._metrics.count_request(route, status)
+            # Accepted requests are the bulk: one line each only when debugging (metrics count them).
+            level = logging.DEBUG if status < 400 else logging.INFO
+            if log.isEnabledFor(level):
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                log.log(level, "%s %s %d site=%s %.1fms", scope["method"], route, status, site_id, elapsed_ms)
+
+    async def _starlette(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Starlette's answer; returns its status."""
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self._app(scope, receive, send_and_note)
+        return status

@@ -1,0 +1,150 @@
+"""A lean pipelined Redis connection for the hand-off's hot path.
+
+redis-py's asyncio client costs ~40 µs of CPU per command (connection pool, command packing,
+response callbacks), more than the rest of a request. This connection packs commands and
+parses replies with hiredis (C), and lets any number of commands be in flight at once: each
+``execute`` writes its command immediately and awaits its own reply, which arrives in order.
+
+Failure rules, so the caller can always answer (503) instead of hanging: connecting and every
+reply are bounded by ``timeout``; a timeout or a broken connection closes the connection and
+fails every command still waiting on it with ``ConnectionError``; the next command connects
+again. An error reply (``-ERR …``) is returned to its caller as a ``ReplyError``, it does not
+break the connection. The rest of the API keeps using redis-py (lookups, readyz, metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from typing import Any
+
+import hiredis
+from hiredis import ReplyError
+from redis.connection import SSLConnection, parse_url
+
+__all__ = ["RedisWire", "ReplyError"]
+
+Argument = bytes | str | int | float
+
+
+class _Connection(asyncio.Protocol):
+    """One socket: writes commands, hands each reply to the oldest waiting future."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def send(self, payload: bytes, replies: int) -> list[asyncio.Future[Any]]:
+        """Write ``payload`` (holding ``replies`` commands); one future per reply, in order."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(replies)]
+        self._waiting.extend(futures)
+        assert self._transport is not None
+        self._transport.write(payload)
+        return futures
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            while (reply := self._reader.gets()) is not False:
+                waiter = self._waiting.popleft()
+                if not waiter.done():  # its caller may have given up already
+                    waiter.set_result(reply)
+        except (hiredis.ProtocolError, IndexError):  # garbage, or a reply nobody asked for
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("connection to Redis lost"))
+
+    def close(self) -> None:
+        """Close now; waiting commands fail with ConnectionError (their replies never come)."""
+        if not self.closed and self._transport is not None:
+            self._transport.abort()  # calls connection_lost on the next loop iteration
+        self.connection_lost(None)
+
+
+class RedisWire:
+    """Pipelined commands on one connection to ``url`` (redis://, rediss:// or unix://)."""
+
+    def __init__(self, url: str, timeout_seconds: float) -> None:
+        self._options = parse_url(url)
+        self._timeout = timeout_seconds
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+
+    async def execute(self, *arguments: Argument) -> Any:
+        """The command's reply (a ``ReplyError`` for an error reply).
+        Raises ConnectionError or TimeoutError (and then closes the connection)."""
+        async with asyncio.timeout(self._timeout):
+            connection = await self._connected()
+            (reply,) = connection.send(hiredis.pack_command(arguments), 1)
+            try:
+                return await reply
+            except asyncio.CancelledError:
+                # Timed out (or shut down): later replies on this connection would be late too.
+                connection.close()
+                raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _connected(self) -> _Connection:
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        if self._connecting is None:  # concurrent callers share one attempt
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(self._connect_done)
+        return await asyncio.shield(self._connecting)
+
+    def _connect_done(self, attempt: asyncio.Future[_Connection]) -> None:
+        self._connecting = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self._connection = attempt.result()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        options = self._options
+        try:
+            async with asyncio.timeout(self._timeout):
+                if "path" in options:
+                    _, connection = await loop.create_unix_connection(_Connection, options["path"])
+                else:
+                    secure = options.get("connection_class") is SSLConnection
+                    _, connection = await loop.create_connection(
+                        _Connection,
+                        options.get("host", "localhost"),
+                        options.get("port", 6379),
+                        ssl=ssl.create_default_context() if secure else None,
+                    )
+                await self._handshake(connection)
+        except TimeoutError:
+            raise ConnectionError("could not connect to Redis in time") from None
+        return connection
+
+    async def _handshake(self, connection: _Connection) -> None:
+        """AUTH and SELECT as the URL says, before any command uses the connection."""
+        commands: list[bytes] = []
+        if self._options.get("password") is not None:
+            username = self._options.get("username")
+            credentials = (username, self._options["password"]) if username else (self._options["password"],)
+            commands.append(hiredis.pack_command(("AUTH", *credentials)))
+        if self._options.get("db"):
+            commands.append(hiredis.pack_command(("SELECT", self._options["db"])))
+        if not commands:
+            return
+        for reply in await asyncio.gather(*connection.send(b"".join(commands), len(commands))):
+            if isinstance(reply, ReplyError):
+                connection.close()
+                raise ConnectionError(f"Redis refused the connection setup: {reply}")
