@@ -4,7 +4,6 @@ a free port (AOF on), never the developer's Redis and never fakeredis."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import pytest
 import redis
 
 from shared.redis_server import RedisServer
+from tests.ports import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Fixtures defined next to their helpers, for every test module: ``processes`` (real
+# ``hitstream`` processes) and ``store_dsn`` / ``store`` (an embedded store).
+pytest_plugins = ["tests.procs", "tests.stores"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Real ``hitstream api`` and ``hitstream worker`` processes for tests, each logging to a file.
 
-Built from the helpers of tests/test_worker_processes.py and tests/test_replay_api.py so that
-fault, access and privacy tests start processes one way. Every log file and every store a
+Tests that need a real API or worker start it this way, through the ``processes`` fixture
+(registered for the whole suite by tests/conftest.py). Every log file and every store a
 helper creates is listed in ``ARTIFACTS`` so the privacy scan (tests/privacy.py) can search
 them after the other tests ran. A chdb store is read in a child process, because a chdb
 path may be open in one process only and the test process must never hold one.
@@ -24,7 +24,7 @@ import pytest
 import redis
 import rq
 
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.traffic import UNLIMITED
 
 HITSTREAM = str(Path(sys.executable).with_name("hitstream"))

@@ -18,7 +18,7 @@ from shared import keys
 from shared.control.grants import grant
 from shared.control.sites import add_site
 from shared.control.tokens import create_token, hash_token, revoke_token
-from tests.procs import Api, Processes, processes, wait_until  # noqa: F401 - fixture
+from tests.procs import Api, Processes, wait_until
 from tests.traffic import pageview
 
 CHANGE_VISIBLE_SECONDS = 5.0

@@ -16,7 +16,7 @@ from shared.control.exclusions import list_exclusions
 from shared.control.grants import Role, role_on_site
 from shared.control.sites import site_for_domain
 from shared.control.tokens import ApiToken, token_key
-from tests.conftest import free_port
+from tests.ports import free_port
 
 Run = Callable[..., Result]
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from ingest_api.openapi import PAGEVIEW_PATH
-from tests.procs import Processes, processes, wait_until  # noqa: F401 - fixture
+from tests.procs import Processes, wait_until
 from tests.traffic import (
     BackgroundTraffic,
     exact_count,

@@ -16,8 +16,8 @@ import redis
 
 from shared import keys
 from shared.redis_server import RedisServer
-from tests.conftest import free_port
-from tests.procs import Api, Processes, processes, stored_pages, wait_until  # noqa: F401 - fixture
+from tests.ports import free_port
+from tests.procs import Api, Processes, stored_pages, wait_until
 from tests.traffic import (
     Answers,
     exact_count,

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from shared import keys
-from tests.procs import Processes, processes, stored_pages, wait_until  # noqa: F401 - fixture
+from tests.procs import Processes, stored_pages, wait_until
 from tests.traffic import BackgroundTraffic, exact_count, ingest_token
 
 pytestmark = pytest.mark.faults

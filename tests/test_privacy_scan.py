@@ -19,7 +19,7 @@ from shared import keys
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
 from tests.privacy import scan_files, scan_redis, scan_store
-from tests.procs import ARTIFACTS, Processes, processes, wait_until  # noqa: F401 - fixture
+from tests.procs import ARTIFACTS, Processes, wait_until
 from tests.traffic import VISITOR_IPS, ingest_token, post_pageviews
 
 

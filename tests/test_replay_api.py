@@ -11,25 +11,19 @@ from __future__ import annotations
 import gzip
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 import redis
 
 from shared import keys
-from shared.control.grants import grant
-from shared.control.sites import add_site
-from shared.control.tokens import create_token
 from shared.envelope import Envelope
 from shared.replay.inputfile import file_identity, page_id_for
-from tests.conftest import free_port
+from tests.procs import HITSTREAM, Processes
+from tests.traffic import ingest_token
 
-HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
 LINES = 2000
 BAD_LINES = {  # line -> (status, message) in the rejects file
     100: (400, "url must be an absolute http or https URL"),
@@ -62,33 +56,15 @@ def settled_stream_length(client: redis.Redis) -> int:
 
 
 @pytest.fixture
-def api_url(hitstream_env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    env = {**hitstream_env, "HITSTREAM_RATE_LIMIT": "300", "HITSTREAM_RATE_BURST": "10"}
-    process = subprocess.Popen([HITSTREAM, "api", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        assert time.monotonic() < deadline, "hitstream api did not start"
-        time.sleep(0.1)
-    yield url
-    process.send_signal(signal.SIGTERM)
-    process.wait(10)
+def api_url(processes: Processes) -> str:
+    """A real ``hitstream api`` whose rate limit is low enough to answer some requests 429."""
+    return processes.api(HITSTREAM_RATE_LIMIT="300", HITSTREAM_RATE_BURST="10").url
 
 
 def test_replay_with_429s_killed_and_resumed_sends_every_line_once(
     api_url: str, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    site = add_site(real_redis, "example.com")
-    secret, token = create_token(real_redis, "replay", None)
-    grant(real_redis, token.id, site.id, "owner")
+    secret = ingest_token(real_redis)
     views = tmp_path / "views.ndjson"
     views.write_bytes(b"\n".join(pageview_line(n) for n in range(1, LINES + 1)) + b"\n")
     state = tmp_path / "views.ndjson.state.json"
@@ -140,9 +116,7 @@ COMBINED_LOG = [
 def test_combined_gzip_log_replays_through_the_real_batch_endpoint_with_sessions(
     api_url: str, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    site = add_site(real_redis, "example.com")
-    secret, token = create_token(real_redis, "replay", None)
-    grant(real_redis, token.id, site.id, "owner")
+    secret = ingest_token(real_redis)
     log = tmp_path / "access.log.gz"
     log.write_bytes(gzip.compress(("\n".join(COMBINED_LOG) + "\n").encode()))
     command = [HITSTREAM, "replay", "--format", "combined", str(log), "--site-url", "https://example.com",

@@ -19,11 +19,10 @@ from rq import Queue, SimpleWorker
 from shared.cli import cli
 from shared.control.sites import add_site
 from shared.queue_stats import STORE_QUEUE
+from tests.stores import event, pageview, utc
 from workers.records import Drop, DropReason
 from workers.store import Store, StoreUnavailable, open_store
 from workers.store.reader import read_site_stats
-
-from tests.test_store_fixtures import event, pageview, store, store_dsn, utc  # noqa: F401  (fixtures)
 
 LIST_KEYS = {"pages", "referrers", "countries", "cities", "browsers", "os", "devices",
              "utm_sources", "utm_campaigns", "qr_codes", "providers", "events"}

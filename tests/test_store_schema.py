@@ -9,11 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from shared.cli import cli
+from tests.stores import query
 from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS
 from workers.store import Store, open_store
 from workers.store.migrations import MIGRATIONS, migration_ddl
-
-from tests.test_store_fixtures import query, store, store_dsn  # noqa: F401  (fixtures)
 
 LONG_TEXT_COLUMNS = {"path", "query", "referrer", "user_agent"}
 DIMENSIONS = {

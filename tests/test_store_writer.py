@@ -10,15 +10,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import astuple, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.stores import event, pageview, query, utc
 from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, DropReason
 from workers.store import Store, StoreUnavailable, open_store
-
-from tests.test_store_fixtures import event, pageview, query, store, store_dsn, utc  # noqa: F401  (fixtures)
 
 
 def site() -> str:
@@ -27,6 +28,18 @@ def site() -> str:
 
 def count_rows(store: Store, table: str = "pageviews") -> int:
     return query(store, f"SELECT count() FROM {table}")[0][0]
+
+
+def as_written(columns: Sequence[str], stored: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Stored rows in the types they were written in: times in UTC, UUIDs as text."""
+    return [
+        tuple(
+            value.replace(tzinfo=utc(2000, 1, 1).tzinfo) if name in ("timestamp", "received_at")
+            else str(value) if isinstance(value, uuid.UUID) else value
+            for name, value in zip(columns, stored_row)
+        )
+        for stored_row in stored
+    ]
 
 
 def test_every_field_round_trips(store: Store) -> None:
@@ -48,14 +61,7 @@ def test_every_field_round_trips(store: Store) -> None:
         f"SELECT {', '.join(PAGEVIEW_COLUMNS)} FROM pageviews ORDER BY path = '/' "
     )
     expected = [astuple(row), astuple(bare)]
-    normalised = [
-        tuple(
-            value.replace(tzinfo=utc(2000, 1, 1).tzinfo) if name in ("timestamp", "received_at")
-            else str(value) if isinstance(value, uuid.UUID) else value
-            for name, value in zip(PAGEVIEW_COLUMNS, stored_row)
-        )
-        for stored_row in stored
-    ]
+    normalised = as_written(PAGEVIEW_COLUMNS, stored)
     assert normalised == expected
     assert bare.utm_source is None and normalised[1][PAGEVIEW_COLUMNS.index("qr_id")] is None
 
@@ -70,15 +76,7 @@ def test_events_round_trip_with_their_properties_into_the_events_table(store: St
     store.write_batch("b:events", [view, signup, bare], [])
 
     stored = query(store, f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY name = 'click'")
-    normalised = [
-        tuple(
-            value.replace(tzinfo=utc(2000, 1, 1).tzinfo) if name in ("timestamp", "received_at")
-            else str(value) if isinstance(value, uuid.UUID) else value
-            for name, value in zip(EVENT_COLUMNS, stored_row)
-        )
-        for stored_row in stored
-    ]
-    assert normalised == [astuple(signup), astuple(bare)]
+    assert as_written(EVENT_COLUMNS, stored) == [astuple(signup), astuple(bare)]
     # Events are not pageviews: the pageview went to its own table, alone.
     assert query(store, "SELECT path FROM pageviews") == [("/pricing",)]
 

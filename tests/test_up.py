@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from shared import keys
-from tests.conftest import free_port
+from tests.ports import free_port
 
 HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
 START_SECONDS = 90.0
@@ -149,6 +149,11 @@ def pageviews_within(seconds: float, expected: int, stats_line: str, cwd: Path, 
         time.sleep(0.2)
 
 
+def still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes that have not exited (a zombie has, only its parent has not reaped it)."""
+    return [process for process in processes if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
+
+
 def test_up_starts_everything_serves_the_printed_curl_and_stops_cleanly(
     start_up: Callable[[], Up], tmp_path: Path, up_env: dict[str, str]
 ) -> None:
@@ -170,7 +175,7 @@ def test_up_starts_everything_serves_the_printed_curl_and_stops_cleanly(
     assert pageviews_within(5.0, 1, stats_line, tmp_path, up_env) == 1
 
     assert up.ctrl_c() == 0
-    assert not [process for process in started if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
+    assert still_running(started) == []
     # Redis was stopped by up after the worker (SIGTERM), not by the terminal's SIGINT.
     redis_log = (tmp_path / "var" / "redis" / "redis.log").read_text()
     assert "Received SIGTERM" in redis_log
@@ -213,4 +218,4 @@ def test_up_stops_everything_and_fails_when_a_child_dies(start_up: Callable[[], 
     up.child("api").kill()
     assert up.process.wait(60) == 1
     assert "api exited unexpectedly" in "".join(up.output)
-    assert not [process for process in started if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
+    assert still_running(started) == []

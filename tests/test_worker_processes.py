@@ -4,44 +4,23 @@ competing workers, an unavailable store, poison records and drops."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 
 from shared import keys
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
+from tests.procs import Processes, Worker, stored_pages, wait_until
 from workers import dead_letters
 
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 IP = "198.51.100.23"
-
-# Reads a chdb store in a child process: a chdb path can be open in one process only, and
-# this way the test process never holds one.
-READ_STORE = """
-import json, sys
-import clickhouse_connect
-client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
-pages = [str(row[0]) for row in client.query("SELECT page_id FROM pageviews").result_rows]
-drops = dict(client.query("SELECT reason, sum(count) FROM drop_counts GROUP BY reason").result_rows)
-print(json.dumps({"pages": pages, "drops": {k: int(v) for k, v in drops.items()}}))
-"""
-
-
-def stored(path: Path) -> tuple[Counter[str], dict[str, int]]:
-    output = subprocess.run([sys.executable, "-c", READ_STORE, str(path)], capture_output=True, check=True, text=True)
-    result = json.loads(output.stdout.strip().splitlines()[-1])
-    return Counter(result["pages"]), result["drops"]
 
 
 def envelope(path: str = "/", visitor_ip: str = IP) -> Envelope:
@@ -61,75 +40,28 @@ def send(client: redis.Redis, envelopes: list[Envelope]) -> list[str]:
     return [env.page_id for env in envelopes]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-class Workers:
-    """Starts ``hitstream worker`` processes and makes sure none outlives the test."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, store: Path, batch_size: int = 1000, claim_timeout: float = 2.0) -> subprocess.Popen[bytes]:
-        env = {
-            **self.env,
-            "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}",
-            "HITSTREAM_BATCH_SIZE": str(batch_size),
-            "HITSTREAM_CLAIM_TIMEOUT": str(claim_timeout),
-        }
-        with open(self.log_dir / f"worker-{len(self.processes)}.log", "wb") as log:  # the child keeps its own copy
-            process = subprocess.Popen([str(Path(sys.executable).parent / "hitstream"), "worker"], env=env, stdout=log, stderr=log)
-        self.processes.append(process)
-        return process
-
-    def stop(self, process: subprocess.Popen[bytes]) -> None:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-
-    def kill_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def workers(hitstream_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(hitstream_env, tmp_path)
-    yield started
-    started.kill_all()
-
-
 def drained(client: redis.Redis) -> Callable[[], bool]:
     return lambda: client.xlen(keys.STREAM) == 0
 
 
-def kill_inside_a_batch(client: redis.Redis, process: subprocess.Popen[bytes]) -> None:
+def kill_inside_a_batch(client: redis.Redis, worker: Worker) -> None:
     """SIGKILL the worker while it holds a claimed batch (a lease exists only then)."""
     wait_until(lambda: client.zcard(keys.BATCH_LEASES) > 0, 20, "a claimed batch")
-    process.kill()
-    process.wait()
+    worker.kill()
     assert client.zcard(keys.BATCH_LEASES) > 0, "the kill landed between batches"
 
 
-def test_pageviews_drops_and_poison_records(workers: Workers, real_redis: redis.Redis, tmp_path: Path) -> None:
+def test_pageviews_drops_and_poison_records(processes: Processes, real_redis: redis.Redis, tmp_path: Path) -> None:
     add_exclusion(real_redis, INSTANCE_SCOPE, ExclusionKind.PATH, "/private")
     kept = send(real_redis, [envelope("/a"), envelope("/b"), envelope("/privately")])
     send(real_redis, [envelope("/private"), envelope("/private/x"), envelope("/private/y")])
     poison = real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: envelope("x").to_json().replace(b"https://example.comx", b"http://[::1/x")})
-    process = workers.start(tmp_path / "store")
+    worker = processes.worker(tmp_path / "store")
 
     wait_until(drained(real_redis), 20, "the queue to drain")
-    workers.stop(process)
+    assert worker.stop() == 0
 
-    pages, drops = stored(tmp_path / "store")
+    pages, drops = stored_pages(tmp_path / "store")
     assert pages == Counter(kept)
     assert drops == {"instance_path": 3}
     (letter,) = dead_letters.list_dead_letters(real_redis)
@@ -137,44 +69,44 @@ def test_pageviews_drops_and_poison_records(workers: Workers, real_redis: redis.
     assert IP not in letter.to_json().decode()
 
 
-def test_sigkill_mid_batch_loses_and_doubles_nothing(workers: Workers, real_redis: redis.Redis, tmp_path: Path) -> None:
+def test_sigkill_mid_batch_loses_and_doubles_nothing(processes: Processes, real_redis: redis.Redis, tmp_path: Path) -> None:
     sent = send(real_redis, [envelope(f"/{n}") for n in range(10_000)])
     store = tmp_path / "store"
 
-    kill_inside_a_batch(real_redis, workers.start(store, batch_size=2500))
-    process = workers.start(store, batch_size=2500)
+    kill_inside_a_batch(real_redis, processes.worker(store, batch_size=2500))
+    worker = processes.worker(store, batch_size=2500)
     wait_until(drained(real_redis), 40, "recovery")
-    workers.stop(process)
+    assert worker.stop() == 0
 
-    pages, _ = stored(store)
+    pages, _ = stored_pages(store)
     assert pages == Counter(sent)
     assert real_redis.zcard(keys.BATCH_LEASES) == 0
 
 
 def test_competing_workers_with_kills_store_each_pageview_once(
-    workers: Workers, real_redis: redis.Redis, tmp_path: Path
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
 ) -> None:
     sent = send(real_redis, [envelope(f"/{n}") for n in range(12_000)])
     stores = [tmp_path / f"store-{n}" for n in range(3)]
 
-    first = workers.start(stores[0], batch_size=1000)
-    second = workers.start(stores[1], batch_size=1000)
+    first = processes.worker(stores[0], batch_size=1000)
+    second = processes.worker(stores[1], batch_size=1000)
     kill_inside_a_batch(real_redis, first)
-    third = workers.start(stores[2], batch_size=1000)
+    third = processes.worker(stores[2], batch_size=1000)
     kill_inside_a_batch(real_redis, second)
-    replacement = workers.start(stores[0], batch_size=1000)
+    replacement = processes.worker(stores[0], batch_size=1000)
     wait_until(drained(real_redis), 60, "the queue to drain")
-    workers.stop(third)
-    workers.stop(replacement)
+    assert third.stop() == 0
+    assert replacement.stop() == 0
 
     union: Counter[str] = Counter()
     for store in stores:
-        union.update(stored(store)[0])
+        union.update(stored_pages(store)[0])
     assert union == Counter(sent)
 
 
 def test_store_unavailable_then_back_stores_everything_once(
-    workers: Workers, real_redis: redis.Redis, tmp_path: Path
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
     store.mkdir()
@@ -183,7 +115,7 @@ def test_store_unavailable_then_back_stores_everything_once(
     status = os.open(store / "status", os.O_RDWR | os.O_CREAT)
     fcntl.flock(status, fcntl.LOCK_EX)
     sent = send(real_redis, [envelope(f"/{n}") for n in range(5000)])
-    process = workers.start(store, batch_size=1000)
+    worker = processes.worker(store, batch_size=1000)
 
     wait_until(lambda: real_redis.zcard(keys.BATCH_LEASES) >= 1, 20, "a claimed batch")
     time.sleep(1.5)
@@ -195,6 +127,6 @@ def test_store_unavailable_then_back_stores_everything_once(
     os.close(status)
 
     wait_until(drained(real_redis), 30, "the queue to drain")
-    workers.stop(process)
-    pages, _ = stored(store)
+    assert worker.stop() == 0
+    pages, _ = stored_pages(store)
     assert pages == Counter(sent)

@@ -7,7 +7,7 @@ every change INCRs it in the same MULTI/EXEC as the change itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from redis import Redis
@@ -43,3 +43,12 @@ def text(value: bytes | str) -> str:
 def text_hash(values: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     """A Redis hash reply as a ``str -> str`` dict."""
     return {text(field): text(value) for field, value in values.items()}
+
+
+def read_hashes(redis: Redis, hash_keys: Iterable[str]) -> list[dict[bytes | str, bytes | str]]:
+    """The hashes stored at ``hash_keys``, in order, read in one round trip; missing ones are
+    left out."""
+    with redis.pipeline(transaction=False) as pipe:
+        for key in hash_keys:
+            pipe.hgetall(key)
+        return [values for values in pipe.execute() if values]

@@ -14,7 +14,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from shared import keys
-from shared.control.changes import ControlError, bump_version, now_iso, text, text_hash
+from shared.control.changes import ControlError, bump_version, now_iso, read_hashes, text, text_hash
 from shared.control.exclusions import list_exclusions
 from shared.hosts import normalise_domain
 
@@ -63,11 +63,10 @@ def site_for_domain(redis: Redis, domain: str) -> Site | None:
 
 def list_sites(redis: Redis) -> list[Site]:
     """Every site, sorted by domain."""
-    site_ids = [text(site_id) for site_id in redis.hvals(keys.SITE_BY_DOMAIN)]
-    with redis.pipeline(transaction=False) as pipe:
-        for site_id in site_ids:
-            pipe.hgetall(keys.SITE.format(site_id=site_id))
-        sites = [Site.from_hash(values) for values in pipe.execute() if values]
+    site_keys = [
+        keys.SITE.format(site_id=text(site_id)) for site_id in redis.hvals(keys.SITE_BY_DOMAIN)
+    ]
+    sites = [Site.from_hash(values) for values in read_hashes(redis, site_keys)]
     return sorted(sites, key=lambda site: site.domain)
 
 

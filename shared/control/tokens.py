@@ -23,7 +23,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from shared import keys
-from shared.control.changes import ControlError, bump_version, now_iso, text, text_hash
+from shared.control.changes import ControlError, bump_version, now_iso, read_hashes, text, text_hash
 
 
 def hash_token(secret: str) -> str:
@@ -102,11 +102,10 @@ def create_token(redis: Redis, name: str, expires_in_days: int | None = None) ->
 
 def list_tokens(redis: Redis) -> list[ApiToken]:
     """Every token (revoked and expired ones too), sorted by creation time."""
-    token_hashes = [text(token_hash) for token_hash in redis.hvals(keys.TOKEN_HASH_BY_ID)]
-    with redis.pipeline(transaction=False) as pipe:
-        for token_hash in token_hashes:
-            pipe.hgetall(keys.TOKEN.format(token_hash=token_hash))
-        tokens = [ApiToken.from_hash(values) for values in pipe.execute() if values]
+    token_keys = [
+        keys.TOKEN.format(token_hash=text(token_hash)) for token_hash in redis.hvals(keys.TOKEN_HASH_BY_ID)
+    ]
+    tokens = [ApiToken.from_hash(values) for values in read_hashes(redis, token_keys)]
     return sorted(tokens, key=lambda token: (token.created_at, token.id))
 
 

@@ -1,4 +1,4 @@
-"""Fixtures and row builders shared by the store and stats tests (imported by them)."""
+"""Store fixtures (``store_dsn``, ``store``) and row builders for the store and stats tests."""
 
 from __future__ import annotations
 
