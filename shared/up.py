@@ -40,7 +40,7 @@ from shared.control.sites import Site, add_site, site_for_domain
 from shared.control.tokens import ApiToken, create_token, token_key
 from shared.queue_stats import STORE_QUEUE
 from shared.redis_server import RedisServer, local_port, redis_answers
-from workers.store.dsn import redacted
+from shared.urls import redacted
 
 DEMO_DOMAIN = "demo.localhost"
 DEMO_TOKEN_NAME = "hitstream up demo"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.hosts import normalise_domain, referrer_host
+from shared.urls import redacted
 
 
 @pytest.mark.parametrize(
@@ -74,3 +75,9 @@ def test_normalise_domain_rejects_invalid_hosts(given: str, message: str) -> Non
 )
 def test_referrer_host(referrer: str, expected: str) -> None:
     assert referrer_host(referrer) == expected
+
+
+def test_redacted_urls_hide_the_password_and_keep_the_rest() -> None:
+    assert redacted("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert redacted("http://user:s3cret@[::1]:8123/db") == "http://user:***@[::1]:8123/db"
+    assert redacted("chdb:///var/chdb") == "chdb:///var/chdb"

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
@@ -26,9 +25,16 @@ from shared.control.exclusions import (
     remove_exclusion,
 )
 from shared.control.grants import Role, grant, grants_of
-from shared.control.sites import Site, add_site, list_sites, remove_site, site_for_domain
+from shared.control.sites import (
+    Site,
+    add_site,
+    list_sites,
+    remove_site,
+    site_for_domain,
+)
 from shared.control.tokens import ApiToken, create_token, list_tokens, revoke_token
 from shared.hosts import normalise_domain
+from shared.urls import redacted
 
 
 class ControlGroup(click.Group):
@@ -44,7 +50,7 @@ class ControlGroup(click.Group):
             return super().invoke(ctx)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise click.ClickException(
-                f"Redis does not answer at {_without_password(redis_url)} "
+                f"Redis does not answer at {redacted(redis_url)} "
                 f"(set by HITSTREAM_REDIS_URL): {error}"
             ) from None
         except redis.RedisError as error:
@@ -249,11 +255,3 @@ def _echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: st
     for line in (headers, *rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
 
-
-def _without_password(url: str) -> str:
-    """The Redis URL as safe to print: a password in it is replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

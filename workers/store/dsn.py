@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 CHDB_SCHEME = "chdb://"
 
@@ -42,12 +41,3 @@ def chdb_path_in_use(path: Path) -> bool:
         os.close(descriptor)  # also releases the probe's own lock
     return False
 
-
-def redacted(dsn: str) -> str:
-    """The DSN without a password, for messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -17,9 +17,10 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from shared.urls import redacted
 from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, EventRow, PageviewRow
 from workers.store.arrow import arrow_table
-from workers.store.dsn import chdb_path, chdb_path_in_use, redacted
+from workers.store.dsn import chdb_path, chdb_path_in_use
 from workers.store.migrations import apply_migrations
 from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS, Table
 from workers.store.stats import query_site_stats
