@@ -60,3 +60,9 @@ def hitstream_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return {**os.environ, **env}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The privacy scan searches what every other test's processes left behind (stores, logs,
+    metrics pages), so it runs last. The sort is stable: everything else keeps its order."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_privacy_scan.py"))

@@ -1,4 +1,4 @@
-"""Privacy scan, run after the fault, hostile-input and access tests (file order): no visitor
+"""Privacy scan, run after every other test (tests/conftest.py orders it last): no visitor
 IP and no token secret in any stored column, dead letter, Redis key, log line or /metrics page.
 
 It runs its own flow first at DEBUG log level, with a drop rule, a poison record (a dead
