@@ -13,6 +13,8 @@ import os
 import time
 from collections.abc import Sequence
 
+import orjson
+
 from ingest_api import errors
 from ingest_api.access import Access, presented_secret
 from ingest_api.answer import Answer
@@ -32,7 +34,7 @@ from ingest_api.validation import Pageview
 from shared import keys
 from shared.control.sites import Site
 from shared.control.tokens import ApiToken
-from shared.envelope import Envelope
+from shared.envelope import ENVELOPE_VERSION
 
 
 def new_uuid4() -> str:
@@ -115,27 +117,32 @@ class Intake:
 
 
 def queued(pageview: Pageview, site: Site, received_ms: int) -> Queued:
-    """The envelope to hand off, guarded by a seen key when the client chose its page_id."""
-    envelope = Envelope(
-        site_id=site.id,
-        site_domain=site.domain,
-        page_id=pageview.page_id or new_uuid4(),
-        session_id=pageview.session_id or new_uuid4(),
-        timestamp_ms=pageview.timestamp_ms,
-        received_ms=received_ms,
-        url=pageview.url,
-        visitor_ip=pageview.visitor_ip,
-        user_agent=pageview.user_agent,
-        referrer=pageview.referrer,
-        language=pageview.language,
-        kind="pageview" if pageview.event_name is None else "event",
-        event_name=pageview.event_name,
-        event_properties=pageview.event_properties,
-        **pageview.dimensions,
+    """The envelope to hand off, guarded by a seen key when the client chose its page_id.
+
+    The bytes are what ``Envelope.to_json`` writes (same keys, same order; readers decode them
+    with ``Envelope.from_json``), encoded from a dict: building the dataclass first doubled
+    the cost on the hot path."""
+    kind = "pageview" if pageview.event_name is None else "event"
+    envelope = orjson.dumps(
+        {
+            "site_id": site.id,
+            "site_domain": site.domain,
+            "page_id": pageview.page_id or new_uuid4(),
+            "session_id": pageview.session_id or new_uuid4(),
+            "timestamp_ms": pageview.timestamp_ms,
+            "received_ms": received_ms,
+            "url": pageview.url,
+            "visitor_ip": pageview.visitor_ip,
+            "user_agent": pageview.user_agent,
+            "referrer": pageview.referrer,
+            "language": pageview.language,
+            **pageview.dimensions,
+            "kind": kind,
+            "event_name": pageview.event_name,
+            "event_properties": pageview.event_properties,
+            "v": ENVELOPE_VERSION,
+        }
     )
     if pageview.page_id is None:
-        return Queued(envelope.to_json())
-    seen_key = keys.SEEN.format(
-        kind=envelope.kind, site_id=site.id, page_id=pageview.page_id
-    )
-    return Queued(envelope.to_json(), seen_key)
+        return Queued(envelope)
+    return Queued(envelope, keys.SEEN.format(kind=kind, site_id=site.id, page_id=pageview.page_id))

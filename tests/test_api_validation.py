@@ -9,7 +9,11 @@ import orjson
 import pytest
 
 from ingest_api.errors import BadRequest
+from ingest_api.events import parse_event
+from ingest_api.intake import queued
 from ingest_api.validation import MAX_BODY_BYTES, parse_pageview
+from shared.control.sites import Site
+from shared.envelope import Envelope
 
 NOW_MS = int(time.time() * 1000)
 VALID: dict[str, Any] = {
@@ -318,3 +322,28 @@ def test_dnt_true_is_reported_and_null_or_false_is_not() -> None:
     assert parse(dnt=True).dnt is True
     assert parse(dnt=False).dnt is False
     assert parse(dnt=None).dnt is False
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"page_id": "2489E9AD-2EE2-4E00-8EC9-32D5F69181C0", "referrer": "https://a.example/", "screen_width": 7},
+        {"name": "signup", "properties": {"plan": "pro", "seats": 3, "trial": True, "ratio": 0.5}},
+    ],
+)
+def test_queued_envelope_bytes_are_exactly_what_the_envelope_contract_writes(changes: dict[str, Any]) -> None:
+    # The hand-off encodes envelopes without building an Envelope: the bytes must still be
+    # Envelope.to_json's own (every field, no extra key, same order), for pageviews and events.
+    body = orjson.dumps({**VALID, **changes})
+    pageview = parse_event(body, NOW_MS) if "name" in changes else parse_pageview(body, NOW_MS)
+    site = Site(id="6f0b7e0e-4d5c-4b7a-9a51-2f4f5b8f3c11", domain="example.com", created_at="2026-01-01T00:00:00Z")
+    envelope = queued(pageview, site, NOW_MS).envelope
+    decoded = Envelope.from_json(envelope)
+    assert decoded.to_json() == envelope
+    assert (decoded.site_id, decoded.url, decoded.timestamp_ms, decoded.kind) == (
+        site.id,
+        VALID["url"],
+        1776254400000,
+        "event" if "name" in changes else "pageview",
+    )
