@@ -24,7 +24,7 @@ import orjson
 
 from ingest_api import errors
 from ingest_api.answer import Answer, json_answer
-from ingest_api.errors import ApiError, BadRequest, error_response
+from ingest_api.errors import ApiError, BadRequest
 from ingest_api.handoff import Queued, StoredAnswer
 from ingest_api.intake import Intake, queued
 from ingest_api.request import IngestRequest
@@ -46,17 +46,14 @@ class BatchEndpoint:
     async def __call__(self, request: IngestRequest) -> Answer:
         """The answer; raises Unavailable when Redis does not answer (ingest_api.front: 503)."""
         received_ms = time.time_ns() // 1_000_000
-        token = await self._intake.token(request)
-        subject = self._intake.rate_subject(request, token)
+        token, subject = await self._intake.caller(request)
         try:
             if token is None:
                 raise ApiError(401, errors.UNAUTHORIZED)
             body = await request.body(MAX_BATCH_BYTES, TOO_LARGE)
             items = batch_items(body, is_ndjson=_media_type(request) == NDJSON)
         except ApiError as refusal:
-            return self._intake.answer(
-                await self._intake.admit(subject), error_response(refusal)
-            )
+            return await self._intake.refuse(subject, refusal)
         handed_off: list[Queued] = []
         rejected: list[dict[str, Any]] = []
         for index, item in enumerate(items):

@@ -61,9 +61,16 @@ class Intake:
         self._rate_limit_header = (b"ratelimit-limit", str(rate_burst).encode())
         self._trusted_proxies = trusted_proxies
 
-    async def token(self, request: IngestRequest) -> ApiToken | None:
+    async def caller(self, request: IngestRequest) -> tuple[ApiToken | None, str]:
+        """The usable token (None: missing, unknown, revoked or expired) and the caller's
+        rate-limit subject."""
         secret = presented_secret(request.headers)
-        return await self._access.usable_token(secret) if secret else None
+        token = await self._access.usable_token(secret) if secret else None
+        return token, self.rate_subject(request, token)
+
+    async def refuse(self, subject: str, refusal: ApiError) -> Answer:
+        """A refused request's answer; it is charged first, so a spent budget answers 429."""
+        return self.answer(await self.admit(subject), error_response(refusal))
 
     def rate_subject(self, request: IngestRequest, token: ApiToken | None) -> str:
         """A known token's own bucket; otherwise the caller's (its IP, hashed: keys hold no IPs)."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ingest_api import errors
 from ingest_api.answer import Answer
-from ingest_api.errors import ApiError, error_response
+from ingest_api.errors import ApiError
 from ingest_api.intake import Intake, queued
 from ingest_api.request import IngestRequest
 from ingest_api.validation import MAX_BODY_BYTES, Pageview
@@ -32,17 +32,14 @@ class SingleEndpoint:
     async def __call__(self, request: IngestRequest) -> Answer:
         """The answer; raises Unavailable when Redis does not answer (ingest_api.front: 503)."""
         received_ms = time.time_ns() // 1_000_000
-        token = await self._intake.token(request)
-        subject = self._intake.rate_subject(request, token)
+        token, subject = await self._intake.caller(request)
         try:
             if token is None:
                 raise ApiError(401, errors.UNAUTHORIZED)
             pageview = self._parse(await request.body(MAX_BODY_BYTES), received_ms)
             site = await self._intake.site(token, pageview)
         except ApiError as refusal:
-            return self._intake.answer(
-                await self._intake.admit(subject), error_response(refusal)
-            )
+            return await self._intake.refuse(subject, refusal)
         # dnt: charged like any request, nothing queued.
         handed_off = () if pageview.dnt else (queued(pageview, site, received_ms),)
         verdict = await self._intake.admit(subject, handed_off)
