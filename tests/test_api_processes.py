@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,18 @@ def test_revocation_grant_change_and_expiry_reach_every_process_within_5_seconds
         assert status_within(5, lambda: post(second, expiring_secret).status_code, 401) < 5
 
 
-def test_redis_outage_answers_503_within_the_timeout_and_recovers(
-    tmp_path: Path, hitstream_env: dict[str, str]
-) -> None:
+@dataclass
+class OwnRedis:
+    """A Redis server of this test's own (it is stopped and frozen), with an owner token."""
+
+    server: RedisServer
+    control: redis.Redis
+    secret: str
+    env: dict[str, str]
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, hitstream_env: dict[str, str]) -> Iterator[OwnRedis]:
     server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
     server.start()
     try:
@@ -128,50 +138,44 @@ def test_redis_outage_answers_503_within_the_timeout_and_recovers(
         secret, token = create_token(control, "outage")
         grant(control, token.id, site.id, "owner")
         env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url, "HITSTREAM_REDIS_TIMEOUT_MS": "250"}
-        with api_process(env) as base:
-            assert post(base, secret).status_code == 202
-            server.stop()
+        yield OwnRedis(server, control, secret, env)
+    finally:
+        server.stop()
+
+
+def test_redis_outage_answers_503_within_the_timeout_and_recovers(own_redis: OwnRedis) -> None:
+    server, secret = own_redis.server, own_redis.secret
+    with api_process(own_redis.env) as base:
+        assert post(base, secret).status_code == 202
+        server.stop()
+        started = time.monotonic()
+        refused = post(base, secret)
+        elapsed = time.monotonic() - started
+        assert refused.status_code == 503
+        assert refused.json() == {"message": "Service not available"}
+        assert refused.headers["Retry-After"] == "1"
+        assert elapsed < 1.0
+        assert httpx.get(f"{base}/readyz").status_code == 503
+        assert httpx.get(f"{base}/healthz").status_code == 200
+
+        server.start()  # same port and AOF: the accepted pageview is still there
+        assert status_within(5, lambda: post(base, secret).status_code, 202) < 5
+        assert own_redis.control.xlen(keys.STREAM) == 2
+
+
+def test_redis_that_stops_answering_gets_503_not_a_hang(own_redis: OwnRedis) -> None:
+    server, secret = own_redis.server, own_redis.secret
+    with api_process(own_redis.env) as base:
+        assert post(base, secret).status_code == 202
+        server.process.send_signal(19)  # SIGSTOP: connections stay open, nothing answers
+        try:
             started = time.monotonic()
-            refused = post(base, secret)
+            response = post(base, secret)
             elapsed = time.monotonic() - started
-            assert refused.status_code == 503
-            assert refused.json() == {"message": "Service not available"}
-            assert refused.headers["Retry-After"] == "1"
-            assert elapsed < 1.0
-            assert httpx.get(f"{base}/readyz").status_code == 503
-            assert httpx.get(f"{base}/healthz").status_code == 200
-
-            server.start()  # same port and AOF: the accepted pageview is still there
-            assert status_within(5, lambda: post(base, secret).status_code, 202) < 5
-            assert control.xlen(keys.STREAM) == 2
-    finally:
-        server.stop()
-
-
-def test_redis_that_stops_answering_gets_503_not_a_hang(
-    tmp_path: Path, hitstream_env: dict[str, str]
-) -> None:
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    try:
-        control = redis.Redis.from_url(server.url)
-        site = add_site(control, "example.com")
-        secret, token = create_token(control, "hang")
-        grant(control, token.id, site.id, "owner")
-        env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url, "HITSTREAM_REDIS_TIMEOUT_MS": "250"}
-        with api_process(env) as base:
-            assert post(base, secret).status_code == 202
-            server.process.send_signal(19)  # SIGSTOP: connections stay open, nothing answers
-            try:
-                started = time.monotonic()
-                response = post(base, secret)
-                elapsed = time.monotonic() - started
-            finally:
-                server.process.send_signal(18)  # SIGCONT
-            assert response.status_code == 503
-            assert elapsed < 1.5
-    finally:
-        server.stop()
+        finally:
+            server.process.send_signal(18)  # SIGCONT
+        assert response.status_code == 503
+        assert elapsed < 1.5
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_status(
