@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Coroutine
 from typing import Any
 
 import hiredis
@@ -82,12 +83,30 @@ class RedisWire:
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
 
-    async def execute(self, *arguments: Argument) -> Any:
-        """The command's reply (a ``ReplyError`` for an error reply).
-        Raises ConnectionError or TimeoutError (and then closes the connection)."""
-        async with asyncio.timeout(self._timeout):
+    def execute(self, *arguments: Argument) -> Coroutine[Any, Any, Any]:
+        """The command's reply (a ``ReplyError`` for an error reply), to be awaited.
+
+        On an open connection the command is written before this returns, so Redis works on it
+        while the caller goes on; otherwise it is written once connected. The reply is awaited
+        within ``timeout`` of this call. Raises ConnectionError or TimeoutError (and then
+        closes the connection)."""
+        payload = hiredis.pack_command(arguments)
+        connection = self._connection
+        if connection is None or connection.closed:
+            return self._connect_and_send(payload)
+        (reply,) = connection.send(payload, 1)
+        return self._reply(connection, reply, asyncio.get_running_loop().time() + self._timeout)
+
+    async def _connect_and_send(self, payload: bytes) -> Any:
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        async with asyncio.timeout_at(deadline):
             connection = await self._connected()
-            (reply,) = connection.send(hiredis.pack_command(arguments), 1)
+        (reply,) = connection.send(payload, 1)
+        return await self._reply(connection, reply, deadline)
+
+    @staticmethod
+    async def _reply(connection: _Connection, reply: asyncio.Future[Any], deadline: float) -> Any:
+        async with asyncio.timeout_at(deadline):
             try:
                 return await reply
             except asyncio.CancelledError:

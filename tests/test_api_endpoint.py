@@ -3,6 +3,7 @@ message, both auth headers, site matching, rate limiting, backpressure and what 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 import uuid
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
@@ -301,6 +303,39 @@ def test_refused_requests_spend_the_budget_and_429_wins_over_them(redis_url: str
         assert_error(post(api, world.secret, b"junk"), 429, "Too Many Requests")
         assert_error(post(api, world.secret), 429, "Too Many Requests")
     assert world.queued() == []
+
+
+def test_concurrent_requests_of_two_tokens_share_a_script_call_but_not_a_budget(
+    redis_url: str, world: World
+) -> None:
+    """Requests that arrive together are decided in one script call (handoff.lua), which reads
+    and writes each token's bucket once: every token still gets exactly its own budget."""
+    other_secret, other = create_token(world.redis, "second")
+    grant(world.redis, other.id, world.site.id, "owner")
+
+    async def scenario() -> dict[str, list[int]]:
+        app = create_app(Settings(redis_url=redis_url, rate_limit=0.01, rate_burst=6, redis_timeout_ms=2000))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+
+            async def send(secret: str) -> httpx.Response:
+                return await client.post(PATH, json=BODY, headers={"Authorization": f"Bearer {secret}"})
+
+            await asyncio.gather(send(world.secret), send(other_secret))  # fills the lookup caches
+            calls_before = evalsha_calls(world.redis)
+            responses = await asyncio.gather(*(send(secret) for secret in [world.secret, other_secret] * 8))
+            assert evalsha_calls(world.redis) - calls_before == 1
+            return {
+                secret: [r.status_code for r in responses[index::2]]
+                for index, secret in enumerate([world.secret, other_secret])
+            }
+
+    statuses = asyncio.run(scenario())
+    assert statuses == {secret: [202] * 5 + [429] * 3 for secret in (world.secret, other_secret)}
+    assert len(world.queued()) == 12
+
+
+def evalsha_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 def test_unknown_tokens_are_limited_per_caller_ip_not_per_token(redis_url: str, world: World) -> None:
