@@ -39,10 +39,10 @@ def create_app(settings: Settings | None = None) -> Front:
         retry=Retry(NoBackoff(), 0),
     )
     access = Access(settings.redis_url, settings.control_cache_seconds, settings.redis_timeout_ms)
-    handoff = HandOff(RedisWire(settings.redis_url, timeout), settings)
     metrics = Metrics()
+    handoff = HandOff(RedisWire(settings.redis_url, timeout), settings, metrics.handoff_seconds)
     operations = Operations(client, metrics, settings.redis_timeout_ms)
-    intake = Intake(access, handoff, metrics, settings.rate_burst, settings.trusted_proxies)
+    intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies)
     ingest = {
         PAGEVIEW_PATH: SingleEndpoint(intake, parse_pageview),
         EVENT_PATH: SingleEndpoint(intake, parse_event),

@@ -9,9 +9,6 @@ request gets 429, whatever else is wrong with it.
 from __future__ import annotations
 
 import hashlib
-import os
-import time
-from collections.abc import Sequence
 
 import orjson
 
@@ -27,7 +24,7 @@ from ingest_api.handoff import (
     Unavailable,
     Verdict,
 )
-from ingest_api.metrics import Metrics
+from ingest_api.ids import new_uuid4
 from ingest_api.proxies import Network, caller_ip
 from ingest_api.request import IngestRequest
 from ingest_api.validation import Pageview
@@ -37,27 +34,16 @@ from shared.control.tokens import ApiToken
 from shared.envelope import ENVELOPE_VERSION
 
 
-def new_uuid4() -> str:
-    """A random (version 4) UUID string: the uuid module's object costs 4x as much."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40
-    raw[8] = raw[8] & 0x3F | 0x80
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
 class Intake:
     def __init__(
         self,
         access: Access,
         handoff: HandOff,
-        metrics: Metrics,
         rate_burst: int,
         trusted_proxies: tuple[Network, ...],
     ) -> None:
         self._access = access
-        self._handoff = handoff
-        self._metrics = metrics
+        self.admit = handoff.admit  # endpoints await its verdict (ingest_api.handoff)
         self._rate_limit_header = (b"ratelimit-limit", str(rate_burst).encode())
         self._trusted_proxies = trusted_proxies
 
@@ -87,21 +73,6 @@ class Intake:
         if not await self._access.may_manage_data(token, site):
             raise ApiError(403, errors.ACCESS_DENIED)
         return site
-
-    async def admit(
-        self,
-        subject: str,
-        queued: Sequence[Queued] = (),
-        cost: int = 1,
-        answer: StoredAnswer | None = None,
-    ) -> Verdict:
-        if not queued:
-            return await self._handoff.admit(subject, queued, cost, answer)
-        started = time.perf_counter()
-        try:
-            return await self._handoff.admit(subject, queued, cost, answer)
-        finally:  # timeouts count too: they are what the histogram is for
-            self._metrics.handoff_seconds.observe(time.perf_counter() - started)
 
     def answer(self, verdict: Verdict, admitted: Answer) -> Answer:
         """``admitted`` with the rate headers, unless the verdict refused the request."""

@@ -31,7 +31,8 @@ class Metrics:
         self._request_counters: dict[tuple[str, int], Counter] = {}
         self.handoff_seconds = Histogram(
             "hitstream_api_handoff_seconds",
-            "Time from submitting a pageview to Redis until Redis confirmed (or refused) it.",
+            "Time from writing a hand-off call (the pageviews of concurrent requests) to Redis "
+            "until Redis answered it, or the call failed.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )

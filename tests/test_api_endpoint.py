@@ -416,7 +416,8 @@ def test_health_readiness_and_metrics(api: TestClient, world: World) -> None:
     text = metrics.text
     assert f'hitstream_api_requests_total{{route="{PATH}",status="202"}} 1.0' in text
     assert f'hitstream_api_requests_total{{route="{PATH}",status="401"}} 1.0' in text
-    assert "hitstream_api_handoff_seconds_count 1.0" in text
+    # One script call each: the 202's hand-off and the 401's charge to the caller's bucket.
+    assert "hitstream_api_handoff_seconds_count 2.0" in text
     assert "hitstream_queue_depth 1.0" in text
     assert world.secret not in text and "203.0.113.7" not in text
 
