@@ -1,7 +1,11 @@
 """Throughput and latency of one ingest API process against a no-op Starlette endpoint,
 and items/s of the batch endpoint with 100-item batches.
 
-    .venv/bin/python bench/api_bench.py [--seconds 10] [--connections 64]
+    .venv/bin/python -m bench.api_bench [--seconds 10] [--rounds 3] [--connections 64]
+
+The no-op and the ingest endpoint are measured in alternating rounds (no-op, ingest, no-op,
+...) and the ratio is taken per round, then its median: this machine's speed drifts by 10-30%
+from minute to minute, and a pair of runs close in time sees the same drift.
 
 Starts its own Redis (AOF on, free port), creates a site, a token and an owner grant through
 shared.control, serves the real API (``hitstream api``: one uvicorn worker, uvloop, httptools)
@@ -18,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,7 +139,8 @@ def _latency_ms(output: str, percentile: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="no-op/ingest pairs")
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -186,16 +192,18 @@ def main() -> None:
                     batch_body,
                 ),
             }
-            results: dict[str, Result] = {}
+            runs: dict[str, list[Result]] = {name: [] for name in servers}
             queued: dict[str, int] = {}
-            for name, (command, url, posted) in servers.items():
+            order = [name for _ in range(args.rounds) for name in ("no-op Starlette", "ingest endpoint")]
+            for name in [*order, "batch endpoint"]:
+                command, url, posted = servers[name]
                 port = int(url.split(":")[2].split("/")[0])
                 run_env = {**env, "API_BENCH_BODY": posted.decode()}
                 process = serve(command, port, run_env)
                 try:
                     run_wrk(url, run_env, 2, args.connections, process.pid)  # warm-up
                     control.delete(keys.STREAM)
-                    results[name] = run_wrk(url, run_env, args.seconds, args.connections, process.pid)
+                    runs[name].append(run_wrk(url, run_env, args.seconds, args.connections, process.pid))
                 finally:
                     process.terminate()
                     process.wait()
@@ -204,25 +212,35 @@ def main() -> None:
         finally:
             server.stop()
 
-    print(f"{'server':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}")
-    for name, result in results.items():
-        print(
-            f"{name:<18}{result.requests_per_second:>10.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}"
-            f"{result.non_2xx:>9}{result.cpu_us_per_request:>12.1f}"
-        )
-    api, noop, batch = results["ingest endpoint"], results["no-op Starlette"], results["batch endpoint"]
-    throughput_ratio = api.requests_per_second / noop.requests_per_second
-    cpu_ratio = noop.cpu_us_per_request / api.cpu_us_per_request
-    print(f"ingest / no-op throughput: {throughput_ratio:.2f}x (target >= 0.60x)")
-    print(f"no-op / ingest server CPU per request: {cpu_ratio:.2f}x (the same ratio, unaffected by")
-    print("other load on the machine)")
+    print(f"{'run':<20}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}")
+    for name, results in runs.items():
+        for number, result in enumerate(results, 1):
+            print(
+                f"{name + ' ' + str(number):<20}{result.requests_per_second:>10.0f}{result.p50_ms:>9.2f}"
+                f"{result.p99_ms:>9.2f}{result.non_2xx:>9}{result.cpu_us_per_request:>12.1f}"
+            )
+    pairs = list(zip(runs["no-op Starlette"], runs["ingest endpoint"], strict=True))
+    throughput = [api.requests_per_second / noop.requests_per_second for noop, api in pairs]
+    cpu = [noop.cpu_us_per_request / api.cpu_us_per_request for noop, api in pairs]
+    print(
+        "ingest / no-op throughput per round: "
+        + ", ".join(f"{ratio:.2f}x" for ratio in throughput)
+        + f"; median {statistics.median(throughput):.2f}x (target >= 0.60x)"
+    )
+    print(
+        "no-op / ingest server CPU per request, per round: "
+        + ", ".join(f"{ratio:.2f}x" for ratio in cpu)
+        + f"; median {statistics.median(cpu):.2f}x"
+    )
+    single = statistics.median(result.requests_per_second for result in runs["ingest endpoint"])
+    [batch] = runs["batch endpoint"]
     batch_items_per_second = batch.requests_per_second * BATCH_ITEMS
     print(
         f"batch endpoint, {BATCH_ITEMS}-item batches: {batch_items_per_second:.0f} items/s, "
-        f"{batch_items_per_second / api.requests_per_second:.1f}x the single endpoint's items/s, "
+        f"{batch_items_per_second / single:.1f}x the single endpoint's median req/s, "
         f"server CPU {batch.cpu_us_per_request / BATCH_ITEMS:.1f} us/item"
     )
-    print(f"envelopes queued in Redis per run: {queued}")
+    print(f"envelopes queued in Redis by each server's last run: {queued}")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ timeout; a failure raises ``Unavailable`` (503), never a guess.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -42,32 +43,38 @@ def presented_secret(headers: Mapping[str, str]) -> str | None:
 
 
 class _TtlCache:
+    """Answers kept for ``ttl`` seconds from the start of their lookup; concurrent misses of
+    one key share one lookup, run in a worker thread; a failed lookup is never kept."""
+
     def __init__(self, ttl_seconds: float, timeout_seconds: float) -> None:
         self._ttl = ttl_seconds
         self._timeout = timeout_seconds
-        self._entries: dict[str, tuple[float, asyncio.Future[object]]] = {}
+        self._answers: dict[str, tuple[float, Any]] = {}  # key -> (expires, answer)
+        self._lookups: dict[str, asyncio.Future[Any]] = {}  # key -> lookup in flight
 
-    async def get(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
-        now = time.monotonic()
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] > now and entry[1].done() and not entry[1].cancelled():
-            if entry[1].exception() is None:  # the common case: answered from memory, no await
-                return entry[1].result()  # type: ignore[return-value]
-        if entry is None or entry[0] <= now:
-            if len(self._entries) >= MAX_CACHED_ENTRIES:
-                self._entries.clear()
-            lookup = asyncio.ensure_future(load())
-            # Callers that timed out stop waiting; the failure must still count as retrieved.
-            lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
-            entry = (now + self._ttl, lookup)
-            self._entries[key] = entry
+    async def get(self, key: str, read: Callable[..., T], *args: str) -> T:
+        """The cached answer, else ``read(*args)``'s (Unavailable when it fails or is late)."""
+        entry = self._answers.get(key)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]  # the common case: answered from memory
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = self._lookups[key] = asyncio.ensure_future(asyncio.to_thread(read, *args))
+            lookup.add_done_callback(functools.partial(self._keep, key, time.monotonic() + self._ttl))
         try:
             async with asyncio.timeout(self._timeout):
-                return await asyncio.shield(entry[1])  # type: ignore[return-value]
+                return await asyncio.shield(lookup)
         except (TimeoutError, redis.RedisError, OSError):
-            if self._entries.get(key) is entry:
-                del self._entries[key]  # never cache a failure
             raise Unavailable("control-plane lookup failed") from None
+
+    def _keep(self, key: str, expires: float, lookup: asyncio.Future[Any]) -> None:
+        del self._lookups[key]
+        # exception() also marks a failure as retrieved when every caller gave up waiting.
+        if lookup.cancelled() or lookup.exception() is not None:
+            return
+        if len(self._answers) >= MAX_CACHED_ENTRIES:
+            self._answers.clear()
+        self._answers[key] = (expires, lookup.result())
 
 
 class Access:
@@ -83,7 +90,6 @@ class Access:
         )
         self._tokens = _TtlCache(cache_seconds, timeout)
         self._sites = _TtlCache(cache_seconds, timeout)
-        self._grants = _TtlCache(cache_seconds, timeout)
         self._last_used_written: dict[str, float] = {}
 
     def close(self) -> None:
@@ -92,35 +98,29 @@ class Access:
     async def usable_token(self, secret: str) -> ApiToken | None:
         """The token for a secret if it exists and is neither revoked nor expired."""
         token_hash = hash_token(secret)
-        token = await self._tokens.get(token_hash, lambda: self._in_thread(self._read_token, token_hash))
+        token = await self._tokens.get(token_hash, self._read_token, token_hash)
         if token is None or not token.is_usable(datetime.now(UTC)):
             return None
         self._note_use(token_hash)
         return token
 
-    async def site(self, host: str) -> Site | None:
-        return await self._sites.get(host, lambda: self._in_thread(self._read_site, host))
-
-    async def may_manage_data(self, token: ApiToken, site: Site) -> bool:
-        return await self._grants.get(
-            f"{token.id} {site.id}", lambda: self._in_thread(self._read_permission, token.id, site.id)
-        )
-
-    async def _in_thread(self, read: Callable[..., T], *args: str) -> T:
-        return await asyncio.to_thread(read, *args)
+    async def site_for(self, token: ApiToken, host: str) -> tuple[Site | None, bool]:
+        """The host's site (None: no such site) and whether the token may manage its data:
+        one cached answer per token and host, so an accepted request does one lookup here."""
+        return await self._sites.get(f"{token.id} {host}", self._read_site_for, token.id, host)
 
     def _read_token(self, token_hash: str) -> ApiToken | None:
         values = self._redis.hgetall(keys.TOKEN.format(token_hash=token_hash))
         return ApiToken.from_hash(values) if values else None
 
-    def _read_site(self, host: str) -> Site | None:
+    def _read_site_for(self, token_id: str, host: str) -> tuple[Site | None, bool]:
         try:
-            return site_for_domain(self._redis, host)
+            site = site_for_domain(self._redis, host)
         except ValueError:  # not a valid domain, so no site can have it
-            return None
-
-    def _read_permission(self, token_id: str, site_id: str) -> bool:
-        return can(role_on_site(self._redis, token_id, site_id), Permission.SITE_MANAGE_DATA)
+            return None, False
+        if site is None:
+            return None, False
+        return site, can(role_on_site(self._redis, token_id, site.id), Permission.SITE_MANAGE_DATA)
 
     def _note_use(self, token_hash: str) -> None:
         """Record last_used_at at most once a minute per token, without delaying the request."""

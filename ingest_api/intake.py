@@ -67,10 +67,10 @@ class Intake:
 
     async def site(self, token: ApiToken, pageview: Pageview) -> Site:
         """The pageview's site, if the token may write there; else ApiError 404 or 403."""
-        site = await self._access.site(pageview.host)
+        site, may_manage_data = await self._access.site_for(token, pageview.host)
         if site is None:
             raise ApiError(404, errors.SITE_NOT_FOUND)
-        if not await self._access.may_manage_data(token, site):
+        if not may_manage_data:
             raise ApiError(403, errors.ACCESS_DENIED)
         return site
 
