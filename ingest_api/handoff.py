@@ -176,24 +176,10 @@ class HandOff:
         buckets: dict[str, int] = {}  # bucket key -> its index in KEYS (the stream is 1)
         for request in batch:
             buckets.setdefault(request.bucket, len(buckets) + 2)
-        return [
-            1 + len(buckets),
-            keys.STREAM,
-            *buckets,
-            *self._limits,
-            *(argument for request in batch for argument in _arguments(request, buckets[request.bucket])),
-        ]
-
-
-def _arguments(request: _Request, bucket_index: int) -> list[str | bytes | int]:
-    answer = request.answer or _NO_ANSWER
-    arguments: list[str | bytes | int] = [
-        bucket_index,
-        request.cost,
-        len(request.queued),
-        answer.key,
-        answer.body,
-    ]
-    for queued in request.queued:
-        arguments += (queued.seen_key, queued.envelope)
-    return arguments
+        arguments: list[str | bytes | float | int] = [1 + len(buckets), keys.STREAM, *buckets, *self._limits]
+        for request in batch:
+            answer = request.answer or _NO_ANSWER
+            arguments += (buckets[request.bucket], request.cost, len(request.queued), answer.key, answer.body)
+            for queued in request.queued:
+                arguments += (queued.seen_key, queued.envelope)
+        return arguments

@@ -179,23 +179,21 @@ def _timestamp(value: str | None, now_ms: int) -> int:
     match = _RFC3339.fullmatch(value or "")
     if match is None:
         raise BadRequest(errors.BAD_TIMESTAMP)
-    year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
-    fraction, sign, offset_hours, offset_minutes = match.group(7, 8, 9, 10)
+    year, month, day, hour, minute, second, fraction, sign, offset_hours, offset_minutes = match.groups()
     try:
-        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
     except ValueError:
         raise BadRequest(errors.BAD_TIMESTAMP) from None
-    if hour > 23 or minute > 59 or second > 59:
+    seconds = int(second)
+    if hour > "23" or minute > "59" or seconds > 59:  # two digits each: text compares as numbers
         raise BadRequest(errors.BAD_TIMESTAMP)
-    offset_seconds = 0
+    seconds += days * 86400 + int(hour) * 3600 + int(minute) * 60
     if sign is not None:
-        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+        if offset_hours > "23" or offset_minutes > "59":
             raise BadRequest(errors.BAD_TIMESTAMP)
-        offset_seconds = (int(offset_hours) * 60 + int(offset_minutes)) * 60
-        if sign == "-":
-            offset_seconds = -offset_seconds
-    seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset_seconds
-    timestamp_ms = seconds * 1000 + int((fraction or "0")[:3].ljust(3, "0"))
+        offset_seconds = int(offset_hours) * 3600 + int(offset_minutes) * 60
+        seconds += offset_seconds if sign == "-" else -offset_seconds
+    timestamp_ms = seconds * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
     if timestamp_ms > now_ms + MAX_FUTURE_MS:
         raise BadRequest(errors.FUTURE_TIMESTAMP)
     return timestamp_ms

@@ -10,6 +10,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 import redis
+from hypothesis import settings
 
 from shared.redis_server import RedisServer
 from tests.ports import free_port
@@ -17,6 +18,11 @@ from tests.ports import free_port
 # Fixtures defined next to their helpers, for every test module: ``processes`` (real
 # ``hitstream`` processes) and ``store_dsn`` / ``store`` (an embedded store).
 pytest_plugins = ["tests.procs", "tests.stores"]
+
+# Property tests check answers, not speed: on two cores shared with the suite's servers an
+# example can take longer than Hypothesis's default 200 ms deadline and fail for that alone.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session")
