@@ -12,7 +12,7 @@ import json
 import re
 import socket
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,13 +37,11 @@ DIMENSION_FIELDS = ("screen_width", "screen_height", "viewport_width", "viewport
 # Canonical 8-4-4-4-12 form, any case (HitKeep's own example is upper case).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # RFC 3339 as Go's time.RFC3339 parses it: upper-case T and Z, seconds required, any fraction.
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:Z|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})", re.ASCII)
 # Control characters and spaces: Go's url.Parse refuses them, Python's urlsplit silently drops some.
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 _IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
@@ -176,24 +174,17 @@ def _url(value: str | None) -> tuple[str, str]:
 
 
 def _timestamp(value: str | None, now_ms: int) -> int:
-    match = _RFC3339.fullmatch(value or "")
-    if match is None:
+    """Milliseconds since the epoch. The pattern decides what is RFC 3339 (as strictly as Go);
+    the standard library's C parser then reads it (3x faster than converting the fields here)
+    and refuses impossible dates, times and offsets."""
+    if not value or _RFC3339.fullmatch(value) is None:
         raise BadRequest(errors.BAD_TIMESTAMP)
-    year, month, day, hour, minute, second, fraction, sign, offset_hours, offset_minutes = match.groups()
+    if value[-1] != "Z" and value[-2:] > "59":  # offset minutes: the C parser would carry them
+        raise BadRequest(errors.BAD_TIMESTAMP)
     try:
-        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
+        timestamp_ms = (datetime.fromisoformat(value) - _EPOCH) // _MILLISECOND
     except ValueError:
         raise BadRequest(errors.BAD_TIMESTAMP) from None
-    seconds = int(second)
-    if hour > "23" or minute > "59" or seconds > 59:  # two digits each: text compares as numbers
-        raise BadRequest(errors.BAD_TIMESTAMP)
-    seconds += days * 86400 + int(hour) * 3600 + int(minute) * 60
-    if sign is not None:
-        if offset_hours > "23" or offset_minutes > "59":
-            raise BadRequest(errors.BAD_TIMESTAMP)
-        offset_seconds = int(offset_hours) * 3600 + int(offset_minutes) * 60
-        seconds += offset_seconds if sign == "-" else -offset_seconds
-    timestamp_ms = seconds * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
     if timestamp_ms > now_ms + MAX_FUTURE_MS:
         raise BadRequest(errors.FUTURE_TIMESTAMP)
     return timestamp_ms
