@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 SCRIPT = (Path(__file__).parent / "handoff.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 # Large enough to spread the script call's fixed cost, small enough that Redis and this
-# process work in parallel (16, 32 and 64 measured within 3% of each other; bench/api_bench.py).
+# process work in parallel: with 64 connections, 16 and 64 gave 5-10% fewer requests/s than
+# 32 (at 64 the process waited for Redis again).
 REQUESTS_PER_CALL = 32
 
 
