@@ -108,6 +108,7 @@ class HandOff:
         )
         self._waiting: list[_Request] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def stop(self) -> None:
         await asyncio.gather(*self._sending, return_exceptions=True)
@@ -125,7 +126,12 @@ class HandOff:
         The verdict comes in the returned future (a plain function, not a coroutine: one frame
         less to create and resume per request); it fails with Unavailable (within the Redis
         timeout) when Redis does not answer."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            # asyncio.get_running_loop() makes a getpid() system call on every call (CPython's
+            # check for a fork): ~4% of a request's CPU here. The loop only changes between
+            # tests, which run each app on a loop of its own.
+            loop = self._loop = asyncio.get_running_loop()
         verdict = loop.create_future()
         if not self._waiting:  # the first of a batch: sent after this loop iteration at the latest
             loop.call_soon(self._flush)
@@ -141,7 +147,7 @@ class HandOff:
         batch, self._waiting = self._waiting, []
         arguments = self._call(batch)
         call = self._wire.execute("EVALSHA", SCRIPT_SHA, *arguments)
-        task = asyncio.ensure_future(self._settle(batch, arguments, call, time.perf_counter()))
+        task = asyncio.ensure_future(self._settle(batch, arguments, call, time.perf_counter()), loop=self._loop)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
