@@ -36,10 +36,16 @@ class _Connection(asyncio.Protocol):
         self._reader = hiredis.Reader()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: asyncio.Transport | None = None
-        self.closed = False
+        self._lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+
+    @property
+    def closed(self) -> bool:
+        """Lost, or closing: the event loop reports a lost connection one iteration after the
+        transport closed, and writing in between would raise."""
+        return self._lost or self._transport is None or self._transport.is_closing()
 
     def send(self, payload: bytes, replies: int) -> list[asyncio.Future[Any]]:
         """Write ``payload`` (holding ``replies`` commands); one future per reply, in order."""
@@ -61,7 +67,7 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self._lost = True
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -69,7 +75,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close now; waiting commands fail with ConnectionError (their replies never come)."""
-        if not self.closed and self._transport is not None:
+        if not self._lost and self._transport is not None:
             self._transport.abort()  # calls connection_lost on the next loop iteration
         self.connection_lost(None)
 
