@@ -314,7 +314,11 @@ def test_concurrent_requests_of_two_tokens_share_a_script_call_but_not_a_budget(
     grant(world.redis, other.id, world.site.id, "owner")
 
     async def scenario() -> dict[str, list[int]]:
-        app = create_app(Settings(redis_url=redis_url, rate_limit=0.01, rate_burst=6, redis_timeout_ms=2000))
+        # Lookups cached for a minute: a miss would suspend some requests into a later call.
+        settings = Settings(
+            redis_url=redis_url, rate_limit=0.01, rate_burst=6, redis_timeout_ms=2000, control_cache_seconds=60
+        )
+        app = create_app(settings)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
 
             async def send(secret: str) -> httpx.Response:
