@@ -209,8 +209,8 @@ def main() -> None:
                     queued[name] = control.xlen(keys.STREAM)
                     control.delete(keys.STREAM)
 
-            # Steady state, not a cold Redis: the first ~100k envelopes make Redis fault in memory
-            # and grow its AOF file, which made the first ingest round ~10% slower than the rest.
+            # Rounds measure a warm Redis: one untimed ingest run first, while Redis faults in
+            # memory and grows its AOF file (without it the first ingest round was the slowest).
             measure("ingest endpoint")
             runs: dict[str, list[Result]] = {name: [] for name in servers}
             for _ in range(args.rounds):

@@ -7,11 +7,11 @@ connection (ingest_api.redis_wire): one command per batch instead of one per req
 redis-py on this path, because its client-side cost per command was more than the rest of
 the request. A batch is written when it holds ``REQUESTS_PER_CALL`` requests, so Redis works
 on it while this process validates the next requests (sending only at the end of the
-event-loop iteration left the process idle while Redis ran one big batch: 18% fewer
-requests/s), or at the end of the loop iteration in which its first request arrived. Each request still awaits its own verdict, so a 202 is only sent after that
-request's envelopes are in Redis. Every call is bounded by ``settings.redis_timeout_ms``:
-past it, or when Redis refuses the connection, the caller gets ``Unavailable`` (503), never
-a hang.
+event-loop iteration left the process idle 18% of the time while Redis ran one big batch),
+or at the end of the loop iteration in which its first request arrived. Each request still
+awaits its own verdict, so a 202 is only sent after that request's envelopes are in Redis.
+Every call is bounded by ``settings.redis_timeout_ms``: past it, or when Redis refuses the
+connection, the caller gets ``Unavailable`` (503), never a hang.
 
 Idempotency (window ``settings.idempotency_window_seconds``): an envelope whose page_id the
 client chose carries a seen key; while that key lives, the same id is answered but not queued
