@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Front:
         # A request allocates a few hundred short-lived objects, nearly all freed by reference
         # counting; at the default thresholds (700, 10, 10) the collector scanned the requests
         # still in flight every few requests, and everything every few thousand (5-8% less
-        # CPU per request in an in-process measurement, 2-4% more requests/s end to end).
+        # CPU per request in an in-process measurement, ~2% more requests/s end to end).
         gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield

@@ -26,7 +26,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         # Counted in a plain dict (every request counts: a labelled prometheus_client Counter
-        # cost 4x as much) and turned into the counter family when scraped.
+        # cost twice as much) and turned into the counter family when scraped.
         self._answered: collections.Counter[tuple[str, int]] = collections.Counter()
         self.registry.register(self)
         self.handoff_seconds = Histogram(
