@@ -20,7 +20,6 @@ from ingest_api.handoff import (
     HandOff,
     Outcome,
     Queued,
-    StoredAnswer,
     Unavailable,
     Verdict,
 )
@@ -98,8 +97,8 @@ def queued(pageview: Pageview, site: Site, received_ms: int) -> Queued:
     """The envelope to hand off, guarded by a seen key when the client chose its page_id.
 
     The bytes are what ``Envelope.to_json`` writes (same keys, same order; readers decode them
-    with ``Envelope.from_json``), encoded from a dict: building the dataclass first doubled
-    the cost on the hot path."""
+    with ``Envelope.from_json``), encoded from a dict: building the dataclass first cost
+    1.5x as much (3.7 against 2.4 us) on the hot path; a contract test keeps the two equal."""
     kind = "pageview" if pageview.event_name is None else "event"
     envelope = orjson.dumps(
         {
