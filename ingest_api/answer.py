@@ -13,7 +13,8 @@ from starlette.types import Send
 
 RawHeaders = list[tuple[bytes, bytes]]
 
-JSON = (b"content-type", b"application/json")
+JSON_MEDIA_TYPE = "application/json"
+JSON = (b"content-type", JSON_MEDIA_TYPE.encode())
 
 
 @dataclass(slots=True)

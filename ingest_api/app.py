@@ -16,7 +16,7 @@ from starlette.routing import Route
 from ingest_api.access import Access
 from ingest_api.batch import BatchEndpoint
 from ingest_api.events import parse_event
-from ingest_api.front import Front
+from ingest_api.front import ERROR_HANDLERS, Front
 from ingest_api.handoff import HandOff
 from ingest_api.intake import Intake
 from ingest_api.metrics import Metrics
@@ -73,5 +73,5 @@ def create_app(settings: Settings | None = None) -> Front:
             await client.aclose()
             access.close()
 
-    operated = Starlette(routes=routes, lifespan=lifespan)
+    operated = Starlette(routes=routes, lifespan=lifespan, exception_handlers=ERROR_HANDLERS)
     return Front(operated, ingest, frozenset(route.path for route in routes), metrics)

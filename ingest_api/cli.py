@@ -30,6 +30,9 @@ def api(host: str, port: int, workers: int) -> None:
         workers=workers,
         loop="uvloop",
         http="httptools",
+        # No WebSocket routes: an upgrade request is served as plain HTTP (a JSON 404 or 405)
+        # instead of a handshake the app would refuse with uvicorn's bare 403.
+        ws="none",
         access_log=False,  # ingest_api.front logs each request without IPs or tokens
         # The caller comes from X-Forwarded-For only behind HITSTREAM_TRUSTED_PROXIES
         # (ingest_api.proxies); uvicorn's own rewrite would trust any local peer's header.

@@ -1,7 +1,9 @@
-"""The endpoint's error answers: JSON ``{"message": ...}`` with HitKeep's texts.
+"""The API's error answers: JSON ``{"message": ...}`` with HitKeep's texts.
 
 Every failure the endpoint can report is an ``ApiError``; the route turns it into a response
-in one place, so status codes, messages and headers cannot drift between code paths.
+in one place, so status codes, messages and headers cannot drift between code paths. The
+operational routes and Starlette's own answers (unknown path, wrong method, a failing route)
+use the same body (``error_body``; ingest_api.front).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ SITE_NOT_FOUND = "Site not found"
 TOO_MANY_REQUESTS = "Too Many Requests"
 SERVICE_NOT_AVAILABLE = "Service not available"
 HEADERS_TOO_LARGE = "Request header fields too large"  # ours: uvicorn sets no header limit
+# Answers outside the ingest checks: HTTP reason phrases, as Starlette's own answers carry.
+METHOD_NOT_ALLOWED = "Method Not Allowed"
+INTERNAL_ERROR = "Internal Server Error"
+REDIS_NOT_READY = "Redis does not answer"
 # Ours: the event and batch endpoints.
 MISSING_NAME = "name is required"
 BAD_PROPERTIES = "properties must be a flat object of strings, numbers or booleans"
@@ -45,6 +51,10 @@ def out_of_range(field: str, low: int, high: int) -> str:
     return f"{field} must be an integer from {low} to {high}"
 
 
+def time_out_of_range(field: str, earliest: str, latest: str) -> str:
+    return f"{field} must be from {earliest} to {latest}"
+
+
 class ApiError(Exception):
     """A request the endpoint refuses, with the status, message and headers to answer."""
 
@@ -60,5 +70,10 @@ class BadRequest(ApiError):
         super().__init__(400, message)
 
 
+def error_body(message: str) -> bytes:
+    """The one shape of every error answer, on every route: ``{"message": ...}``."""
+    return orjson.dumps({"message": message})
+
+
 def error_response(error: ApiError) -> Answer:
-    return json_answer(error.status, orjson.dumps({"message": error.message}), error.headers)
+    return json_answer(error.status, error_body(error.message), error.headers)

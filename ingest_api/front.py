@@ -2,9 +2,11 @@
 directly, hands every other request to Starlette, and counts and logs every answer (route,
 status, site id, latency).
 
-The ingest routes (POST only; another method gets Starlette's 405) skip Starlette's
-middleware, routing and Request/Response objects: on the 202 path those cost about as much as
-everything else the request does. Every other route goes through Starlette as usual.
+The ingest routes (POST only; another method gets 405) skip Starlette's middleware, routing
+and Request/Response objects: on the 202 path those cost about as much as everything else the
+request does. Every other route goes through Starlette as usual, whose own answers (unknown
+path 404, wrong method 405, a failing route 500) ``ERROR_HANDLERS`` turn into the JSON
+``{"message"}`` every error answer carries.
 
 Logs never hold the token, the body or any IP address: a log line is safe to ship anywhere.
 """
@@ -15,12 +17,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from itertools import chain
+from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
 
 from ingest_api import errors
-from ingest_api.answer import Answer
-from ingest_api.errors import ApiError, error_response
+from ingest_api.answer import JSON_MEDIA_TYPE, Answer
+from ingest_api.errors import ApiError, error_body, error_response
 from ingest_api.handoff import Unavailable
 from ingest_api.metrics import Metrics
 from ingest_api.request import IngestRequest
@@ -36,17 +42,23 @@ _HEADERS_TOO_LARGE = error_response(ApiError(431, errors.HEADERS_TOO_LARGE))
 _SERVICE_UNAVAILABLE = error_response(
     ApiError(503, errors.SERVICE_NOT_AVAILABLE, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
 )
-# Starlette's own answers to a wrong method and a failing route.
-_METHOD_NOT_ALLOWED = Answer(
-    405,
-    [(b"allow", b"POST"), (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"18")],
-    b"Method Not Allowed",
-)
-_INTERNAL_ERROR = Answer(
-    500,
-    [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")],
-    b"Internal Server Error",
-)
+_METHOD_NOT_ALLOWED = error_response(ApiError(405, errors.METHOD_NOT_ALLOWED, {"Allow": "POST"}))
+_INTERNAL_ERROR = error_response(ApiError(500, errors.INTERNAL_ERROR))
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Starlette's HTTPException (404 unknown path, 405 wrong method) as JSON."""
+    assert isinstance(error, HTTPException)
+    return Response(error_body(error.detail), error.status_code, error.headers, JSON_MEDIA_TYPE)
+
+
+async def _server_error(request: Request, error: Exception) -> Response:
+    """A failing Starlette route as JSON (Starlette then re-raises the error for uvicorn to log)."""
+    return Response(error_body(errors.INTERNAL_ERROR), 500, media_type=JSON_MEDIA_TYPE)
+
+
+# Starlette(exception_handlers=ERROR_HANDLERS): Exception is Starlette's key for its 500 handler.
+ERROR_HANDLERS: dict[Any, ExceptionHandler] = {HTTPException: _http_error, Exception: _server_error}
 
 Endpoint = Callable[[IngestRequest], Awaitable[Answer]]
 

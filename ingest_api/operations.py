@@ -10,6 +10,9 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from ingest_api import errors
+from ingest_api.answer import JSON_MEDIA_TYPE
+from ingest_api.errors import error_body
 from ingest_api.metrics import CONTENT_TYPE, Metrics
 from ingest_api.openapi import DOCUMENT
 from shared import keys
@@ -31,7 +34,7 @@ class Operations:
             async with asyncio.timeout(self._timeout):
                 await self._redis.ping()
         except (TimeoutError, RedisError, OSError):
-            return PlainTextResponse("redis does not answer", status_code=503)
+            return Response(error_body(errors.REDIS_NOT_READY), 503, media_type=JSON_MEDIA_TYPE)
         return PlainTextResponse("ready")
 
     async def metrics(self, request: Request) -> Response:
@@ -43,4 +46,4 @@ class Operations:
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
-        return Response(_OPENAPI_JSON, media_type="application/json")
+        return Response(_OPENAPI_JSON, media_type=JSON_MEDIA_TYPE)

@@ -275,9 +275,62 @@ def test_request_headers_beyond_the_limit_answer_431_on_every_route(api: TestCli
     assert len(world.queued()) == 1
 
 
-def test_other_methods_on_an_ingest_path_answer_405(api: TestClient) -> None:
-    response = api.get(PATH)
-    assert (response.status_code, response.headers["Allow"]) == (405, "POST")
+# --- every other answer is JSON {"message"} too ----------------------------------------------
+
+INGEST_PATHS = (PATH, "/api/ingest/server/event", "/api/ingest/server/pageviews")
+
+
+@pytest.mark.parametrize("path", INGEST_PATHS)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_on_an_ingest_path_answer_405_json_with_allow(api: TestClient, path: str, method: str) -> None:
+    response = api.request(method, path, json=BODY)
+    assert_error(response, 405, "Method Not Allowed")
+    assert response.headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+@pytest.mark.parametrize(
+    "path", ["/", "/nope", "/api/ingest/server", "/api/ingest/server/pageview/", "/HEALTHZ", "/api/openapi.yaml"]
+)
+def test_unknown_paths_answer_404_json(api: TestClient, method: str, path: str) -> None:
+    assert_error(api.request(method, path, json=BODY), 404, "Not Found")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/api/openapi.json"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_other_methods_on_an_operational_route_answer_405_json_with_allow(
+    api: TestClient, path: str, method: str
+) -> None:
+    response = api.request(method, path)
+    assert_error(response, 405, "Method Not Allowed")
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_a_failing_ingest_route_answers_500_json(
+    redis_url: str, world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*arguments: Any) -> None:
+        raise RuntimeError("site lookup broke")
+
+    monkeypatch.setattr("ingest_api.access.Access.site_for", broken)
+    with client_for(redis_url) as api:
+        for path in INGEST_PATHS:
+            body = [BODY] if path.endswith("pageviews") else {**BODY, "name": "signup"}
+            assert_error(api.post(path, json=body, headers={"Authorization": f"Bearer {world.secret}"}),
+                         500, "Internal Server Error")
+    assert "site lookup broke" in caplog.text
+    assert world.queued() == []
+
+
+def test_a_failing_operational_route_answers_500_json(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*arguments: Any) -> None:
+        raise RuntimeError("metrics broke")
+
+    monkeypatch.setattr("ingest_api.operations.Operations.metrics", broken)
+    app = create_app(Settings(redis_url=redis_url, redis_timeout_ms=2000))
+    with TestClient(app, raise_server_exceptions=False) as api:
+        assert_error(api.get("/metrics"), 500, "Internal Server Error")
+        assert api.get("/healthz").status_code == 200
 
 
 # --- 429 --------------------------------------------------------------------------------------
@@ -397,7 +450,7 @@ def test_unreachable_redis_answers_503_within_the_timeout(world: World) -> None:
     assert_error(response, 503, "Service not available")
     assert response.headers["Retry-After"] == "1"
     assert elapsed < 1.0
-    assert ready.status_code == 503
+    assert_error(ready, 503, "Redis does not answer")
 
 
 def test_script_is_reloaded_after_redis_forgets_it(api: TestClient, world: World) -> None:
