@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from ingest_api.errors import ApiError, BadRequest
 from ingest_api.handoff import Queued, StoredAnswer
 from ingest_api.intake import Intake, queued
 from ingest_api.request import IngestRequest
-from ingest_api.validation import decode_json, pageview_from
+from ingest_api.validation import KeyOrderNeeded, decode_in_order, decode_json, pageview_from
 from shared import keys
 from shared.control.tokens import ApiToken
 
@@ -51,14 +52,21 @@ class BatchEndpoint:
             if token is None:
                 raise ApiError(401, errors.UNAUTHORIZED)
             body = await request.body(MAX_BATCH_BYTES, TOO_LARGE)
-            items = batch_items(body, is_ndjson=_media_type(request) == NDJSON)
+            is_ndjson = _media_type(request) == NDJSON
+            items = batch_items(body, is_ndjson=is_ndjson)
         except ApiError as refusal:
             return await self._intake.refuse(subject, refusal)
         handed_off: list[Queued] = []
         rejected: list[dict[str, Any]] = []
+        in_document_order: list[Any] | None = None  # decoded again only when an item needs it
         for index, item in enumerate(items):
             try:
-                pageview = pageview_from(item, received_ms)
+                try:
+                    pageview = pageview_from(item, received_ms)
+                except KeyOrderNeeded:
+                    if in_document_order is None:
+                        in_document_order = batch_items(body, is_ndjson=is_ndjson, decode=decode_in_order)
+                    pageview = pageview_from(in_document_order[index], received_ms)
                 site = await self._intake.site(token, pageview)
             except ApiError as refusal:
                 rejected.append(
@@ -83,16 +91,18 @@ class BatchEndpoint:
         )
 
 
-def batch_items(body: bytes, *, is_ndjson: bool) -> list[Any]:
+def batch_items(
+    body: bytes, *, is_ndjson: bool, decode: Callable[[bytes], Any] = decode_json
+) -> list[Any]:
     """The decoded items; an NDJSON line that is not JSON becomes None (its item's 400)."""
     if is_ndjson:
         lines = body.split(b"\n")
         if lines[-1].strip() == b"":
             lines.pop()
-        items = [_json_or_none(line) for line in lines]
+        items = [_json_or_none(line, decode) for line in lines]
     else:
         try:
-            items = decode_json(body)
+            items = decode(body)
         except BadRequest:
             raise BadRequest(errors.BAD_BATCH) from None
         if not isinstance(items, list):
@@ -108,9 +118,9 @@ def batch_response(answer: bytes) -> Answer:
     return json_answer(202 if orjson.loads(answer)["accepted"] else 400, answer)
 
 
-def _json_or_none(line: bytes) -> Any:
+def _json_or_none(line: bytes, decode: Callable[[bytes], Any]) -> Any:
     try:
-        return decode_json(line)
+        return decode(line)
     except BadRequest:
         return None
 

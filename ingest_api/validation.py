@@ -4,6 +4,11 @@ Order (first failure decides): body (size, JSON object, field types, UUIDs; a fi
 wrong type is ``Bad request body: <field> must be ...``) -> url ->
 timestamp -> visitor_ip -> user_agent -> our extra bounds (referrer, language, screen and
 viewport sizes). Site and grant checks need the control plane and happen in the route.
+
+Keys are matched to fields as HitKeep's Go decoder matches them (``fields_of``): an exact
+name, else the same name in another case. Values the store cannot hold (times outside its
+DateTime types, sizes beyond their UInt32 columns; shared.storable) are refused here, so
+nothing answered 202 becomes a dead letter for being unstorable.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -21,18 +27,24 @@ import orjson
 from ingest_api import errors
 from ingest_api.errors import BadRequest
 from shared.envelope import PropertyValue
+from shared.storable import DIMENSION_COLUMN_TYPE, INTEGER_RANGES, TIMESTAMP_RANGE_MS
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_URL_CHARS = 4096
 MAX_USER_AGENT_CHARS = 2048
 MAX_REFERRER_CHARS = 2048
 MAX_LANGUAGE_CHARS = 64
-MAX_DIMENSION = 100_000
+# Sizes: what their UInt32 columns hold, capped at 100000 (wider than any screen).
+MIN_DIMENSION = INTEGER_RANGES[DIMENSION_COLUMN_TYPE][0]
+MAX_DIMENSION = min(100_000, INTEGER_RANGES[DIMENSION_COLUMN_TYPE][1])
 MAX_FUTURE_MS = 24 * 3600 * 1000
+# The instants every column a pageview's time lands in can hold (1970 to 2106).
+EARLIEST_TIMESTAMP_MS, LATEST_TIMESTAMP_MS = TIMESTAMP_RANGE_MS
 
 _STRING_FIELDS = ("url", "timestamp", "visitor_ip", "user_agent", "referrer", "language")
 _UUID_FIELDS = ("page_id", "session_id")
 DIMENSION_FIELDS = ("screen_width", "screen_height", "viewport_width", "viewport_height")
+PAGEVIEW_FIELDS = frozenset((*_STRING_FIELDS, *_UUID_FIELDS, *DIMENSION_FIELDS, "dnt"))
 
 # Canonical 8-4-4-4-12 form, any case (HitKeep's own example is upper case).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -43,7 +55,17 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+_UNSTORABLE_TIMESTAMP = errors.time_out_of_range(
+    "timestamp",
+    *((_EPOCH + ms * _MILLISECOND).isoformat(timespec="milliseconds").replace("+00:00", "Z") for ms in TIMESTAMP_RANGE_MS),
+)
 _IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+# The only characters outside ASCII that Go's case folding (unicode.SimpleFold orbits) maps
+# onto an ASCII letter: KELVIN SIGN (k) and LATIN SMALL LETTER LONG S (s). Dotted and dotless
+# i fold only to themselves in Go.
+_GO_FOLDS_TO_ASCII = str.maketrans({"\u212a": "k", "\u017f": "s"})
+
+Checked = TypeVar("Checked")
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs twice as much on the hot path
@@ -61,13 +83,23 @@ class Pageview:
     language: str | None
     dimensions: dict[str, int | None]  # DIMENSION_FIELDS -> value
     dnt: bool
-    event_name: str | None = None  # events only (ingest_api.events)
+    event_id: str | None = None  # events only (ingest_api.events): lower-case UUID or None
+    event_name: str | None = None  # events only
     event_properties: dict[str, PropertyValue] = field(default_factory=dict)
 
 
 def parse_pageview(body: bytes, now_ms: int) -> Pageview:
     """Validate one pageview body; raise BadRequest with the first failure's message."""
-    return pageview_from(json_value(body), now_ms)
+    return checked_body(body, now_ms, pageview_from)
+
+
+def checked_body(body: bytes, now_ms: int, check: Callable[[Any, int], Checked]) -> Checked:
+    """``check`` of the body's JSON; decoded again in document order when it needs that."""
+    decoded = json_value(body)
+    try:
+        return check(decoded, now_ms)
+    except KeyOrderNeeded:
+        return check(decode_in_order(body), now_ms)
 
 
 def json_value(body: bytes) -> Any:
@@ -105,9 +137,78 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+class KeyOrderNeeded(Exception):
+    """Two keys of one object name the same field (``"url"`` and ``"URL"``): the later one in
+    the document wins, and an orjson dict keeps a repeated key at its first place. Raised on
+    that rare path only; the caller decodes the document again with ``decode_in_order``."""
+
+
+class _InDocumentOrder(dict[str, Any]):
+    """An object whose keys are in the order of their last occurrence in the document."""
+
+
+def _in_document_order(pairs: list[tuple[str, Any]]) -> _InDocumentOrder:
+    values = _InDocumentOrder()
+    for key, value in pairs:
+        values.pop(key, None)  # a repeated key moves to its last place, with its last value
+        values[key] = value
+    return values
+
+
+def decode_in_order(document: bytes) -> Any:
+    """``decode_json``'s value with every object's keys in the order they last occur in the
+    document (the standard library's decoder: slower, used only after KeyOrderNeeded)."""
+    try:
+        return json.loads(
+            document,
+            object_pairs_hook=_in_document_order,
+            parse_int=_int_like_orjson,
+            parse_constant=_refuse_constant,
+        )
+    except (ValueError, RecursionError):
+        raise BadRequest() from None
+
+
+def fields_of(decoded: Any, names: frozenset[str]) -> dict[str, Any]:
+    """The object's values by field name, its keys matched as Go's encoding/json (HitKeep's
+    decoder) matches them: an exact name, else a name equal under Go's case folding; other
+    keys are ignored, and a later key for the same field overwrites an earlier one (null
+    included). BadRequest when ``decoded`` is not an object.
+
+    Exact keys, the usual case, cost one subset check and return the object itself."""
+    if type(decoded) is dict:
+        if names.issuperset(decoded):
+            return decoded
+    elif type(decoded) is not _InDocumentOrder:
+        raise BadRequest()
+    matched: dict[str, Any] = {}
+    for key, value in decoded.items():
+        name = key if key in names else go_folded(key)
+        if name in names:
+            if name in matched and type(decoded) is dict:
+                raise KeyOrderNeeded()
+            matched[name] = value
+    return matched
+
+
+def go_folded(key: str) -> str:
+    """``key`` in a form that equals an ASCII field name exactly when Go's foldName(key)
+    equals foldName(name): ASCII letters lower-cased, the two non-ASCII characters that fold
+    onto ASCII letters replaced by them; any other non-ASCII character stays and so matches
+    no field."""
+    if not key.isascii():
+        key = key.translate(_GO_FOLDS_TO_ASCII)
+    return key.lower() if key.isascii() else key
+
+
 def pageview_from(decoded: Any, now_ms: int) -> Pageview:
     """Validate one decoded pageview (a request body, or a batch item)."""
-    values = _typed_object(decoded)
+    return pageview_of(fields_of(decoded, PAGEVIEW_FIELDS), now_ms)
+
+
+def pageview_of(values: dict[str, Any], now_ms: int) -> Pageview:
+    """Validate the fields of one pageview (``fields_of``'s result)."""
+    _check_types(values)
     url, host = _url(values.get("url"))
     timestamp_ms = _timestamp(values.get("timestamp"), now_ms)
     visitor_ip = _visitor_ip(values.get("visitor_ip"))
@@ -129,23 +230,17 @@ def pageview_from(decoded: Any, now_ms: int) -> Pageview:
     )
 
 
-def _typed_object(values: Any) -> dict[str, Any]:
-    """A JSON object with every known field of the right type (null counts as absent).
+def _check_types(values: dict[str, Any]) -> None:
+    """Every known field of the right type (null counts as absent); UUIDs lower-cased.
 
     Exact type checks: JSON decodes to plain str/int/bool, and ``type(x) is T`` costs a
     fraction of ``isinstance(x, T | None)`` on this hot path."""
-    if type(values) is not dict:
-        raise BadRequest()
     for name in _STRING_FIELDS:
         value = values.get(name)
         if value is not None and type(value) is not str:
             raise BadRequest(errors.wrong_type(name, "a string"))
     for name in _UUID_FIELDS:
-        value = values.get(name)
-        if value is not None:
-            if type(value) is not str or not _UUID.fullmatch(value):
-                raise BadRequest(errors.wrong_type(name, "a UUID"))
-            values[name] = value.lower()
+        values[name] = lower_uuid(values, name)
     for name in DIMENSION_FIELDS:
         value = values.get(name)
         if value is not None and type(value) is not int:  # bool is an int subtype, not an int
@@ -153,7 +248,16 @@ def _typed_object(values: Any) -> dict[str, Any]:
     dnt = values.get("dnt")
     if dnt is not None and type(dnt) is not bool:
         raise BadRequest(errors.wrong_type("dnt", "a boolean"))
-    return values
+
+
+def lower_uuid(values: dict[str, Any], name: str) -> str | None:
+    """The field's UUID in lower case, or None when absent or null."""
+    value = values.get(name)
+    if value is None:
+        return None
+    if type(value) is not str or not _UUID.fullmatch(value):
+        raise BadRequest(errors.wrong_type(name, "a UUID"))
+    return value.lower()
 
 
 def _url(value: str | None) -> tuple[str, str]:
@@ -186,6 +290,8 @@ def _timestamp(value: str | None, now_ms: int) -> int:
         raise BadRequest(errors.BAD_TIMESTAMP) from None
     if timestamp_ms > now_ms + MAX_FUTURE_MS:
         raise BadRequest(errors.FUTURE_TIMESTAMP)
+    if not EARLIEST_TIMESTAMP_MS <= timestamp_ms <= LATEST_TIMESTAMP_MS:
+        raise BadRequest(_UNSTORABLE_TIMESTAMP)
     return timestamp_ms
 
 
@@ -222,6 +328,6 @@ def _bounded_text(values: dict[str, Any], name: str, limit: int) -> str | None:
 
 def _dimension(values: dict[str, Any], name: str) -> int | None:
     value: int | None = values.get(name)
-    if value is not None and not 0 <= value <= MAX_DIMENSION:
-        raise BadRequest(errors.out_of_range(name, 0, MAX_DIMENSION))
+    if value is not None and not MIN_DIMENSION <= value <= MAX_DIMENSION:
+        raise BadRequest(errors.out_of_range(name, MIN_DIMENSION, MAX_DIMENSION))
     return value

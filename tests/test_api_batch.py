@@ -273,3 +273,38 @@ def test_idempotency_key_of_a_refused_batch_is_not_remembered(
         retried = post_batch(api, world.secret, [page(0), page(1)], **key)
     assert retried.json() == {"accepted": 2, "rejected": []}
     assert len(world.queued()) == 2
+
+
+def repeated_url_item(number: int) -> bytes:
+    """An item naming its url three times, in two cases: the last one (/c) must win."""
+    rest = orjson.dumps({name: value for name, value in BODY.items() if name != "url"})
+    urls = b", ".join(
+        b'"%s": "https://example.com/%d/%s"' % (key, number, last)
+        for key, last in ((b"url", b"a"), (b"URL", b"b"), (b"url", b"c"))
+    )
+    return b"{" + urls + b", " + rest[1:]
+
+
+@pytest.mark.parametrize("form", ["array", "ndjson"])
+def test_batch_items_match_keys_in_any_case_and_the_last_repeat_wins(
+    api: TestClient, world: World, form: str
+) -> None:
+    shouted = orjson.dumps({name.upper(): value for name, value in page(0).items()})
+    mixed = orjson.dumps({"Url": "https://example.com/page/1", **{k: v for k, v in BODY.items() if k != "url"},
+                          "VISITOR_IP": "not an address"})
+    items = [shouted, repeated_url_item(1), mixed, repeated_url_item(3), orjson.dumps(page(4))]
+    if form == "array":
+        body, content_type = b"[" + b",".join(items) + b"]", "application/json"
+    else:
+        body, content_type = b"\n".join(items), "application/x-ndjson"
+    response = post_batch(api, world.secret, body, **{"Content-Type": content_type})
+    assert response.json() == {
+        "accepted": 4,
+        "rejected": [{"index": 2, "status": 400, "message": "visitor_ip must be a valid IP address"}],
+    }
+    assert queued_urls(world) == [
+        "https://example.com/page/0",
+        "https://example.com/1/c",
+        "https://example.com/3/c",
+        "https://example.com/page/4",
+    ]

@@ -150,3 +150,75 @@ def test_openapi_documents_the_event_and_batch_routes(api: TestClient) -> None:
     assert [parameter["name"] for parameter in batch["parameters"]] == [
         "Idempotency-Key"
     ]
+
+
+# --- numbers the store can hold ---------------------------------------------------------
+
+
+def event_body_with_property(number: bytes) -> bytes:
+    """An event body whose property "n" is the JSON number text ``number`` as sent."""
+    return orjson.dumps({**EVENT, "properties": {"plan": "pro"}})[:-2] + b', "n": ' + number + b"}}"
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"1e309", b"-1e309", b"1e400", b"-1.5e99999", b"1" + b"0" * 400, b"-" + b"9" * 309 + b".5"],
+)
+def test_property_numbers_beyond_a_double_are_refused_not_queued_as_null(number: bytes) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_event(event_body_with_property(number), NOW_MS)
+    assert raised.value.message == (
+        "property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308"
+    )
+
+
+@pytest.mark.parametrize(
+    "number, value",
+    [
+        (b"1.7976931348623157e308", 1.7976931348623157e308),
+        (b"-1.7976931348623157e308", -1.7976931348623157e308),
+        (b"5e-324", 5e-324),
+        (b"1e-400", 0.0),  # below the smallest double: zero, as in any JSON reader
+        (b"18446744073709551615", 2**64 - 1),
+        (b"-9223372036854775808", -(2**63)),
+        (b"18446744073709551616", 1.8446744073709552e19),  # beyond 64 bits: a double
+        (b"-0.0", -0.0),
+    ],
+)
+def test_property_numbers_a_double_or_64_bit_integer_holds_are_queued_as_sent(
+    number: bytes, value: float
+) -> None:
+    event = parse_event(event_body_with_property(number), NOW_MS)
+    assert event.event_properties["n"] == value
+    assert type(event.event_properties["n"]) is type(value)
+    assert orjson.loads(orjson.dumps(event.event_properties))["n"] == value  # the envelope's JSON
+
+
+# --- event_id and key case ----------------------------------------------------------------
+
+
+def test_event_id_is_an_optional_uuid_kept_lower_cased() -> None:
+    event = parse_event(orjson.dumps({**EVENT, "event_id": "0B5F3A2C-1D4E-4F6A-8B7C-9D0E1F2A3B4C"}), NOW_MS)
+    assert event.event_id == "0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"
+    assert parse_event(orjson.dumps({**EVENT, "event_id": None}), NOW_MS).event_id is None
+    assert parse_event(orjson.dumps(EVENT), NOW_MS).event_id is None
+    for wrong in ("nope", 7, ["0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"]):
+        assert refusal(event_id=wrong) == "Bad request body: event_id must be a UUID"
+    assert refusal(event_id="nope", url="nope") == "url must be an absolute http or https URL"
+
+
+@pytest.mark.parametrize("name_key, properties_key", [("NAME", "PROPERTIES"), ("Name", "Properties"), ("nAmE", "propertieſ")])
+def test_name_properties_and_event_id_match_in_any_case_and_property_keys_stay_as_sent(
+    name_key: str, properties_key: str
+) -> None:
+    body = {**BODY, name_key: " add_to_cart ", properties_key: {"SKU": "a-1", "sku": "b-2"},
+            "Event_ID": "0B5F3A2C-1D4E-4F6A-8B7C-9D0E1F2A3B4C"}
+    event = parse_event(orjson.dumps(body), NOW_MS)
+    assert (event.event_name, event.event_properties) == ("add_to_cart", {"SKU": "a-1", "sku": "b-2"})
+    assert event.event_id == "0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"
+
+
+def test_a_later_name_key_in_another_case_overwrites_the_earlier_one() -> None:
+    body = orjson.dumps(BODY)[:-1] + b', "name": "first", "NAME": "second", "properties": {"a": 1}, "Properties": null}'
+    event = parse_event(body, NOW_MS)
+    assert (event.event_name, event.event_properties) == ("second", {})

@@ -11,9 +11,19 @@ import pytest
 from ingest_api.errors import BadRequest
 from ingest_api.events import parse_event
 from ingest_api.intake import queued
-from ingest_api.validation import MAX_BODY_BYTES, parse_pageview
+from ingest_api.validation import (
+    EARLIEST_TIMESTAMP_MS,
+    LATEST_TIMESTAMP_MS,
+    MAX_BODY_BYTES,
+    MAX_DIMENSION,
+    MIN_DIMENSION,
+    go_folded,
+    parse_pageview,
+)
+from shared import storable
 from shared.control.sites import Site
 from shared.envelope import Envelope
+from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS
 
 NOW_MS = int(time.time() * 1000)
 VALID: dict[str, Any] = {
@@ -235,6 +245,145 @@ def test_timestamps_up_to_24_hours_ahead_are_accepted_and_later_ones_refused() -
     assert parse(timestamp=iso(limit_ms)).timestamp_ms == limit_ms
     assert refusal(timestamp=iso(limit_ms + 1)) == "timestamp must not be more than 24 hours in the future"
     assert parse(timestamp="2001-01-01T00:00:00Z").timestamp_ms == 978307200000  # replay of old data
+
+
+STORABLE_TIMES = "timestamp must be from 1970-01-01T00:00:00.000Z to 2106-02-07T06:28:15.999Z"
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "1969-12-31T23:59:59.999Z",
+        "1969-07-20T20:17:40Z",
+        "1970-01-01T00:59:59.999+01:00",  # 1969-12-31T23:59:59.999Z
+        "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        "0001-01-01T00:00:00Z",
+        "1900-01-01T00:00:00Z",  # DateTime64 holds it, DateTime and Date do not
+    ],
+)
+def test_times_before_1970_utc_are_refused_naming_the_storable_range(timestamp: str) -> None:
+    assert refusal(timestamp=timestamp) == STORABLE_TIMES
+
+
+@pytest.mark.parametrize(
+    "timestamp, expected_ms",
+    [
+        ("1970-01-01T00:00:00Z", 0),
+        ("1970-01-01T01:00:00+01:00", 0),
+        ("1969-12-31T23:00:00.001-01:00", 1),
+    ],
+)
+def test_the_first_storable_millisecond_is_accepted_in_any_offset(timestamp: str, expected_ms: int) -> None:
+    assert parse(timestamp=timestamp).timestamp_ms == expected_ms
+
+
+def test_times_after_2106_are_refused_even_when_the_clock_would_allow_them() -> None:
+    # Only a clock beyond 2106 could let such a time pass the 24-hour rule: the store's
+    # DateTime (seconds in a UInt32) would wrap it.
+    far_future_ms = 253_402_300_800_000 + 2 * 86_400_000  # 10000-01-02: past any RFC 3339 time
+    last = parse_pageview(orjson.dumps({**VALID, "timestamp": "2106-02-07T06:28:15.999Z"}), far_future_ms)
+    assert last.timestamp_ms == LATEST_TIMESTAMP_MS
+    for timestamp in ("2106-02-07T06:28:16Z", "2149-06-06T00:00:00Z", "9999-12-31T23:59:59-01:00"):
+        with pytest.raises(BadRequest, match=f"^{STORABLE_TIMES}$"):
+            parse_pageview(orjson.dumps({**VALID, "timestamp": timestamp}), far_future_ms)
+
+
+def test_the_api_bounds_are_the_ranges_of_the_column_types_the_schema_declares() -> None:
+    """The bounds come from shared.storable; the columns they guard must have the types it names."""
+    columns = {(table.name, column.name): column.type for table in (PAGEVIEWS, EVENTS, DROP_COUNTS) for column in table.columns}
+    for table in ("pageviews", "events"):
+        assert columns[(table, "timestamp")] in storable.TIMESTAMP_COLUMN_TYPES
+        for size in ("screen_width", "screen_height", "viewport_width", "viewport_height"):
+            assert columns[(table, size)] == storable.DIMENSION_COLUMN_TYPE
+    assert columns[("drop_counts", "minute")] in storable.TIMESTAMP_COLUMN_TYPES
+    assert (EARLIEST_TIMESTAMP_MS, LATEST_TIMESTAMP_MS) == storable.TIMESTAMP_RANGE_MS == (0, 2**32 * 1000 - 1)
+    low, high = storable.INTEGER_RANGES[storable.DIMENSION_COLUMN_TYPE]
+    assert low == MIN_DIMENSION <= MAX_DIMENSION <= high
+
+
+# --- keys: matched as Go's encoding/json matches them (HitKeep) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"url": "URL", "timestamp": "TIMESTAMP", "visitor_ip": "VISITOR_IP", "user_agent": "USER_AGENT"},
+        {"url": "Url", "timestamp": "TimeStamp", "visitor_ip": "Visitor_IP", "user_agent": "User_Agent"},
+        {"url": "uRL", "timestamp": "timestamp", "visitor_ip": "vIsItOr_Ip", "user_agent": "user_agent"},
+        # LATIN SMALL LETTER LONG S folds onto s in Go.
+        {"url": "url", "timestamp": "timeſtamp", "visitor_ip": "viſitor_ip", "user_agent": "uſer_agent"},
+    ],
+)
+def test_keys_in_another_case_fill_their_fields(keys: dict[str, str]) -> None:
+    body = {keys[name]: value for name, value in VALID.items()}
+    extras = {"Page_ID": "2489E9AD-2EE2-4E00-8EC9-32D5F69181C0", "SCREEN_WIDTH": 1920, "Referrer": "https://r.example/",
+              "LANGUAGE": "en", "DNT": False, "Session_Id": "5b0c9f3e-0d8f-4e5a-9c1e-2f3a4b5c6d7e"}
+    pageview = parse_pageview(orjson.dumps({**body, **extras}), NOW_MS)
+    assert (pageview.url, pageview.timestamp_ms, pageview.visitor_ip, pageview.user_agent) == (
+        VALID["url"], 1776254400000, VALID["visitor_ip"], VALID["user_agent"])
+    assert (pageview.page_id, pageview.session_id) == (
+        "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0", "5b0c9f3e-0d8f-4e5a-9c1e-2f3a4b5c6d7e")
+    assert (pageview.dimensions["screen_width"], pageview.referrer, pageview.language) == (1920, "https://r.example/", "en")
+
+
+@pytest.mark.parametrize(
+    "body, url",
+    [
+        # A later key for the same field overwrites an earlier one, exact or folded.
+        (b'{"url": "https://example.com/a", "URL": "https://example.com/b"}', "https://example.com/b"),
+        (b'{"URL": "https://example.com/b", "url": "https://example.com/a"}', "https://example.com/a"),
+        (b'{"Url": "https://example.com/a", "uRl": "https://example.com/b", "URL": "https://example.com/c"}',
+         "https://example.com/c"),
+        (b'{"url": "https://example.com/a", "url": "https://example.com/b"}', "https://example.com/b"),
+        # A repeated exact key after a folded one: the last occurrence still wins.
+        (b'{"url": "https://example.com/a", "URL": "https://example.com/b", "url": "https://example.com/c"}',
+         "https://example.com/c"),
+        (b'{"URL": "https://example.com/a", "url": "https://example.com/b", "URL": "https://example.com/c"}',
+         "https://example.com/c"),
+        # An escaped key is the key it spells.
+        (rb'{"\u0055RL": "https://example.com/b"}', "https://example.com/b"),
+    ],
+)
+def test_a_field_given_twice_takes_the_last_value_in_the_document(body: bytes, url: str) -> None:
+    rest = orjson.dumps({name: value for name, value in VALID.items() if name != "url"})
+    assert parse_pageview(body[:-1] + b", " + rest[1:], NOW_MS).url == url
+
+
+def test_a_later_null_for_the_same_field_leaves_it_absent() -> None:
+    body = orjson.dumps({**VALID, "URL": None})
+    with pytest.raises(BadRequest, match="^url must be an absolute http or https URL$"):
+        parse_pageview(body, NOW_MS)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "v\u0131sitor_ip",  # dotless i: folds only to itself in Go
+        "v\u0130sitor_ip",  # dotted capital I: likewise
+        "visitor-ip",
+        "visitorip",
+        " visitor_ip",
+        "visitor_ip\u0000",
+    ],
+)
+def test_keys_that_only_resemble_a_field_are_ignored(key: str) -> None:
+    body = {name: value for name, value in VALID.items() if name != "visitor_ip"}
+    with pytest.raises(BadRequest, match="^visitor_ip must be a valid IP address$"):
+        parse_pageview(orjson.dumps({**body, key: "203.0.113.7"}), NOW_MS)
+
+
+def test_a_folded_key_of_the_wrong_type_is_refused_under_the_field_name() -> None:
+    assert refusal(SCREEN_WIDTH="1920") == "Bad request body: screen_width must be an integer"
+    assert refusal(Page_Id="nope") == "Bad request body: page_id must be a UUID"
+
+
+@pytest.mark.parametrize(
+    "key, folded",
+    [("URL", "url"), ("Visitor_IP", "visitor_ip"), ("\u212aind", "kind"), ("\u017fite", "site"),
+     ("\u0130d", "\u0130d"), ("\u0131d", "\u0131d"), ("STRASSE", "strasse"), ("stra\u00dfe", "stra\u00dfe")],
+)
+def test_go_case_folding_reaches_ascii_only_from_ascii_kelvin_and_long_s(key: str, folded: str) -> None:
+    assert go_folded(key) == folded
 
 
 # --- visitor_ip -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import json
 
 import ipaddress
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -50,11 +50,23 @@ def test_any_bytes_are_a_pageview_or_a_bad_request(body: bytes) -> None:
         assert refusal.status == 400
 
 
-@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)))
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)))
 def test_rfc3339_agrees_with_the_standard_library(moment: datetime) -> None:
-    text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     expected_ms = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-    assert parse(timestamp=text).timestamp_ms == expected_ms  # type: ignore[attr-defined]
+    assert parse(timestamp=rfc3339(moment)).timestamp_ms == expected_ms  # type: ignore[attr-defined]
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(1969, 12, 31, 23, 59, 59, 999_999),
+                    timezones=st.just(UTC)),
+       st.integers(-23 * 60 - 59, 23 * 60 + 59))
+def test_every_time_before_1970_utc_is_refused_in_any_offset(moment: datetime, offset_minutes: int) -> None:
+    local = moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    with pytest.raises(BadRequest, match="^timestamp must be from 1970-01-01T00:00:00.000Z to "):
+        parse(timestamp=rfc3339(local))
 
 
 @given(hostile_text)
