@@ -94,7 +94,7 @@ class Intake:
 
 
 def queued(pageview: Pageview, site: Site, received_ms: int) -> Queued:
-    """The envelope to hand off, guarded by a seen key when the client chose its page_id.
+    """The envelope to hand off, guarded by its seen key (``seen_key``).
 
     The bytes are what ``Envelope.to_json`` writes (same keys, same order; readers decode them
     with ``Envelope.from_json``), encoded from a dict: building the dataclass first cost
@@ -120,6 +120,23 @@ def queued(pageview: Pageview, site: Site, received_ms: int) -> Queued:
             "v": ENVELOPE_VERSION,
         }
     )
+    return Queued(envelope, seen_key(pageview, site))
+
+
+def seen_key(pageview: Pageview, site: Site) -> str:
+    """The key that makes a retry of this item recognisable (shared.keys.SEEN), or "" when
+    the client chose nothing that identifies it (generated ids cannot repeat).
+
+    Two requests are the same item when, on the same site, both are pageviews with the same
+    page_id, or both are events with the same event_id, or both are events without event_id
+    with the same page_id and the same (trimmed) name. Nothing else is compared."""
+    if pageview.event_name is None:
+        if pageview.page_id is None:
+            return ""
+        return keys.SEEN.format(kind="pageview", site_id=site.id, item=pageview.page_id)
+    if pageview.event_id is not None:
+        return keys.SEEN.format(kind="event-id", site_id=site.id, item=pageview.event_id)
     if pageview.page_id is None:
-        return Queued(envelope)
-    return Queued(envelope, keys.SEEN.format(kind=kind, site_id=site.id, page_id=pageview.page_id))
+        return ""
+    name_hash = hashlib.sha256(pageview.event_name.encode()).hexdigest()
+    return keys.SEEN.format(kind="event", site_id=site.id, item=f"{pageview.page_id}:{name_hash}")

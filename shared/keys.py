@@ -18,9 +18,11 @@ DEAD_LETTERS = f"{PREFIX}:dead-letters"
 DISPATCH_LOCK = f"{PREFIX}:dispatch-lock"
 
 # --- idempotent client retries (string keys, EX HITSTREAM_IDEMPOTENCY_WINDOW) -------------
-# "1": a page_id the client chose was already queued. Per kind: an event may carry the
-# page_id of the pageview it happened on.
-SEEN = f"{PREFIX}:seen:{{kind}}:{{site_id}}:{{page_id}}"
+# "1": an item the client identified was already queued (ingest_api.intake.seen_key): kind
+# "pageview", item <page_id>; kind "event-id", item <event_id>; kind "event", item
+# <page_id>:<SHA-256 hex of the event name> (the pageview and each named event on a page
+# are distinct items; keys hold no client text beyond UUIDs).
+SEEN = f"{PREFIX}:seen:{{kind}}:{{site_id}}:{{item}}"
 # A batch's JSON answer under its Idempotency-Key (SHA-256 hex: keys hold no client text).
 BATCH_ANSWER = f"{PREFIX}:idem:{{token_id}}:{{key_hash}}"
 

@@ -1,13 +1,17 @@
-"""Client retries with the same page_id (in-process, the suite's real Redis): answered 202,
-queued once within the window, and never marked as seen by a request that was refused."""
+"""Client retries (in-process, the suite's real Redis): what makes two requests the same item
+(a pageview's page_id; an event's event_id, else its page_id and name; per site), answered
+202 and queued once within the window, and never marked as seen by a refused request."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.testclient import TestClient
 
 from shared import keys
+from shared.control.grants import grant
+from shared.control.sites import add_site
 from tests.test_api_endpoint import BODY, World, api, client_for, post, world  # noqa: F401
 
 PAGE_ID = "2489e9ad-2ee2-8e00-8ec9-32d5f69181c0"
@@ -37,19 +41,76 @@ def test_generated_page_ids_need_no_seen_key(api: TestClient, world: World) -> N
     assert world.redis.keys("hitstream:seen:*") == []
 
 
-def test_an_event_may_carry_the_page_id_of_its_pageview(
+def post_event(api: TestClient, world: World, body: dict[str, Any]) -> int:
+    headers = {"Authorization": f"Bearer {world.secret}"}
+    return api.post("/api/ingest/server/event", json=body, headers=headers).status_code
+
+
+def queued_items(world: World) -> list[tuple[str, str | None, str]]:
+    return [(envelope.kind, envelope.event_name, envelope.page_id) for envelope in world.queued()]
+
+
+def test_a_pageview_and_the_events_sharing_its_page_id_are_each_queued_once(
     api: TestClient, world: World
 ) -> None:
-    headers = {"Authorization": f"Bearer {world.secret}"}
-    assert post(api, world.secret, RETRIED).status_code == 202
+    for _ in range(3):  # the first round, then two retries of every request
+        assert post(api, world.secret, RETRIED).status_code == 202
+        for name in ("add_to_cart", "checkout", "purchase"):
+            assert post_event(api, world, {**RETRIED, "name": name}) == 202
+    assert queued_items(world) == [
+        ("pageview", None, PAGE_ID),
+        ("event", "add_to_cart", PAGE_ID),
+        ("event", "checkout", PAGE_ID),
+        ("event", "purchase", PAGE_ID),
+    ]
+    assert len(world.redis.keys("hitstream:seen:*")) == 4
+
+
+def test_an_event_name_is_compared_trimmed_and_case_sensitive(api: TestClient, world: World) -> None:
+    for name in ("signup", " signup ", "signup\t", "Signup", "SIGNUP", "Signup"):
+        assert post_event(api, world, {**RETRIED, "name": name}) == 202
+    assert [name for _, name, _ in queued_items(world)] == ["signup", "Signup", "SIGNUP"]
+
+
+def test_event_ids_tell_apart_events_of_one_name_on_one_page(api: TestClient, world: World) -> None:
+    first, second = "0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c", "7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+    for event_id in (first, second, first, second.upper()):
+        assert post_event(api, world, {**RETRIED, "name": "add_to_cart", "event_id": event_id}) == 202
+    # The event_id alone identifies the event: another name or page under it is a retry.
+    assert post_event(api, world, {**BODY, "name": "checkout", "event_id": first}) == 202
+    # Without event_id the page_id and name decide, whatever was sent with an event_id.
+    assert post_event(api, world, {**RETRIED, "name": "add_to_cart"}) == 202
+    assert post_event(api, world, {**RETRIED, "name": "add_to_cart"}) == 202
+    assert queued_items(world) == [("event", "add_to_cart", PAGE_ID)] * 3
+
+
+def test_items_without_a_client_chosen_id_are_all_queued(api: TestClient, world: World) -> None:
     for _ in range(2):
-        event = api.post(
-            "/api/ingest/server/event",
-            json={**RETRIED, "name": "signup"},
-            headers=headers,
-        )
-        assert event.status_code == 202
-    assert [envelope.kind for envelope in world.queued()] == ["pageview", "event"]
+        assert post(api, world.secret).status_code == 202
+        assert post_event(api, world, {**BODY, "name": "signup"}) == 202
+    assert [kind for kind, _, _ in queued_items(world)] == ["pageview", "event"] * 2
+    assert world.redis.keys("hitstream:seen:*") == []
+
+
+def test_the_same_ids_on_another_site_are_other_items(api: TestClient, world: World) -> None:
+    other = add_site(world.redis, "example.org")
+    grant(world.redis, world.token.id, other.id, "owner")
+    elsewhere = {**RETRIED, "url": "https://example.org/pricing"}
+    event_id = "0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"
+    for body in (RETRIED, elsewhere):
+        assert post(api, world.secret, body).status_code == 202
+        assert post_event(api, world, {**body, "name": "signup"}) == 202
+        assert post_event(api, world, {**body, "name": "click", "event_id": event_id}) == 202
+    assert [envelope.site_id for envelope in world.queued()] == [world.site.id] * 3 + [other.id] * 3
+
+
+def test_a_retry_whose_keys_differ_in_case_is_still_a_retry(api: TestClient, world: World) -> None:
+    assert post(api, world.secret, RETRIED).status_code == 202
+    shouted = {name.upper(): value for name, value in RETRIED.items()}
+    assert post(api, world.secret, {**shouted, "PAGE_ID": PAGE_ID.upper()}).status_code == 202
+    assert post_event(api, world, {**RETRIED, "name": "signup"}) == 202
+    assert post_event(api, world, {**shouted, "Name": "signup"}) == 202
+    assert queued_items(world) == [("pageview", None, PAGE_ID), ("event", "signup", PAGE_ID)]
 
 
 def test_a_page_id_twice_in_one_batch_is_queued_once(
