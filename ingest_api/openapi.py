@@ -13,6 +13,7 @@ from ingest_api.events import (
     MAX_NAME_CHARS,
     MAX_PROPERTIES,
     MAX_PROPERTY_KEY_CHARS,
+    MAX_PROPERTY_NUMBER,
     MAX_PROPERTY_VALUE_CHARS,
 )
 from ingest_api.front import MAX_HEADER_BYTES
@@ -23,6 +24,8 @@ from ingest_api.validation import (
     MAX_REFERRER_CHARS,
     MAX_URL_CHARS,
     MAX_USER_AGENT_CHARS,
+    MIN_DIMENSION,
+    UNSTORABLE_TIMESTAMP,
 )
 
 PAGEVIEW_PATH = "/api/ingest/server/pageview"
@@ -35,16 +38,23 @@ _UUID = {
     "description": "Optional UUID (8-4-4-4-12 hex, any case); generated when absent or null. "
     f"Anything else answers 400 `{errors.BAD_BODY}`.",
 }
+_WINDOW = "within the idempotency window (HITSTREAM_IDEMPOTENCY_WINDOW, default 24 h)"
 _PAGE_ID = {
     **_UUID,
     "description": _UUID["description"]
-    + " A page_id sent again within the idempotency window "
-    "(HITSTREAM_IDEMPOTENCY_WINDOW, default 24 h) is answered 202 and stored once.",
+    + f" A pageview with a page_id sent again {_WINDOW} is answered 202 and stored once.",
 }
-_DIMENSION = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_DIMENSION}
+_DIMENSION = {"type": ["integer", "null"], "minimum": MIN_DIMENSION, "maximum": MAX_DIMENSION}
+# Keys, as HitKeep's Go decoder reads them; said once for every body schema.
+_KEYS = (
+    "Keys match fields as Go's encoding/json (HitKeep) matches them: an exact name, else the "
+    "same name in another case (`URL`, `Visitor_IP`); when several keys name one field, the "
+    "last in the document wins (null included). Unknown keys are ignored."
+)
 
 _PAGEVIEW = {
     "type": "object",
+    "description": _KEYS,
     "required": ["url", "timestamp", "visitor_ip", "user_agent"],
     "properties": {
         "url": {
@@ -59,7 +69,8 @@ _PAGEVIEW = {
             "type": "string",
             "format": "date-time",
             "description": "RFC 3339 (`T`, seconds, optional fraction, `Z` or `±HH:MM`); at "
-            "most 24 hours in the future. Past times are accepted (replay).",
+            "most 24 hours in the future. Past times are accepted (replay) back to the epoch, "
+            f"the earliest the store holds: otherwise 400 `{UNSTORABLE_TIMESTAMP}`.",
         },
         "visitor_ip": {
             "type": "string",
@@ -101,9 +112,23 @@ _PAGEVIEW = {
 
 _EVENT = {
     "type": "object",
+    "description": _KEYS + " Keys inside `properties` are data, kept as sent.",
     "required": [*_PAGEVIEW["required"], "name"],
     "properties": {
         **_PAGEVIEW["properties"],
+        "page_id": {
+            **_UUID,
+            "description": "The page the event happened on: the page_id of its pageview, if "
+            "the client chose one. " + _UUID["description"],
+        },
+        "event_id": {
+            **_UUID,
+            "description": "Optional UUID naming this event (used to recognise retries, not "
+            "stored). Two events are the same when both carry the same event_id, or, without "
+            "event_id, the same page_id and the same trimmed name; the same event sent again "
+            f"{_WINDOW} is answered 202 and stored once. Send event_id when one page can have "
+            "several events of one name.",
+        },
         "name": {
             "type": "string",
             "minLength": 1,
@@ -117,12 +142,13 @@ _EVENT = {
             "additionalProperties": {
                 "anyOf": [
                     {"type": "string", "maxLength": MAX_PROPERTY_VALUE_CHARS},
-                    {"type": "number"},
+                    {"type": "number", "minimum": -MAX_PROPERTY_NUMBER, "maximum": MAX_PROPERTY_NUMBER},
                     {"type": "boolean"},
                 ]
             },
             "description": "Flat; stored as a Map(String, String) (booleans as true/false, numbers "
-            "as their JSON text).",
+            "as their JSON text). Numbers must fit a double; integers beyond 64 bits are read "
+            "as doubles.",
         },
     },
     "example": {
@@ -287,7 +313,9 @@ DOCUMENT: dict[str, Any] = {
         "title": "hitstream ingest API",
         "version": "1",
         "description": "HitKeep-compatible ingest of trusted server-side pageviews. A 202 means "
-        "the pageview is durably queued; enrichment and storage happen asynchronously.",
+        "the pageview is durably queued; enrichment and storage happen asynchronously. Every "
+        'error answer on every path is JSON `{"message": ...}`, including 404 for an unknown '
+        "path, 405 for another method (with `Allow`) and 500.",
     },
     "paths": {
         PAGEVIEW_PATH: {
@@ -386,7 +414,7 @@ DOCUMENT: dict[str, Any] = {
                 "security": [],
                 "responses": {
                     "200": _text("Ready.", "text/plain"),
-                    "503": _text("Redis does not answer.", "text/plain"),
+                    "503": _error("Redis does not answer.", errors.REDIS_NOT_READY),
                 },
             }
         },

@@ -55,9 +55,12 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-_UNSTORABLE_TIMESTAMP = errors.time_out_of_range(
+UNSTORABLE_TIMESTAMP = errors.time_out_of_range(
     "timestamp",
-    *((_EPOCH + ms * _MILLISECOND).isoformat(timespec="milliseconds").replace("+00:00", "Z") for ms in TIMESTAMP_RANGE_MS),
+    *(
+        (_EPOCH + ms * _MILLISECOND).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for ms in TIMESTAMP_RANGE_MS
+    ),
 )
 _IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 # The only characters outside ASCII that Go's case folding (unicode.SimpleFold orbits) maps
@@ -291,7 +294,7 @@ def _timestamp(value: str | None, now_ms: int) -> int:
     if timestamp_ms > now_ms + MAX_FUTURE_MS:
         raise BadRequest(errors.FUTURE_TIMESTAMP)
     if not EARLIEST_TIMESTAMP_MS <= timestamp_ms <= LATEST_TIMESTAMP_MS:
-        raise BadRequest(_UNSTORABLE_TIMESTAMP)
+        raise BadRequest(UNSTORABLE_TIMESTAMP)
     return timestamp_ms
 
 

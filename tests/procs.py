@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -189,3 +190,20 @@ def stored_pages(store: Path) -> tuple[Counter[str], dict[str, int]]:
     output = subprocess.run([sys.executable, "-c", _READ_STORE, str(store)], capture_output=True, check=True, text=True)
     result = json.loads(output.stdout.strip().splitlines()[-1])
     return Counter(result["pages"]), result["drops"]
+
+
+# Runs in a child process: prints the rows of one query as JSON (UUIDs and times as text).
+_QUERY_STORE = """
+import json, sys
+import clickhouse_connect
+client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+print(json.dumps(client.query(sys.argv[2]).result_rows, default=str))
+"""
+
+
+def query_store(store: Path, sql: str) -> list[list[Any]]:
+    """The rows ``sql`` reads from a chdb store whose worker has stopped."""
+    output = subprocess.run(
+        [sys.executable, "-c", _QUERY_STORE, str(store), sql], capture_output=True, check=True, text=True
+    )
+    return json.loads(output.stdout.strip().splitlines()[-1])

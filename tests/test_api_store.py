@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,26 +17,12 @@ import redis
 from shared import keys
 from shared.redis_server import RedisServer
 from tests.conftest import free_port
-from tests.procs import Processes, processes, stored_pages, wait_until  # noqa: F401
+from tests.procs import Processes, processes, query_store, stored_pages, wait_until  # noqa: F401
 from tests.traffic import ingest_token, pageview
-
-READ_EVENTS = """
-import json, sys
-import clickhouse_connect
-client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
-rows = client.query("SELECT toString(page_id), name, properties FROM events ORDER BY name").result_rows
-print(json.dumps([[page_id, name, dict(properties)] for page_id, name, properties in rows]))
-"""
 
 
 def stored_events(store: Path) -> list[list[object]]:
-    output = subprocess.run(
-        [sys.executable, "-c", READ_EVENTS, str(store)],
-        capture_output=True,
-        check=True,
-        text=True,
-    )
-    return json.loads(output.stdout.strip().splitlines()[-1])
+    return query_store(store, "SELECT toString(page_id), name, properties FROM events ORDER BY name")
 
 
 def drain(

@@ -236,3 +236,45 @@ def stored_user_agents(store: Path, page_ids: list[str]) -> list[str]:
     output = subprocess.run([sys.executable, "-c", _READ_USER_AGENTS, str(store), orjson.dumps(page_ids).decode()],
                             capture_output=True, check=True, text=True)
     return orjson.loads(output.stdout.strip().splitlines()[-1])
+
+
+_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
+@pytest.mark.parametrize(
+    "request_line, headers, status, text",
+    [
+        (b"GET /nope HTTP/1.1", b"", 404, "Not Found"),
+        (b"GET /%ff%00%2e%2e/healthz HTTP/1.1", b"", 404, "Not Found"),
+        (b"OPTIONS * HTTP/1.1", b"", 404, "Not Found"),
+        (b"GET http://localhost/nope?x=%zz HTTP/1.1", b"", 404, "Not Found"),
+        (b"GET /nope HTTP/1.0", b"", 404, "Not Found"),
+        (b"GET /chat HTTP/1.1", _UPGRADE, 404, "Not Found"),  # a WebSocket handshake
+        (b"GET /healthz HTTP/1.1", _UPGRADE, 200, None),
+        (b"POST /healthz HTTP/1.1", b"Content-Length: 2\r\n\r\n{}", 405, "Method Not Allowed"),
+        (b"GET " + PAGEVIEW_PATH.encode() + b" HTTP/1.1", b"", 405, "Method Not Allowed"),
+        (b"PUT /api/ingest/server/pageviews HTTP/1.0", b"Content-Length: 2\r\n\r\n[]", 405, "Method Not Allowed"),
+        (b"GET /api/ingest/server/event HTTP/1.1", _UPGRADE, 405, "Method Not Allowed"),
+    ],
+)
+def test_every_error_the_live_api_answers_is_json_with_a_message(
+    hostile: Hostile, request_line: bytes, headers: bytes, status: int, text: str | None
+) -> None:
+    head = request_line + b"\r\nHost: localhost\r\n" + headers
+    answered, body = hostile.exchange(head if b"\r\n\r\n" in head else head + b"\r\n")
+    assert answered == status
+    if text is not None:
+        assert orjson.loads(body) == {"message": text}
+
+
+def test_unstorable_values_are_refused_by_the_live_api(hostile: Hostile) -> None:
+    _, body = pageview(0)
+    values = orjson.loads(body)
+    status, answer = hostile.post_raw(orjson.dumps({**values, "timestamp": "1969-12-31T23:59:59Z"}))
+    assert (status, message(answer)) == (400, "timestamp must be from 1970-01-01T00:00:00.000Z to 2106-02-07T06:28:15.999Z")
+    event = orjson.dumps({**values, "name": "n"})[:-1] + b', "properties": {"price": 1e309}}'
+    status, answer = hostile.exchange(
+        f"POST /api/ingest/server/event HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {hostile.secret}\r\n"
+        f"Content-Length: {len(event)}\r\n\r\n".encode() + event
+    )
+    assert (status, message(answer)) == (400, "property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308")
