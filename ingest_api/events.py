@@ -45,9 +45,10 @@ def parse_event(body: bytes, now_ms: int) -> Pageview:
 def event_from(decoded: Any, now_ms: int) -> Pageview:
     values = fields_of(decoded, EVENT_FIELDS)
     pageview = pageview_of(values, now_ms)
+    event_id = values.get("event_id")
     return dataclasses.replace(
         pageview,
-        event_id=lower_uuid(values, "event_id"),
+        event_id=None if event_id is None else lower_uuid(event_id, "event_id"),
         event_name=_name(values.get("name")),
         event_properties=_properties(values.get("properties")),
     )

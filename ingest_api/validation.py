@@ -243,7 +243,9 @@ def _check_types(values: dict[str, Any]) -> None:
         if value is not None and type(value) is not str:
             raise BadRequest(errors.wrong_type(name, "a string"))
     for name in _UUID_FIELDS:
-        values[name] = lower_uuid(values, name)
+        value = values.get(name)
+        if value is not None:
+            values[name] = lower_uuid(value, name)
     for name in DIMENSION_FIELDS:
         value = values.get(name)
         if value is not None and type(value) is not int:  # bool is an int subtype, not an int
@@ -253,11 +255,8 @@ def _check_types(values: dict[str, Any]) -> None:
         raise BadRequest(errors.wrong_type("dnt", "a boolean"))
 
 
-def lower_uuid(values: dict[str, Any], name: str) -> str | None:
-    """The field's UUID in lower case, or None when absent or null."""
-    value = values.get(name)
-    if value is None:
-        return None
+def lower_uuid(value: Any, name: str) -> str:
+    """The UUID in lower case; BadRequest naming the field if ``value`` is not one."""
     if type(value) is not str or not _UUID.fullmatch(value):
         raise BadRequest(errors.wrong_type(name, "a UUID"))
     return value.lower()

@@ -11,6 +11,9 @@ from starlette.testclient import TestClient
 
 from ingest_api.errors import BadRequest
 from ingest_api.events import parse_event
+from ingest_api.intake import queued
+from shared.control.sites import Site
+from shared.envelope import Envelope
 from tests.test_api_endpoint import BODY, World, api, assert_error, world  # noqa: F401
 
 PATH = "/api/ingest/server/event"
@@ -218,7 +221,19 @@ def test_name_properties_and_event_id_match_in_any_case_and_property_keys_stay_a
     assert event.event_id == "0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"
 
 
-def test_a_later_name_key_in_another_case_overwrites_the_earlier_one() -> None:
-    body = orjson.dumps(BODY)[:-1] + b', "name": "first", "NAME": "second", "properties": {"a": 1}, "Properties": null}'
-    event = parse_event(body, NOW_MS)
-    assert (event.event_name, event.event_properties) == ("second", {})
+@pytest.mark.parametrize(
+    "keys, name, properties",
+    [
+        (b'"name": "first", "NAME": "second", "properties": {"a": 1}, "Properties": null', "second", {}),
+        (b'"properties": null, "NAME": "first", "name": "second", "Properties": {"a": 1, "a": 2}', "second", {"a": 2}),
+        (b'"name": "first", "Name": "second", "name": "third", "properties": {"A": 1, "a": 2}', "third", {"A": 1, "a": 2}),
+    ],
+)
+def test_a_later_key_for_name_or_properties_in_any_case_overwrites_the_earlier_one(
+    keys: bytes, name: str, properties: dict[str, Any]
+) -> None:
+    event = parse_event(orjson.dumps(BODY)[:-1] + b", " + keys + b"}", NOW_MS)
+    assert (event.event_name, event.event_properties) == (name, properties)
+    site = Site(id="6f0b7e0e-4d5c-4b7a-9a51-2f4f5b8f3c11", domain="example.com", created_at="2026-01-01T00:00:00Z")
+    queued_event = Envelope.from_json(queued(event, site, NOW_MS).envelope)
+    assert (queued_event.event_name, queued_event.event_properties) == (name, properties)
