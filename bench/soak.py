@@ -120,7 +120,8 @@ async def soak(minutes: float, work_dir: Path) -> None:
         await load
         elapsed = time.monotonic() - started
         end_rss = {name: rss_mb(pid) for name, pid in pids.items()}
-        seen_keys = sum(1 for _ in client.scan_iter(match=keys.SEEN.format(kind="*", site_id="*", item="*"), count=10_000))
+        seen_pattern = keys.SEEN.format(kind="*", site_id="*", item="*")
+        seen_keys = sum(1 for _ in client.scan_iter(match=seen_pattern, count=10_000))
         wait_until(lambda: client.xlen(keys.STREAM) == 0, 300, "the queue to drain", interval=0.5)
         worker.stop()
         pages, _ = stored_pages(work_dir / "store")

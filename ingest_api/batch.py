@@ -65,7 +65,9 @@ class BatchEndpoint:
                     pageview = pageview_from(item, received_ms)
                 except KeyOrderNeeded:
                     if in_document_order is None:
-                        in_document_order = batch_items(body, is_ndjson=is_ndjson, decode=decode_in_order)
+                        in_document_order = batch_items(
+                            body, is_ndjson=is_ndjson, decode=decode_in_order
+                        )
                     pageview = pageview_from(in_document_order[index], received_ms)
                 site = await self._intake.site(token, pageview)
             except ApiError as refusal:

@@ -34,7 +34,9 @@ MAX_PROPERTY_VALUE_CHARS = 1024
 # A number beyond a double (1e309) decodes as infinity, which JSON cannot carry: the envelope
 # would hold null and the worker would refuse it.
 MAX_PROPERTY_NUMBER = sys.float_info.max
-PROPERTY_NUMBER_RANGE = f"property numbers must be from {-MAX_PROPERTY_NUMBER!r} to {MAX_PROPERTY_NUMBER!r}"
+PROPERTY_NUMBER_RANGE = (
+    f"property numbers must be from {-MAX_PROPERTY_NUMBER!r} to {MAX_PROPERTY_NUMBER!r}"
+)
 
 
 def parse_event(body: bytes, now_ms: int) -> Pageview:

@@ -283,7 +283,8 @@ def _url(value: str | None) -> tuple[str, str]:
 def _timestamp(value: str | None, now_ms: int) -> int:
     """Milliseconds since the epoch. The pattern decides what is RFC 3339 (as strictly as Go);
     the standard library's C parser then reads it (3x faster than converting the fields here)
-    and refuses impossible dates, times and offsets."""
+    and refuses impossible dates, times and offsets. Then at most 24 h ahead, and within what
+    the store holds."""
     if not value or _RFC3339.fullmatch(value) is None:
         raise BadRequest(errors.BAD_TIMESTAMP)
     try:

@@ -210,7 +210,9 @@ def test_event_id_is_an_optional_uuid_kept_lower_cased() -> None:
     assert refusal(event_id="nope", url="nope") == "url must be an absolute http or https URL"
 
 
-@pytest.mark.parametrize("name_key, properties_key", [("NAME", "PROPERTIES"), ("Name", "Properties"), ("nAmE", "propertieſ")])
+@pytest.mark.parametrize(
+    "name_key, properties_key", [("NAME", "PROPERTIES"), ("Name", "Properties"), ("nAmE", "propertieſ")]
+)
 def test_name_properties_and_event_id_match_in_any_case_and_property_keys_stay_as_sent(
     name_key: str, properties_key: str
 ) -> None:

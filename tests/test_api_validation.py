@@ -290,7 +290,9 @@ def test_times_after_2106_are_refused_even_when_the_clock_would_allow_them() -> 
 
 def test_the_api_bounds_are_the_ranges_of_the_column_types_the_schema_declares() -> None:
     """The bounds come from shared.storable; the columns they guard must have the types it names."""
-    columns = {(table.name, column.name): column.type for table in (PAGEVIEWS, EVENTS, DROP_COUNTS) for column in table.columns}
+    columns = {
+        (table.name, column.name): column.type for table in (PAGEVIEWS, EVENTS, DROP_COUNTS) for column in table.columns
+    }
     for table in ("pageviews", "events"):
         assert columns[(table, "timestamp")] in storable.TIMESTAMP_COLUMN_TYPES
         for size in ("screen_width", "screen_height", "viewport_width", "viewport_height"):

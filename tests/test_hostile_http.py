@@ -238,7 +238,10 @@ def stored_user_agents(store: Path, page_ids: list[str]) -> list[str]:
     return orjson.loads(output.stdout.strip().splitlines()[-1])
 
 
-_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+_UPGRADE = (
+    b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -271,10 +274,14 @@ def test_unstorable_values_are_refused_by_the_live_api(hostile: Hostile) -> None
     _, body = pageview(0)
     values = orjson.loads(body)
     status, answer = hostile.post_raw(orjson.dumps({**values, "timestamp": "1969-12-31T23:59:59Z"}))
-    assert (status, message(answer)) == (400, "timestamp must be from 1970-01-01T00:00:00.000Z to 2106-02-07T06:28:15.999Z")
+    assert (status, message(answer)) == (
+        400, "timestamp must be from 1970-01-01T00:00:00.000Z to 2106-02-07T06:28:15.999Z"
+    )
     event = orjson.dumps({**values, "name": "n"})[:-1] + b', "properties": {"price": 1e309}}'
     status, answer = hostile.exchange(
         f"POST /api/ingest/server/event HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {hostile.secret}\r\n"
         f"Content-Length: {len(event)}\r\n\r\n".encode() + event
     )
-    assert (status, message(answer)) == (400, "property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308")
+    assert (status, message(answer)) == (
+        400, "property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308"
+    )
