@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from ingest_api.metrics import CONTENT_TYPE, Metrics
 from ingest_api.openapi import DOCUMENT
 from shared import keys
+from shared.redis_safety import safety_from_info
 
 _OPENAPI_JSON = orjson.dumps(DOCUMENT)
 
@@ -38,8 +39,14 @@ class Operations:
         try:
             async with asyncio.timeout(self._timeout):
                 self._metrics.queue_depth.set(await self._redis.xlen(keys.STREAM))
+                safety = safety_from_info(await self._redis.info("memory"), await self._redis.info("persistence"))
+            aof = float("nan") if safety.aof_enabled is None else float(safety.aof_enabled)
+            evicting = float("nan") if safety.maxmemory_policy is None else float(safety.evicts)
         except (TimeoutError, RedisError, OSError):
+            aof = evicting = float("nan")
             self._metrics.queue_depth.set(float("nan"))  # unknown, not "empty"
+        self._metrics.redis_aof_enabled.set(aof)
+        self._metrics.redis_evicting.set(evicting)
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
