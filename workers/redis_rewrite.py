@@ -71,8 +71,12 @@ class RewriteTrigger:
         seconds, microseconds = self.redis.time()
         now_ms = seconds * 1000 + microseconds // 1000
         state = self.redis.hgetall(keys.REWRITE_STATE)
-        last_processed = int(state.get(b"processed", 0))
-        last_ms = int(state.get(b"at_ms", 0))
+        if not state:
+            # The first check ever: the time bound starts now, every processed entry counts.
+            state = {b"processed": b"0", b"at_ms": str(now_ms).encode()}
+            self.redis.hset(keys.REWRITE_STATE, mapping=state)
+        last_processed = int(state[b"processed"])
+        last_ms = int(state[b"at_ms"])
         # A smaller count than last time: the stream was deleted and began again.
         since = processed - last_processed if processed >= last_processed else processed
         due = since >= self.after_entries or (since > 0 and now_ms - last_ms >= self.after_ms)
