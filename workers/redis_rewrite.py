@@ -12,8 +12,9 @@ rewrite, or ``HITSTREAM_REWRITE_AFTER_SECONDS`` after it when any was.
 entries are deleted, so Redis counts them itself and acknowledging costs nothing extra. The
 count and Redis time of the last rewrite live in ``keys.REWRITE_STATE``; ``keys.REWRITE_LOCK``
 (SET NX, one check interval) lets one worker at a time decide, so many workers trigger one
-rewrite. A rewrite already running (Redis's own) may predate the latest deletions, so the
-check is repeated until Redis takes a new one.
+rewrite. The time bound starts at the first check ever made against this Redis. A rewrite
+already running (Redis's own) may predate the latest deletions, so the check is repeated
+until Redis takes a new one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # How often each worker process checks (one SET NX; the winner reads XINFO STREAM and TIME).
 CHECK_SECONDS = 1.0
+# After a failed check (Redis away, or a managed Redis that refuses BGREWRITEAOF), wait this
+# much longer, so the log gets one warning a minute rather than one a second.
+FAILED_CHECK_PAUSE_SECONDS = 60.0
 
 
 class RewriteTrigger:
@@ -59,7 +63,8 @@ class RewriteTrigger:
             try:
                 self.check()
             except redis.RedisError as error:
-                log.warning("could not check whether Redis's files are due for a rewrite: %s", error)
+                log.warning("could not have Redis rewrite its files (visitor IPs stay in them meanwhile): %s", error)
+                self._stop.wait(FAILED_CHECK_PAUSE_SECONDS)
 
     def check(self) -> bool:
         """One check; True when this call asked Redis to rewrite its files."""
