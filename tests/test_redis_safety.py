@@ -164,3 +164,15 @@ def test_a_redis_that_hides_its_settings_is_warned_about_not_refused(
     metrics = api.metrics()
     assert "hitstream_redis_aof_enabled NaN" in metrics and "hitstream_redis_evicting NaN" in metrics
     assert "hitstream_queue_depth 0.0" in metrics, "the queue figure does not depend on INFO"
+
+
+@pytest.mark.parametrize("arguments", [["worker"], ["dead-letters", "list"], ["sites", "add", "example.com"],
+                                       ["tokens", "list"]])
+def test_a_redis_that_does_not_answer_is_one_line_not_a_traceback(
+    hitstream_env: dict[str, str], arguments: list[str]
+) -> None:
+    result = run({**hitstream_env, "HITSTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, *arguments)
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Redis does not answer" in lines[0] and "HITSTREAM_REDIS_URL" in lines[0], result.stderr

@@ -16,6 +16,7 @@ from rq import Queue, SimpleWorker
 from shared.config import load_settings
 from shared.queue_stats import BATCH_QUEUE, STORE_QUEUE, collect_queue_stats
 from shared.redis_safety import check_redis, inspect_redis
+from shared.urls import redacted
 from workers import dead_letters as dead_letter_store
 from workers import runtime
 from workers.dispatcher import Dispatcher
@@ -110,8 +111,14 @@ def _redis() -> redis.Redis:
 
 def _checked_redis() -> redis.Redis:
     """``_redis()`` after the start-up check: refuses an evicting Redis (shared.redis_safety)."""
+    settings = load_settings()
     client = _redis()
-    check_redis(client, load_settings())
+    try:
+        check_redis(client, settings)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise click.ClickException(
+            f"Redis does not answer at {redacted(settings.redis_url)} (set by HITSTREAM_REDIS_URL): {error}"
+        ) from None
     return client
 
 
