@@ -68,6 +68,7 @@ def test_every_process_kind_refuses_to_start_on_an_evicting_redis(
     assert_refused(run(env, "sites", "add", "example.com"), policy)
     assert_refused(run(env, "tokens", "list"), policy)
     assert_refused(run(env, "dead-letters", "list"), policy)
+    assert_refused(run(env, "up", "--port", str(free_port()), "--data-dir", str(tmp_path / "up")), policy)
     client = redis.Redis.from_url(server.url)
     assert client.hlen(keys.SITE_BY_DOMAIN) == 0, "a refused command must change nothing"
     assert not (tmp_path / "chdb").exists(), "a refused worker must not open the store"
