@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 
 import click
+import redis
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from shared.config import load_settings
+from shared.redis_safety import check_redis
+from shared.urls import redacted
 
 
 @click.command()
@@ -20,6 +23,14 @@ from shared.config import load_settings
 def api(host: str, port: int, workers: int) -> None:
     """Serve POST /api/ingest/server/pageview, /healthz, /readyz, /metrics, /api/openapi.json."""
     settings = load_settings()  # a bad HITSTREAM_* variable stops here, naming the variable
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        check_redis(client, settings)  # an evicting Redis stops here (shared.redis_safety)
+    except redis.RedisError as error:
+        # Not fatal: the API answers 503 until Redis answers, and /readyz says so.
+        click.echo(f"hitstream api: could not check Redis at {redacted(settings.redis_url)}: {error}", err=True)
+    finally:
+        client.close()
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["hitstream"] = {"handlers": ["default"], "level": settings.log_level}
     uvicorn.run(

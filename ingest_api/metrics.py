@@ -41,6 +41,17 @@ class Metrics:
             "Pageviews in the ingest stream (waiting or being processed), read at scrape time.",
             registry=self.registry,
         )
+        # Read at scrape time (shared.redis_safety): 1 or 0, NaN when Redis did not say.
+        self.redis_aof_enabled = Gauge(
+            "hitstream_redis_aof_enabled",
+            "1 when Redis writes an AOF; 0 means a Redis restart loses every queued pageview.",
+            registry=self.registry,
+        )
+        self.redis_evicting = Gauge(
+            "hitstream_redis_evicting",
+            "1 when Redis's maxmemory-policy evicts keys (tokens, sites, queued pageviews).",
+            registry=self.registry,
+        )
 
     def count_request(self, route: str, status: int) -> None:
         self._answered[route, status] += 1

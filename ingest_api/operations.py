@@ -16,6 +16,7 @@ from ingest_api.errors import error_body
 from ingest_api.metrics import CONTENT_TYPE, Metrics
 from ingest_api.openapi import DOCUMENT
 from shared import keys
+from shared.redis_safety import RedisSafety, safety_from_info
 
 _OPENAPI_JSON = orjson.dumps(DOCUMENT)
 
@@ -43,6 +44,14 @@ class Operations:
                 self._metrics.queue_depth.set(await self._redis.xlen(keys.STREAM))
         except (TimeoutError, RedisError, OSError):
             self._metrics.queue_depth.set(float("nan"))  # unknown, not "empty"
+        safety = RedisSafety(maxmemory_policy=None, aof_enabled=None)  # unknown unless Redis says
+        try:
+            async with asyncio.timeout(self._timeout):
+                safety = safety_from_info(await self._redis.info("memory"), await self._redis.info("persistence"))
+        except (TimeoutError, RedisError, OSError):
+            pass  # INFO disabled (managed Redis) or Redis away: both gauges read NaN
+        self._metrics.redis_aof_enabled.set(float("nan") if safety.aof_enabled is None else safety.aof_enabled)
+        self._metrics.redis_evicting.set(float("nan") if safety.maxmemory_policy is None else safety.evicts)
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:

@@ -43,6 +43,13 @@ class Settings:
     referrer_spam_file: Path | None = None
     idempotency_window_seconds: int = 86_400
     log_level: str = "INFO"
+    # Start even on a Redis whose maxmemory-policy evicts keys (shared.redis_safety).
+    allow_unsafe_redis: bool = False
+    # Workers have Redis rewrite its AOF (and RDB snapshot) once this many queued pageviews
+    # were processed, or this long after the last rewrite, so the visitor IPs of processed
+    # pageviews leave Redis's files (workers.redis_rewrite).
+    rewrite_after_entries: int = 1_000_000
+    rewrite_after_seconds: float = 3600.0
 
 
 def _text(value: str) -> str:
@@ -61,6 +68,13 @@ def _positive_int(value: str) -> int:
     if number <= 0:
         raise ValueError("must be a positive whole number")
     return number
+
+
+def _flag(value: str) -> bool:
+    words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if value.lower() not in words:
+        raise ValueError("must be 1, true, yes, 0, false or no")
+    return words[value.lower()]
 
 
 def _existing_file(value: str) -> Path:
@@ -112,6 +126,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_REFERRER_SPAM_FILE": ("referrer_spam_file", _existing_file),
     "HITSTREAM_IDEMPOTENCY_WINDOW": ("idempotency_window_seconds", _positive_int),
     "HITSTREAM_LOG_LEVEL": ("log_level", _log_level),
+    "HITSTREAM_ALLOW_UNSAFE_REDIS": ("allow_unsafe_redis", _flag),
+    "HITSTREAM_REWRITE_AFTER_ENTRIES": ("rewrite_after_entries", _positive_int),
+    "HITSTREAM_REWRITE_AFTER_SECONDS": ("rewrite_after_seconds", _positive_float),
 }
 
 

@@ -16,6 +16,11 @@ BATCH_LEASES = f"{PREFIX}:batches"
 DEAD_LETTERS = f"{PREFIX}:dead-letters"
 # String, SET NX PX: at most one worker's dispatcher enqueues batch jobs per tick.
 DISPATCH_LOCK = f"{PREFIX}:dispatch-lock"
+# Hash: processed (the stream's processed-entry count at the last rewrite of Redis's files
+# that workers asked for) and at_ms (Redis time of that rewrite). See workers.redis_rewrite.
+REWRITE_STATE = f"{PREFIX}:rewrite"
+# String, SET NX PX: at most one worker at a time decides whether Redis's files are rewritten.
+REWRITE_LOCK = f"{PREFIX}:rewrite-lock"
 
 # --- idempotent client retries (string keys, EX HITSTREAM_IDEMPOTENCY_WINDOW) -------------
 # "1": an item the client identified was already queued (ingest_api.intake.seen_key): kind

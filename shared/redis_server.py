@@ -41,10 +41,12 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
 class RedisServer:
     """A redis-server child process with AOF on (``appendfsync everysec``) in ``data_dir``."""
 
-    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1", extra: tuple[str, ...] = ()) -> None:
         self.host = host
         self.port = port
         self.data_dir = Path(data_dir)
+        # Further redis-server arguments; they come last, so a setting given here wins.
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,6 +63,7 @@ class RedisServer:
             "--appendfsync", "everysec",
             "--save", "",
             "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra,
         ]
 
     def start(self, wait_seconds: float = 10.0) -> None:

@@ -39,6 +39,7 @@ from shared.control.grants import Permission, Role, can, grant, role_on_site
 from shared.control.sites import Site, add_site, site_for_domain
 from shared.control.tokens import ApiToken, create_token, token_key
 from shared.queue_stats import STORE_QUEUE
+from shared.redis_safety import check_redis
 from shared.redis_server import RedisServer, local_port, redis_answers
 from shared.urls import redacted
 
@@ -256,6 +257,7 @@ def up(port: int, host: str, data_dir: Path) -> None:
     client = redis.Redis.from_url(settings.redis_url)  # connects on first use
     try:
         redis_server = start_redis(settings.redis_url, data_dir)
+        check_redis(client, settings)  # a Redis already running may evict (shared.redis_safety)
         # Migrations run in their own process, which closes the chdb store before the worker opens it.
         if subprocess.run([*HITSTREAM, "migrate"], env=env, start_new_session=True).returncode != 0:
             raise click.ClickException("migrations failed (see above)")

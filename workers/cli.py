@@ -15,9 +15,12 @@ from rq import Queue, SimpleWorker
 
 from shared.config import load_settings
 from shared.queue_stats import BATCH_QUEUE, STORE_QUEUE, collect_queue_stats
+from shared.redis_safety import check_redis, inspect_redis
+from shared.urls import redacted
 from workers import dead_letters as dead_letter_store
 from workers import runtime
 from workers.dispatcher import Dispatcher
+from workers.redis_rewrite import RewriteTrigger
 
 
 class BatchWorker(SimpleWorker):
@@ -49,13 +52,16 @@ def run_worker_process() -> None:
     runtime.pipeline()  # GeoIP readers, UA parser and spam lists loaded before the first claim
     batch_queue = Queue(BATCH_QUEUE, connection=client)
     dispatcher = Dispatcher(client, batch_queue, settings.batch_size)
+    rewrites = RewriteTrigger.from_settings(client, settings)
     # The store queue carries read queries (hitstream stats); with an embedded chdb store
     # this process is the only one that can answer them.
     worker = BatchWorker([batch_queue, Queue(STORE_QUEUE, connection=client)], connection=client)
     dispatcher.start()
+    rewrites.start()
     try:
         worker.work(logging_level=settings.log_level)
     finally:
+        rewrites.stop()
         dispatcher.stop()
 
 
@@ -81,6 +87,7 @@ def _run_processes(count: int) -> None:
               help="Worker processes to start on this host (http:// ClickHouse only).")
 def worker(processes: int) -> None:
     """Run RQ workers that move pageviews from the Redis stream into ClickHouse."""
+    _checked_redis().close()
     if processes > 1 and runtime.settings().clickhouse_url.startswith("chdb://"):
         raise click.UsageError(
             "HITSTREAM_CLICKHOUSE_URL is an embedded chdb:// store, which only one process can open: "
@@ -102,6 +109,19 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(load_settings().redis_url)
 
 
+def _checked_redis() -> redis.Redis:
+    """``_redis()`` after the start-up check: refuses an evicting Redis (shared.redis_safety)."""
+    settings = load_settings()
+    client = _redis()
+    try:
+        check_redis(client, settings)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise click.ClickException(
+            f"Redis does not answer at {redacted(settings.redis_url)} (set by HITSTREAM_REDIS_URL): {error}"
+        ) from None
+    return client
+
+
 def _ids(ids: tuple[str, ...], all_: bool) -> list[str] | None:
     if all_ == bool(ids):
         raise click.UsageError("give dead letter IDs or --all (not both)")
@@ -112,7 +132,7 @@ def _ids(ids: tuple[str, ...], all_: bool) -> list[str] | None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, envelope included.")
 def list_command(as_json: bool) -> None:
     """Dead letters, oldest first."""
-    letters = dead_letter_store.list_dead_letters(_redis())
+    letters = dead_letter_store.list_dead_letters(_checked_redis())
     for letter in letters:
         if as_json:
             click.echo(letter.to_json())
@@ -127,7 +147,7 @@ def list_command(as_json: bool) -> None:
 @click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
 def requeue(ids: tuple[str, ...], all_: bool) -> None:
     """Put dead letters back on the ingest stream (without their visitor IP)."""
-    requeued = dead_letter_store.requeue(_redis(), _ids(ids, all_))
+    requeued = dead_letter_store.requeue(_checked_redis(), _ids(ids, all_))
     click.echo(f"requeued {len(requeued)} dead letter(s)")
 
 
@@ -136,7 +156,7 @@ def requeue(ids: tuple[str, ...], all_: bool) -> None:
 @click.option("--all", "all_", is_flag=True, help="Delete every dead letter.")
 def purge(ids: tuple[str, ...], all_: bool) -> None:
     """Delete dead letters."""
-    deleted = dead_letter_store.purge(_redis(), _ids(ids, all_))
+    deleted = dead_letter_store.purge(_checked_redis(), _ids(ids, all_))
     click.echo(f"purged {deleted} dead letter(s)")
 
 
@@ -148,9 +168,13 @@ def _age(seconds: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def queue(as_json: bool) -> None:
     """Queue depth, claimed batches, oldest waiting pageview, workers, failures."""
-    stats = collect_queue_stats(_redis())
+    client = _redis()
+    stats = collect_queue_stats(client)
+    safety = inspect_redis(client)
     if as_json:
-        click.echo(orjson.dumps(dataclasses.asdict(stats), option=orjson.OPT_INDENT_2))
+        figures = {**dataclasses.asdict(stats), "redis": {**dataclasses.asdict(safety), "refusal": safety.refusal(),
+                                                          "warnings": safety.warnings()}}
+        click.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
         return
     click.echo(f"depth                {stats.depth}")
     click.echo(f"waiting              {stats.waiting}")
@@ -162,3 +186,11 @@ def queue(as_json: bool) -> None:
     click.echo(f"live workers         {stats.live_workers}")
     click.echo(f"failed jobs          {stats.failed_jobs}")
     click.echo(f"dead letters         {stats.dead_letters}")
+    click.echo(f"redis eviction       {safety.maxmemory_policy or 'unknown'}")
+    click.echo(f"redis AOF            {_on_off(safety.aof_enabled)}")
+    for problem in filter(None, [safety.refusal(), *safety.warnings()]):
+        click.echo(f"WARNING: {problem}")
+
+
+def _on_off(value: bool | None) -> str:
+    return "unknown" if value is None else ("on" if value else "OFF")

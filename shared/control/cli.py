@@ -15,6 +15,7 @@ import click
 import redis
 from redis import Redis
 
+from shared.cli import DOMAIN, ArgumentError
 from shared.config import load_settings
 from shared.control.changes import ControlError
 from shared.control.exclusions import (
@@ -22,6 +23,7 @@ from shared.control.exclusions import (
     ExclusionKind,
     add_exclusion,
     list_exclusions,
+    normalise_exclusion_value,
     remove_exclusion,
 )
 from shared.control.grants import Role, grant, grants_of
@@ -32,8 +34,9 @@ from shared.control.sites import (
     remove_site,
     site_for_domain,
 )
-from shared.control.tokens import ApiToken, create_token, list_tokens, revoke_token
+from shared.control.tokens import MAX_EXPIRES_IN_DAYS, ApiToken, create_token, list_tokens, revoke_token
 from shared.hosts import normalise_domain
+from shared.redis_safety import check_redis
 from shared.urls import redacted
 
 
@@ -43,9 +46,11 @@ class ControlGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         redis_url = ""
         try:
-            redis_url = load_settings().redis_url
+            settings = load_settings()
+            redis_url = settings.redis_url
             client = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
             ctx.call_on_close(client.close)
+            check_redis(client, settings)  # a token on an evicting Redis may vanish (401)
             ctx.obj = client
             return super().invoke(ctx)
         except (redis.ConnectionError, redis.TimeoutError) as error:
@@ -68,7 +73,7 @@ def sites() -> None:
 
 
 @sites.command("add")
-@click.argument("domain")
+@click.argument("domain", type=DOMAIN)
 @click.pass_obj
 def sites_add(client: Redis, domain: str) -> None:
     """Add a site for DOMAIN (a URL works too; www. and port are dropped)."""
@@ -85,7 +90,7 @@ def sites_list(client: Redis) -> None:
 
 
 @sites.command("remove")
-@click.argument("domain")
+@click.argument("domain", type=DOMAIN)
 @click.pass_obj
 def sites_remove(client: Redis, domain: str) -> None:
     """Remove the site for DOMAIN with its grants and site exclusions (stored pageviews stay)."""
@@ -102,11 +107,11 @@ def tokens() -> None:
 
 
 @tokens.command("create")
-@click.option("--site", "domain", required=True, help="Domain of the site to grant the role on.")
+@click.option("--site", "domain", type=DOMAIN, required=True, help="Domain of the site to grant the role on.")
 @click.option("--role", type=click.Choice([role.value for role in Role]), required=True,
               help="owner and admin may ingest pageviews; editor and viewer may not.")
 @click.option("--name", default=None, help="A label for operators (default: '<role> on <domain>').")
-@click.option("--expires-in", "expires_in_days", type=click.IntRange(min=1), default=None,
+@click.option("--expires-in", "expires_in_days", type=click.IntRange(1, MAX_EXPIRES_IN_DAYS), default=None,
               metavar="DAYS", help="Expire after DAYS days (default: never).")
 @click.pass_obj
 def tokens_create(
@@ -165,7 +170,7 @@ def exclusions() -> None:
 
 
 @exclusions.command("add")
-@click.option("--site", "domain", default=None, help="Apply to this site only.")
+@click.option("--site", "domain", type=DOMAIN, default=None, help="Apply to this site only.")
 @click.option("--instance", is_flag=True, help="Apply to every site.")
 @click.option("--cidr", default=None, metavar="NET", help="Visitor IP inside this network.")
 @click.option("--country", default=None, metavar="CC", help="Visitor country, ISO alpha-2.")
@@ -195,6 +200,10 @@ def exclusions_add(
     if len(given) != 1:
         raise click.UsageError("give exactly one of --cidr, --country, --user-agent or --path")
     [(kind, value)] = given
+    try:
+        value = normalise_exclusion_value(kind, value)
+    except ControlError as error:
+        raise ArgumentError(str(error)) from None
     site = _existing_site(client, domain) if domain is not None else None
     rule = add_exclusion(client, site.id if site else INSTANCE_SCOPE, kind, value)
     scope = f"site {site.domain}" if site else "every site"

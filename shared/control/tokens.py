@@ -76,12 +76,16 @@ class ApiToken:
         return self.revoked_at is None and not self.is_expired(now)
 
 
+# A century: any longer and the expiry date would soon pass what a datetime holds (year 9999).
+MAX_EXPIRES_IN_DAYS = 36_500
+
+
 def create_token(redis: Redis, name: str, expires_in_days: int | None = None) -> tuple[str, ApiToken]:
     """Create a token; returns the secret (its only appearance) and the stored token."""
     if not name.strip():
         raise ControlError("token name must not be empty")
-    if expires_in_days is not None and expires_in_days <= 0:
-        raise ControlError("expires_in_days must be a positive number of days")
+    if expires_in_days is not None and not 0 < expires_in_days <= MAX_EXPIRES_IN_DAYS:
+        raise ControlError(f"expires_in_days must be 1 to {MAX_EXPIRES_IN_DAYS} days")
     created = datetime.now(UTC)
     expires = created + timedelta(days=expires_in_days) if expires_in_days else None
     token = ApiToken(

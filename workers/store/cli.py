@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import click
 import orjson
 import redis
 
+from shared.cli import DOMAIN
 from shared.config import load_settings
+from shared.storable import TIME_RANGES_MS
+from shared.terminal import json_for_terminal, printable
 from workers.store.migrations import migration_ddl
 from workers.store.schema import check_cluster_name
 from workers.store.store import StoreUnavailable, open_store
@@ -61,19 +64,33 @@ def migrate(cluster: str | None, print_only: bool) -> None:
         click.echo("schema is up to date")
 
 
+# Reports group by the store's Date type: days outside its range cannot be asked for.
+FIRST_DAY, LAST_DAY = (datetime.fromtimestamp(ms / 1000, UTC).date() for ms in TIME_RANGES_MS["Date"])
+MAX_LIMIT = 10_000
+
+
+def _day(ctx: click.Context, param: click.Parameter, value: datetime | None) -> date | None:
+    if value is None:
+        return None
+    if not FIRST_DAY <= value.date() <= LAST_DAY:
+        raise click.BadParameter(f"{value.date()} is outside the days the store can hold ({FIRST_DAY} to {LAST_DAY})")
+    return value.date()
+
+
 @click.command()
-@click.option("--site", "domain", required=True, metavar="DOMAIN", help="The site's domain.")
-@click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC), YYYY-MM-DD.")
-@click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC), YYYY-MM-DD.")
-@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Rows per top list.")
+@click.option("--site", "domain", type=DOMAIN, required=True, metavar="DOMAIN", help="The site's domain.")
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), callback=_day,
+              help="First day (UTC), YYYY-MM-DD.")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), callback=_day,
+              help="Last day (UTC), YYYY-MM-DD.")
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=10, show_default=True, help="Rows per top list.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def stats(domain: str, date_from: datetime | None, date_to: datetime | None, limit: int, as_json: bool) -> None:
-    """Pageviews, visitors, top lists and drops for one site."""
+def stats(domain: str, first: date | None, last: date | None, limit: int, as_json: bool) -> None:
+    """Pageviews, visitors, top lists and drops for one site (control characters in stored
+    text are printed escaped)."""
     from shared.control.sites import site_for_domain
     from workers.store.reader import read_site_stats
 
-    first = date_from.date() if date_from else None
-    last = date_to.date() if date_to else None
     if first and last and first > last:
         raise click.BadParameter("must not be before --from", param_hint="--to")
     settings = load_settings()
@@ -90,7 +107,7 @@ def stats(domain: str, date_from: datetime | None, date_to: datetime | None, lim
     finally:
         client.close()
     if as_json:
-        click.echo(orjson.dumps({"site": site.domain, **report}).decode())
+        click.echo(json_for_terminal(orjson.dumps({"site": site.domain, **report}).decode()))
     else:
         click.echo(format_report(site.domain, first, last, report))
 
@@ -99,7 +116,7 @@ def format_report(domain: str, first: date | None, last: date | None, report: di
     period = " ".join(part for part in (first and f"from {first}", last and f"to {last}") if part) or "all time"
     lines = [f"{domain}  ({period})", f"Pageviews  {report['pageviews']}", f"Visitors   {report['visitors']}"]
     for key, title in LIST_TITLES.items():
-        lines.extend(["", *_table(title, [(item["value"], item["pageviews"]) for item in report[key]])])
+        lines.extend(["", *_table(title, [(printable(item["value"]), item["pageviews"]) for item in report[key]])])
     lines.extend(["", *_table("Dropped (reason)", list(report["drops"].items()))])
     return "\n".join(lines)
 

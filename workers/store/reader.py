@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.results import Result
 
 from shared.queue_stats import STORE_QUEUE
@@ -60,6 +60,12 @@ def ask_store_owner(
     if result is None:
         # The job's hash may already have expired (ttl), so take it off the queue directly.
         queue.remove(job)
+        if Worker.all(connection=redis_client, queue=queue):
+            # A live worker listens but did not take the job: it is inside a long batch (or
+            # waiting for its store), which is not the same trouble as no worker at all.
+            raise StoreUnavailable(
+                f"the worker that owns the store is busy and did not answer within {timeout} s; try again shortly"
+            )
         raise StoreUnavailable(
             f"the store is open in another process, and no worker answered on RQ queue {STORE_QUEUE!r}"
             f" within {timeout} s: is `hitstream worker` running with the same HITSTREAM_REDIS_URL?"

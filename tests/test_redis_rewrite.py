@@ -1,0 +1,95 @@
+"""When workers have Redis rewrite its files (workers.redis_rewrite), against a real Redis of
+the test's own: due by count or by time, once for many workers, never counted while a rewrite
+Redis began earlier is still running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared import keys
+from shared.redis_server import RedisServer
+from tests.ports import free_port
+from tests.procs import wait_until
+from workers.redis_rewrite import CHECK_SECONDS, RewriteTrigger
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[redis.Redis]:
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
+    server.start()
+    connection = redis.Redis.from_url(server.url)
+    yield connection
+    connection.close()
+    server.stop()
+
+
+def process(client: redis.Redis, count: int) -> None:
+    """What the queue sees when ``count`` pageviews are queued and acknowledged."""
+    for _ in range(count):
+        client.xdel(keys.STREAM, client.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: "{}"}))
+
+
+def rewrites(client: redis.Redis) -> int:
+    """AOF rewrites Redis finished since it started (waits for a running one)."""
+    wait_until(lambda: not client.info("persistence")["aof_rewrite_in_progress"], 30, "the rewrite to finish")
+    return int(client.info("persistence")["aof_rewrites"])
+
+
+def next_check() -> None:
+    time.sleep(CHECK_SECONDS + 0.1)  # the previous check's lock has expired
+
+
+def test_many_workers_trigger_one_rewrite_when_enough_entries_were_processed(client: redis.Redis) -> None:
+    workers = [RewriteTrigger(client, after_entries=100, after_seconds=3600) for _ in range(3)]
+    before = rewrites(client)
+
+    process(client, 99)
+    assert [worker.check() for worker in workers] == [False, False, False]
+    next_check()
+    process(client, 1)
+    assert [worker.check() for worker in workers] == [True, False, False]
+    assert rewrites(client) == before + 1
+    next_check()
+    assert [worker.check() for worker in workers] == [False, False, False], "nothing processed since"
+    assert client.hget(keys.REWRITE_STATE, "processed") == b"100"
+
+
+def test_the_time_bound_triggers_a_rewrite_for_a_few_entries_and_none_for_none(client: redis.Redis) -> None:
+    worker = RewriteTrigger(client, after_entries=1_000_000, after_seconds=1)
+    before = rewrites(client)
+
+    assert worker.check() is False  # no stream yet
+    process(client, 1)
+    next_check()
+    assert worker.check() is False  # the first check starts the clock
+    next_check()
+    assert worker.check() is True
+    assert rewrites(client) == before + 1
+    next_check()
+    assert worker.check() is False, "a second without processed pageviews needs no rewrite"
+    process(client, 3)
+    next_check()
+    assert worker.check() is True
+
+
+def test_a_rewrite_redis_began_earlier_is_waited_for_and_then_a_new_one_taken(client: redis.Redis) -> None:
+    worker = RewriteTrigger(client, after_entries=10, after_seconds=3600)
+    assert worker.check() is False  # starts the state
+    client.mset({f"slow:{number}": "x" for number in range(5)})
+    client.config_set("rdb-key-save-delay", 300_000)  # 0.3 s per key: the rewrite runs ~1.5 s
+    process(client, 10)
+    client.bgrewriteaof()  # began before the trigger: it may not include the latest deletions
+    next_check()
+
+    assert worker.check() is False
+    assert client.hget(keys.REWRITE_STATE, "processed") == b"0", "an earlier rewrite does not count"
+    client.config_set("rdb-key-save-delay", 0)
+    rewrites(client)
+    next_check()
+    assert worker.check() is True
+    assert client.hget(keys.REWRITE_STATE, "processed") == b"10"
