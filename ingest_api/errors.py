@@ -25,6 +25,7 @@ SITE_NOT_FOUND = "Site not found"
 TOO_MANY_REQUESTS = "Too Many Requests"
 SERVICE_NOT_AVAILABLE = "Service not available"
 HEADERS_TOO_LARGE = "Request header fields too large"  # ours: uvicorn sets no header limit
+REQUEST_TIMEOUT = "Request timeout"  # ours: the body did not arrive in time (ingest_api.connections)
 # Ours: the event and batch endpoints.
 MISSING_NAME = "name is required"
 BAD_PROPERTIES = "properties must be a flat object of strings, numbers or booleans"

@@ -43,6 +43,11 @@ class Settings:
     referrer_spam_file: Path | None = None
     idempotency_window_seconds: int = 86_400
     log_level: str = "INFO"
+    # Per API process (ingest_api.connections): open connections, and how long a request's
+    # head and then its body may take to arrive.
+    max_connections: int = 1000
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
 
 def _text(value: str) -> str:
@@ -112,6 +117,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_REFERRER_SPAM_FILE": ("referrer_spam_file", _existing_file),
     "HITSTREAM_IDEMPOTENCY_WINDOW": ("idempotency_window_seconds", _positive_int),
     "HITSTREAM_LOG_LEVEL": ("log_level", _log_level),
+    "HITSTREAM_MAX_CONNECTIONS": ("max_connections", _positive_int),
+    "HITSTREAM_HEADER_TIMEOUT": ("header_timeout_seconds", _positive_float),
+    "HITSTREAM_BODY_TIMEOUT": ("body_timeout_seconds", _positive_float),
 }
 
 
