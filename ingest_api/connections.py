@@ -21,9 +21,9 @@ changes state (made, lost, head complete, body complete, response complete):
   them has a request to lose); when every connection carries a request, the new one is
   answered 503 with Retry-After and closed at once. Nothing queues.
 
-Per request this only notes a deadline in an ordered dict: no timer is armed per request or
-connection. One sweep per second per process closes what is late, so a limit fires between
-its value and a second after it.
+Per request this only moves the connection between two ordered dicts (no timer per request
+or connection, no clock reading: deadlines come from the sweep's clock). One sweep per second
+per process closes what is late, so a limit fires between its value and two seconds after it.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Guard:
         self.bodies: dict[GuardedHttpTools, float] = {}
         self.closing = 0  # closed here, not yet lost: no longer counted as open
         self._loop = loop
-        loop.call_later(SWEEP_SECONDS, self._sweep)
+        self._sweep()
 
     def _sweep(self) -> None:
         now = self._loop.time()
@@ -79,6 +79,10 @@ class Guard:
                 if deadline > now:
                     break
                 connection.close_late()
+        # The deadlines of what starts waiting before the next sweep: one period later than
+        # exact, so a limit is never shorter than its value.
+        self.head_deadline = now + SWEEP_SECONDS + self.header_timeout
+        self.body_deadline = now + SWEEP_SECONDS + self.body_timeout
         self._loop.call_later(SWEEP_SECONDS, self._sweep)
 
 
@@ -105,7 +109,7 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self._close(OVER_CAPACITY)
                 return
             waited_longest._close()
-        guard.heads[self] = self.loop.time() + guard.header_timeout
+        guard.heads[self] = guard.head_deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
         guard = self._guard
@@ -115,26 +119,26 @@ class GuardedHttpTools(HttpToolsProtocol):
             guard.closing -= 1
         super().connection_lost(exc)
 
+    # The per-request hooks call the base class directly (not super()) and skip checks that
+    # connection_lost makes unneeded (it removes a closed connection from both dicts): they
+    # run on every request.
     def on_headers_complete(self) -> None:
         guard = self._guard
         guard.heads.pop(self, None)
-        guard.bodies[self] = self.loop.time() + guard.body_timeout
-        super().on_headers_complete()
+        guard.bodies[self] = guard.body_deadline
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        self._guard.bodies.pop(self, None)
-        super().on_message_complete()
+        guard = self._guard
+        guard.bodies.pop(self, None)
+        HttpToolsProtocol.on_message_complete(self)
         if self.cycle.response_complete:  # answered before its body was whole (e.g. 429)
-            self._await_head()
+            guard.heads[self] = guard.head_deadline
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        HttpToolsProtocol.on_response_complete(self)
         if not self.cycle.more_body:  # else the body's deadline still runs; then the next head's
-            self._await_head()
-
-    def _await_head(self) -> None:
-        if not self.transport.is_closing():
-            self._guard.heads[self] = self.loop.time() + self._guard.header_timeout
+            self._guard.heads[self] = self._guard.head_deadline
 
     def close_late(self) -> None:
         """Past a deadline: a request not yet answered gets 408; the connection is closed."""
