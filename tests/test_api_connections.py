@@ -147,6 +147,7 @@ def test_a_normal_client_gets_202_while_hundreds_of_slow_connections_are_open_an
         if dribbler is not None:
             dribbler.stop()
     assert all(answer.startswith(answered) for answer in answers), {answer[:40] for answer in answers}
+    print(f"\nFIGURES {len(sockets)} slow connections, limit {HEADER_TIMEOUT} s: all closed after {closed_after:.1f} s")
     assert HEADER_TIMEOUT - 0.5 < closed_after < HEADER_TIMEOUT + LATE
     assert post_fresh(api, secret, 0) == 202
 
@@ -170,6 +171,7 @@ def test_past_the_cap_a_new_connection_closes_the_one_that_waited_longest_for_a_
         except ConnectionResetError:
             still_open.append(False)
     # The newest survive, the oldest were closed to make room; never more than the cap.
+    print(f"\nFIGURES {SLOW_CLIENTS} connections against a cap of {cap}: {sum(still_open)} still open")
     assert 0 < sum(still_open) <= cap
     assert still_open[-1] and not any(still_open[: SLOW_CLIENTS - cap])
 
@@ -182,13 +184,16 @@ def test_past_the_cap_with_every_connection_carrying_a_request_a_new_one_gets_50
     opened_at = time.monotonic()
     sockets += open_stalled(api, secret, cap)
     time.sleep(0.5)  # their heads are in: each carries a request now
+    slowest = 0.0
     for _ in range(5):
         started = time.monotonic()
         with connect(api) as over:
             answer = read_until_closed(over)
+        slowest = max(slowest, time.monotonic() - started)
         assert time.monotonic() - started < 2.0
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable") and b"retry-after: 1\r\n" in answer
     assert time.monotonic() - opened_at < BODY_TIMEOUT, "the stalled requests were not all open meanwhile"
+    print(f"\nFIGURES over the cap: 503 and closed within {slowest * 1000:.1f} ms (slowest of 5)")
     # Once their body time is up, the stalled requests are answered 408 and there is room again.
     assert all(read_until_closed(sock).startswith(b"HTTP/1.1 408") for sock in sockets)
     assert post_fresh(api, secret, 0) == 202
