@@ -57,6 +57,8 @@ class BatchEndpoint:
             items = batch_items(body, is_ndjson=_media_type(request) == NDJSON)
         except ApiError as refusal:
             return await self._intake.refuse(subject, refusal)
+        if throttled := self._intake.throttled(subject, len(items)):  # before checking the items
+            return throttled
         handed_off: list[Queued] = []
         rejected: list[dict[str, Any]] = []
         for index, item in enumerate(items):

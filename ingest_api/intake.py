@@ -3,8 +3,9 @@ of a validated pageview, its envelope, the hand-off, and the answer with its rat
 
 The rate limit comes first in effect: a request refused by a later check is still charged to
 its bucket (one Redis round trip on that error path), so once the budget is spent every
-request gets 429, whatever else is wrong with it. While a subject's bucket is known to be
-empty (ingest_api.empty_buckets) the endpoints answer 429 before reading the body.
+request gets 429, whatever else is wrong with it. While a subject's bucket is known not to
+hold a request's cost (ingest_api.empty_buckets) the endpoints answer 429 without a Redis call,
+before reading the body.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class Intake:
         self._access = access
         self.admit = handoff.admit  # endpoints await its verdict (ingest_api.handoff)
         self._empty_buckets = empty_buckets
-        # The 429 for a subject whose bucket is known to be empty, else None: endpoints ask
-        # before reading the body.
+        # The 429 for a request of a given cost (default 1) that the subject's bucket is known
+        # not to hold, else None: endpoints ask before reading the body, the batch endpoint
+        # again once it has counted the items.
         self.throttled = empty_buckets.refusal
         self._rate_limit_header = (b"ratelimit-limit", str(rate_burst).encode())
         self._trusted_proxies = trusted_proxies

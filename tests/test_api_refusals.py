@@ -92,6 +92,23 @@ def test_a_fresh_token_is_not_refused_for_another_tokens_spent_bucket(
     assert [post(api, other, PAGEVIEW_PATH, item).status_code for item in items(10)] == [202] * 10
 
 
+def test_a_batch_larger_than_its_bucket_can_hold_is_refused_before_its_items_are_checked(
+    processes: Processes, real_redis: redis.Redis
+) -> None:
+    secret = ingest_token(real_redis)
+    api = processes.api(HITSTREAM_RATE_LIMIT="0.01", HITSTREAM_RATE_BURST="100")
+    assert post(api, secret, BATCH_PATH, items(95)).status_code == 202  # 5 items left
+    assert post(api, secret, BATCH_PATH, items(50)).status_code == 429  # Redis: holds 5
+    assert post(api, secret, PAGEVIEW_PATH, items(1)[0]).status_code == 202  # affordable: 4 left
+    calls = evalsha_calls(real_redis)
+    for count in (50, 10, 7):  # more than the 6 the bucket can hold at most
+        refused = post(api, secret, BATCH_PATH, items(count))
+        assert refused.status_code == 429 and RATE_HEADERS <= {name.lower() for name in refused.headers}
+    assert evalsha_calls(real_redis) == calls  # answered without Redis
+    assert post(api, secret, BATCH_PATH, items(3)).status_code == 202  # affordable: decided by Redis
+    assert real_redis.xlen(keys.STREAM) == 95 + 1 + 3
+
+
 @pytest.mark.parametrize("form", ["json", "ndjson"])
 def test_idempotency_key_replays_are_charged_like_any_request(
     processes: Processes, real_redis: redis.Redis, form: str
@@ -113,7 +130,7 @@ def test_idempotency_key_replays_are_charged_like_any_request(
     assert real_redis.xlen(keys.STREAM) == 3  # the replay was answered, not queued again
 
 
-def refused_whole(real_redis: redis.Redis, secret: str) -> list[tuple[str, Any, dict[str, str], int]]:
+def refused_whole(real_redis: redis.Redis) -> list[tuple[str, Any, dict[str, str], int]]:
     """Requests refused whole: path, body, extra headers, status."""
     add_site(real_redis, "no-grant.example")
     key = {"Idempotency-Key": str(uuid.uuid4())}
@@ -136,7 +153,7 @@ def test_a_request_refused_whole_leaves_no_retry_key_and_no_stored_answer(
 ) -> None:
     secret = ingest_token(real_redis)
     api = processes.api()
-    path, body, headers, status = refused_whole(real_redis, secret)[case]
+    path, body, headers, status = refused_whole(real_redis)[case]
     for _ in range(2):  # a retry is refused the same way: nothing remembered in between
         assert post(api, secret, path, body, **headers).status_code == status
     left = {key.decode() for key in real_redis.keys(f"{keys.PREFIX}:*")}
