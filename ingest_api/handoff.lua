@@ -10,8 +10,9 @@
 -- generated the page_id), envelope.
 --
 -- Returns 5 values per request: verdict (0 accepted, 1 rate limited, 2 queue full, 3 answered
--- before), remaining whole items (negative while the bucket is in debt), seconds until the bucket is full again, (rate limited only)
--- seconds until the bucket holds enough, and (answered before only) the stored answer.
+-- before), remaining whole items (negative while the bucket is in debt), seconds until the
+-- bucket is full again, (rate limited only) seconds until the bucket holds enough, and
+-- (answered before only) the stored answer.
 --
 -- A cost above the burst could never be paid, so such a request only needs a full bucket and
 -- leaves it in debt (negative): the long-run rate stays exactly `rate` items per second.
@@ -48,7 +49,7 @@ end
 
 local function reply(verdict, tokens, retry_after, stored)
   replies[#replies + 1] = verdict
-  replies[#replies + 1] = math.floor(tokens)  -- negative in debt: the API notes how long
+  replies[#replies + 1] = math.floor(tokens)  -- negative in debt: the API's ceiling of the bucket
   replies[#replies + 1] = math.ceil((burst - tokens) / rate)
   replies[#replies + 1] = retry_after
   replies[#replies + 1] = stored
