@@ -164,7 +164,8 @@ def main() -> None:
             }
             batch_body = b"[" + b",".join([body] * BATCH_ITEMS) + b"]"
             api_port, noop_port = free_port(), free_port()
-            # The same uvicorn settings as `hitstream api` (ingest_api/cli.py).
+            # The same uvicorn settings as `hitstream api` (ingest_api/cli.py), but uvicorn's plain
+            # httptools protocol: the ratio includes the connection guard (ingest_api.connections).
             stack = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers",
                      "--no-server-header"]
             servers = {

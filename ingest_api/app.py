@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from ingest_api.access import Access
 from ingest_api.batch import BatchEndpoint
+from ingest_api.empty_buckets import EmptyBuckets
 from ingest_api.events import parse_event
 from ingest_api.front import ERROR_HANDLERS, Front
 from ingest_api.handoff import HandOff
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None) -> Front:
     metrics = Metrics()
     handoff = HandOff(RedisWire(settings.redis_url, timeout), settings, metrics.handoff_seconds)
     operations = Operations(client, metrics, settings.redis_timeout_ms)
-    intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies)
+    empty_buckets = EmptyBuckets(settings.rate_limit, settings.rate_burst, verdict_age_seconds=timeout)
+    intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies, empty_buckets)
     ingest = {
         PAGEVIEW_PATH: SingleEndpoint(intake, parse_pageview),
         EVENT_PATH: SingleEndpoint(intake, parse_event),

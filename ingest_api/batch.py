@@ -11,7 +11,8 @@ Answer: ``{"accepted": N, "rejected": [{"index": i, "status": s, "message": "...
 and retried page_ids (answered, queued once). The rate bucket is charged one item per item,
 valid or not (like refused single requests); a batch larger than the burst needs a full
 bucket and leaves it in debt (ingest_api/handoff.lua). With ``Idempotency-Key`` the accepted
-answer is kept for the idempotency window and a repeat gets it back, nothing queued again.
+answer is kept for the idempotency window and a repeat gets it back (charged like any request),
+nothing queued again; a batch refused whole leaves no answer and no seen key in Redis.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class BatchEndpoint:
         """The answer; raises Unavailable when Redis does not answer (ingest_api.front: 503)."""
         received_ms = time.time_ns() // 1_000_000
         token, subject = await self._intake.caller(request)
+        if throttled := self._intake.throttled(subject):
+            return throttled
         try:
             if token is None:
                 raise ApiError(401, errors.UNAUTHORIZED)
@@ -56,6 +59,8 @@ class BatchEndpoint:
             items = batch_items(body, is_ndjson=is_ndjson)
         except ApiError as refusal:
             return await self._intake.refuse(subject, refusal)
+        if throttled := self._intake.throttled(subject, len(items)):  # before checking the items
+            return throttled
         handed_off: list[Queued] = []
         rejected: list[dict[str, Any]] = []
         in_document_order: list[Any] | None = None  # decoded again only when an item needs it
@@ -81,15 +86,15 @@ class BatchEndpoint:
                 continue
             if not pageview.dnt:
                 handed_off.append(queued(pageview, site, received_ms))
-        answer = orjson.dumps(
-            {"accepted": len(items) - len(rejected), "rejected": rejected}
-        )
-        stored = _stored_answer(request, token, answer)
+        accepted = len(items) - len(rejected)
+        answer = orjson.dumps({"accepted": accepted, "rejected": rejected})
+        # A batch refused whole (400) leaves no stored answer: its retry is decided afresh.
+        stored = _stored_answer(request, token, answer) if accepted else None
         verdict = await self._intake.admit(
             subject, handed_off, cost=len(items), answer=stored
         )
         return self._intake.answer(
-            verdict, batch_response(verdict.stored_answer or answer)
+            subject, verdict, batch_response(verdict.stored_answer or answer)
         )
 
 

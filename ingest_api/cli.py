@@ -9,9 +9,12 @@ import redis
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from ingest_api.connections import GuardedHttpTools
 from shared.config import load_settings
 from shared.redis_safety import check_redis
 from shared.urls import redacted
+
+KEEP_ALIVE_SECONDS = 5  # uvicorn's default, named here: an idle keep-alive connection closes after it
 
 
 @click.command()
@@ -40,10 +43,13 @@ def api(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
         # No WebSocket routes: an upgrade request is served as plain HTTP (a JSON 404 or 405)
         # instead of a handshake the app would refuse with uvicorn's bare 403.
         ws="none",
+        # uvicorn's httptools protocol with a connection cap and head/body time limits
+        # (HITSTREAM_MAX_CONNECTIONS, _HEADER_TIMEOUT, _BODY_TIMEOUT; see ingest_api.connections).
+        http=GuardedHttpTools,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         access_log=False,  # ingest_api.front logs each request without IPs or tokens
         # The caller comes from X-Forwarded-For only behind HITSTREAM_TRUSTED_PROXIES
         # (ingest_api.proxies); uvicorn's own rewrite would trust any local peer's header.

@@ -31,6 +31,7 @@ HEADERS_TOO_LARGE = "Request header fields too large"  # ours: uvicorn sets no h
 METHOD_NOT_ALLOWED = "Method Not Allowed"
 INTERNAL_ERROR = "Internal Server Error"
 REDIS_NOT_READY = "Redis does not answer"
+REQUEST_TIMEOUT = "Request timeout"  # ours: the body did not arrive in time (ingest_api.connections)
 # Ours: the event and batch endpoints.
 MISSING_NAME = "name is required"
 BAD_PROPERTIES = "properties must be a flat object of strings, numbers or booleans"

@@ -10,8 +10,9 @@
 -- generated the page_id), envelope.
 --
 -- Returns 5 values per request: verdict (0 accepted, 1 rate limited, 2 queue full, 3 answered
--- before), remaining items, seconds until the bucket is full again, (rate limited only)
--- seconds until the bucket holds enough, and (answered before only) the stored answer.
+-- before), remaining whole items (negative while the bucket is in debt), seconds until the
+-- bucket is full again, (rate limited only) seconds until the bucket holds enough, and
+-- (answered before only) the stored answer.
 --
 -- A cost above the burst could never be paid, so such a request only needs a full bucket and
 -- leaves it in debt (negative): the long-run rate stays exactly `rate` items per second.
@@ -48,7 +49,7 @@ end
 
 local function reply(verdict, tokens, retry_after, stored)
   replies[#replies + 1] = verdict
-  replies[#replies + 1] = math.max(0, math.floor(tokens))
+  replies[#replies + 1] = math.floor(tokens)  -- negative in debt: the API's ceiling of the bucket
   replies[#replies + 1] = math.ceil((burst - tokens) / rate)
   replies[#replies + 1] = retry_after
   replies[#replies + 1] = stored
@@ -66,10 +67,14 @@ while at <= argument_count do
   local tokens = tokens_in(bucket)
   local stored = answer_key ~= '' and redis.call('GET', answer_key)
   local needed = math.min(cost, burst)
-  if stored then
-    reply(3, tokens, 0, stored)
-  elseif tokens < needed then
+  if tokens < needed then
     reply(1, tokens, math.ceil((needed - tokens) / rate), '')
+  elseif stored then
+    -- A replay is charged like any request: a repeated key must not be a free pass.
+    tokens = tokens - cost
+    tokens_of[bucket] = tokens
+    charged[bucket] = true
+    reply(3, tokens, 0, stored)
   else
     -- Retried ids (seen within the window, or twice in this request) are answered, not queued.
     local fresh, taken = {}, {}

@@ -62,7 +62,7 @@ _OUTCOMES = tuple(Outcome)  # by value, without the enum's slow call
 
 class Verdict(NamedTuple):
     outcome: Outcome
-    remaining: int  # whole items left in the subject's bucket
+    remaining: int  # whole items left in the subject's bucket (negative: in debt)
     reset_seconds: int  # until the bucket is full again
     retry_after_seconds: int  # when RATE_LIMITED: until the bucket holds enough; else 0
     stored_answer: bytes = b""  # when ANSWERED_BEFORE

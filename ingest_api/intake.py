@@ -3,7 +3,9 @@ of a validated pageview, its envelope, the hand-off, and the answer with its rat
 
 The rate limit comes first in effect: a request refused by a later check is still charged to
 its bucket (one Redis round trip on that error path), so once the budget is spent every
-request gets 429, whatever else is wrong with it.
+request gets 429, whatever else is wrong with it. While a subject's bucket is known not to
+hold a request's cost (ingest_api.empty_buckets) the endpoints answer 429 without a Redis call,
+before reading the body.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import orjson
 from ingest_api import errors
 from ingest_api.access import Access, presented_secret
 from ingest_api.answer import Answer
+from ingest_api.empty_buckets import EmptyBuckets
 from ingest_api.errors import ApiError, error_response
 from ingest_api.handoff import (
     HandOff,
@@ -40,9 +43,15 @@ class Intake:
         handoff: HandOff,
         rate_burst: int,
         trusted_proxies: tuple[Network, ...],
+        empty_buckets: EmptyBuckets,
     ) -> None:
         self._access = access
         self.admit = handoff.admit  # endpoints await its verdict (ingest_api.handoff)
+        self._empty_buckets = empty_buckets
+        # The 429 for a request of a given cost (default 1) that the subject's bucket is known
+        # not to hold, else None: endpoints ask before reading the body, the batch endpoint
+        # again once it has counted the items.
+        self.throttled = empty_buckets.refusal
         self._rate_limit_header = (b"ratelimit-limit", str(rate_burst).encode())
         self._trusted_proxies = trusted_proxies
 
@@ -55,7 +64,7 @@ class Intake:
 
     async def refuse(self, subject: str, refusal: ApiError) -> Answer:
         """A refused request's answer; it is charged first, so a spent budget answers 429."""
-        return self.answer(await self.admit(subject), error_response(refusal))
+        return self.answer(subject, await self.admit(subject), error_response(refusal))
 
     def rate_subject(self, request: IngestRequest, token: ApiToken | None) -> str:
         """A known token's own bucket; otherwise the caller's (its IP, hashed: keys hold no IPs)."""
@@ -73,12 +82,13 @@ class Intake:
             raise ApiError(403, errors.ACCESS_DENIED)
         return site
 
-    def answer(self, verdict: Verdict, admitted: Answer) -> Answer:
+    def answer(self, subject: str, verdict: Verdict, admitted: Answer) -> Answer:
         """``admitted`` with the rate headers, unless the verdict refused the request."""
         if verdict.outcome is Outcome.RATE_LIMITED:
+            self._empty_buckets.note(subject, verdict.remaining, verdict.reset_seconds)
             headers = {
                 "RateLimit-Limit": self._rate_limit_header[1].decode(),
-                "RateLimit-Remaining": str(verdict.remaining),
+                "RateLimit-Remaining": str(max(0, verdict.remaining)),
                 "RateLimit-Reset": str(verdict.reset_seconds),
                 "Retry-After": str(verdict.retry_after_seconds),
             }
@@ -87,7 +97,7 @@ class Intake:
             raise Unavailable("the ingest queue is at its maximum depth")
         admitted.headers += (
             self._rate_limit_header,
-            (b"ratelimit-remaining", b"%d" % verdict.remaining),
+            (b"ratelimit-remaining", b"%d" % max(0, verdict.remaining)),
             (b"ratelimit-reset", b"%d" % verdict.reset_seconds),
         )
         return admitted

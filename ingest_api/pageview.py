@@ -33,6 +33,8 @@ class SingleEndpoint:
         """The answer; raises Unavailable when Redis does not answer (ingest_api.front: 503)."""
         received_ms = time.time_ns() // 1_000_000
         token, subject = await self._intake.caller(request)
+        if throttled := self._intake.throttled(subject):
+            return throttled
         try:
             if token is None:
                 raise ApiError(401, errors.UNAUTHORIZED)
@@ -43,4 +45,4 @@ class SingleEndpoint:
         # dnt: charged like any request, nothing queued.
         handed_off = () if pageview.dnt else (queued(pageview, site, received_ms),)
         verdict = await self._intake.admit(subject, handed_off)
-        return self._intake.answer(verdict, Answer(202, [_EMPTY], site_id=site.id))
+        return self._intake.answer(subject, verdict, Answer(202, [_EMPTY], site_id=site.id))

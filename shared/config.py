@@ -50,6 +50,11 @@ class Settings:
     # pageviews leave Redis's files (workers.redis_rewrite).
     rewrite_after_entries: int = 1_000_000
     rewrite_after_seconds: float = 3600.0
+    # Per API process (ingest_api.connections): open connections, and how long a request's
+    # head and then its body may take to arrive.
+    max_connections: int = 1000
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
 
 def _text(value: str) -> str:
@@ -129,6 +134,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_ALLOW_UNSAFE_REDIS": ("allow_unsafe_redis", _flag),
     "HITSTREAM_REWRITE_AFTER_ENTRIES": ("rewrite_after_entries", _positive_int),
     "HITSTREAM_REWRITE_AFTER_SECONDS": ("rewrite_after_seconds", _positive_float),
+    "HITSTREAM_MAX_CONNECTIONS": ("max_connections", _positive_int),
+    "HITSTREAM_HEADER_TIMEOUT": ("header_timeout_seconds", _positive_float),
+    "HITSTREAM_BODY_TIMEOUT": ("body_timeout_seconds", _positive_float),
 }
 
 

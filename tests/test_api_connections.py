@@ -1,0 +1,199 @@
+"""One client must not hurt the others, against real ``hitstream api`` processes: hundreds of
+silent, dribbling or stalled connections, and connections past the cap, while a normal client
+keeps posting; and the time limits that close the slow ones (ingest_api.connections)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import redis
+
+from ingest_api.connections import SWEEP_SECONDS
+from ingest_api.openapi import PAGEVIEW_PATH
+from tests.procs import Api, Processes
+from tests.traffic import BackgroundTraffic, ingest_token, pageview
+
+SLOW_CLIENTS = 300
+HEADER_TIMEOUT = 4.0
+BODY_TIMEOUT = 4.0
+# How late a limit may fire on a loaded machine: the sweep's period plus scheduling delays.
+LATE = SWEEP_SECONDS + 6.0
+LIMITS = {"HITSTREAM_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "HITSTREAM_BODY_TIMEOUT": str(BODY_TIMEOUT)}
+
+
+def connect(api: Api) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # hundreds of them: keep it small
+    return sock
+
+
+def head(secret: str, length: int, path: str = PAGEVIEW_PATH) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {secret}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts as closed)."""
+    received = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+
+
+class Dribbler:
+    """Sends one more byte of a request head on each connection every second, in a thread."""
+
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        self._sockets = sockets
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            for sock in self._sockets:
+                try:
+                    sock.sendall(b"a")
+                except OSError:  # closed by the server: what the test waits for
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def secret(real_redis: redis.Redis) -> str:
+    return ingest_token(real_redis)
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def open_silent(api: Api, secret: str, count: int) -> list[socket.socket]:
+    return [connect(api) for _ in range(count)]
+
+
+def open_dribbling(api: Api, secret: str, count: int) -> list[socket.socket]:
+    opened = [connect(api) for _ in range(count)]
+    for sock in opened:
+        sock.sendall(f"POST {PAGEVIEW_PATH} HTTP/1.1\r\nHost: loc".encode())
+    return opened
+
+
+def open_stalled(api: Api, secret: str, count: int) -> list[socket.socket]:
+    """Request heads promising a body that never comes."""
+    opened = [connect(api) for _ in range(count)]
+    for sock in opened:
+        sock.sendall(head(secret, 1000) + b'{"url": ')
+    return opened
+
+
+def post_fresh(api: Api, secret: str, number: int) -> int:
+    """One pageview on a new connection."""
+    _, body = pageview(number)
+    return httpx.post(api.url + PAGEVIEW_PATH, content=body, timeout=30,
+                      headers={"Authorization": f"Bearer {secret}", "Connection": "close"}).status_code
+
+
+def assert_a_normal_client_gets_202_meanwhile(api: Api, secret: str, seconds: float) -> None:
+    """Keep-alive traffic and posts on fresh connections, for ``seconds``: every one is a 202."""
+    traffic = BackgroundTraffic(api.url, secret, count=10**6, concurrency=2)
+    statuses = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        statuses.append(post_fresh(api, secret, len(statuses)))
+    answers = traffic.stop()
+    assert set(statuses) == {202} and len(statuses) >= 3
+    assert set(answers.summary()) == {202} and len(answers.by_page) >= 10
+
+
+Opener = Callable[[Api, str, int], list[socket.socket]]
+
+
+@pytest.mark.parametrize(
+    "open_slow, answered",
+    [(open_silent, b""), (open_dribbling, b""), (open_stalled, b"HTTP/1.1 408 Request Timeout")],
+    ids=["silent", "dribbling-head", "stalled-body"],
+)
+def test_a_normal_client_gets_202_while_hundreds_of_slow_connections_are_open_and_they_are_closed_in_time(
+    processes: Processes, secret: str, sockets: list[socket.socket], open_slow: Opener, answered: bytes
+) -> None:
+    api = processes.api(**LIMITS)
+    opened_at = time.monotonic()
+    sockets += open_slow(api, secret, SLOW_CLIENTS)
+    dribbler = Dribbler(sockets) if open_slow is open_dribbling else None
+    try:
+        assert_a_normal_client_gets_202_meanwhile(api, secret, seconds=HEADER_TIMEOUT / 2)
+        assert time.monotonic() - opened_at < HEADER_TIMEOUT, "the slow clients were not all open meanwhile"
+        answers = [read_until_closed(sock) for sock in sockets]  # returns once the server closed it
+        closed_after = time.monotonic() - opened_at
+    finally:
+        if dribbler is not None:
+            dribbler.stop()
+    assert all(answer.startswith(answered) for answer in answers), {answer[:40] for answer in answers}
+    print(f"\nFIGURES {len(sockets)} slow connections, limit {HEADER_TIMEOUT} s: all closed after {closed_after:.1f} s")
+    assert HEADER_TIMEOUT - 0.5 < closed_after < HEADER_TIMEOUT + LATE
+    assert post_fresh(api, secret, 0) == 202
+
+
+@pytest.mark.parametrize("open_slow", [open_silent, open_dribbling], ids=["silent", "partial-head"])
+def test_past_the_cap_a_new_connection_closes_the_one_that_waited_longest_for_a_request_head(
+    processes: Processes, secret: str, sockets: list[socket.socket], open_slow: Opener
+) -> None:
+    cap = 50
+    api = processes.api(HITSTREAM_MAX_CONNECTIONS=str(cap), HITSTREAM_HEADER_TIMEOUT="60")
+    sockets += open_slow(api, secret, SLOW_CLIENTS)
+    assert_a_normal_client_gets_202_meanwhile(api, secret, seconds=2)
+    for sock in sockets:
+        sock.settimeout(0.2)
+    still_open = []
+    for sock in sockets:
+        try:
+            still_open.append(sock.recv(1) != b"")
+        except TimeoutError:
+            still_open.append(True)
+        except ConnectionResetError:
+            still_open.append(False)
+    # The newest survive, the oldest were closed to make room; never more than the cap.
+    print(f"\nFIGURES {SLOW_CLIENTS} connections against a cap of {cap}: {sum(still_open)} still open")
+    assert 0 < sum(still_open) <= cap
+    assert still_open[-1] and not any(still_open[: SLOW_CLIENTS - cap])
+
+
+def test_past_the_cap_with_every_connection_carrying_a_request_a_new_one_gets_503_at_once(
+    processes: Processes, secret: str, sockets: list[socket.socket]
+) -> None:
+    cap = 50
+    api = processes.api(HITSTREAM_MAX_CONNECTIONS=str(cap), **LIMITS)
+    opened_at = time.monotonic()
+    sockets += open_stalled(api, secret, cap)
+    time.sleep(0.5)  # their heads are in: each carries a request now
+    slowest = 0.0
+    for _ in range(5):
+        started = time.monotonic()
+        with connect(api) as over:
+            answer = read_until_closed(over)
+        slowest = max(slowest, time.monotonic() - started)
+        assert time.monotonic() - started < 2.0
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable") and b"retry-after: 1\r\n" in answer
+    assert time.monotonic() - opened_at < BODY_TIMEOUT, "the stalled requests were not all open meanwhile"
+    print(f"\nFIGURES over the cap: 503 and closed within {slowest * 1000:.1f} ms (slowest of 5)")
+    # Once their body time is up, the stalled requests are answered 408 and there is room again.
+    assert all(read_until_closed(sock).startswith(b"HTTP/1.1 408") for sock in sockets)
+    assert post_fresh(api, secret, 0) == 202
