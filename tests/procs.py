@@ -189,3 +189,36 @@ def stored_pages(store: Path) -> tuple[Counter[str], dict[str, int]]:
     output = subprocess.run([sys.executable, "-c", _READ_STORE, str(store)], capture_output=True, check=True, text=True)
     result = json.loads(output.stdout.strip().splitlines()[-1])
     return Counter(result["pages"]), result["drops"]
+
+
+# Runs in a child process: migrates the store, runs one statement, prints its rows as JSON.
+_STORE_STATEMENT = """
+import json, sys
+from workers.store import open_store
+store = open_store("chdb://" + sys.argv[1])
+store.migrate()
+if sys.argv[3] == "query":
+    rows = store._client.query(sys.argv[2]).result_rows
+else:
+    store._client.command(sys.argv[2])
+    rows = []
+print(json.dumps([[str(value) for value in row] for row in rows]))
+"""
+
+
+def _on_store(store: Path, sql: str, kind: str) -> list[list[str]]:
+    if store not in ARTIFACTS.stores:
+        ARTIFACTS.stores.append(store)
+    output = subprocess.run([sys.executable, "-c", _STORE_STATEMENT, str(store), sql, kind],
+                            capture_output=True, check=True, text=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def alter_store(store: Path, sql: str) -> None:
+    """Run one DDL statement on a (migrated) chdb store that no process has open."""
+    _on_store(store, sql, "command")
+
+
+def query_store(store: Path, sql: str) -> list[list[str]]:
+    """The rows of one query on a chdb store that no process has open, values as text."""
+    return _on_store(store, sql, "query")
