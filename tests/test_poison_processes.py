@@ -131,7 +131,7 @@ def wrong_types(site: str) -> dict[str, tuple[bytes, str, str]]:
         "timestamp text": (entry(timestamp_ms="2026-01-01"), "envelope", "timestamp_ms must be an integer"),
         "url null": (entry(url=None), "envelope", "url must be a string"),
         "nested property": (entry(kind="event", event_name="e", event_properties={"a": {"b": 1}}), "envelope",
-                            "event_properties values"),
+                            "event_properties['a'] must be a string"),
         "unknown kind": (entry(kind="click"), "envelope", "kind must be one of"),
         # orjson reads an integer past 64 bits as a float.
         "screen_width 2**70": (entry(screen_width=2**70), "envelope", "screen_width must be an integer, not float"),

@@ -110,7 +110,7 @@ def worker(processes: int) -> None:
 
 @click.group("dead-letters")
 def dead_letters() -> None:
-    """Inspect, requeue or purge envelopes that broke a pipeline step."""
+    """Inspect, requeue or purge envelopes that broke a pipeline step or that the store refused."""
 
 
 def _redis() -> redis.Redis:

@@ -7,7 +7,8 @@ that decodes yet carries a wrong type (a ``language`` that is a number, a ``scre
 ``check_envelope`` finds it first, so it becomes a dead letter (step "envelope") and never
 reaches an insert. Ranges come from shared/storable.py, the store's column types.
 
-Errors name the field and what it must be, never its value (a field may hold the visitor IP).
+Errors name the field (a property by its key) and what it must be, never its value (a field
+may hold the visitor IP).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def check_envelope(envelope: Envelope) -> None:
     if type(properties) is not dict:
         raise ValueError(f"event_properties must be an object, not {_type_name(properties)}")
     for key, value in properties.items():
-        if type(key) is not str or type(value) not in _PROPERTY_TYPES:
-            raise ValueError("event_properties values must be strings, numbers or booleans")
+        if type(value) not in _PROPERTY_TYPES:
+            raise ValueError(f"event_properties[{key!r}] must be a string, number or boolean, not {_type_name(value)}")
     if type(envelope.v) is not int or envelope.v != ENVELOPE_VERSION:
         raise ValueError(f"v must be {ENVELOPE_VERSION} (the envelope version this worker reads)")
