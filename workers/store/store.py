@@ -35,10 +35,10 @@ from workers.store.stats import query_site_stats
 # insert_deduplication_token: ClickHouse drops a block whose token it saw recently in that
 # table and partition, so a retried batch is stored once. A batch's rows are inserted one
 # block per partition (month), so no insert is refused for spanning too many partitions;
-# each block carries the plain batch id, which ClickHouse scopes to the block's partition
-# (its block id is partition id + token hash: tests/test_store_writer.py checks it), so a
-# batch first inserted as one multi-partition block by an older writer is still
-# deduplicated. A refused block is halved, each half under "<token>/0" and "<token>/1".
+# each block carries the plain batch id, which is enough because ClickHouse tracks a token
+# per partition (documented for insert_deduplication_token; tests/test_store_writer.py checks
+# it), and which keeps a batch an older writer stored as one multi-month block deduplicated
+# across an upgrade. A refused block is halved, each half under "<token>/0" and "<token>/1".
 # async_insert is off because chdb defaults it on, and buffered inserts deduplicate by other
 # rules; distributed_foreground_insert makes a Distributed table (cluster layout) answer only
 # after the shards stored the rows.
