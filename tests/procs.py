@@ -192,18 +192,35 @@ def stored_pages(store: Path) -> tuple[Counter[str], dict[str, int]]:
     return Counter(result["pages"]), result["drops"]
 
 
-# Runs in a child process: prints the rows of one query as JSON (UUIDs and times as text).
-_QUERY_STORE = """
+# Runs in a child process: migrates the store, runs one statement, prints its rows as JSON
+# (UUIDs and times as text).
+_STORE_STATEMENT = """
 import json, sys
-import clickhouse_connect
-client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
-print(json.dumps(client.query(sys.argv[2]).result_rows, default=str))
+from workers.store import open_store
+store = open_store("chdb://" + sys.argv[1])
+store.migrate()
+if sys.argv[3] == "query":
+    rows = store._client.query(sys.argv[2]).result_rows
+else:
+    store._client.command(sys.argv[2])
+    rows = []
+print(json.dumps(rows, default=str))
 """
 
 
-def query_store(store: Path, sql: str) -> list[list[Any]]:
-    """The rows ``sql`` reads from a chdb store whose worker has stopped."""
-    output = subprocess.run(
-        [sys.executable, "-c", _QUERY_STORE, str(store), sql], capture_output=True, check=True, text=True
-    )
+def _on_store(store: Path, sql: str, kind: str) -> list[list[Any]]:
+    if store not in ARTIFACTS.stores:
+        ARTIFACTS.stores.append(store)
+    output = subprocess.run([sys.executable, "-c", _STORE_STATEMENT, str(store), sql, kind],
+                            capture_output=True, check=True, text=True)
     return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def alter_store(store: Path, sql: str) -> None:
+    """Run one DDL statement on a (migrated) chdb store that no process has open."""
+    _on_store(store, sql, "command")
+
+
+def query_store(store: Path, sql: str) -> list[list[Any]]:
+    """The rows of one query on a chdb store that no process has open (UUIDs, times as text)."""
+    return _on_store(store, sql, "query")

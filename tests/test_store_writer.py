@@ -1,6 +1,8 @@
 """write_batch: every field round-trips (pageviews and events), drops are counted per minute,
 a retried batch is stored once (also across partitions, in every table, and after a crash
-between the inserts), and a store that cannot be reached or rejects the insert raises
+between the inserts), a batch over any number of months is stored, rows the store refuses are
+isolated and returned with its error while the rest is stored once (also after a crash half
+way through a split), and a store that cannot be reached or fails for another reason raises
 StoreUnavailable."""
 
 from __future__ import annotations
@@ -226,3 +228,116 @@ def test_chdb_path_open_in_another_process_raises_store_unavailable(tmp_path: Pa
             open_store(f"chdb://{path}")
     finally:
         owner.communicate("")
+
+
+def months_from(first_year: int, count: int) -> list[Any]:
+    """The first instant of ``count`` consecutive months from January of ``first_year``."""
+    return [utc(first_year + n // 12, 1 + n % 12, 1, 12) for n in range(count)]
+
+
+@pytest.mark.parametrize(("months", "per_month"), [(110, 1), (101, 7)])
+def test_a_batch_spanning_more_months_than_one_insert_may_hold_is_stored_whole_and_once(
+    store: Store, months: int, per_month: int
+) -> None:
+    # ClickHouse refuses one INSERT block spanning more than 100 partitions (months here).
+    site_id = site()
+    times = months_from(2005, months)
+    views = [pageview(site_id, moment, path=f"/{n}") for moment in times for n in range(per_month)]
+    events = [event(site_id, moment, "replayed", {}) for moment in times[::3]]
+    drops = [Drop(site_id, DropReason.SPAM_REFERRER, moment) for moment in times[::2]]
+    for _ in range(2):  # the second write is a retry of the same batch
+        assert not store.write_batch("b:history", [*views, *events], drops)
+    assert (count_rows(store), count_rows(store, "events")) == (months * per_month, len(events))
+    assert query(store, "SELECT uniqExact(toYYYYMM(timestamp)) FROM pageviews") == [(months,)]
+    assert query(store, "SELECT sum(count) FROM drop_counts") == [(len(drops),)]
+
+
+def test_a_batch_an_older_writer_stored_as_one_block_is_deduplicated_when_written_by_month(store: Store) -> None:
+    # Before inserts were split by month, a batch was one block under the plain batch id. A
+    # re-claim after an upgrade must still find it: ClickHouse keys the token per partition.
+    from workers.store.arrow import arrow_table
+    from workers.store.schema import PAGEVIEWS
+    from workers.store.store import _INSERT_SETTINGS
+
+    rows = [pageview(site(), moment) for moment in months_from(2024, 3) * 5]
+    block = arrow_table(PAGEVIEWS, [astuple(row) for row in rows])
+    store._client.insert_arrow("pageviews", block, settings={**_INSERT_SETTINGS, "insert_deduplication_token": "b:old"})
+    assert not store.write_batch("b:old", rows, [])
+    assert count_rows(store) == 15
+
+
+REFUSED_VALUES = {
+    # value the row gets -> what the store's error says
+    "site_id not a UUID": ({"site_id": "not-a-uuid"}, "Code: 376"),
+    "screen_width of 2**40": ({"screen_width": 2**40}, "ArrowInvalid"),
+    "language a number": ({"language": 5}, "ArrowTypeError"),
+    "path the operator's constraint forbids": ({"path": "/forbidden"}, "Code: 469"),
+}
+
+
+@pytest.mark.parametrize("bad_positions", [[0], [17, 600, 999], list(range(100, 140))])
+@pytest.mark.parametrize("refused", list(REFUSED_VALUES), ids=list(REFUSED_VALUES))
+def test_refused_rows_are_isolated_with_the_stores_error_and_the_rest_stored_once(
+    store: Store, refused: str, bad_positions: list[int]
+) -> None:
+    store._client.command("ALTER TABLE pageviews ADD CONSTRAINT no_forbidden CHECK path != '/forbidden'")
+    fields, error_mark = REFUSED_VALUES[refused]
+    site_id = site()
+    rows = [pageview(site_id, moment) for moment in months_from(2024, 3) * 334][:1000]
+    for position in bad_positions:
+        rows[position] = replace(rows[position], **fields)
+    for _ in range(2):  # the second write is a retry of the same batch
+        refusals = store.write_batch("b:poison", rows, [])
+        assert sorted(refusals.rows) == bad_positions and not refusals.drops
+        assert all(error_mark in error for error in refusals.rows.values())
+    assert count_rows(store) == 1000 - len(bad_positions)
+    stored = {str(page) for (page,) in query(store, "SELECT page_id FROM pageviews")}
+    assert stored == {row.page_id for n, row in enumerate(rows) if n not in bad_positions}
+
+
+def test_refused_drop_counts_name_every_drop_counted_in_them(store: Store) -> None:
+    good, bad = site(), "not-a-uuid"
+    drops = [Drop(good, DropReason.SITE_PATH, utc(2024, 1, 1, 10))] * 3 + [Drop(bad, DropReason.SITE_PATH, utc(2024, 1, 1, 10))] * 2
+    refusals = store.write_batch("b:drops", [pageview(good, utc(2024, 1, 1))], [drops[0], drops[3], *drops[1:3], drops[4]])
+    assert sorted(refusals.drops) == [1, 4] and not refusals.rows
+    assert all("Code: 376" in error for error in refusals.drops.values())
+    assert query(store, "SELECT sum(count) FROM drop_counts") == [(3,)] and count_rows(store) == 1
+
+
+@pytest.mark.parametrize("inserts_before_the_crash", [1, 4, 9, 15])
+def test_a_writer_that_died_half_way_through_a_split_stores_no_row_twice_when_retried(
+    store: Store, monkeypatch: pytest.MonkeyPatch, inserts_before_the_crash: int
+) -> None:
+    store._client.command("ALTER TABLE pageviews ADD CONSTRAINT no_forbidden CHECK path != '/forbidden'")
+    rows = [pageview(site(), moment, path="/") for moment in months_from(2023, 2) * 200]
+    for position in (3, 250, 399):
+        rows[position] = replace(rows[position], path="/forbidden")
+    insert = store._client.insert_arrow
+    calls = 0
+
+    def dying_insert(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > inserts_before_the_crash:
+            raise OSError("the worker died here")
+        return insert(*args, **kwargs)
+
+    monkeypatch.setattr(store._client, "insert_arrow", dying_insert)
+    with pytest.raises(StoreUnavailable, match="the worker died here"):
+        store.write_batch("b:crash-in-split", rows, [])
+    monkeypatch.setattr(store._client, "insert_arrow", insert)
+    assert sorted(store.write_batch("b:crash-in-split", rows, []).rows) == [3, 250, 399]
+    assert count_rows(store) == 397
+    assert query(store, "SELECT count() = uniqExact(page_id) FROM pageviews") == [(1,)]
+
+
+def test_too_many_parts_in_one_month_is_an_outage_not_a_refusal(store: Store) -> None:
+    # With one block per month, TOO_MANY_PARTS (252) can only mean merges lag behind
+    # inserts: the batch is retried later, never split or dead-lettered.
+    store._client.command("SYSTEM STOP MERGES pageviews")
+    store._client.command("ALTER TABLE pageviews MODIFY SETTING parts_to_throw_insert = 2")
+    for n in range(2):
+        store.write_batch(f"b:part-{n}", [pageview(site(), utc(2024, 5, 1))], [])
+    with pytest.raises(StoreUnavailable, match="Code: 252"):
+        store.write_batch("b:one-part-too-many", [pageview(site(), utc(2024, 5, 1))], [])
+    assert count_rows(store) == 2

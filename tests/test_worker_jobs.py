@@ -18,7 +18,7 @@ from workers import dead_letters, jobs, runtime
 from workers.pipeline import StepFailed
 from workers.queue import BatchQueue
 from workers.records import Drop, DropReason, PageviewRow
-from workers.store.store import StoreUnavailable
+from workers.store.store import Refusals, StoreUnavailable
 
 IP = "198.51.100.23"
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
@@ -52,17 +52,27 @@ class StandInPipeline:
 
 
 class StandInStore:
-    """Deduplicates by batch id like ClickHouse's insert_deduplication_token."""
+    """Deduplicates by batch id like ClickHouse's insert_deduplication_token, and refuses the
+    rows and drops of the page_ids in ``refused`` like a store refusing their values."""
 
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
+        self.refused: set[str] = set()
         self.batches: dict[str, tuple[list[PageviewRow], list[Drop]]] = {}
 
-    def write_batch(self, batch_id: str, rows: list[PageviewRow], drops: list[Drop]) -> None:
+    def write_batch(self, batch_id: str, rows: list[PageviewRow], drops: list[Drop]) -> Refusals:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("connection refused")
-        self.batches.setdefault(batch_id, (list(rows), list(drops)))
+        refusals = Refusals(
+            rows={n: "Code: 469. VIOLATED_CONSTRAINT" for n, row in enumerate(rows) if row.page_id in self.refused},
+            drops={n: "Code: 376. CANNOT_PARSE_UUID" for n, drop in enumerate(drops) if drop.site_id in self.refused},
+        )
+        self.batches.setdefault(batch_id, (
+            [row for n, row in enumerate(rows) if n not in refusals.rows],
+            [drop for n, drop in enumerate(drops) if n not in refusals.drops],
+        ))
+        return refusals
 
     def page_ids(self) -> list[str]:
         return sorted(row.page_id for rows, _ in self.batches.values() for row in rows)
@@ -112,6 +122,27 @@ def test_poison_record_is_dead_lettered_and_its_neighbours_stored(real_redis: re
     assert real_redis.xlen(keys.STREAM) == 0
 
 
+def test_rows_and_drops_the_store_refuses_are_dead_lettered_and_the_rest_acknowledged(
+    real_redis: redis.Redis, store: StandInStore
+) -> None:
+    refused_row, refused_drop = envelope(2), envelope(4, "/drop")
+    refused_drop.site_id = "6c0e7c1d-0000-4000-8000-000000000004"
+    store.refused = {refused_row.page_id, refused_drop.site_id}
+    ids = send(real_redis, envelope(1), refused_row, envelope(3, "/drop"), refused_drop, envelope(5))
+
+    assert jobs.process_batch() == 5
+
+    assert store.page_ids() == [envelope(1).page_id, envelope(5).page_id]
+    (_, drops), = store.batches.values()
+    assert len(drops) == 1
+    letters = dead_letters.list_dead_letters(real_redis)
+    assert [(letter.id, letter.step, letter.error) for letter in letters] == [
+        (ids[1], "store", "Code: 469. VIOLATED_CONSTRAINT"), (ids[3], "store", "Code: 376. CANNOT_PARSE_UUID")]
+    assert [letter.envelope["page_id"] for letter in letters] == [refused_row.page_id, refused_drop.page_id]
+    assert all(letter.envelope["visitor_ip"] is None and IP not in letter.to_json().decode() for letter in letters)
+    assert real_redis.xlen(keys.STREAM) == 0 and real_redis.zcard(keys.BATCH_LEASES) == 0
+
+
 def test_unavailable_store_is_retried_and_the_batch_stored_once(real_redis: redis.Redis, store: StandInStore) -> None:
     store.failures = 3
     send(real_redis, envelope(1), envelope(2))
@@ -158,9 +189,9 @@ def test_a_backlog_is_handled_batch_by_batch_each_acknowledged_after_its_insert(
     stream_lengths_at_write: list[int] = []
     write = store.write_batch
 
-    def write_and_look(batch_id: str, rows: list[PageviewRow], drops: list[Drop]) -> None:
+    def write_and_look(batch_id: str, rows: list[PageviewRow], drops: list[Drop]) -> Refusals:
         stream_lengths_at_write.append(real_redis.xlen(keys.STREAM))
-        write(batch_id, rows, drops)
+        return write(batch_id, rows, drops)
 
     monkeypatch.setattr(store, "write_batch", write_and_look)
     send(real_redis, *(envelope(n) for n in range(25)))

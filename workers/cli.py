@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 from types import FrameType
 
@@ -21,6 +22,7 @@ from workers import dead_letters as dead_letter_store
 from workers import runtime
 from workers.dispatcher import Dispatcher
 from workers.redis_rewrite import RewriteTrigger
+from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
 
 
 class BatchWorker(SimpleWorker):
@@ -88,20 +90,33 @@ def _run_processes(count: int) -> None:
 def worker(processes: int) -> None:
     """Run RQ workers that move pageviews from the Redis stream into ClickHouse."""
     _checked_redis().close()
-    if processes > 1 and runtime.settings().clickhouse_url.startswith("chdb://"):
+    store_path = chdb_path(runtime.settings().clickhouse_url)
+    if store_path is None:
+        if processes == 1:
+            run_worker_process()
+        else:
+            _run_processes(processes)
+        return
+    if processes > 1:
         raise click.UsageError(
             "HITSTREAM_CLICKHOUSE_URL is an embedded chdb:// store, which only one process can open: "
             "run one worker process (-n 1), or use a ClickHouse server (http://host:8123) for more."
         )
-    if processes == 1:
+    # Before Redis or the store is touched: a second worker would claim batches it can never
+    # write (they would wait for its lease to expire), so it must not start at all.
+    try:
+        owner_lock = own_chdb_path(store_path)
+    except StoreOwned as error:
+        raise click.ClickException(str(error)) from None
+    try:
         run_worker_process()
-    else:
-        _run_processes(processes)
+    finally:
+        os.close(owner_lock)
 
 
 @click.group("dead-letters")
 def dead_letters() -> None:
-    """Inspect, requeue or purge envelopes that broke a pipeline step."""
+    """Inspect, requeue or purge envelopes that broke a pipeline step or that the store refused."""
 
 
 def _redis() -> redis.Redis:

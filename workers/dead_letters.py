@@ -1,4 +1,5 @@
-"""Dead letters: envelopes that broke a pipeline step, kept for an operator to inspect.
+"""Dead letters: envelopes that broke a pipeline step or whose row the store refused, kept for
+an operator to inspect.
 
 ``keys.DEAD_LETTERS`` is a hash: stream entry id -> record JSON. Keying by the entry id
 makes recording idempotent: a batch retried after a crash rewrites the same dead letters
@@ -25,7 +26,7 @@ IP_PLACEHOLDER = "<visitor_ip>"
 class DeadLetter:
     id: str  # the stream entry id the envelope had
     failed_at: str  # ISO 8601, UTC
-    step: str  # the pipeline step that failed, or "decode"
+    step: str  # the pipeline step that failed, "decode", or "store" (the store refused the row)
     error: str
     site_id: str | None
     batch_id: str

@@ -1,10 +1,13 @@
 """RQ job functions: ``process_batch``, the unit of batch work.
 
 A job claims a batch (up to HITSTREAM_BATCH_SIZE envelopes), runs each envelope through the
-pipeline, writes rows and drop counts in one insert keyed by the batch id, and only then
-acknowledges the batch (together with its dead letters, in one transaction). A crash at any
-point before the ack leaves the batch claimed; its lease expires and the next job re-claims
-it under the same id, so ClickHouse deduplicates the repeated insert.
+pipeline, writes rows and drop counts in one insert per table and month keyed by the batch
+id, and only then acknowledges the batch (together with its dead letters, in one
+transaction). Rows the store refuses (workers.store.store) become dead letters with the
+store's error; the rest of the batch is stored and acknowledged, so a refused row never holds
+back the batches behind it. A crash at any point before the ack leaves the batch claimed; its
+lease expires and the next job re-claims it under the same id, so ClickHouse deduplicates the
+repeated inserts (and refuses the same rows again).
 
 Under load (batches come full) one job handles consecutive batches for up to CHAIN_SECONDS,
 each claimed, leased, stored and acknowledged on its own under its own id; RQ's own cost
@@ -24,6 +27,7 @@ import logging
 import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rq import Queue
 
@@ -33,6 +37,9 @@ from workers import dead_letters, runtime
 from workers.dead_letters import DeadLetter
 from workers.queue import Batch, BatchQueue
 from workers.records import Drop, PageviewRow
+
+if TYPE_CHECKING:
+    from workers.store.store import Refusals
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +71,18 @@ def enqueue_batch_jobs(rq_queue: Queue, count: int) -> None:
     rq_queue.enqueue_many([job_data] * count)
 
 
+# Where a row or drop came from: its stream entry id and envelope (to dead-letter it).
+_Source = tuple[str, Envelope]
+
+
 @dataclass(frozen=True, slots=True)
 class _Processed:
     batch: Batch
     rows: list[PageviewRow]
     drops: list[Drop]
     letters: list[DeadLetter]
+    row_sources: list[_Source]  # parallel to rows
+    drop_sources: list[_Source]  # parallel to drops
 
 
 def _process(batch: Batch) -> _Processed:
@@ -79,6 +92,8 @@ def _process(batch: Batch) -> _Processed:
     rows: list[PageviewRow] = []
     drops: list[Drop] = []
     letters: list[DeadLetter] = []
+    row_sources: list[_Source] = []
+    drop_sources: list[_Source] = []
     for entry in batch.entries:
         try:
             envelope = Envelope.from_json(entry.data)
@@ -90,14 +105,19 @@ def _process(batch: Batch) -> _Processed:
         except StepFailed as error:
             letters.append(dead_letters.for_failed_step(entry.id, batch.id, envelope, error.step, str(error.cause)))
             continue
-        (drops if isinstance(outcome, Drop) else rows).append(outcome)
-    return _Processed(batch, rows, drops, letters)
+        if isinstance(outcome, Drop):
+            drops.append(outcome)
+            drop_sources.append((entry.id, envelope))
+        else:
+            rows.append(outcome)
+            row_sources.append((entry.id, envelope))
+    return _Processed(batch, rows, drops, letters, row_sources, drop_sources)
 
 
-def _write(processed: _Processed) -> None:
+def _write(processed: _Processed) -> Refusals:
     """Write with exponential backoff while the store is unavailable (on the store-writer
-    thread). Raises StoreGaveUp after STORE_RETRY_SECONDS, ShutdownWhileWaiting when a warm
-    shutdown interrupts the wait."""
+    thread); returns what the store refused. Raises StoreGaveUp after STORE_RETRY_SECONDS,
+    ShutdownWhileWaiting when a warm shutdown interrupts the wait."""
     from workers.store.store import StoreUnavailable
 
     batch_id = processed.batch.id
@@ -105,8 +125,7 @@ def _write(processed: _Processed) -> None:
     delay = STORE_RETRY_FIRST_DELAY
     while True:
         try:
-            runtime.current_store().write_batch(batch_id, processed.rows, processed.drops)
-            return
+            return runtime.current_store().write_batch(batch_id, processed.rows, processed.drops)
         except StoreUnavailable as error:
             if time.monotonic() + delay > deadline:
                 raise StoreGaveUp(f"store unavailable for {STORE_RETRY_SECONDS:.0f} s: {error}") from error
@@ -116,18 +135,29 @@ def _write(processed: _Processed) -> None:
         delay = min(delay * 2, STORE_RETRY_MAX_DELAY)
 
 
-def _acknowledge(queue: BatchQueue, processed: _Processed) -> None:
+def _refused_letters(processed: _Processed, refusals: Refusals) -> list[DeadLetter]:
+    """Dead letters (step "store") for the envelopes whose rows or drop counts were refused."""
+    batch_id = processed.batch.id
+    refused = [(processed.row_sources[position], error) for position, error in refusals.rows.items()]
+    refused += [(processed.drop_sources[position], error) for position, error in refusals.drops.items()]
+    return [
+        dead_letters.for_failed_step(entry_id, batch_id, envelope, "store", error)
+        for (entry_id, envelope), error in refused
+    ]
+
+
+def _acknowledge(queue: BatchQueue, batch: Batch, letters: list[DeadLetter]) -> None:
     with runtime.redis_client().pipeline(transaction=True) as pipe:
-        dead_letters.record(pipe, processed.letters)
-        queue.ack(processed.batch, pipe)
+        dead_letters.record(pipe, letters)
+        queue.ack(batch, pipe)
         pipe.execute()
-    if processed.letters:
-        log.warning("batch %s: %d envelope(s) sent to dead letters", processed.batch.id, len(processed.letters))
+    if letters:
+        log.warning("batch %s: %d envelope(s) sent to dead letters", batch.id, len(letters))
 
 
 def _store(queue: BatchQueue, processed: _Processed) -> None:
-    _write(processed)
-    _acknowledge(queue, processed)
+    refusals = _write(processed)
+    _acknowledge(queue, processed.batch, processed.letters + _refused_letters(processed, refusals))
 
 
 class _Write:

@@ -18,7 +18,8 @@ Step order, and why:
   forget_ip   the raw visitor IP leaves the working context; the row never had it
 
 ``StepFailed.step`` is one of these names, or "envelope" when the envelope itself cannot be
-read (e.g. a malformed visitor IP, an event without a name or with a nested property).
+read (a field of the wrong type or out of the store's range, see workers.envelope_check; a
+malformed visitor IP, an event without a name or with a nested property).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from shared.config import Settings
 from shared.control.exclusions import ExclusionRule
 from shared.envelope import Envelope
+from workers.envelope_check import check_envelope
 from workers.pipeline.client import copy_client_context
 from workers.pipeline.exclusions import Exclusions
 from workers.pipeline.geo import GeoLookup
@@ -96,6 +98,7 @@ class Pipeline:
         step breaks."""
         step_name = "envelope"
         try:
+            check_envelope(envelope)
             visit = Visit.start(envelope)
             for step in self.steps:
                 step_name = step.name

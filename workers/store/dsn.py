@@ -1,4 +1,5 @@
-"""Reading a store DSN: ``chdb://PATH`` (embedded engine on disk) or ``http(s)://HOST:8123[/db]``.
+"""Reading a store DSN: ``chdb://PATH`` (embedded engine on disk) or ``http(s)://HOST:8123[/db]``,
+and the locks that say who has an embedded store open.
 
 Everything after ``chdb://`` is a filesystem path, relative to the current directory unless
 absolute (``chdb://./var/chdb``, ``chdb:///srv/hitstream/chdb``).
@@ -41,3 +42,38 @@ def chdb_path_in_use(path: Path) -> bool:
         os.close(descriptor)  # also releases the probe's own lock
     return False
 
+
+
+# The worker that owns an embedded store holds an exclusive flock on this file, inside the
+# store's directory, for its whole life. It is not chdb's own ``status`` lock: that one is
+# also held for a moment by ``hitstream migrate`` or ``hitstream stats`` (then the store is
+# only busy, and a worker waits for it), while this one means another worker writes here.
+OWNER_LOCK_FILE = "hitstream-worker.lock"
+
+
+class StoreOwned(Exception):
+    """Another worker process owns the embedded store."""
+
+
+def own_chdb_path(path: Path) -> int:
+    """Make this process the one worker of the embedded store at ``path``: take the owner lock
+    and write our pid into it. Returns the lock's descriptor, which must stay open as long as
+    the process works. Raises StoreOwned, naming the owner's pid, if another process has it.
+
+    flock is atomic, so of two workers starting together exactly one wins; the kernel drops
+    the lock when its process exits, however it exits (SIGKILL included).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path / OWNER_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise StoreOwned(
+            f"the chdb store at {path} is owned by another hitstream worker (pid {owner}); an embedded store"
+            " takes exactly one worker: stop that one first, or use a ClickHouse server (http://host:8123) for more"
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    return descriptor

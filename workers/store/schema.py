@@ -14,6 +14,8 @@ from dataclasses import dataclass
 # Retried batches are recognised by their insert_deduplication_token among the last this many
 # insert blocks per table. A batch is re-claimed after its lease expires (about a minute), and
 # at 10k events/s in 1000-row batches that is ~600 blocks later, so 10,000 leaves a wide margin.
+# A batch spread over k months inserts k blocks (one per partition): see docs/reliability.md
+# for a historical replay's rate.
 DEDUPLICATION_WINDOW = 10_000
 
 CLUSTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
