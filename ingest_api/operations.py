@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from ingest_api.metrics import CONTENT_TYPE, Metrics
 from ingest_api.openapi import DOCUMENT
 from shared import keys
+from shared.queue_stats import BACKLOG_KEYS, BACKLOG_SCRIPT, parse_backlog
 
 _OPENAPI_JSON = orjson.dumps(DOCUMENT)
 
@@ -37,9 +38,10 @@ class Operations:
     async def metrics(self, request: Request) -> Response:
         try:
             async with asyncio.timeout(self._timeout):
-                self._metrics.queue_depth.set(await self._redis.xlen(keys.STREAM))
+                reply = await self._redis.eval(BACKLOG_SCRIPT, len(BACKLOG_KEYS), *BACKLOG_KEYS, keys.GROUP)
+            self._metrics.backlog = parse_backlog(reply)
         except (TimeoutError, RedisError, OSError):
-            self._metrics.queue_depth.set(float("nan"))  # unknown, not "empty"
+            self._metrics.backlog = None
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
