@@ -128,7 +128,8 @@ while at <= #ARGV do
     redis.call('XACK', stream, group, unpack(ARGV, i, j))
     deleted = deleted + redis.call('XDEL', stream, unpack(ARGV, i, j))
   end
-  if token ~= '' and deleted > 0 and redis.call('HINCRBY', counts, token, -deleted) <= 0 then
+  -- Exact accounting never goes below 0; a count left negative would show a double count.
+  if token ~= '' and deleted > 0 and redis.call('HINCRBY', counts, token, -deleted) == 0 then
     redis.call('HDEL', counts, token)
   end
   at = last + 1
