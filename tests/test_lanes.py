@@ -226,6 +226,22 @@ def test_a_lane_alone_gets_every_claim_and_an_empty_queue_none(real_redis: redis
     assert claimed_lanes(queue, 3) == ["live", "bulk", "-"]
 
 
+def test_a_partial_live_batch_says_a_bulk_backlog_still_waits_so_the_job_keeps_chaining(
+    real_redis: redis.Redis,
+) -> None:
+    fill(real_redis, Lane.LIVE, 2)
+    fill(real_redis, Lane.BULK, 3)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=60, bulk_min_share=0.1)
+
+    claims = [queue.claim(batch_size=5) for _ in range(3)]
+
+    assert [(batch.lane, len(batch.entries), batch.more_waiting) for batch in claims if batch] == [
+        (Lane.LIVE, 2, True),
+        (Lane.BULK, 3, False),
+    ]
+    assert claims[2] is None
+
+
 @pytest.mark.parametrize("lane", [Lane.LIVE, Lane.BULK])
 def test_an_expired_batch_is_reclaimed_whole_in_its_own_lane_before_anything_new(
     real_redis: redis.Redis, lane: Lane

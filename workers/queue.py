@@ -151,6 +151,10 @@ class Batch:
     id: str  # shared.lanes.new_batch_id: consumer name, lease member, insert deduplication token
     entries: list[Entry]
     reclaimed: bool  # True when recovered from a worker whose lease expired
+    # Whether entries were left waiting in either lane when this batch was claimed (a
+    # re-claimed batch says True: the count was not taken), so a job keeps chaining batches
+    # through a partial live batch while a replay's backlog waits.
+    more_waiting: bool = True
 
     @property
     def lane(self) -> Lane:
@@ -197,8 +201,9 @@ class BatchQueue:
         if reclaimed[0]:
             _, batch_id, entries = reclaimed
             return Batch(id=batch_id.decode(), entries=[_reclaimed_entry(raw) for raw in entries], reclaimed=True)
-        for lane in self._turn(dict(zip(LANES, reclaimed[1:], strict=True))):
-            batch = self._claim_new(lane, batch_size)
+        waiting = dict(zip(LANES, reclaimed[1:], strict=True))
+        for lane in self._turn(waiting):
+            batch = self._claim_new(lane, batch_size, sum(waiting.values()))
             if batch is not None:
                 return batch
         return None
@@ -213,7 +218,7 @@ class BatchQueue:
                 lanes.reverse()
         return lanes
 
-    def _claim_new(self, lane: Lane, batch_size: int) -> Batch | None:
+    def _claim_new(self, lane: Lane, batch_size: int, waiting: int) -> Batch | None:
         lane_keys = LANE_KEYS[lane]
         batch_id = new_batch_id(lane)
         with self.redis.pipeline(transaction=True) as pipe:
@@ -225,7 +230,12 @@ class BatchQueue:
         if not leased:
             return None
         (_, entries), = read
-        return Batch(id=batch_id, entries=[_entry(entry_id, fields) for entry_id, fields in entries], reclaimed=False)
+        return Batch(
+            id=batch_id,
+            entries=[_entry(entry_id, fields) for entry_id, fields in entries],
+            reclaimed=False,
+            more_waiting=waiting > len(entries),
+        )
 
     def heartbeat(self, *batch_ids: str) -> None:
         """Push the lease deadlines one claim timeout into the future."""
