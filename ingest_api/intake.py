@@ -22,10 +22,12 @@ from ingest_api import errors
 from ingest_api.access import Access, presented_secret
 from ingest_api.answer import Answer
 from ingest_api.errors import ApiError, error_response
+from ingest_api.front import UNAVAILABLE_RETRY_AFTER_SECONDS
 from ingest_api.handoff import (
     HandOff,
     Outcome,
     Queued,
+    Unavailable,
     Verdict,
 )
 from ingest_api.ids import new_uuid4
@@ -38,19 +40,16 @@ from shared.control.tokens import ApiToken
 from shared.envelope import ENVELOPE_VERSION
 from shared.lanes import LANE_HEADER, Lane
 
-FULL_RETRY_AFTER_SECONDS = 1
 _LANE_HEADER = LANE_HEADER.lower()
 BAD_LANE = f"{LANE_HEADER} must be live or bulk"
 LIVE_TOKEN_IN_BULK = f"{LANE_HEADER}: bulk needs a bulk token (hitstream tokens create --bulk)"
 BULK_TOKEN_IN_LIVE = f"{LANE_HEADER}: live is not open to a bulk token"
-# A full lane keeps HitKeep's text; a full share says why, as it concerns one token only.
+# A full lane answers like Redis being unavailable (HitKeep's text); a full share says why, as
+# it concerns one token only.
 TOKEN_SHARE_FULL = f"{errors.SERVICE_NOT_AVAILABLE}: this token's share of its lane's queue is full"
-_FULL = {
-    Outcome.QUEUE_FULL: error_response(ApiError(503, errors.SERVICE_NOT_AVAILABLE, {"Retry-After": str(FULL_RETRY_AFTER_SECONDS)})),
-    Outcome.TOKEN_SHARE_FULL: error_response(
-        ApiError(503, TOKEN_SHARE_FULL, {"Retry-After": str(FULL_RETRY_AFTER_SECONDS)})
-    ),
-}
+_TOKEN_SHARE_FULL = error_response(
+    ApiError(503, TOKEN_SHARE_FULL, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
+)
 
 
 class Intake:
@@ -114,8 +113,10 @@ class Intake:
                 "Retry-After": str(verdict.retry_after_seconds),
             }
             return error_response(ApiError(429, errors.TOO_MANY_REQUESTS, headers))
-        if verdict.outcome in _FULL:
-            return _FULL[verdict.outcome]
+        if verdict.outcome is Outcome.QUEUE_FULL:
+            raise Unavailable("the request's lane is at its maximum depth")
+        if verdict.outcome is Outcome.TOKEN_SHARE_FULL:
+            return _TOKEN_SHARE_FULL
         admitted.headers += (
             self._rate_limit_header,
             (b"ratelimit-remaining", b"%d" % verdict.remaining),
