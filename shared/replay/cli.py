@@ -67,7 +67,8 @@ def _format_of(file: Path, chosen: str) -> str:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", required=True, help="Base URL of the hitstream API, e.g. http://127.0.0.1:8000.")
 @click.option("--token", required=True, envvar="HITSTREAM_TOKEN",
-              help="API token (or HITSTREAM_TOKEN, which keeps it out of the process list).")
+              help="A bulk API token, from tokens create --bulk (or HITSTREAM_TOKEN, which keeps it "
+                   "out of the process list); the replay uses the bulk lane.")
 @click.option("--format", "input_format", default="auto", show_default=True,
               type=click.Choice(["auto", "ndjson", "csv", "combined"]),
               help="auto: csv for *.csv(.gz), else ndjson.")
