@@ -9,14 +9,16 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 import redis
 
-from ingest_api.intake import LIVE_TOKEN_IN_BULK
+from ingest_api.intake import LIVE_TOKEN_IN_BULK, TOKEN_SHARE_FULL
 from shared.control.tokens import token_key
 from shared.lanes import LANE_KEYS, Lane
 from tests.procs import HITSTREAM, Processes, stored_pages, wait_until
@@ -41,11 +43,32 @@ def accepted_lines(path: Path) -> int:
     return orjson.loads(state.read_bytes())["tally"]["accepted"] if state.exists() else 0
 
 
-def start_replay(path: Path, url: str, secret: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    command = [HITSTREAM, "replay", str(path), "--url", url, "--quiet", "--endpoint", "batch", "--concurrency", "8"]
-    return subprocess.Popen(
-        command, env={**env, "HITSTREAM_TOKEN": secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+class Replays:
+    """``hitstream replay`` processes of one test; any still running at its end are killed."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(self, path: Path, url: str, secret: str) -> subprocess.Popen[str]:
+        command = [HITSTREAM, "replay", str(path), "--url", url, "--quiet", "--endpoint", "batch", "--concurrency", "8"]
+        replay = subprocess.Popen(
+            command, env={**self.env, "HITSTREAM_TOKEN": secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.started.append(replay)
+        return replay
+
+    def kill_all(self) -> None:
+        for replay in self.started:
+            replay.kill()
+            replay.communicate()
+
+
+@pytest.fixture
+def replays(hitstream_env: dict[str, str]) -> Iterator[Replays]:
+    started = Replays(hitstream_env)
+    yield started
+    started.kill_all()
 
 
 def finished(replay: subprocess.Popen[str], timeout: float = 180) -> str:
@@ -124,27 +147,30 @@ class LiveStoredSampler:
 
 
 def test_a_replay_flooding_the_bulk_lane_to_its_cap_neither_refuses_nor_delays_live_traffic(
-    processes: Processes, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
+    processes: Processes, replays: Replays, real_redis: redis.Redis, tmp_path: Path
 ) -> None:
     api = processes.api(HITSTREAM_BULK_QUEUE_MAX_DEPTH=str(BULK_CAP), HITSTREAM_TOKEN_QUEUE_SHARE="1")
     live_secret, bulk_secret = ingest_token(real_redis), ingest_token(real_redis, bulk=True)
     replayed = replay_file(tmp_path / "history.ndjson", 0, 6 * BULK_CAP)
     bulk_stream = LANE_KEYS[Lane.BULK].stream
 
-    replay = start_replay(tmp_path / "history.ndjson", api.url, bulk_secret, hitstream_env)
+    replay = replays.start(tmp_path / "history.ndjson", api.url, bulk_secret)
     live = LiveClient(api.url, live_secret)
-    # No worker yet: the flood fills the bulk lane to its cap, and the replay sees 503s.
-    wait_until(lambda: real_redis.xlen(bulk_stream) == BULK_CAP, 60, "the bulk lane to fill to its cap")
     sampler = LiveStoredSampler(real_redis)
-    worker = processes.worker(tmp_path / "store")
-    worker.wait_ready(real_redis)
-    measured_from_ms = time.time_ns() // 1_000_000
-    # The live client shares the API with the flood: on a loaded machine its requests take up
-    # to a second or two, so it runs until it has enough pageviews to measure.
-    wait_until(lambda: live.accepted_since(measured_from_ms) >= LIVE_MEASURED, 90, "live pageviews to measure")
-    live.finish()
-    wait_until(lambda: real_redis.xlen(LANE_KEYS[Lane.LIVE].stream) == 0, 30, "the live lane to drain")
-    sampler.finish()
+    try:
+        # No worker yet: the flood fills the bulk lane to its cap, and the replay sees 503s.
+        wait_until(lambda: real_redis.xlen(bulk_stream) == BULK_CAP, 60, "the bulk lane to fill to its cap")
+        worker = processes.worker(tmp_path / "store")
+        worker.wait_ready(real_redis)
+        measured_from_ms = time.time_ns() // 1_000_000
+        # The live client shares the API with the flood: on a loaded machine its requests take
+        # up to a second or two, so it runs until it has enough pageviews to measure.
+        wait_until(lambda: live.accepted_since(measured_from_ms) >= LIVE_MEASURED, 90, "live pageviews to measure")
+        live.finish()
+        wait_until(lambda: real_redis.xlen(LANE_KEYS[Lane.LIVE].stream) == 0, 30, "the live lane to drain")
+    finally:
+        live.finish()  # the client and the sampler never outlive the test
+        sampler.finish()
     summary = finished(replay)
     wait_until(lambda: real_redis.xlen(bulk_stream) == 0, 120, "the bulk backlog to drain")
     assert worker.stop() == 0
@@ -162,7 +188,7 @@ def test_a_replay_flooding_the_bulk_lane_to_its_cap_neither_refuses_nor_delays_l
 
 
 def test_two_replays_of_different_tokens_progress_side_by_side_and_a_third_still_gets_in(
-    processes: Processes, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
+    processes: Processes, replays: Replays, real_redis: redis.Redis, tmp_path: Path
 ) -> None:
     # A share of 0.4 of 6000: 2400 entries per token, so two floods leave room for a third.
     api = processes.api(HITSTREAM_BULK_QUEUE_MAX_DEPTH="6000", HITSTREAM_TOKEN_QUEUE_SHARE="0.4")
@@ -174,25 +200,28 @@ def test_two_replays_of_different_tokens_progress_side_by_side_and_a_third_still
     worker = processes.worker(tmp_path / "store")
     worker.wait_ready(real_redis)
 
-    replays = [start_replay(path, api.url, secret, hitstream_env) for path, secret in zip(files, secrets)]
+    floods = [replays.start(path, api.url, secret) for path, secret in zip(files, secrets)]
     samples: list[dict[str, int]] = []
-    third: httpx.Response | None = None
+    third_answers: list[httpx.Response] = []
+    third_id, third_body = pageview(999_999)
     accepted_when_first_finished: list[int] | None = None
-    while any(replay.poll() is None for replay in replays):
+    while any(flood.poll() is None for flood in floods):
         queued = {token.decode(): int(count) for token, count in real_redis.hgetall(counts).items()}
         samples.append(queued)
-        if accepted_when_first_finished is None and any(replay.poll() is not None for replay in replays):
+        if accepted_when_first_finished is None and any(flood.poll() is not None for flood in floods):
             accepted_when_first_finished = [accepted_lines(path) for path in files]
-        if third is None and all(queued.get(token, 0) >= 2000 for token in token_ids[:2]):
-            third_id, third_body = pageview(999_999)
-            third = httpx.post(
-                f"{api.url}/api/ingest/server/pageviews",
-                content=b"[" + third_body + b"]",
-                headers={"Authorization": f"Bearer {secrets[2]}", "Content-Type": "application/json"},
-                timeout=10,
+        third_in = bool(third_answers) and third_answers[-1].status_code == 202
+        if not third_in and all(queued.get(token, 0) >= 2000 for token in token_ids[:2]):
+            third_answers.append(
+                httpx.post(
+                    f"{api.url}/api/ingest/server/pageviews",
+                    content=b"[" + third_body + b"]",
+                    headers={"Authorization": f"Bearer {secrets[2]}", "Content-Type": "application/json"},
+                    timeout=10,
+                )
             )
         time.sleep(0.05)
-    summaries = [finished(replay) for replay in replays]
+    summaries = [finished(flood) for flood in floods]
     wait_until(lambda: real_redis.xlen(LANE_KEYS[Lane.BULK].stream) == 0, 120, "the bulk lane to drain")
     assert worker.stop() == 0
 
@@ -200,18 +229,21 @@ def test_two_replays_of_different_tokens_progress_side_by_side_and_a_third_still
     assert accepted_when_first_finished is not None
     assert min(accepted_when_first_finished) >= 15_000 // 2, accepted_when_first_finished  # side by side
     assert any("503" in summary for summary in summaries)  # the shares did refuse
-    assert third is not None and third.status_code == 202, third
+    # A plain 503 (Redis slower than the API's timeout on a loaded machine) may come first and
+    # is retried, as any client does; the lane and the shares never refused the third token.
+    assert third_answers and third_answers[-1].status_code == 202, [answer.text for answer in third_answers]
+    assert all(answer.json() != {"message": TOKEN_SHARE_FULL} for answer in third_answers)
     pages, _ = stored_pages(tmp_path / "store")
     assert pages == Counter(replayed[0]) + Counter(replayed[1]) + Counter([third_id])
 
 
 def test_a_replay_with_a_live_token_stops_at_once_with_a_clear_message(
-    processes: Processes, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
+    processes: Processes, replays: Replays, real_redis: redis.Redis, tmp_path: Path
 ) -> None:
     api = processes.api()
     replay_file(tmp_path / "history.ndjson", 0, 2000)
 
-    replay = start_replay(tmp_path / "history.ndjson", api.url, ingest_token(real_redis), hitstream_env)
+    replay = replays.start(tmp_path / "history.ndjson", api.url, ingest_token(real_redis))
     stdout, stderr = replay.communicate(timeout=60)
 
     assert replay.returncode == 1
