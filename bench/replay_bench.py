@@ -3,7 +3,8 @@
     .venv/bin/python bench/replay_bench.py [--lines 1000000] [--baseline-lines 20000]
 
 Generates NDJSON pageviews for the demo site, starts ``hitstream up`` (its own Redis on a free
-port, the embedded store in a temporary folder, API and one worker), and replays the file with
+port, the embedded store in a temporary folder, API and one worker), creates a bulk token for
+the demo site (a replay asks for the bulk lane), and replays the file with
 the default options (single endpoint, 32 requests in flight; ``--endpoint batch`` for
 500-item batches). The same-run baseline is a naive
 client: the same replay with one request in flight (``--concurrency 1``) over the first
@@ -96,10 +97,14 @@ def main() -> None:
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_ready(base_url, up)
-            env["HITSTREAM_TOKEN"] = (work / "var" / "demo-token").read_text().strip()
+            # A replay uses the bulk lane, which needs a bulk token (the demo token is a live one).
+            env["HITSTREAM_TOKEN"] = subprocess.run(
+                [*HITSTREAM, "tokens", "create", "--site", "demo.localhost", "--role", "owner", "--bulk"],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout.strip().splitlines()[-1]
             baseline_seconds, _ = replay(baseline_views, base_url, env, "--concurrency", "1")
             seconds, summary = replay(views, base_url, env, "--endpoint", args.endpoint)
-            queued = redis.Redis.from_url(redis_url).xlen(keys.STREAM)
+            queued = redis.Redis.from_url(redis_url).xlen(keys.BULK_STREAM)
         finally:
             up.send_signal(signal.SIGTERM)
             up.wait(120)

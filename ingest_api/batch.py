@@ -2,7 +2,7 @@
 
 The body is a JSON array of pageview bodies, or NDJSON (one body per line; a final newline
 ends the last line) with ``Content-Type: application/x-ndjson``. Whole-request checks come
-first (token, size, form, item count); then each item gets the single endpoint's checks and
+first (token and its lane, size, form, item count); then each item gets the single endpoint's checks and
 messages, its own site and grant. Valid items go to Redis in one hand-off with the rate
 limit and the queue-depth check: all of them or none.
 
@@ -54,6 +54,7 @@ class BatchEndpoint:
         try:
             if token is None:
                 raise ApiError(401, errors.UNAUTHORIZED)
+            lane = self._intake.lane(request, token)
             body = await request.body(MAX_BATCH_BYTES, TOO_LARGE)
             is_ndjson = _media_type(request) == NDJSON
             items = batch_items(body, is_ndjson=is_ndjson)
@@ -91,7 +92,7 @@ class BatchEndpoint:
         # A batch refused whole (400) leaves no stored answer: its retry is decided afresh.
         stored = _stored_answer(request, token, answer) if accepted else None
         verdict = await self._intake.admit(
-            subject, handed_off, cost=len(items), answer=stored
+            subject, handed_off, cost=len(items), answer=stored, lane=lane, token_id=token.id
         )
         return self._intake.answer(
             subject, verdict, batch_response(verdict.stored_answer or answer)

@@ -1,38 +1,56 @@
 -- Admit a batch of requests, each atomically: stored answer, token-bucket rate limit, client
--- retries, queue-depth check, stream append. A request's envelopes are appended only if all
--- of it is accepted; requests are decided in order, each seeing the ones before it.
+-- retries, the lane's depth and the token's share of it, stream append. A request's envelopes
+-- are appended only if all of it is accepted; requests are decided in order, each seeing the
+-- ones before it.
 --
--- KEYS[1] ingest stream    KEYS[2..] the rate buckets (hash: tokens, updated_ms), one per subject
--- ARGV[1] rate (tokens per second)   ARGV[2] burst   ARGV[3] maximum stream length
--- ARGV[4] envelope field name        ARGV[5] idempotency window (seconds)
+-- KEYS[1], KEYS[2] the live and bulk streams   KEYS[3], KEYS[4] their queued-by-token hashes
+-- KEYS[5..] the rate buckets (hash: tokens, updated_ms), one per subject
+-- ARGV[1] rate (tokens per second)   ARGV[2] burst   ARGV[3], ARGV[4] live and bulk maximum
+-- stream length   ARGV[5] a token's share of a lane's maximum   ARGV[6] envelope field name
+-- ARGV[7] token field name   ARGV[8] idempotency window (seconds)
 -- then per request: the index in KEYS of its bucket, cost (items charged), envelope count,
--- answer key ('' for none), answer body, then per envelope: seen key ('' when the API
--- generated the page_id), envelope.
+-- answer key ('' for none), answer body, lane (1 live, 2 bulk), token id, then per envelope:
+-- seen key ('' when the API generated the page_id), envelope.
 --
--- Returns 5 values per request: verdict (0 accepted, 1 rate limited, 2 queue full, 3 answered
--- before), remaining whole items (negative while the bucket is in debt), seconds until the
--- bucket is full again, (rate limited only) seconds until the bucket holds enough, and
--- (answered before only) the stored answer.
+-- Returns 5 values per request: verdict (0 accepted, 1 rate limited, 2 lane full, 3 answered
+-- before, 4 the token's share of the lane full), remaining whole items (negative while the
+-- bucket is in debt), seconds until the bucket is full again, (rate limited only) seconds
+-- until the bucket holds enough, and (answered before only) the stored answer.
 --
 -- A cost above the burst could never be paid, so such a request only needs a full bucket and
 -- leaves it in debt (negative): the long-run rate stays exactly `rate` items per second.
 -- A bucket is read once per call and written once at its end (one clock reading for the whole
 -- call, so this is the same as updating it per request, at a third of the commands).
 -- Each envelope is appended before its seen key is set, so a failed XADD (which aborts the
--- script) never marks an id as seen; refused requests set nothing.
+-- script) never marks an id as seen; refused requests set nothing. A token's count in its
+-- lane's hash grows with each XADD; the worker's acknowledgement shrinks it (workers.queue).
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local max_depth = tonumber(ARGV[3])
-local field = ARGV[4]
-local window = tonumber(ARGV[5])
+local max_depths = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+local share = tonumber(ARGV[5])
+local field, token_field = ARGV[6], ARGV[7]
+local window = tonumber(ARGV[8])
 
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local depth = redis.call('XLEN', KEYS[1])
 local replies = {}
-local at = 6
+local at = 9
 local tokens_of = {}  -- KEYS index -> the bucket's tokens now
 local charged = {}  -- KEYS indexes of the buckets to write back
+local depths = {}  -- lane -> its stream's length now
+local queued_of = {{}, {}}  -- lane -> token id -> its entries in the lane now
+
+local function depth_of(lane)
+  if depths[lane] == nil then depths[lane] = redis.call('XLEN', KEYS[lane]) end
+  return depths[lane]
+end
+
+local function queued_in(lane, token)
+  if queued_of[lane][token] == nil then
+    queued_of[lane][token] = tonumber(redis.call('HGET', KEYS[lane + 2], token) or 0)
+  end
+  return queued_of[lane][token]
+end
 
 local function tokens_in(index)
   if tokens_of[index] == nil then
@@ -61,7 +79,8 @@ while at <= argument_count do
   local cost = tonumber(ARGV[at + 1])
   local count = tonumber(ARGV[at + 2])
   local answer_key, answer = ARGV[at + 3], ARGV[at + 4]
-  local first_envelope = at + 5
+  local lane, token = tonumber(ARGV[at + 5]), ARGV[at + 6]
+  local first_envelope = at + 7
   at = first_envelope + 2 * count
 
   local tokens = tokens_in(bucket)
@@ -85,19 +104,25 @@ while at <= argument_count do
         taken[seen_key] = true
       end
     end
-    if #fresh > 0 and depth + #fresh > max_depth then
+    if #fresh > 0 and depth_of(lane) + #fresh > max_depths[lane] then
       reply(2, tokens, 0, '')
+    elseif #fresh > 0 and queued_in(lane, token) + #fresh > math.max(1, math.floor(max_depths[lane] * share)) then
+      reply(4, tokens, 0, '')
     else
       tokens = tokens - cost
       tokens_of[bucket] = tokens
       charged[bucket] = true
       for _, j in ipairs(fresh) do
-        redis.call('XADD', KEYS[1], '*', field, ARGV[j + 1])
+        redis.call('XADD', KEYS[lane], '*', field, ARGV[j + 1], token_field, token)
         if ARGV[j] ~= '' then
           redis.call('SET', ARGV[j], 1, 'EX', window)
         end
       end
-      depth = depth + #fresh
+      if #fresh > 0 then
+        depths[lane] = depths[lane] + #fresh
+        queued_of[lane][token] = queued_of[lane][token] + #fresh
+        redis.call('HINCRBY', KEYS[lane + 2], token, #fresh)
+      end
       if answer_key ~= '' then
         redis.call('SET', answer_key, answer, 'EX', window)
       end

@@ -1,6 +1,6 @@
-"""The hand-off: a Lua script admits requests (stored answer, rate limit, retried ids, queue
-depth, XADD, all or nothing per request), and a batcher sends the requests that arrive
-together to Redis in one round trip.
+"""The hand-off: a Lua script admits requests (stored answer, rate limit, retried ids, the
+lane's depth and the token's share of it, XADD, all or nothing per request), and a batcher
+sends the requests that arrive together to Redis in one round trip.
 
 Concurrent requests are decided together: one EVALSHA per batch, written on a lean pipelined
 connection (ingest_api.redis_wire): one command per batch instead of one per request, and no
@@ -36,6 +36,7 @@ from prometheus_client import Histogram
 from ingest_api.redis_wire import RedisWire, ReplyError
 from shared import keys
 from shared.config import Settings
+from shared.lanes import LANE_KEYS, LANES, Lane
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,9 @@ class Unavailable(Exception):
 class Outcome(enum.IntEnum):
     ACCEPTED = 0
     RATE_LIMITED = 1
-    QUEUE_FULL = 2
+    QUEUE_FULL = 2  # the request's lane is at its maximum depth
     ANSWERED_BEFORE = 3  # the answer key exists: Verdict.stored_answer is the answer
+    TOKEN_SHARE_FULL = 4  # the token's entries fill its share of the lane
 
 
 _OUTCOMES = tuple(Outcome)  # by value, without the enum's slow call
@@ -83,6 +85,8 @@ class StoredAnswer(NamedTuple):
 
 
 _NO_ANSWER = StoredAnswer("", b"")
+_LANE_INDEX = {lane: index for index, lane in enumerate(LANES, start=1)}  # the lane's KEYS index
+_LANE_KEYS = [LANE_KEYS[lane].stream for lane in LANES] + [LANE_KEYS[lane].queued_by_token for lane in LANES]
 
 @dataclass(slots=True)
 class _Request:
@@ -90,6 +94,8 @@ class _Request:
     cost: int
     queued: Sequence[Queued]
     answer: StoredAnswer | None
+    lane: Lane
+    token_id: str
     verdict: asyncio.Future[Verdict]
 
 
@@ -103,7 +109,10 @@ class HandOff:
             settings.rate_limit,
             settings.rate_burst,
             settings.queue_max_depth,
+            settings.bulk_queue_max_depth,
+            settings.token_queue_share,
             keys.ENVELOPE_FIELD,
+            keys.TOKEN_FIELD,
             settings.idempotency_window_seconds,
         )
         self._waiting: list[_Request] = []
@@ -120,9 +129,12 @@ class HandOff:
         queued: Sequence[Queued] = (),
         cost: int = 1,
         answer: StoredAnswer | None = None,
+        lane: Lane = Lane.LIVE,
+        token_id: str = "",
     ) -> asyncio.Future[Verdict]:
-        """Charge ``cost`` items to the subject's bucket and, if allowed and the queue has room,
-        append the envelopes whose ids were not seen and store the answer; all or nothing.
+        """Charge ``cost`` items to the subject's bucket and, if allowed and the lane has room
+        (for the token's share too), append the envelopes whose ids were not seen to the lane,
+        counted for ``token_id``, and store the answer; all or nothing.
         The verdict comes in the returned future (a plain function, not a coroutine: one frame
         less to create and resume per request); it fails with Unavailable (within the Redis
         timeout) when Redis does not answer."""
@@ -135,7 +147,9 @@ class HandOff:
         verdict = loop.create_future()
         if not self._waiting:  # the first of a batch: sent after this loop iteration at the latest
             loop.call_soon(self._flush)
-        self._waiting.append(_Request(keys.RATE_BUCKET.format(subject=subject), cost, queued, answer, verdict))
+        self._waiting.append(
+            _Request(keys.RATE_BUCKET.format(subject=subject), cost, queued, answer, lane, token_id, verdict)
+        )
         if len(self._waiting) == REQUESTS_PER_CALL:
             self._flush()
         return verdict
@@ -180,13 +194,24 @@ class HandOff:
 
     def _call(self, batch: list[_Request]) -> list[str | bytes | float | int]:
         """EVALSHA arguments after the SHA: key count, keys, then ARGV (see handoff.lua)."""
-        buckets: dict[str, int] = {}  # bucket key -> its index in KEYS (the stream is 1)
+        first_bucket = len(_LANE_KEYS) + 1
+        buckets: dict[str, int] = {}  # bucket key -> its index in KEYS (after the lanes' keys)
         for request in batch:
-            buckets.setdefault(request.bucket, len(buckets) + 2)
-        arguments: list[str | bytes | float | int] = [1 + len(buckets), keys.STREAM, *buckets, *self._limits]
+            buckets.setdefault(request.bucket, len(buckets) + first_bucket)
+        arguments: list[str | bytes | float | int] = [
+            len(_LANE_KEYS) + len(buckets), *_LANE_KEYS, *buckets, *self._limits
+        ]
         for request in batch:
             answer = request.answer or _NO_ANSWER
-            arguments += (buckets[request.bucket], request.cost, len(request.queued), answer.key, answer.body)
+            arguments += (
+                buckets[request.bucket],
+                request.cost,
+                len(request.queued),
+                answer.key,
+                answer.body,
+                _LANE_INDEX[request.lane],
+                request.token_id,
+            )
             for queued in request.queued:
                 arguments += (queued.seen_key, queued.envelope)
         return arguments

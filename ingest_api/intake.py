@@ -1,5 +1,11 @@
-"""What every ingest endpoint shares: the caller's token and rate subject, the site and grant
-of a validated pageview, its envelope, the hand-off, and the answer with its rate headers.
+"""What every ingest endpoint shares: the caller's token and rate subject, its lane, the site
+and grant of a validated pageview, its envelope, the hand-off, and the answer with its rate
+headers.
+
+The lane is the token's (shared.lanes): a bulk token's pageviews always go to the bulk lane;
+``X-Hitstream-Lane: bulk`` is a replay's explicit ask for it, refused (403) for a live token,
+which may not use the bulk lane's larger cap. A full lane, or a token's full share of it,
+answers 503 with Retry-After to that lane's or token's requests only.
 
 The rate limit comes first in effect: a request refused by a later check is still charged to
 its bucket (one Redis round trip on that error path), so once the budget is spent every
@@ -19,6 +25,7 @@ from ingest_api.access import Access, presented_secret
 from ingest_api.answer import Answer
 from ingest_api.empty_buckets import EmptyBuckets
 from ingest_api.errors import ApiError, error_response
+from ingest_api.front import UNAVAILABLE_RETRY_AFTER_SECONDS
 from ingest_api.handoff import (
     HandOff,
     Outcome,
@@ -34,6 +41,18 @@ from shared import keys
 from shared.control.sites import Site
 from shared.control.tokens import ApiToken
 from shared.envelope import ENVELOPE_VERSION
+from shared.lanes import LANE_HEADER, Lane
+
+_LANE_HEADER = LANE_HEADER.lower()
+BAD_LANE = f"{LANE_HEADER} must be live or bulk"
+LIVE_TOKEN_IN_BULK = f"{LANE_HEADER}: bulk needs a bulk token (hitstream tokens create --bulk)"
+BULK_TOKEN_IN_LIVE = f"{LANE_HEADER}: live is not open to a bulk token"
+# A full lane answers like Redis being unavailable (HitKeep's text); a full share says why, as
+# it concerns one token only.
+TOKEN_SHARE_FULL = f"{errors.SERVICE_NOT_AVAILABLE}: this token's share of its lane's queue is full"
+_TOKEN_SHARE_FULL = error_response(
+    ApiError(503, TOKEN_SHARE_FULL, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
+)
 
 
 class Intake:
@@ -61,6 +80,17 @@ class Intake:
         secret = presented_secret(request.headers)
         token = await self._access.usable_token(secret) if secret else None
         return token, self.rate_subject(request, token)
+
+    def lane(self, request: IngestRequest, token: ApiToken) -> Lane:
+        """The token's lane; ApiError 400 for an unknown X-Hitstream-Lane, 403 for one that
+        is not the token's."""
+        asked = request.headers.get(_LANE_HEADER)
+        lane = Lane.BULK if token.bulk else Lane.LIVE
+        if asked is None or asked.strip().lower() == lane:
+            return lane
+        if asked.strip().lower() not in tuple(Lane):
+            raise ApiError(400, BAD_LANE)
+        raise ApiError(403, BULK_TOKEN_IN_LIVE if token.bulk else LIVE_TOKEN_IN_BULK)
 
     async def refuse(self, subject: str, refusal: ApiError) -> Answer:
         """A refused request's answer; it is charged first, so a spent budget answers 429."""
@@ -94,7 +124,9 @@ class Intake:
             }
             return error_response(ApiError(429, errors.TOO_MANY_REQUESTS, headers))
         if verdict.outcome is Outcome.QUEUE_FULL:
-            raise Unavailable("the ingest queue is at its maximum depth")
+            raise Unavailable("the request's lane is at its maximum depth")
+        if verdict.outcome is Outcome.TOKEN_SHARE_FULL:
+            return _TOKEN_SHARE_FULL
         admitted.headers += (
             self._rate_limit_header,
             (b"ratelimit-remaining", b"%d" % max(0, verdict.remaining)),

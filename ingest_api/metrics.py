@@ -2,7 +2,8 @@
 
 Each process keeps its own registry (no multiprocess directory): with ``--workers N`` a scrape
 of ``/metrics`` sees the process that accepted the connection, so scrape each process (one
-per port or container) or sum what you see. Queue depth is the same from every process.
+per port or container) or sum what you see. The queue figures, per lane (shared.queue_stats),
+are read from Redis at scrape time and are the same from every process.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from shared.lanes import LANES
+from shared.queue_stats import Backlog
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -36,11 +40,7 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
-        self.queue_depth = Gauge(
-            "hitstream_queue_depth",
-            "Pageviews in the ingest stream (waiting or being processed), read at scrape time.",
-            registry=self.registry,
-        )
+        self.backlog: Backlog | None = None  # set before each scrape; None: Redis did not answer
         # Read at scrape time (shared.redis_safety): 1 or 0, NaN when Redis did not say.
         self.redis_aof_enabled = Gauge(
             "hitstream_redis_aof_enabled",
@@ -56,14 +56,53 @@ class Metrics:
     def count_request(self, route: str, status: int) -> None:
         self._answered[route, status] += 1
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        """The request counter, for the registry (a prometheus_client custom collector)."""
+    def collect(self) -> Iterator[Metric]:
+        """The request counter and the queue figures per lane, for the registry (a
+        prometheus_client custom collector)."""
         requests = CounterMetricFamily(
             "hitstream_api_requests", "HTTP requests answered, by route and status code.", labels=["route", "status"]
         )
         for (route, status), count in sorted(self._answered.items()):
             requests.add_metric([route, str(status)], count)
         yield requests
+        yield from self._queue_families()
+
+    def _queue_families(self) -> Iterator[Metric]:
+        families = (
+            GaugeMetricFamily(
+                "hitstream_queue_depth", "Pageviews in the lane's stream (waiting or being processed).", labels=["lane"]
+            ),
+            GaugeMetricFamily("hitstream_queue_waiting", "Pageviews no batch has claimed yet.", labels=["lane"]),
+            GaugeMetricFamily(
+                "hitstream_queue_oldest_waiting_age_seconds",
+                "Age of the oldest pageview no batch has claimed yet (0 when none waits).",
+                labels=["lane"],
+            ),
+            CounterMetricFamily(
+                "hitstream_queue_added", "Pageviews ever appended to the lane's stream.", labels=["lane"]
+            ),
+            CounterMetricFamily(
+                "hitstream_queue_acknowledged",
+                "Pageviews ever stored (or dead-lettered) and removed from the lane's stream.",
+                labels=["lane"],
+            ),
+        )
+        for lane in LANES:
+            figures = self.backlog.lanes[lane] if self.backlog is not None else None
+            values = (
+                (
+                    figures.depth,
+                    figures.waiting,
+                    figures.oldest_waiting_age_seconds or 0.0,
+                    figures.added_total,
+                    figures.acknowledged_total,
+                )
+                if figures is not None
+                else (float("nan"),) * len(families)  # unknown, not "empty"
+            )
+            for family, value in zip(families, values, strict=True):
+                family.add_metric([lane], value)
+        yield from families
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

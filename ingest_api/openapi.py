@@ -17,6 +17,7 @@ from ingest_api.events import (
     MAX_PROPERTY_VALUE_CHARS,
 )
 from ingest_api.front import MAX_HEADER_BYTES
+from ingest_api.intake import LIVE_TOKEN_IN_BULK
 from ingest_api.validation import (
     MAX_BODY_BYTES,
     MAX_DIMENSION,
@@ -27,6 +28,7 @@ from ingest_api.validation import (
     MIN_DIMENSION,
     UNSTORABLE_TIMESTAMP,
 )
+from shared.lanes import LANE_HEADER, Lane
 
 PAGEVIEW_PATH = "/api/ingest/server/pageview"
 EVENT_PATH = "/api/ingest/server/event"
@@ -204,6 +206,17 @@ _RATE_HEADERS = {
     "RateLimit-Reset": _integer_header("Seconds until the bucket is full again."),
 }
 _RETRY_AFTER = {"Retry-After": _integer_header("Seconds to wait before retrying.")}
+_LANE_PARAMETER = {
+    "name": LANE_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": [lane.value for lane in Lane]},
+    "description": "The queue lane: `live` (current traffic) or `bulk` (replays of history, with "
+    "a larger cap of their own; workers serve live traffic first). The token decides: a bulk "
+    "token (`hitstream tokens create --bulk`) always uses the bulk lane. `hitstream replay` "
+    "sends `bulk` to make its intent explicit; a live token asking for `bulk` (or a bulk token "
+    "for `live`) gets 403, any other value 400.",
+}
 
 
 def _error(
@@ -281,7 +294,8 @@ def _ingest_operation(
                 _RATE_HEADERS,
             ),
             "403": _error(
-                "The token lacks site.manage_data on the site.",
+                "The token lacks site.manage_data on the site, or asked for a lane "
+                f"(`{LANE_HEADER}`) that is not its own.",
                 errors.ACCESS_DENIED,
                 _RATE_HEADERS,
             ),
@@ -294,16 +308,22 @@ def _ingest_operation(
                 {**_RATE_HEADERS, **_RETRY_AFTER},
             ),
             "503": _error(
-                "Redis unreachable or slow, or the queue is full.",
+                "Redis unreachable or slow, or the request's lane is full, or the token's share of "
+                "that lane (its entries still queued) is full; only that lane's or token's "
+                "requests are refused.",
                 errors.SERVICE_NOT_AVAILABLE,
                 _RETRY_AFTER,
             ),
         },
     }
-    if parameters:
-        operation["parameters"] = parameters
+    operation["parameters"] = [_LANE_PARAMETER, *(parameters or ())]
     if not site_statuses:
-        del operation["responses"]["403"], operation["responses"]["404"]
+        del operation["responses"]["404"]
+        operation["responses"]["403"] = _error(
+            f"The token asked for a lane (`{LANE_HEADER}`) that is not its own.",
+            LIVE_TOKEN_IN_BULK,
+            _RATE_HEADERS,
+        )
     return operation
 
 

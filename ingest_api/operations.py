@@ -16,6 +16,7 @@ from ingest_api.errors import error_body
 from ingest_api.metrics import CONTENT_TYPE, Metrics
 from ingest_api.openapi import DOCUMENT
 from shared import keys
+from shared.queue_stats import BACKLOG_KEYS, BACKLOG_SCRIPT, parse_backlog
 from shared.redis_safety import RedisSafety, safety_from_info
 
 _OPENAPI_JSON = orjson.dumps(DOCUMENT)
@@ -41,9 +42,10 @@ class Operations:
     async def metrics(self, request: Request) -> Response:
         try:
             async with asyncio.timeout(self._timeout):
-                self._metrics.queue_depth.set(await self._redis.xlen(keys.STREAM))
+                reply = await self._redis.eval(BACKLOG_SCRIPT, len(BACKLOG_KEYS), *BACKLOG_KEYS, keys.GROUP)
+            self._metrics.backlog = parse_backlog(reply)
         except (TimeoutError, RedisError, OSError):
-            self._metrics.queue_depth.set(float("nan"))  # unknown, not "empty"
+            self._metrics.backlog = None
         safety = RedisSafety(maxmemory_policy=None, aof_enabled=None)  # unknown unless Redis says
         try:
             async with asyncio.timeout(self._timeout):

@@ -20,6 +20,7 @@ _READ = {
         "content-length",
         "content-type",
         "idempotency-key",
+        "x-hitstream-lane",
     )
 }
 

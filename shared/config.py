@@ -31,6 +31,13 @@ class Settings:
     rate_burst: int = 200
     # Backpressure: above this many queued (unacknowledged) pageviews the API answers 503.
     queue_max_depth: int = 1_000_000
+    # The bulk lane's own cap (replays: shared.lanes); past it only bulk requests get 503.
+    bulk_queue_max_depth: int = 2_000_000
+    # The fraction of a lane's cap one token's entries may fill, so one customer's backlog
+    # leaves room for others (0.25: four tokens fill a lane, a fifth waits for room).
+    token_queue_share: float = 0.25
+    # The fraction of claimed batches that go to the bulk lane while live traffic waits too.
+    bulk_min_share: float = 0.1
     # How long the API waits for Redis before answering 503.
     redis_timeout_ms: int = 250
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -82,6 +89,13 @@ def _flag(value: str) -> bool:
     return words[value.lower()]
 
 
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise ValueError("must be a number above 0 and at most 1")
+    return number
+
+
 def _existing_file(value: str) -> Path:
     path = Path(value).expanduser()
     if not path.is_file():
@@ -122,6 +136,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_RATE_LIMIT": ("rate_limit", _positive_float),
     "HITSTREAM_RATE_BURST": ("rate_burst", _positive_int),
     "HITSTREAM_QUEUE_MAX_DEPTH": ("queue_max_depth", _positive_int),
+    "HITSTREAM_BULK_QUEUE_MAX_DEPTH": ("bulk_queue_max_depth", _positive_int),
+    "HITSTREAM_TOKEN_QUEUE_SHARE": ("token_queue_share", _fraction),
+    "HITSTREAM_BULK_MIN_SHARE": ("bulk_min_share", _fraction),
     "HITSTREAM_REDIS_TIMEOUT_MS": ("redis_timeout_ms", _positive_int),
     "HITSTREAM_TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "HITSTREAM_CONTROL_CACHE_SECONDS": ("control_cache_seconds", _positive_float),

@@ -2,15 +2,23 @@
 
 PREFIX = "hitstream"
 
-# --- ingest queue -------------------------------------------------------------------------
-# A Redis stream of envelopes. Each entry has one field, ENVELOPE_FIELD, holding the
-# envelope as JSON (shared.envelope). The API appends; workers read it through GROUP.
+# --- ingest queue: two lanes (shared.lanes), each a stream with its own leases -----------
+# A Redis stream of envelopes per lane. Each entry has ENVELOPE_FIELD, the envelope as JSON
+# (shared.envelope), and TOKEN_FIELD, the id of the token that queued it (entries queued
+# before lanes existed have none). The API appends; workers read each stream through GROUP.
+# The live stream keeps its pre-lanes name, so entries queued before an upgrade still drain.
 STREAM = f"{PREFIX}:ingest"
+BULK_STREAM = f"{PREFIX}:ingest:bulk"
 ENVELOPE_FIELD = "e"
+TOKEN_FIELD = "t"
 GROUP = "workers"
-# Sorted set: batch id -> lease deadline (ms since epoch). A batch id is also the stream
-# consumer name that holds the batch's entries, so a batch is recovered as a whole.
+# Sorted set per lane: batch id -> lease deadline (ms since epoch). A batch id is also the
+# stream consumer name that holds the batch's entries, so a batch is recovered as a whole.
 BATCH_LEASES = f"{PREFIX}:batches"
+BULK_BATCH_LEASES = f"{PREFIX}:batches:bulk"
+# Hash per lane: token id -> its entries in that lane's stream (incremented with the XADD,
+# decremented by the entries an acknowledgement actually deletes): the per-token share.
+QUEUED_BY_TOKEN = f"{PREFIX}:queued:{{lane}}"
 # Hash: stream entry id -> dead-letter JSON (envelope without the IP, step, error). Keyed by
 # entry id so a retried batch rewrites its dead letters instead of adding copies.
 DEAD_LETTERS = f"{PREFIX}:dead-letters"

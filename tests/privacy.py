@@ -37,11 +37,11 @@ def scan_store(store: Path, needles: list[str]) -> list[str]:
 
 
 def redis_text(client: redis.Redis, include_stream: bool = False) -> dict[str, str]:
-    """Every key's value as text (key -> text), the ingest stream left out unless asked."""
+    """Every key's value as text (key -> text), the lanes' ingest streams left out unless asked."""
     values: dict[str, str] = {}
     for raw_key in client.scan_iter(count=1000):
         key = raw_key.decode(errors="replace")
-        if key == keys.STREAM and not include_stream:
+        if key in (keys.STREAM, keys.BULK_STREAM) and not include_stream:
             continue
         kind = client.type(raw_key).decode()
         values[key] = repr(_value(client, raw_key, kind))

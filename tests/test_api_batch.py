@@ -211,7 +211,7 @@ def test_rate_limit_counts_items_and_a_refused_batch_queues_nothing(
 
 
 def test_queue_full_refuses_the_whole_batch(redis_url: str, world: World) -> None:
-    with client_for(redis_url, queue_max_depth=3) as api:
+    with client_for(redis_url, queue_max_depth=3, token_queue_share=1.0) as api:
         assert post_batch(api, world.secret, [page(0), page(1)]).status_code == 202
         refused = post_batch(api, world.secret, [page(2), page(3)])
     assert_error(refused, 503, "Service not available")
@@ -265,7 +265,7 @@ def test_idempotency_key_of_a_refused_batch_is_not_remembered(
     redis_url: str, world: World
 ) -> None:
     key = {"Idempotency-Key": "k1"}
-    with client_for(redis_url, queue_max_depth=1) as api:
+    with client_for(redis_url, queue_max_depth=1, token_queue_share=1.0) as api:
         assert (
             post_batch(api, world.secret, [page(0), page(1)], **key).status_code == 503
         )

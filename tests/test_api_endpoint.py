@@ -427,13 +427,13 @@ def test_forwarded_callers_get_their_own_bucket_only_behind_a_trusted_proxy(
 
 def test_queue_at_maximum_depth_answers_503_and_writes_nothing(redis_url: str, world: World) -> None:
     budget = {"rate_limit": 0.001, "rate_burst": 3}
-    with client_for(redis_url, queue_max_depth=2, **budget) as api:
+    with client_for(redis_url, queue_max_depth=2, token_queue_share=1.0, **budget) as api:
         assert [post(api, world.secret).status_code for _ in range(2)] == [202, 202]
         full = post(api, world.secret)
     assert_error(full, 503, "Service not available")
     assert full.headers["Retry-After"] == "1"
     assert len(world.queued()) == 2
-    with client_for(redis_url, queue_max_depth=3, **budget) as api:
+    with client_for(redis_url, queue_max_depth=3, token_queue_share=1.0, **budget) as api:
         # The 503 was not charged: the third item of the budget is still there.
         assert post(api, world.secret).status_code == 202
         assert post(api, world.secret).status_code == 429
@@ -475,7 +475,7 @@ def test_health_readiness_and_metrics(api: TestClient, world: World) -> None:
     assert f'hitstream_api_requests_total{{route="{PATH}",status="401"}} 1.0' in text
     # One script call each: the 202's hand-off and the 401's charge to the caller's bucket.
     assert "hitstream_api_handoff_seconds_count 2.0" in text
-    assert "hitstream_queue_depth 1.0" in text
+    assert 'hitstream_queue_depth{lane="live"} 1.0' in text
     assert world.secret not in text and "203.0.113.7" not in text
 
 

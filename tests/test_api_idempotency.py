@@ -135,7 +135,7 @@ def test_rate_limited_and_queue_full_requests_do_not_mark_the_id_as_seen(
     # The spent bucket refills at the next client's rate from almost nothing: a fast next
     # request would get 429 again. Budgets are not what this test is about.
     world.redis.delete(keys.RATE_BUCKET.format(subject=f"token:{world.token.id}"))
-    with client_for(redis_url, queue_max_depth=1) as api:
+    with client_for(redis_url, queue_max_depth=1, token_queue_share=1.0) as api:
         assert post(api, world.secret, RETRIED).status_code == 503
     with client_for(redis_url) as api:
         assert post(api, world.secret, RETRIED).status_code == 202

@@ -133,7 +133,7 @@ def test_kubernetes_api_is_probed_and_scaled_on_cpu() -> None:
     assert metric["resource"]["target"]["type"] == "Utilization"
 
 
-def test_kubernetes_workers_are_scaled_by_keda_on_the_ingest_stream() -> None:
+def test_kubernetes_workers_are_scaled_by_keda_on_each_lanes_stream() -> None:
     worker = kubernetes_object("Deployment", "hitstream-worker")
     (container,) = pod_containers(worker)
     assert container["command"] == ["hitstream", "worker"]
@@ -141,14 +141,15 @@ def test_kubernetes_workers_are_scaled_by_keda_on_the_ingest_stream() -> None:
     scaled = kubernetes_object("ScaledObject", "hitstream-worker")
     assert scaled["apiVersion"].startswith("keda.sh/")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "hitstream-worker"
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "redis-streams"
-    assert trigger["metadata"]["stream"] == keys.STREAM
-    # XLEN counts waiting and claimed pageviews; a consumer group would switch KEDA to PEL size.
-    assert "streamLength" in trigger["metadata"]
-    assert "consumerGroup" not in trigger["metadata"]
+    triggers = scaled["spec"]["triggers"]
+    assert [trigger["metadata"]["stream"] for trigger in triggers] == [keys.STREAM, keys.BULK_STREAM]
     config = kubernetes_object("ConfigMap", "hitstream-config")
-    assert config["data"]["HITSTREAM_REDIS_URL"].startswith(f"redis://{trigger['metadata']['address']}/")
+    for trigger in triggers:
+        assert trigger["type"] == "redis-streams"
+        # XLEN counts waiting and claimed pageviews; a consumer group would switch KEDA to PEL size.
+        assert "streamLength" in trigger["metadata"]
+        assert "consumerGroup" not in trigger["metadata"]
+        assert config["data"]["HITSTREAM_REDIS_URL"].startswith(f"redis://{trigger['metadata']['address']}/")
 
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > float(config["data"]["HITSTREAM_CLAIM_TIMEOUT"])

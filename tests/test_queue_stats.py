@@ -11,6 +11,7 @@ from rq import Queue
 
 from shared import keys
 from shared.cli import cli
+from shared.lanes import Lane
 from shared.queue_stats import BATCH_QUEUE, collect_queue_stats, queue_backlog
 from workers.dispatcher import Dispatcher, jobs_wanted
 from workers.queue import BatchQueue
@@ -24,7 +25,9 @@ def fill(client: redis.Redis, count: int) -> None:
 def test_empty_redis_reports_zeroes(real_redis: redis.Redis) -> None:
     stats = collect_queue_stats(real_redis)
 
-    assert (stats.depth, stats.waiting, stats.claimed_batches, stats.oldest_waiting_age_seconds) == (0, 0, [], None)
+    for lane in stats.lanes.values():
+        assert (lane.backlog.depth, lane.backlog.waiting, lane.claimed_batches) == (0, 0, [])
+        assert lane.backlog.oldest_waiting_age_seconds is None
     assert (stats.live_workers, stats.failed_jobs, stats.dead_letters) == (0, 0, 0)
 
 
@@ -36,23 +39,24 @@ def test_claimed_and_waiting_entries_are_told_apart(real_redis: redis.Redis) -> 
     time.sleep(0.3)
 
     stats = collect_queue_stats(real_redis)
+    live = stats.lanes[Lane.LIVE]
 
-    assert (stats.depth, stats.waiting, stats.dead_letters) == (7, 4, 1)
-    (claimed,) = stats.claimed_batches
+    assert (live.backlog.depth, live.backlog.waiting, stats.dead_letters) == (7, 4, 1)
+    (claimed,) = live.claimed_batches
     assert (claimed.id, claimed.entries, claimed.lease_expired) == (batch.id, 3, True)
     assert claimed.age_seconds >= 0.3
-    assert stats.oldest_waiting_age_seconds >= 0.3
+    assert live.backlog.oldest_waiting_age_seconds >= 0.3
     assert queue_backlog(real_redis).expired_batches == 1
 
 
 def test_queue_command_prints_json(real_redis: redis.Redis, hitstream_env: dict[str, str]) -> None:
     fill(real_redis, 2)
 
-    result = CliRunner().invoke(cli, ["queue", "--json"])
+    result = CliRunner().invoke(cli, ["queue", "--json", "--rate-interval", "0"])
 
     assert result.exit_code == 0, result.output
-    figures = orjson.loads(result.stdout)
-    assert (figures["depth"], figures["waiting"], figures["claimed_batches"]) == (2, 2, [])
+    live = orjson.loads(result.stdout)["lanes"]["live"]
+    assert (live["backlog"]["depth"], live["backlog"]["waiting"], live["claimed_batches"]) == (2, 2, [])
 
 
 def test_jobs_wanted_covers_the_backlog_but_not_more_than_the_workers() -> None:

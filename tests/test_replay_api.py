@@ -50,7 +50,7 @@ def pageview_line(line: int) -> bytes:
 
 def settled_stream_length(client: redis.Redis) -> int:
     length = -1
-    while length != (length := client.xlen(keys.STREAM)):
+    while length != (length := client.xlen(keys.BULK_STREAM)):
         time.sleep(0.3)
     return length
 
@@ -64,7 +64,7 @@ def api_url(processes: Processes) -> str:
 def test_replay_with_429s_killed_and_resumed_sends_every_line_once(
     api_url: str, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    secret = ingest_token(real_redis)
+    secret = ingest_token(real_redis, bulk=True)
     views = tmp_path / "views.ndjson"
     views.write_bytes(b"\n".join(pageview_line(n) for n in range(1, LINES + 1)) + b"\n")
     state = tmp_path / "views.ndjson.state.json"
@@ -92,7 +92,7 @@ def test_replay_with_429s_killed_and_resumed_sends_every_line_once(
     assert "retried requests" in finished.stdout and "429" in finished.stdout
 
     page_ids = [Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()]).page_id
-                for _, fields in real_redis.xrange(keys.STREAM)]
+                for _, fields in real_redis.xrange(keys.BULK_STREAM)]
     identity = file_identity(views)
     expected = {page_id_for(identity, n) for n in range(1, LINES + 1) if n not in BAD_LINES}
     assert sorted(page_ids) == sorted(expected)  # every valid line queued exactly once
@@ -116,7 +116,7 @@ COMBINED_LOG = [
 def test_combined_gzip_log_replays_through_the_real_batch_endpoint_with_sessions(
     api_url: str, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    secret = ingest_token(real_redis)
+    secret = ingest_token(real_redis, bulk=True)
     log = tmp_path / "access.log.gz"
     log.write_bytes(gzip.compress(("\n".join(COMBINED_LOG) + "\n").encode()))
     command = [HITSTREAM, "replay", "--format", "combined", str(log), "--site-url", "https://example.com",
@@ -127,7 +127,7 @@ def test_combined_gzip_log_replays_through_the_real_batch_endpoint_with_sessions
     assert "accepted: 4" in finished.stdout
 
     envelopes = [Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()])
-                 for _, fields in real_redis.xrange(keys.STREAM)]
+                 for _, fields in real_redis.xrange(keys.BULK_STREAM)]
     by_path = {e.url.removeprefix("https://example.com"): e for e in envelopes}
     assert sorted(by_path) == ["/blog", "/blog/2", "/docs", "/pricing?utm_source=ads"]
     assert by_path["/docs"].visitor_ip == "2001:db8::42"

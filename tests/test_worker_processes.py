@@ -11,11 +11,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from shared import keys
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
+from shared.lanes import LANE_KEYS, Lane
 from tests.procs import Processes, Worker, stored_pages, wait_until
 from workers import dead_letters
 
@@ -32,23 +34,25 @@ def envelope(path: str = "/", visitor_ip: str = IP) -> Envelope:
     )
 
 
-def send(client: redis.Redis, envelopes: list[Envelope]) -> list[str]:
+def send(client: redis.Redis, envelopes: list[Envelope], lane: Lane = Lane.LIVE) -> list[str]:
     with client.pipeline(transaction=False) as pipe:
         for env in envelopes:
-            pipe.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: env.to_json()})
+            pipe.xadd(LANE_KEYS[lane].stream, {keys.ENVELOPE_FIELD: env.to_json(), keys.TOKEN_FIELD: "sender"})
+        pipe.hincrby(LANE_KEYS[lane].queued_by_token, "sender", len(envelopes))  # as the API counts them
         pipe.execute()
     return [env.page_id for env in envelopes]
 
 
 def drained(client: redis.Redis) -> Callable[[], bool]:
-    return lambda: client.xlen(keys.STREAM) == 0
+    return lambda: all(client.xlen(LANE_KEYS[lane].stream) == 0 for lane in Lane)
 
 
-def kill_inside_a_batch(client: redis.Redis, worker: Worker) -> None:
-    """SIGKILL the worker while it holds a claimed batch (a lease exists only then)."""
-    wait_until(lambda: client.zcard(keys.BATCH_LEASES) > 0, 20, "a claimed batch")
+def kill_inside_a_batch(client: redis.Redis, worker: Worker, lane: Lane = Lane.LIVE) -> None:
+    """SIGKILL the worker while it holds a claimed batch of ``lane`` (a lease exists only then)."""
+    leases = LANE_KEYS[lane].leases
+    wait_until(lambda: client.zcard(leases) > 0, 20, f"a claimed batch in the {lane} lane")
     worker.kill()
-    assert client.zcard(keys.BATCH_LEASES) > 0, "the kill landed between batches"
+    assert client.zcard(leases) > 0, "the kill landed between batches"
 
 
 def test_pageviews_drops_and_poison_records(processes: Processes, real_redis: redis.Redis, tmp_path: Path) -> None:
@@ -69,18 +73,22 @@ def test_pageviews_drops_and_poison_records(processes: Processes, real_redis: re
     assert IP not in letter.to_json().decode()
 
 
-def test_sigkill_mid_batch_loses_and_doubles_nothing(processes: Processes, real_redis: redis.Redis, tmp_path: Path) -> None:
-    sent = send(real_redis, [envelope(f"/{n}") for n in range(10_000)])
+@pytest.mark.parametrize("lane", [Lane.LIVE, Lane.BULK])
+def test_sigkill_mid_batch_loses_and_doubles_nothing(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path, lane: Lane
+) -> None:
+    sent = send(real_redis, [envelope(f"/{n}") for n in range(10_000)], lane)
     store = tmp_path / "store"
 
-    kill_inside_a_batch(real_redis, processes.worker(store, batch_size=2500))
+    kill_inside_a_batch(real_redis, processes.worker(store, batch_size=2500), lane)
     worker = processes.worker(store, batch_size=2500)
     wait_until(drained(real_redis), 40, "recovery")
     assert worker.stop() == 0
 
     pages, _ = stored_pages(store)
     assert pages == Counter(sent)
-    assert real_redis.zcard(keys.BATCH_LEASES) == 0
+    assert real_redis.zcard(LANE_KEYS[lane].leases) == 0
+    assert real_redis.hlen(LANE_KEYS[lane].queued_by_token) == 0  # each entry counted off exactly once
 
 
 def test_competing_workers_with_kills_store_each_pageview_once(

@@ -21,7 +21,7 @@ import redis
 from ingest_api.openapi import PAGEVIEW_PATH
 from shared import keys
 from shared.control.grants import grant
-from shared.control.sites import add_site
+from shared.control.sites import add_site, site_for_domain
 from shared.control.tokens import create_token
 from shared.envelope import Envelope
 
@@ -36,10 +36,11 @@ VISITOR_IPS = (
 UNLIMITED = {"HITSTREAM_RATE_LIMIT": "1000000000", "HITSTREAM_RATE_BURST": "1000000000"}
 
 
-def ingest_token(client: redis.Redis, domain: str = "example.com") -> str:
-    """A site for ``domain`` and the secret of a new token that owns it."""
-    site = add_site(client, domain)
-    secret, token = create_token(client, f"traffic {domain}")
+def ingest_token(client: redis.Redis, domain: str = "example.com", bulk: bool = False) -> str:
+    """A site for ``domain`` (added unless it exists) and the secret of a new token that owns
+    it (a bulk-lane token with ``bulk``)."""
+    site = site_for_domain(client, domain) or add_site(client, domain)
+    secret, token = create_token(client, f"traffic {domain}", bulk=bulk)
     grant(client, token.id, site.id, "owner")
     return secret
 

@@ -161,7 +161,7 @@ def list_command(as_json: bool) -> None:
 @click.argument("ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
 def requeue(ids: tuple[str, ...], all_: bool) -> None:
-    """Put dead letters back on the ingest stream (without their visitor IP)."""
+    """Put dead letters back on the stream of their lane (without their visitor IP)."""
     requeued = dead_letter_store.requeue(_checked_redis(), _ids(ids, all_))
     click.echo(f"requeued {len(requeued)} dead letter(s)")
 
@@ -179,25 +179,37 @@ def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f} s"
 
 
+def _rate(per_second: float | None) -> str:
+    return "-" if per_second is None else f"{per_second:.1f}"
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def queue(as_json: bool) -> None:
-    """Queue depth, claimed batches, oldest waiting pageview, workers, failures."""
+@click.option("--rate-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              metavar="SECONDS", help="Measure the lanes' rates over this long (0: no rates).")
+def queue(as_json: bool, rate_interval: float) -> None:
+    """Per lane: depth, waiting, oldest waiting pageview, rates, claimed batches; then workers,
+    failures, and what Redis's settings put at risk."""
     client = _redis()
-    stats = collect_queue_stats(client)
+    stats = collect_queue_stats(client, rate_interval)
     safety = inspect_redis(client)
     if as_json:
         figures = {**dataclasses.asdict(stats), "redis": {**dataclasses.asdict(safety), "refusal": safety.refusal(),
                                                           "warnings": safety.warnings()}}
-        click.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+        click.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
         return
-    click.echo(f"depth                {stats.depth}")
-    click.echo(f"waiting              {stats.waiting}")
-    click.echo(f"oldest waiting       {_age(stats.oldest_waiting_age_seconds)}")
-    click.echo(f"claimed batches      {len(stats.claimed_batches)}")
-    for batch in stats.claimed_batches:
-        state = "lease expired" if batch.lease_expired else "leased"
-        click.echo(f"  {batch.id}  {batch.entries} entries  {_age(batch.age_seconds)}  {state}")
+    for lane, figures in stats.lanes.items():
+        backlog = figures.backlog
+        click.echo(f"{lane} lane")
+        click.echo(f"  depth              {backlog.depth}")
+        click.echo(f"  waiting            {backlog.waiting}")
+        click.echo(f"  oldest waiting     {_age(backlog.oldest_waiting_age_seconds)}")
+        click.echo(f"  added/s            {_rate(figures.added_per_second)}")
+        click.echo(f"  acknowledged/s     {_rate(figures.acknowledged_per_second)}")
+        click.echo(f"  claimed batches    {len(figures.claimed_batches)}")
+        for batch in figures.claimed_batches:
+            state = "lease expired" if batch.lease_expired else "leased"
+            click.echo(f"    {batch.id}  {batch.entries} entries  {_age(batch.age_seconds)}  {state}")
     click.echo(f"live workers         {stats.live_workers}")
     click.echo(f"failed jobs          {stats.failed_jobs}")
     click.echo(f"dead letters         {stats.dead_letters}")

@@ -18,6 +18,7 @@ import redis
 
 from shared import keys
 from shared.envelope import Envelope
+from shared.lanes import LANE_KEYS, lane_of_batch
 
 IP_PLACEHOLDER = "<visitor_ip>"
 
@@ -109,7 +110,9 @@ def _selected(client: redis.Redis, ids: list[str] | None) -> dict[str, bytes]:
 
 
 def requeue(client: redis.Redis, ids: list[str] | None) -> list[str]:
-    """Append the stored envelopes to the stream again and forget their dead letters.
+    """Append the stored envelopes to the stream of the lane they came from (their batch id
+    names it) again and forget their dead letters. They count for no token's share: an
+    operator's requeue is not a client's backlog.
 
     The envelope goes back without its visitor IP (the pipeline skips geo and IP rules).
     Records without a decodable envelope cannot be requeued and stay. Returns requeued ids.
@@ -120,7 +123,8 @@ def requeue(client: redis.Redis, ids: list[str] | None) -> list[str]:
             letter = DeadLetter.from_json(data)
             if letter.envelope is None:
                 continue
-            pipe.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: orjson.dumps(letter.envelope)})
+            stream = LANE_KEYS[lane_of_batch(letter.batch_id)].stream
+            pipe.xadd(stream, {keys.ENVELOPE_FIELD: orjson.dumps(letter.envelope)})
             pipe.hdel(keys.DEAD_LETTERS, dead_id)
             requeued.append(dead_id)
         pipe.execute()

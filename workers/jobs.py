@@ -9,12 +9,14 @@ back the batches behind it. A crash at any point before the ack leaves the batch
 lease expires and the next job re-claims it under the same id, so ClickHouse deduplicates the
 repeated inserts (and refuses the same rows again).
 
-Under load (batches come full) one job handles consecutive batches for up to CHAIN_SECONDS,
-each claimed, leased, stored and acknowledged on its own under its own id; RQ's own cost
-(~18 Redis round trips a job) is then paid once per many batches. The job's thread only
-processes: while it processes batch N, the claimer thread claims batch N+1 (mostly waiting
-for ~650 KB from Redis) and the store-writer thread inserts, then acknowledges, batch N-1
-(ClickHouse works without the GIL). A batch is acknowledged only after its insert returned,
+Under load (batches come full, or more entries wait in either lane) one job handles
+consecutive batches for up to CHAIN_SECONDS, each claimed, leased, stored and acknowledged on
+its own under its own id; RQ's own cost (~18 Redis round trips a job) is then paid once per
+many batches. Each claim picks its lane anew (workers.queue: live first), so a live entry
+waits behind at most the bulk batch being processed and the one claimed ahead. The job's
+thread only processes: while it processes batch N, the claimer thread claims batch N+1
+(mostly waiting for ~650 KB from Redis) and the store-writer thread inserts, then
+acknowledges, batch N-1 (ClickHouse works without the GIL). A batch is acknowledged only after its insert returned,
 and the next insert starts only after that acknowledgement. While the store is unavailable
 a job therefore holds up to three batches (the one retried, the next processed, one claimed
 ahead), all heart-beaten; every other envelope waits unclaimed in Redis, and when the job
@@ -199,7 +201,7 @@ def process_batch() -> int:
             while claiming is not None and (batch := claiming.result()) is not None:
                 held.add(batch.id)
                 claiming = None
-                backlog = len(batch.entries) >= batch_size
+                backlog = len(batch.entries) >= batch_size or batch.more_waiting
                 if backlog and time.monotonic() < chain_until and not runtime.shutdown_requested.is_set():
                     claiming = runtime.batch_claimer().submit(queue.claim, batch_size)
                 processed = _process(batch)

@@ -1,18 +1,22 @@
-"""The consumer side of the ingest stream: batches claimed, heart-beaten, acknowledged.
+"""The consumer side of the ingest streams: batches claimed, heart-beaten, acknowledged.
 
-A batch is a stream consumer named ``b:<uuid4>`` in group ``keys.GROUP``; its pending
-entries are the batch, and ``keys.BATCH_LEASES`` holds its lease deadline (ms). Every
+Each lane (shared.lanes) is a stream with the same mechanics. A batch is a stream consumer
+in group ``keys.GROUP`` named by ``new_batch_id`` (the id names the lane); its pending
+entries are the batch, and the lane's lease set holds its lease deadline (ms). Every
 operation is one Lua script, so it is atomic and costs one round trip, and every deadline
 is computed from Redis's own clock, so workers on hosts with skewed clocks agree.
 
 A batch whose lease expired (its worker died or stalled) is re-claimed whole under the same
 id, so the retried insert carries the same deduplication token and no row is doubled.
+Re-claims come first, live lane first. New batches come from the live lane while it has
+entries waiting, except that ``bulk_min_share`` of the claims made while both lanes wait
+go to the bulk lane, so a replay always progresses (and takes everything live leaves).
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +24,8 @@ from dataclasses import dataclass
 import redis
 
 from shared import keys
+from shared.config import Settings
+from shared.lanes import LANE_KEYS, LANES, Lane, lane_of_batch, new_batch_id
 
 # Lua's unpack() has a stack limit (~8000); entry ids are passed to commands in chunks.
 _CHUNK = 500
@@ -39,37 +45,46 @@ local function for_chunks(ids, first, fn)
 end
 """
 
-# KEYS: stream, leases. ARGV: group, claim timeout ms.
-# Re-claims ONE expired batch whole: returns {batch id, {{entry id, {field, value}}, ...}}, or
-# nil when no batch with entries has expired. Also creates the group on first use.
+# KEYS: per lane, live first: stream, leases. ARGV: group, claim timeout ms.
+# Re-claims ONE expired batch whole, looking at the live lane first: returns {lane index,
+# batch id, {{entry id, {field, value, ...}}, ...}}; when no batch with entries has expired,
+# {0, entries waiting in each lane...}, for the caller to pick a lane to read. Also creates
+# the groups on first use.
 _RECLAIM = _NOW_MS + _FOR_CHUNKS + """
-local stream, leases, group, timeout = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
-redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+local group, timeout = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1)
-if #expired == 0 then return nil end
-local batch = expired[1]
-local ids, after = {}, '-'
-while true do
-  local page = redis.call('XPENDING', stream, group, after, '+', 1000, batch)
-  if #page == 0 then break end
-  for _, item in ipairs(page) do ids[#ids + 1] = item[1] end
-  after = '(' .. page[#page][1]
-end
-if #ids == 0 then
-  -- A lease without entries holds nothing to recover (its claim read nothing).
-  redis.call('ZREM', leases, batch)
-  redis.pcall('XGROUP', 'DELCONSUMER', stream, group, batch)
-  return nil
-end
-local entries = {}
-for_chunks(ids, 1, function(...)
-  for _, entry in ipairs(redis.call('XCLAIM', stream, group, batch, 0, ...)) do
-    entries[#entries + 1] = entry
+local waiting = {0}
+for lane = 1, #KEYS / 2 do
+  local stream, leases = KEYS[2 * lane - 1], KEYS[2 * lane]
+  redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1)
+  if #expired == 1 then
+    local batch = expired[1]
+    local ids, after = {}, '-'
+    while true do
+      local page = redis.call('XPENDING', stream, group, after, '+', 1000, batch)
+      if #page == 0 then break end
+      for _, item in ipairs(page) do ids[#ids + 1] = item[1] end
+      after = '(' .. page[#page][1]
+    end
+    if #ids == 0 then
+      -- A lease without entries holds nothing to recover (its claim read nothing).
+      redis.call('ZREM', leases, batch)
+      redis.pcall('XGROUP', 'DELCONSUMER', stream, group, batch)
+    else
+      local entries = {}
+      for_chunks(ids, 1, function(...)
+        for _, entry in ipairs(redis.call('XCLAIM', stream, group, batch, 0, ...)) do
+          entries[#entries + 1] = entry
+        end
+      end)
+      redis.call('ZADD', leases, now + timeout, batch)
+      return {lane, batch, entries}
+    end
   end
-end)
-redis.call('ZADD', leases, now + timeout, batch)
-return {batch, entries}
+  waiting[#waiting + 1] = redis.call('XLEN', stream) - redis.call('XPENDING', stream, group)[1]
+end
+return waiting
 """
 
 # Runs in the same MULTI right after XREADGROUP of a new batch, so a batch never exists
@@ -84,21 +99,41 @@ redis.call('ZADD', leases, now_ms() + tonumber(ARGV[3]), batch)
 return 1
 """
 
-# KEYS: leases. ARGV: claim timeout ms, batch ids... Renews only leases that still exist.
+# KEYS: the lanes' lease sets. ARGV: claim timeout ms, then per lane: the number of its
+# batch ids, the ids. Renews only leases that still exist.
 _HEARTBEAT = _NOW_MS + """
 local deadline = now_ms() + tonumber(ARGV[1])
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+local at = 2
+for lane = 1, #KEYS do
+  local last = at + tonumber(ARGV[at])
+  for i = at + 1, last do
+    redis.call('ZADD', KEYS[lane], 'XX', deadline, ARGV[i])
+  end
+  at = last + 1
 end
 """
 
-# KEYS: stream, leases. ARGV: group, batch id, entry ids...
-_ACK = _FOR_CHUNKS + """
-local stream, leases, group, batch = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
-for_chunks(ARGV, 3, function(...)
-  redis.call('XACK', stream, group, ...)
-  redis.call('XDEL', stream, ...)
-end)
+# KEYS: stream, leases, queued-by-token hash. ARGV: group, batch id, then per token: its id
+# ('' for entries queued before lanes), the number of its entries, their ids.
+# A token's count shrinks by the entries XDEL actually deleted, so an acknowledgement that
+# runs twice (a re-claimed batch whose first worker was only slow) counts each entry once.
+_ACK = f"""
+local stream, leases, counts, group, batch = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
+local at = 3
+while at <= #ARGV do
+  local token, last = ARGV[at], at + 1 + tonumber(ARGV[at + 1])
+  local deleted = 0
+  for i = at + 2, last, {_CHUNK} do
+    local j = math.min(i + {_CHUNK} - 1, last)
+    redis.call('XACK', stream, group, unpack(ARGV, i, j))
+    deleted = deleted + redis.call('XDEL', stream, unpack(ARGV, i, j))
+  end
+  -- Exact accounting never goes below 0; a count left negative would show a double count.
+  if token ~= '' and deleted > 0 and redis.call('HINCRBY', counts, token, -deleted) == 0 then
+    redis.call('HDEL', counts, token)
+  end
+  at = last + 1
+end
 redis.call('ZREM', leases, batch)
 redis.pcall('XGROUP', 'DELCONSUMER', stream, group, batch)
 """
@@ -108,64 +143,108 @@ redis.pcall('XGROUP', 'DELCONSUMER', stream, group, batch)
 class Entry:
     id: str  # stream entry id, "<ms>-<seq>"
     data: bytes  # the envelope JSON (field keys.ENVELOPE_FIELD); b"" if the field is missing
+    token_id: str = ""  # the token that queued it (keys.TOKEN_FIELD); "" if the field is missing
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    id: str  # "b:<uuid4>": consumer name, lease member and insert deduplication token
+    id: str  # shared.lanes.new_batch_id: consumer name, lease member, insert deduplication token
     entries: list[Entry]
     reclaimed: bool  # True when recovered from a worker whose lease expired
+    # Whether entries were left waiting in either lane when this batch was claimed (a
+    # re-claimed batch says True: the count was not taken), so a job keeps chaining batches
+    # through a partial live batch while a replay's backlog waits.
+    more_waiting: bool = True
+
+    @property
+    def lane(self) -> Lane:
+        return lane_of_batch(self.id)
 
 
 _FIELD = keys.ENVELOPE_FIELD.encode()
+_TOKEN_FIELD = keys.TOKEN_FIELD.encode()
+_RECLAIM_KEYS = [key for lane in LANES for key in (LANE_KEYS[lane].stream, LANE_KEYS[lane].leases)]
+
+
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    return Entry(id=entry_id.decode(), data=fields.get(_FIELD, b""), token_id=fields.get(_TOKEN_FIELD, b"").decode())
 
 
 def _reclaimed_entry(raw: list) -> Entry:
     entry_id, flat = raw  # as Lua returns it: {id, {field, value, ...}}
-    fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
-    return Entry(id=entry_id.decode(), data=fields.get(_FIELD, b""))
+    return _entry(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {})
 
 
 class BatchQueue:
-    """Claim, heart-beat, acknowledge and release batches of the ingest stream."""
+    """Claim, heart-beat, acknowledge and release batches of the ingest lanes."""
 
-    def __init__(self, client: redis.Redis, claim_timeout_seconds: float) -> None:
+    def __init__(
+        self, client: redis.Redis, claim_timeout_seconds: float, bulk_min_share: float = Settings.bulk_min_share
+    ) -> None:
         self.redis = client
         self.claim_timeout_ms = int(claim_timeout_seconds * 1000)
+        self.bulk_min_share = bulk_min_share
+        self._bulk_credit = 0.0  # grows by bulk_min_share per claim while both lanes wait
         self._reclaim = client.register_script(_RECLAIM)
         self._lease_new = client.register_script(_LEASE_NEW)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._ack = client.register_script(_ACK)
 
     def claim(self, batch_size: int) -> Batch | None:
-        """Re-claim one expired batch whole, else claim up to batch_size new entries.
+        """Re-claim one expired batch whole, else claim up to batch_size new entries from the
+        lane whose turn it is (see the module docstring).
 
         New entries are read by XREADGROUP outside Lua (a Lua reply of 1000 envelopes costs
         ~25 ms more), in one MULTI with the script that leases them.
         """
-        stream_keys = [keys.STREAM, keys.BATCH_LEASES]
-        reclaimed = self._reclaim(keys=stream_keys, args=[keys.GROUP, self.claim_timeout_ms])
-        if reclaimed is not None:
-            batch_id, entries = reclaimed
+        reclaimed = self._reclaim(keys=_RECLAIM_KEYS, args=[keys.GROUP, self.claim_timeout_ms])
+        if reclaimed[0]:
+            _, batch_id, entries = reclaimed
             return Batch(id=batch_id.decode(), entries=[_reclaimed_entry(raw) for raw in entries], reclaimed=True)
-        batch_id = f"b:{uuid.uuid4()}"
+        waiting = dict(zip(LANES, reclaimed[1:], strict=True))
+        for lane in self._turn(waiting):
+            batch = self._claim_new(lane, batch_size, sum(waiting.values()))
+            if batch is not None:
+                return batch
+        return None
+
+    def _turn(self, waiting: dict[Lane, int]) -> list[Lane]:
+        """The lanes to read, in order: live first, bulk when its minimum share is due."""
+        lanes = [lane for lane in LANES if waiting[lane] > 0]
+        if len(lanes) > 1:
+            self._bulk_credit += self.bulk_min_share
+            if self._bulk_credit >= 1:
+                self._bulk_credit -= 1
+                lanes.reverse()
+        return lanes
+
+    def _claim_new(self, lane: Lane, batch_size: int, waiting: int) -> Batch | None:
+        lane_keys = LANE_KEYS[lane]
+        batch_id = new_batch_id(lane)
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xreadgroup(keys.GROUP, batch_id, {keys.STREAM: ">"}, count=batch_size)
-            self._lease_new(keys=stream_keys, args=[keys.GROUP, batch_id, self.claim_timeout_ms], client=pipe)
+            pipe.xreadgroup(keys.GROUP, batch_id, {lane_keys.stream: ">"}, count=batch_size)
+            self._lease_new(
+                keys=[lane_keys.stream, lane_keys.leases], args=[keys.GROUP, batch_id, self.claim_timeout_ms], client=pipe
+            )
             read, leased = pipe.execute()
         if not leased:
             return None
         (_, entries), = read
         return Batch(
             id=batch_id,
-            entries=[Entry(id=entry_id.decode(), data=fields.get(_FIELD, b"")) for entry_id, fields in entries],
+            entries=[_entry(entry_id, fields) for entry_id, fields in entries],
             reclaimed=False,
+            more_waiting=waiting > len(entries),
         )
 
     def heartbeat(self, *batch_ids: str) -> None:
         """Push the lease deadlines one claim timeout into the future."""
         if batch_ids:
-            self._heartbeat(keys=[keys.BATCH_LEASES], args=[self.claim_timeout_ms, *batch_ids])
+            by_lane = _by_lane(batch_ids)
+            args: list[str | int] = [self.claim_timeout_ms]
+            for lane in LANES:
+                args += (len(by_lane[lane]), *by_lane[lane])
+            self._heartbeat(keys=[LANE_KEYS[lane].leases for lane in LANES], args=args)
 
     @contextmanager
     def leases_kept(self) -> Iterator[set[str]]:
@@ -192,17 +271,31 @@ class BatchQueue:
             thread.join()
 
     def ack(self, batch: Batch, pipe: redis.client.Pipeline | None = None) -> None:
-        """Forget a stored batch: XACK + XDEL its entries, drop its lease and consumer.
+        """Forget a stored batch: XACK + XDEL its entries, shrink its tokens' counts, drop its
+        lease and consumer.
 
         With ``pipe``, the script joins that transaction (e.g. together with dead letters).
         """
-        self._ack(
-            keys=[keys.STREAM, keys.BATCH_LEASES],
-            args=[keys.GROUP, batch.id, *(entry.id for entry in batch.entries)],
-            client=pipe,
-        )
+        by_token: defaultdict[str, list[str]] = defaultdict(list)
+        for entry in batch.entries:
+            by_token[entry.token_id].append(entry.id)
+        args: list[str | int] = [keys.GROUP, batch.id]
+        for token_id, entry_ids in by_token.items():
+            args += (token_id, len(entry_ids), *entry_ids)
+        lane_keys = LANE_KEYS[batch.lane]
+        self._ack(keys=[lane_keys.stream, lane_keys.leases, lane_keys.queued_by_token], args=args, client=pipe)
 
     def release(self, *batch_ids: str) -> None:
         """Expire leases now, so the next claims pick those batches up again immediately."""
-        if batch_ids:
-            self.redis.zadd(keys.BATCH_LEASES, dict.fromkeys(batch_ids, 0), xx=True)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for lane, ids in _by_lane(batch_ids).items():
+                if ids:
+                    pipe.zadd(LANE_KEYS[lane].leases, dict.fromkeys(ids, 0), xx=True)
+            pipe.execute()
+
+
+def _by_lane(batch_ids: tuple[str, ...]) -> dict[Lane, list[str]]:
+    by_lane: dict[Lane, list[str]] = {lane: [] for lane in LANES}
+    for batch_id in batch_ids:
+        by_lane[lane_of_batch(batch_id)].append(batch_id)
+    return by_lane

@@ -43,7 +43,7 @@ def redis_client() -> redis.Redis:
 
 @functools.cache
 def batch_queue() -> BatchQueue:
-    return BatchQueue(redis_client(), settings().claim_timeout_seconds)
+    return BatchQueue(redis_client(), settings().claim_timeout_seconds, settings().bulk_min_share)
 
 
 @functools.cache

@@ -35,6 +35,7 @@ from shared.control.sites import (
     site_for_domain,
 )
 from shared.control.tokens import MAX_EXPIRES_IN_DAYS, ApiToken, create_token, list_tokens, revoke_token
+from shared.lanes import Lane
 from shared.hosts import normalise_domain
 from shared.redis_safety import check_redis
 from shared.urls import redacted
@@ -113,16 +114,18 @@ def tokens() -> None:
 @click.option("--name", default=None, help="A label for operators (default: '<role> on <domain>').")
 @click.option("--expires-in", "expires_in_days", type=click.IntRange(1, MAX_EXPIRES_IN_DAYS), default=None,
               metavar="DAYS", help="Expire after DAYS days (default: never).")
+@click.option("--bulk", is_flag=True,
+              help="For replays: its pageviews always go to the bulk lane, never the live one.")
 @click.pass_obj
 def tokens_create(
-    client: Redis, domain: str, role: str, name: str | None, expires_in_days: int | None
+    client: Redis, domain: str, role: str, name: str | None, expires_in_days: int | None, bulk: bool
 ) -> None:
     """Create a token with ROLE on one site; the token is printed once, on the last line."""
     site = _existing_site(client, domain)
-    secret, token = create_token(client, name or f"{role} on {site.domain}", expires_in_days)
+    secret, token = create_token(client, name or f"{role} on {site.domain}", expires_in_days, bulk=bulk)
     grant(client, token.id, site.id, role)
     click.echo(f"Created token {token.id} named {token.name!r}: role {role} on {site.domain}, "
-               f"expires {token.expires_at or 'never'}.")
+               f"lane {_lane(token)}, expires {token.expires_at or 'never'}.")
     click.echo("Copy the token now: only its hash is stored, it cannot be shown again.")
     click.echo(secret)
 
@@ -138,6 +141,7 @@ def tokens_list(client: Redis) -> None:
             token.id,
             token.name,
             _status(token, now),
+            _lane(token),
             token.created_at,
             token.last_used_at or "never",
             token.expires_at or "never",
@@ -148,7 +152,7 @@ def tokens_list(client: Redis) -> None:
         )
         for token in list_tokens(client)
     ]
-    headers = ("ID", "NAME", "STATUS", "CREATED", "LAST USED", "EXPIRES", "GRANTS")
+    headers = ("ID", "NAME", "STATUS", "LANE", "CREATED", "LAST USED", "EXPIRES", "GRANTS")
     _echo_table(headers, rows, empty="No tokens.")
 
 
@@ -248,6 +252,10 @@ def _existing_site(client: Redis, domain: str) -> Site:
             f"no site {normalise_domain(domain)}: add it first with 'hitstream sites add'"
         )
     return site
+
+
+def _lane(token: ApiToken) -> str:
+    return Lane.BULK if token.bulk else Lane.LIVE
 
 
 def _status(token: ApiToken, now: datetime) -> str:

@@ -44,6 +44,7 @@ class ApiToken:
     last_used_at: str | None = None
     expires_at: str | None = None
     revoked_at: str | None = None
+    bulk: bool = False  # a bulk token's pageviews go to the bulk lane (shared.lanes), always
 
     def to_hash(self) -> dict[str, str]:
         """Redis hash fields; a missing time is stored as ""."""
@@ -54,6 +55,7 @@ class ApiToken:
             "last_used_at": self.last_used_at or "",
             "expires_at": self.expires_at or "",
             "revoked_at": self.revoked_at or "",
+            "bulk": "1" if self.bulk else "",
         }
 
     @classmethod
@@ -66,6 +68,7 @@ class ApiToken:
             last_used_at=fields.get("last_used_at") or None,
             expires_at=fields.get("expires_at") or None,
             revoked_at=fields.get("revoked_at") or None,
+            bulk=fields.get("bulk") == "1",
         )
 
     def is_expired(self, now: datetime) -> bool:
@@ -80,8 +83,11 @@ class ApiToken:
 MAX_EXPIRES_IN_DAYS = 36_500
 
 
-def create_token(redis: Redis, name: str, expires_in_days: int | None = None) -> tuple[str, ApiToken]:
-    """Create a token; returns the secret (its only appearance) and the stored token."""
+def create_token(
+    redis: Redis, name: str, expires_in_days: int | None = None, bulk: bool = False
+) -> tuple[str, ApiToken]:
+    """Create a token (a bulk one for replays: ``bulk``); returns the secret (its only
+    appearance) and the stored token."""
     if not name.strip():
         raise ControlError("token name must not be empty")
     if expires_in_days is not None and not 0 < expires_in_days <= MAX_EXPIRES_IN_DAYS:
@@ -93,6 +99,7 @@ def create_token(redis: Redis, name: str, expires_in_days: int | None = None) ->
         name=name.strip(),
         created_at=created.isoformat(timespec="milliseconds"),
         expires_at=expires.isoformat(timespec="milliseconds") if expires else None,
+        bulk=bulk,
     )
     secret = secrets.token_hex(32)
     token_hash = hash_token(secret)

@@ -28,7 +28,7 @@ from shared.replay.ndjson import read_ndjson
 from shared.replay.records import ReadResult, ReplayInputError
 from shared.replay.rejects import RejectsFile
 from shared.replay.runner import Replayer
-from shared.replay.sender import BATCH_MAX_ITEMS, Sender
+from shared.replay.sender import BATCH_MAX_ITEMS, LaneRefused, Sender
 from shared.replay.sessions import Sessionizer
 from shared.replay.tally import Tally
 
@@ -67,7 +67,8 @@ def _format_of(file: Path, chosen: str) -> str:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", required=True, help="Base URL of the hitstream API, e.g. http://127.0.0.1:8000.")
 @click.option("--token", required=True, envvar="HITSTREAM_TOKEN",
-              help="API token (or HITSTREAM_TOKEN, which keeps it out of the process list).")
+              help="A bulk API token, from tokens create --bulk (or HITSTREAM_TOKEN, which keeps it "
+                   "out of the process list); the replay uses the bulk lane.")
 @click.option("--format", "input_format", default="auto", show_default=True,
               type=click.Choice(["auto", "ndjson", "csv", "combined"]),
               help="auto: csv for *.csv(.gz), else ndjson.")
@@ -155,6 +156,12 @@ def replay(file: Path, url: str, token: str, input_format: str, endpoint: str | 
         click.echo(f"interrupted; finished lines are recorded in {state_path}: "
                    "run the same command again to resume", err=True)
         sys.exit(130)
+    except LaneRefused as refused:
+        progress.close()
+        raise click.ClickException(
+            f"the API refused the bulk lane: {refused}. A replay needs a bulk token "
+            "(hitstream tokens create --bulk ...); nothing was recorded as rejected"
+        ) from None
     finally:
         rejects.close()
     progress.close()
@@ -172,5 +179,11 @@ async def _replay(results: Iterator[ReadResult], *, url: str, token: str, batch:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         sender = Sender(session, url, token, batch=batch, retries=tally.retries)
         replayer = Replayer(sender=sender, tally=tally, concurrency=concurrency, **replayer_args)
-        await replayer.run(results)
+        try:
+            await replayer.run(results)
+        except ExceptionGroup as failed:  # the replay's tasks' failures, from its TaskGroup
+            refused = failed.subgroup(LaneRefused)
+            if refused is None:
+                raise
+            raise refused.exceptions[0] from None
     return replayer.sent

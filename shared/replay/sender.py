@@ -3,6 +3,10 @@
 429 and 503 wait for the answer's Retry-After (plus jitter) and send the same request again;
 other 5xx answers and connection errors back off exponentially. Nothing is ever dropped: a
 request ends only with an accepted or a final rejected answer for every pageview in it.
+
+Every request asks for the bulk lane (shared.lanes), so a replay's flood is queued apart from
+live traffic and cannot delay it; a token that may not use it (a live token) stops the replay
+with ``LaneRefused`` at the first answer, before any line is recorded as rejected.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from shared.lanes import LANE_HEADER, Lane
+
 SINGLE_PATH = "/api/ingest/server/pageview"
 BATCH_PATH = "/api/ingest/server/pageviews"
 BATCH_MAX_ITEMS = 1000
@@ -26,6 +32,10 @@ BATCH_MAX_BYTES = 1 << 20
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 30.0
+
+
+class LaneRefused(Exception):
+    """The API refused the bulk lane to this token (the message says why and what to do)."""
 
 
 @dataclass
@@ -72,7 +82,11 @@ class Sender:
                  retries: Counter[str]) -> None:
         self._session = session
         self._url = url.rstrip("/")  # may carry a path prefix (a reverse proxy's)
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            LANE_HEADER: Lane.BULK,
+        }
         self._batch = batch
         self._retries = retries
 
@@ -95,6 +109,8 @@ class Sender:
                 reason = f"connection error ({type(error).__name__})"
                 delay = None
             else:
+                if reply.status == 403 and _message(reply).startswith(f"{LANE_HEADER}:"):
+                    raise LaneRefused(_message(reply))
                 if reply.status < 500 and reply.status not in RETRY_AFTER_STATUSES:
                     return reply
                 reason = str(reply.status)
