@@ -65,6 +65,18 @@ def test_recording_the_same_entry_twice_keeps_one_dead_letter(real_redis: redis.
     assert dead_letters.count(real_redis) == 1
 
 
+def test_a_live_and_a_bulk_entry_with_the_same_id_keep_a_dead_letter_each(real_redis: redis.Redis) -> None:
+    live = dead_letters.for_failed_step("7-0", "b:x", envelope(url="https://example.com/live"), "url", "boom")
+    bulk = dead_letters.for_failed_step("7-0", "bulk:y", envelope(url="https://example.com/bulk"), "url", "boom")
+    store(real_redis, live)
+    store(real_redis, bulk)
+
+    listed = dead_letters.list_dead_letters(real_redis)
+    assert sorted(letter.envelope["url"] for letter in listed) == ["https://example.com/bulk", "https://example.com/live"]
+    assert dead_letters.requeue(real_redis, None) and real_redis.xlen(keys.STREAM) == 1
+    assert real_redis.xlen(keys.BULK_STREAM) == 1
+
+
 def test_cli_lists_requeues_and_purges(real_redis: redis.Redis, hitstream_env: dict[str, str]) -> None:
     store(
         real_redis,

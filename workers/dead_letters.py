@@ -18,7 +18,7 @@ import redis
 
 from shared import keys
 from shared.envelope import Envelope
-from shared.lanes import LANE_KEYS, lane_of_batch
+from shared.lanes import LANE_KEYS, Lane, lane_of_batch
 
 IP_PLACEHOLDER = "<visitor_ip>"
 
@@ -51,10 +51,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _letter_id(entry_id: str, batch_id: str) -> str:
+    """The entry id, named with its lane outside the live one: the two lanes' streams make
+    their ids independently, so a live and a bulk entry can share one."""
+    lane = lane_of_batch(batch_id)
+    return entry_id if lane is Lane.LIVE else f"{lane}:{entry_id}"
+
+
 def for_failed_step(entry_id: str, batch_id: str, envelope: Envelope, step: str, error: str) -> DeadLetter:
     """A dead letter for an envelope that a pipeline step could not process."""
     return DeadLetter(
-        id=entry_id,
+        id=_letter_id(entry_id, batch_id),
         failed_at=_now(),
         step=step,
         error=_scrub(error, envelope.visitor_ip),
@@ -71,11 +78,11 @@ def for_undecodable(entry_id: str, batch_id: str, data: bytes, error: str) -> De
     except orjson.JSONDecodeError:
         values = None
     if not isinstance(values, dict):
-        return DeadLetter(entry_id, _now(), "decode", error, None, batch_id, None)
+        return DeadLetter(_letter_id(entry_id, batch_id), _now(), "decode", error, None, batch_id, None)
     ip = values.pop("visitor_ip", None)
     site_id = values.get("site_id")
     return DeadLetter(
-        id=entry_id,
+        id=_letter_id(entry_id, batch_id),
         failed_at=_now(),
         step="decode",
         error=_scrub(error, ip),
@@ -94,7 +101,7 @@ def record(pipe: redis.client.Pipeline, letters: list[DeadLetter]) -> None:
 def list_dead_letters(client: redis.Redis) -> list[DeadLetter]:
     """All dead letters, oldest first (entry ids are time ordered)."""
     records = [DeadLetter.from_json(data) for data in client.hvals(keys.DEAD_LETTERS)]
-    return sorted(records, key=lambda letter: tuple(int(part) for part in letter.id.split("-")))
+    return sorted(records, key=lambda letter: tuple(int(part) for part in letter.id.rpartition(":")[2].split("-")))
 
 
 def count(client: redis.Redis) -> int:
