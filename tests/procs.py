@@ -111,16 +111,17 @@ class Api(HitstreamProcess):
 
 
 class Worker(HitstreamProcess):
-    """``hitstream worker`` on a chdb store, with a short claim timeout so crashes heal fast."""
+    """``hitstream worker`` on a store: a chdb path, or a server DSN (``http://...``); with a
+    short claim timeout so crashes heal fast."""
 
-    def __init__(self, env: dict[str, str], log: Path, store: Path, batch_size: int = 1000,
+    def __init__(self, env: dict[str, str], log: Path, store: Path | str, batch_size: int = 1000,
                  claim_timeout: float = 2.0) -> None:
         self.store = store
-        if store not in ARTIFACTS.stores:
+        if isinstance(store, Path) and store not in ARTIFACTS.stores:
             ARTIFACTS.stores.append(store)
         env = {
             **env,
-            "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}",
+            "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}" if isinstance(store, Path) else store,
             "HITSTREAM_BATCH_SIZE": str(batch_size),
             "HITSTREAM_CLAIM_TIMEOUT": str(claim_timeout),
         }
@@ -153,7 +154,7 @@ class Processes:
         self.started.append(api)
         return api
 
-    def worker(self, store: Path, batch_size: int = 1000, claim_timeout: float = 2.0, **settings: str) -> Worker:
+    def worker(self, store: Path | str, batch_size: int = 1000, claim_timeout: float = 2.0, **settings: str) -> Worker:
         worker = Worker({**self.env, **settings}, self._log("worker"), store, batch_size, claim_timeout)
         self.started.append(worker)
         return worker
