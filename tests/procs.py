@@ -127,14 +127,14 @@ class Worker(HitstreamProcess):
         }
         super().__init__(["worker"], env, log)
 
-    def wait_ready(self, client: redis.Redis) -> None:
+    def wait_ready(self, client: redis.Redis, timeout: float = START_SECONDS) -> None:
         """Until the RQ worker has registered (its SIGTERM warm shutdown is installed then)."""
 
         def registered() -> bool:
             assert self.running(), f"hitstream worker exited:\n{self.output()}"
             return any(worker.pid == self.pid for worker in rq.Worker.all(connection=client))
 
-        wait_until(registered, START_SECONDS, "hitstream worker to register", interval=0.05)
+        wait_until(registered, timeout, "hitstream worker to register", interval=0.05)
         time.sleep(0.2)
 
 

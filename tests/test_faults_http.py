@@ -32,6 +32,8 @@ KILLS_AFTER_INSERT = 5
 KILLS_AT_RANDOM = 5
 BATCH_SIZE = 500
 OUTAGE_SECONDS = 30.0
+# Several workers starting at once on two shared cores took over 30 s to register.
+WORKERS_START_SECONDS = 120.0
 
 
 def drained(client: redis.Redis) -> bool:
@@ -51,7 +53,7 @@ def test_four_workers_on_one_http_store_killed_10_times_store_100000_pageviews_e
     api = processes.api()
     workers = [processes.worker(dsn, batch_size=BATCH_SIZE) for _ in range(WORKERS)]
     for worker in workers:
-        worker.wait_ready(real_redis)
+        worker.wait_ready(real_redis, timeout=WORKERS_START_SECONDS)
     started = time.monotonic()
     traffic = BackgroundTraffic(api.url, secret, FLOW_PAGEVIEWS)
 
@@ -104,7 +106,7 @@ def test_an_http_store_down_for_30_seconds_under_two_workers_loses_and_duplicate
     api = processes.api()
     workers = [processes.worker(clickhouse_http.dsn(), batch_size=BATCH_SIZE) for _ in range(2)]
     for worker in workers:
-        worker.wait_ready(real_redis)
+        worker.wait_ready(real_redis, timeout=WORKERS_START_SECONDS)
     traffic = BackgroundTraffic(api.url, secret, 10**9, concurrency=2)
     time.sleep(2)
 
