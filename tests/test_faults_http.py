@@ -45,6 +45,9 @@ def live_leases(client: redis.Redis) -> int:
     return client.zcount(keys.BATCH_LEASES, int(time.time() * 1000), "+inf")
 
 
+# 4-5 min with other suites sharing the two cores; the suite's default limit is 300 s.
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_four_workers_on_one_http_store_killed_10_times_store_100000_pageviews_exactly_once(
     clickhouse_http: ClickHouseHttp, processes: Processes, real_redis: redis.Redis
 ) -> None:
@@ -98,6 +101,7 @@ def test_four_workers_on_one_http_store_killed_10_times_store_100000_pageviews_e
     assert dropped and dropped[0][0] >= KILLS_AFTER_INSERT
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", OUTAGES)
 def test_an_http_store_down_for_30_seconds_under_two_workers_loses_and_duplicates_nothing(
     clickhouse_http: ClickHouseHttp, processes: Processes, real_redis: redis.Redis, mode: str
