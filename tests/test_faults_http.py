@@ -45,7 +45,8 @@ def live_leases(client: redis.Redis) -> int:
     return client.zcount(keys.BATCH_LEASES, int(time.time() * 1000), "+inf")
 
 
-# 4-5 min with other suites sharing the two cores; the suite's default limit is 300 s.
+# 4-11 min with other suites sharing the two cores (posting alone took 589 s at load 20-30);
+# the suite's default limit is 300 s.
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_four_workers_on_one_http_store_killed_10_times_store_100000_pageviews_exactly_once(
@@ -81,7 +82,7 @@ def test_four_workers_on_one_http_store_killed_10_times_store_100000_pageviews_e
         else:
             kills_inside_a_batch += live_leases(real_redis) > 0
             replace(random.choice(workers))
-    answers = traffic.wait(timeout=600)
+    answers = traffic.wait(timeout=900)
     posted = time.monotonic()
     backlog = real_redis.xlen(keys.STREAM)
 
