@@ -70,12 +70,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.ports import free_port
-from tests.procs import ARTIFACTS, START_SECONDS, wait_until
+from tests.procs import ARTIFACTS, wait_until
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DATABASE = "hitstream"  # as deploy/compose.yaml's CLICKHOUSE_DB: the DSN names a database
 # The ways the server can be out, for ClickHouseHttp.begin_outage.
 OUTAGES = ("unavailable", "hang", "refused")
+# Starting the server and its engine can take tens of seconds with other suites on the two cores.
+STARTUP_SECONDS = 120.0
 # A worker blocked on a hanging server gives up after this long and retries (a DSN option).
 SEND_RECEIVE_TIMEOUT = 5
 
@@ -318,7 +320,11 @@ class ClickHouseHttp:
             except httpx.TransportError:
                 return False
 
-        wait_until(answers, START_SECONDS, "the ClickHouse HTTP fixture to answer /ping", interval=0.05)
+        try:
+            wait_until(answers, STARTUP_SECONDS, "the ClickHouse HTTP fixture to answer /ping", interval=0.05)
+        except BaseException:
+            self.stop()  # never leave a server behind a failed start
+            raise
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
