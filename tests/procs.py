@@ -112,29 +112,30 @@ class Api(HitstreamProcess):
 
 
 class Worker(HitstreamProcess):
-    """``hitstream worker`` on a chdb store, with a short claim timeout so crashes heal fast."""
+    """``hitstream worker`` on a store: a chdb path, or a server DSN (``http://...``); with a
+    short claim timeout so crashes heal fast."""
 
-    def __init__(self, env: dict[str, str], log: Path, store: Path, batch_size: int = 1000,
+    def __init__(self, env: dict[str, str], log: Path, store: Path | str, batch_size: int = 1000,
                  claim_timeout: float = 2.0) -> None:
         self.store = store
-        if store not in ARTIFACTS.stores:
+        if isinstance(store, Path) and store not in ARTIFACTS.stores:
             ARTIFACTS.stores.append(store)
         env = {
             **env,
-            "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}",
+            "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}" if isinstance(store, Path) else store,
             "HITSTREAM_BATCH_SIZE": str(batch_size),
             "HITSTREAM_CLAIM_TIMEOUT": str(claim_timeout),
         }
         super().__init__(["worker"], env, log)
 
-    def wait_ready(self, client: redis.Redis) -> None:
+    def wait_ready(self, client: redis.Redis, timeout: float = START_SECONDS) -> None:
         """Until the RQ worker has registered (its SIGTERM warm shutdown is installed then)."""
 
         def registered() -> bool:
             assert self.running(), f"hitstream worker exited:\n{self.output()}"
             return any(worker.pid == self.pid for worker in rq.Worker.all(connection=client))
 
-        wait_until(registered, START_SECONDS, "hitstream worker to register", interval=0.05)
+        wait_until(registered, timeout, "hitstream worker to register", interval=0.05)
         time.sleep(0.2)
 
 
@@ -154,7 +155,7 @@ class Processes:
         self.started.append(api)
         return api
 
-    def worker(self, store: Path, batch_size: int = 1000, claim_timeout: float = 2.0, **settings: str) -> Worker:
+    def worker(self, store: Path | str, batch_size: int = 1000, claim_timeout: float = 2.0, **settings: str) -> Worker:
         worker = Worker({**self.env, **settings}, self._log("worker"), store, batch_size, claim_timeout)
         self.started.append(worker)
         return worker
