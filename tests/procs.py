@@ -25,6 +25,7 @@ import pytest
 import redis
 import rq
 
+from shared.lanes import LANE_KEYS
 from tests.ports import free_port
 from tests.traffic import UNLIMITED
 
@@ -41,6 +42,12 @@ class Artifacts:
 
 
 ARTIFACTS = Artifacts()
+
+
+def drained(client: redis.Redis) -> bool:
+    """No lane holds an entry or a leased batch: everything accepted was stored (or
+    dead-lettered) and acknowledged."""
+    return all(client.xlen(lane.stream) == 0 and client.zcard(lane.leases) == 0 for lane in LANE_KEYS.values())
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:

@@ -21,7 +21,7 @@ import redis
 
 from shared import keys
 from tests.clickhouse_http import OUTAGES, ClickHouseHttp
-from tests.procs import Processes, Worker, wait_until
+from tests.procs import Processes, Worker, drained, wait_until
 from tests.traffic import BackgroundTraffic, exact_count, ingest_token
 
 pytestmark = pytest.mark.faults
@@ -34,10 +34,6 @@ BATCH_SIZE = 500
 OUTAGE_SECONDS = 30.0
 # Several workers starting at once on two shared cores took over 30 s to register.
 WORKERS_START_SECONDS = 120.0
-
-
-def drained(client: redis.Redis) -> bool:
-    return client.xlen(keys.STREAM) == 0 and client.zcard(keys.BATCH_LEASES) == 0
 
 
 def live_leases(client: redis.Redis) -> int:

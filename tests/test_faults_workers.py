@@ -17,17 +17,13 @@ import pytest
 import redis
 
 from shared import keys
-from tests.procs import Processes, stored_pages, wait_until
+from tests.procs import Processes, drained, stored_pages, wait_until
 from tests.traffic import BackgroundTraffic, exact_count, ingest_token
 
 pytestmark = pytest.mark.faults
 
 FLOW_PAGEVIEWS = 50_000
 STORE_DOWN_SECONDS = 30.0
-
-
-def drained(client: redis.Redis) -> bool:
-    return client.xlen(keys.STREAM) == 0 and client.zcard(keys.BATCH_LEASES) == 0
 
 
 def live_leases(client: redis.Redis) -> int:

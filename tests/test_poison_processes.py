@@ -33,15 +33,11 @@ from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusi
 from shared.control.sites import site_for_domain
 from shared.envelope import Envelope
 from shared.replay.inputfile import file_identity, page_id_for
-from tests.procs import HITSTREAM, START_SECONDS, Processes, alter_store, query_store, stored_pages, wait_until
+from tests.procs import HITSTREAM, START_SECONDS, Processes, alter_store, drained, query_store, stored_pages, wait_until
 from tests.traffic import VISITOR_IPS, ingest_token
 from workers import dead_letters
 
 DOMAIN = "example.com"
-
-
-def drained(client: redis.Redis) -> bool:
-    return client.xlen(keys.STREAM) == 0 and client.zcard(keys.BATCH_LEASES) == 0
 
 
 def envelope(site_id: str, path: str = "/", **fields: Any) -> Envelope:
@@ -168,7 +164,7 @@ def test_envelopes_of_the_wrong_types_are_dead_lettered_and_their_neighbours_sto
 def test_a_historical_replay_spread_over_20_years_in_random_order_lands_completely(
     processes: Processes, real_redis: redis.Redis, hitstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    secret = ingest_token(real_redis, DOMAIN)
+    secret = ingest_token(real_redis, DOMAIN, bulk=True)  # hitstream replay asks for the bulk lane
     lines = 2400
     first = datetime(2006, 1, 1, tzinfo=UTC)
     span = datetime.now(UTC) - timedelta(days=1) - first

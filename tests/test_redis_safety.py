@@ -164,7 +164,7 @@ def test_a_redis_that_hides_its_settings_is_warned_about_not_refused(
         assert "Redis did not report whether AOF is on" in output
     metrics = api.metrics()
     assert "hitstream_redis_aof_enabled NaN" in metrics and "hitstream_redis_evicting NaN" in metrics
-    assert "hitstream_queue_depth 0.0" in metrics, "the queue figure does not depend on INFO"
+    assert 'hitstream_queue_depth{lane="live"} 0.0' in metrics, "the queue figure does not depend on INFO"
 
 
 @pytest.mark.parametrize("arguments", [["worker"], ["dead-letters", "list"], ["sites", "add", "example.com"],

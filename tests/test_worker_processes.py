@@ -18,7 +18,7 @@ from shared import keys
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane
-from tests.procs import Processes, Worker, stored_pages, wait_until
+from tests.procs import Processes, Worker, drained, stored_pages, wait_until
 from workers import dead_letters
 
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
@@ -43,10 +43,6 @@ def send(client: redis.Redis, envelopes: list[Envelope], lane: Lane = Lane.LIVE)
     return [env.page_id for env in envelopes]
 
 
-def drained(client: redis.Redis) -> Callable[[], bool]:
-    return lambda: all(client.xlen(LANE_KEYS[lane].stream) == 0 for lane in Lane)
-
-
 def kill_inside_a_batch(client: redis.Redis, worker: Worker, lane: Lane = Lane.LIVE) -> None:
     """SIGKILL the worker while it holds a claimed batch of ``lane`` (a lease exists only then)."""
     leases = LANE_KEYS[lane].leases
@@ -62,7 +58,7 @@ def test_pageviews_drops_and_poison_records(processes: Processes, real_redis: re
     poison = real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: envelope("x").to_json().replace(b"https://example.comx", b"http://[::1/x")})
     worker = processes.worker(tmp_path / "store")
 
-    wait_until(drained(real_redis), 20, "the queue to drain")
+    wait_until(lambda: drained(real_redis), 20, "the queue to drain")
     assert worker.stop() == 0
 
     pages, drops = stored_pages(tmp_path / "store")
@@ -82,7 +78,7 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(
 
     kill_inside_a_batch(real_redis, processes.worker(store, batch_size=2500), lane)
     worker = processes.worker(store, batch_size=2500)
-    wait_until(drained(real_redis), 40, "recovery")
+    wait_until(lambda: drained(real_redis), 40, "recovery")
     assert worker.stop() == 0
 
     pages, _ = stored_pages(store)
@@ -103,7 +99,7 @@ def test_competing_workers_with_kills_store_each_pageview_once(
     third = processes.worker(stores[2], batch_size=1000)
     kill_inside_a_batch(real_redis, second)
     replacement = processes.worker(stores[0], batch_size=1000)
-    wait_until(drained(real_redis), 60, "the queue to drain")
+    wait_until(lambda: drained(real_redis), 60, "the queue to drain")
     assert third.stop() == 0
     assert replacement.stop() == 0
 
@@ -134,7 +130,7 @@ def test_store_unavailable_then_back_stores_everything_once(
     fcntl.flock(status, fcntl.LOCK_UN)
     os.close(status)
 
-    wait_until(drained(real_redis), 30, "the queue to drain")
+    wait_until(lambda: drained(real_redis), 30, "the queue to drain")
     assert worker.stop() == 0
     pages, _ = stored_pages(store)
     assert pages == Counter(sent)
