@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class LiveClient:
     secret: str
     rate: float
     accepted_ms: list[int] = field(default_factory=list)
-    refused: int = 0
+    refused: Counter[int] = field(default_factory=Counter)  # status -> answers that were not 202
     stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -78,7 +79,7 @@ class LiveClient:
             if response.status == 202:
                 self.accepted_ms.append(time.time_ns() // 1_000_000)
             else:
-                self.refused += 1
+                self.refused[response.status] += 1
             next_at += 1 / self.rate
             self.stop.wait(max(next_at - time.monotonic(), 0))
         connection.close()
@@ -126,12 +127,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
 
 
-def describe(name: str, accepted: list[int], latencies: list[float], refused: int) -> str:
+def describe(name: str, accepted: list[int], latencies: list[float], refused: Counter[int]) -> str:
     if not latencies:
-        return f"{name}: no live pageview was seen stored ({len(accepted)} accepted, {refused} refused)"
+        return f"{name}: no live pageview was seen stored ({len(accepted)} accepted; refused by status: {dict(refused) or 'none'})"
     return (f"{name}: p50 {percentile(latencies, 0.5):.2f} s, p99 {percentile(latencies, 0.99):.2f} s, "
             f"max {max(latencies):.2f} s over {len(latencies)} pageviews "
-            f"({len(accepted) - len(latencies)} not seen stored, {refused} refused)")
+            f"({len(accepted) - len(latencies)} not seen stored; refused by status: {dict(refused) or 'none'})")
 
 
 class Up:

@@ -27,6 +27,7 @@ from ingest_api.pageview import SingleEndpoint
 from ingest_api.redis_wire import RedisWire
 from ingest_api.validation import parse_pageview
 from shared.config import Settings, load_settings
+from shared.lanes import Lane
 
 
 GC_THRESHOLDS = (50_000, 20, 100)  # see lifespan
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None) -> Front:
     )
     access = Access(settings.redis_url, settings.control_cache_seconds, settings.redis_timeout_ms)
     metrics = Metrics()
-    handoff = HandOff(RedisWire(settings.redis_url, timeout), settings, metrics.handoff_seconds)
+    wires = {lane: RedisWire(settings.redis_url, timeout) for lane in Lane}
+    handoff = HandOff(wires, settings, metrics.handoff_seconds)
     operations = Operations(client, metrics, settings.redis_timeout_ms)
     empty_buckets = EmptyBuckets(settings.rate_limit, settings.rate_burst, verdict_age_seconds=timeout)
     intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies, empty_buckets)

@@ -86,7 +86,8 @@ class Front:
             elif endpoint is not None and scope["method"] == "POST":
                 try:
                     answer = await endpoint(IngestRequest(scope, receive))
-                except Unavailable:  # Redis did not answer in time: nothing was promised
+                except Unavailable as reason:  # Redis did not answer in time: nothing was promised
+                    log.info("%s answered 503: %s", path, reason)
                     answer = _SERVICE_UNAVAILABLE
                 except Exception:
                     log.exception("%s failed", path)

@@ -5,11 +5,15 @@ sends the requests that arrive together to Redis in one round trip.
 Concurrent requests are decided together: one EVALSHA per batch, written on a lean pipelined
 connection (ingest_api.redis_wire): one command per batch instead of one per request, and no
 redis-py on this path, because its client-side cost per command was more than the rest of
-the request. A batch is written when it holds ``REQUESTS_PER_CALL`` requests, so Redis works
+the request. A batch is written when it holds ``REQUESTS_PER_CALL`` requests or
+``ENVELOPES_PER_CALL`` envelopes, so Redis works
 on it while this process validates the next requests (sending only at the end of the
 event-loop iteration left the process idle 18% of the time while Redis ran one big batch),
 or at the end of the loop iteration in which its first request arrived. Each request still
 awaits its own verdict, so a 202 is only sent after that request's envelopes are in Redis.
+Each lane has a batcher and a connection of its own: Redis serves its clients in turn, so a
+live request's call waits for at most the bulk call Redis is running, not for every bulk call
+a replay keeps in flight on a shared connection.
 Every call is bounded by ``settings.redis_timeout_ms``: past it, or when Redis refuses the
 connection, the caller gets ``Unavailable`` (503), never a hang.
 
@@ -26,7 +30,7 @@ import enum
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,6 +50,10 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 # process work in parallel: with 64 connections, 16 and 64 gave 5-10% fewer requests/s than
 # 32 (at 64 the process waited for Redis again).
 REQUESTS_PER_CALL = 32
+# A script runs alone in Redis: 32 batch requests of 1000 envelopes made one call of 32,000
+# XADDs that held Redis past the 250 ms timeout, and every other call (live ones included)
+# waited behind it and got 503. A call stops growing at this many envelopes.
+ENVELOPES_PER_CALL = 1000
 
 
 class Unavailable(Exception):
@@ -102,8 +110,8 @@ class _Request:
 class HandOff:
     """Admits requests for rate-limit subjects, batching the Redis calls of concurrent ones."""
 
-    def __init__(self, wire: RedisWire, settings: Settings, latency: Histogram) -> None:
-        self._wire = wire
+    def __init__(self, wires: Mapping[Lane, RedisWire], settings: Settings, latency: Histogram) -> None:
+        self._wires = dict(wires)  # one connection per lane (see the module docstring)
         self._latency = latency  # seconds per script call, observed when it answers or fails
         self._limits = (
             settings.rate_limit,
@@ -115,13 +123,15 @@ class HandOff:
             keys.TOKEN_FIELD,
             settings.idempotency_window_seconds,
         )
-        self._waiting: list[_Request] = []
+        self._waiting: dict[Lane, list[_Request]] = {lane: [] for lane in LANES}
+        self._envelopes: dict[Lane, int] = dict.fromkeys(LANES, 0)  # in each lane's waiting batch
         self._sending: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def stop(self) -> None:
         await asyncio.gather(*self._sending, return_exceptions=True)
-        self._wire.close()
+        for wire in self._wires.values():
+            wire.close()
 
     def admit(
         self,
@@ -145,23 +155,29 @@ class HandOff:
             # tests, which run each app on a loop of its own.
             loop = self._loop = asyncio.get_running_loop()
         verdict = loop.create_future()
-        if not self._waiting:  # the first of a batch: sent after this loop iteration at the latest
-            loop.call_soon(self._flush)
-        self._waiting.append(
+        waiting = self._waiting[lane]
+        if not waiting:  # the first of a batch: sent after this loop iteration at the latest
+            loop.call_soon(self._flush, lane)
+        waiting.append(
             _Request(keys.RATE_BUCKET.format(subject=subject), cost, queued, answer, lane, token_id, verdict)
         )
-        if len(self._waiting) == REQUESTS_PER_CALL:
-            self._flush()
+        envelopes = self._envelopes[lane] = self._envelopes[lane] + len(queued)
+        if len(waiting) == REQUESTS_PER_CALL or envelopes >= ENVELOPES_PER_CALL:
+            self._flush(lane)
         return verdict
 
-    def _flush(self) -> None:
-        """Write the waiting requests' script call to Redis now; a task settles their verdicts."""
-        if not self._waiting:  # sent already, when the batch filled up
+    def _flush(self, lane: Lane) -> None:
+        """Write the lane's waiting requests' script call to Redis now; a task settles their
+        verdicts."""
+        batch = self._waiting[lane]
+        if not batch:  # sent already, when the batch filled up
             return
-        batch, self._waiting = self._waiting, []
+        self._waiting[lane] = []
+        self._envelopes[lane] = 0
         arguments = self._call(batch)
-        call = self._wire.execute("EVALSHA", SCRIPT_SHA, *arguments)
-        task = asyncio.ensure_future(self._settle(batch, arguments, call, time.perf_counter()), loop=self._loop)
+        wire = self._wires[lane]
+        call = wire.execute("EVALSHA", SCRIPT_SHA, *arguments)
+        task = asyncio.ensure_future(self._settle(batch, arguments, wire, call, time.perf_counter()), loop=self._loop)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -169,6 +185,7 @@ class HandOff:
         self,
         batch: list[_Request],
         arguments: list[str | bytes | float | int],
+        wire: RedisWire,
         call: Awaitable[Any],
         sent: float,
     ) -> None:
@@ -177,7 +194,7 @@ class HandOff:
             reply = await call
             if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
                 # After a Redis restart or SCRIPT FLUSH EVALSHA ran nothing; EVAL runs and caches it.
-                reply = await self._wire.execute("EVAL", SCRIPT, *arguments)
+                reply = await wire.execute("EVAL", SCRIPT, *arguments)
         except (ConnectionError, OSError, TimeoutError) as error:
             reply = error
         self._latency.observe(time.perf_counter() - sent)  # timeouts too: they are what it is for

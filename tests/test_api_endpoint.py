@@ -391,6 +391,31 @@ def test_concurrent_requests_of_two_tokens_share_a_script_call_but_not_a_budget(
     assert len(world.queued()) == 12
 
 
+def test_a_script_call_stops_growing_at_its_envelope_bound_so_big_batches_do_not_hold_redis(
+    redis_url: str, world: World
+) -> None:
+    """Three 1000-item batches arriving together are three script calls, not one of 3000
+    envelopes (a call runs alone in Redis; handoff.ENVELOPES_PER_CALL), and every item lands."""
+
+    async def scenario() -> list[int]:
+        settings = Settings(
+            redis_url=redis_url, rate_limit=1e6, rate_burst=10**6, redis_timeout_ms=2000, control_cache_seconds=60
+        )
+        app = create_app(settings)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            headers = {"Authorization": f"Bearer {world.secret}"}
+            await client.post(PATH, json=BODY, headers=headers)  # fills the lookup caches
+            calls_before = evalsha_calls(world.redis)
+            responses = await asyncio.gather(*(
+                client.post("/api/ingest/server/pageviews", json=[BODY] * 1000, headers=headers) for _ in range(3)
+            ))
+            assert evalsha_calls(world.redis) - calls_before == 3
+            return [response.status_code for response in responses]
+
+    assert asyncio.run(scenario()) == [202, 202, 202]
+    assert len(world.queued()) == 3001
+
+
 def evalsha_calls(client: redis.Redis) -> int:
     return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
