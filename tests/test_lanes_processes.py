@@ -129,14 +129,21 @@ class LiveStoredSampler:
 
     def _run(self) -> None:
         while not self.stop.wait(0.02):
-            with self.client.pipeline(transaction=False) as pipe:
-                first, bulk_depth = pipe.xrange(LANE_KEYS[Lane.LIVE].stream, count=1).xlen(LANE_KEYS[Lane.BULK].stream).execute()
-            sampled_ms = time.time_ns() // 1_000_000
-            self.samples.append((sampled_ms, int(first[0][0].split(b"-")[0]) if first else None, bulk_depth))
+            self._sample()
+
+    def _sample(self) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            first, bulk_depth = pipe.xrange(LANE_KEYS[Lane.LIVE].stream, count=1).xlen(LANE_KEYS[Lane.BULK].stream).execute()
+        sampled_ms = time.time_ns() // 1_000_000
+        self.samples.append((sampled_ms, int(first[0][0].split(b"-")[0]) if first else None, bulk_depth))
 
     def finish(self) -> None:
-        self.stop.set()
-        self._thread.join(10)
+        """Stops sampling after one last sample: the drain the caller waited for may have
+        happened after the thread's latest sample (CI once lost that race by a few ms)."""
+        if not self.stop.is_set():
+            self.stop.set()
+            self._thread.join(10)
+            self._sample()
 
     def stored(self, accepted_ms: int) -> tuple[float, int]:
         """Seconds from the 202 until the pageview was seen stored, and the bulk depth then."""
