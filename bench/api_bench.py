@@ -35,12 +35,12 @@ import httpx
 import orjson
 import redis
 
+from hitstream.redis_server import RedisServer
 from shared import keys
-from shared.lanes import LANE_KEYS, Lane
 from shared.control.grants import grant
 from shared.control.sites import add_site
 from shared.control.tokens import create_token
-from shared.redis_server import RedisServer
+from shared.lanes import LANE_KEYS, Lane
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -165,10 +165,19 @@ def main() -> None:
             }
             batch_body = b"[" + b",".join([body] * BATCH_ITEMS) + b"]"
             api_port, noop_port = free_port(), free_port()
-            # The same uvicorn settings as `hitstream api` (ingest_api/cli.py), but uvicorn's plain
+            # The same uvicorn settings as `hitstream api` (hitstream/commands/api.py), but uvicorn's plain
             # httptools protocol: the ratio includes the connection guard (ingest_api.connections).
-            stack = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers",
-                     "--no-server-header"]
+            stack = [
+                "--workers",
+                "1",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--no-proxy-headers",
+                "--no-server-header",
+            ]
             servers = {
                 "no-op Starlette": (
                     [

@@ -69,10 +69,15 @@ class LiveClient:
         headers = {"Authorization": f"Bearer {self.secret}", "Content-Type": "application/json"}
         next_at = time.monotonic()
         while not self.stop.is_set():
-            body = orjson.dumps({
-                "url": "https://demo.localhost/live", "timestamp": "2026-11-27T12:00:00Z",
-                "visitor_ip": "81.2.69.160", "user_agent": USER_AGENT, "page_id": str(uuid.uuid4()),
-            })
+            body = orjson.dumps(
+                {
+                    "url": "https://demo.localhost/live",
+                    "timestamp": "2026-11-27T12:00:00Z",
+                    "visitor_ip": "81.2.69.160",
+                    "user_agent": USER_AGENT,
+                    "page_id": str(uuid.uuid4()),
+                }
+            )
             connection.request("POST", "/api/ingest/server/pageview", body=body, headers=headers)
             response = connection.getresponse()
             response.read()
@@ -130,9 +135,11 @@ def percentile(values: list[float], fraction: float) -> float:
 def describe(name: str, accepted: list[int], latencies: list[float], refused: Counter[int]) -> str:
     if not latencies:
         return f"{name}: no live pageview was seen stored ({len(accepted)} accepted; refused by status: {dict(refused) or 'none'})"
-    return (f"{name}: p50 {percentile(latencies, 0.5):.2f} s, p99 {percentile(latencies, 0.99):.2f} s, "
-            f"max {max(latencies):.2f} s over {len(latencies)} pageviews "
-            f"({len(accepted) - len(latencies)} not seen stored; refused by status: {dict(refused) or 'none'})")
+    return (
+        f"{name}: p50 {percentile(latencies, 0.5):.2f} s, p99 {percentile(latencies, 0.99):.2f} s, "
+        f"max {max(latencies):.2f} s over {len(latencies)} pageviews "
+        f"({len(accepted) - len(latencies)} not seen stored; refused by status: {dict(refused) or 'none'})"
+    )
 
 
 class Up:
@@ -148,14 +155,20 @@ class Up:
         if tree is not None:  # `python -c` imports from the working folder first
             self.env["PYTHONPATH"] = str(tree)
         self.data_dir = work / "var"
-        self.process = subprocess.Popen([*HITSTREAM, "up", "--port", str(self.port), "--data-dir", str(self.data_dir)],
-                                        env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [*HITSTREAM, "up", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_ready(self.base_url, self.process)
         self.demo_token = (self.data_dir / "demo-token").read_text().strip()
 
     def command(self, *arguments: str) -> str:
-        return subprocess.run([*HITSTREAM, *arguments], env=self.env, cwd=self.cwd, capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run(
+            [*HITSTREAM, *arguments], env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True
+        ).stdout
 
     def replay(self, path: Path, token: str) -> tuple[float, str]:
         return replay(path, self.base_url, {**self.env, "HITSTREAM_TOKEN": token}, "--endpoint", "batch")
@@ -174,8 +187,12 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--live-rate", type=float, default=20.0, help="live pageviews per second")
     parser.add_argument("--quiet-seconds", type=float, default=20.0)
-    parser.add_argument("--baseline-tree", type=Path, default=None,
-                        help="a checkout of the single-lane code, replayed first for the same-run figure")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="a checkout of the single-lane code, replayed first for the same-run figure",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="lanes-bench-") as folder:
@@ -199,8 +216,21 @@ def main() -> None:
         (work / "lanes").mkdir()
         up = Up(work / "lanes", None)
         try:
-            bulk_token = up.command("tokens", "create", "--site", "demo.localhost", "--role", "owner",
-                                    "--name", "lanes bench replay", "--bulk").strip().splitlines()[-1]
+            bulk_token = (
+                up.command(
+                    "tokens",
+                    "create",
+                    "--site",
+                    "demo.localhost",
+                    "--role",
+                    "owner",
+                    "--name",
+                    "lanes bench replay",
+                    "--bulk",
+                )
+                .strip()
+                .splitlines()[-1]
+            )
             sampler = Sampler(redis.Redis.from_url(up.redis_url))
             sampler.start()
 
@@ -221,16 +251,32 @@ def main() -> None:
             up.stop()
 
     print(summary.strip())
-    print(describe("live ingest-to-store latency without a flood", quiet.accepted_ms,
-                   sampler.latencies(quiet.accepted_ms), quiet.refused))
-    print(describe("live ingest-to-store latency during the replay", flooded.accepted_ms,
-                   sampler.latencies(flooded.accepted_ms), flooded.refused))
+    print(
+        describe(
+            "live ingest-to-store latency without a flood",
+            quiet.accepted_ms,
+            sampler.latencies(quiet.accepted_ms),
+            quiet.refused,
+        )
+    )
+    print(
+        describe(
+            "live ingest-to-store latency during the replay",
+            flooded.accepted_ms,
+            sampler.latencies(flooded.accepted_ms),
+            flooded.refused,
+        )
+    )
     rate = args.lines / seconds
     source = "measured in this run" if args.baseline_tree is not None else "from the README"
-    print(f"replay with lanes: {args.lines} lines in {seconds:.1f} s = {rate:.0f} lines/s "
-          f"(batch endpoint, bulk lane; {bulk_left} still queued in the bulk lane at its end)")
-    print(f"single lane ({source}): {single_lane[0]:.1f} s = {single_lane[1]:.0f} lines/s; "
-          f"lanes / single lane: {rate / single_lane[1]:.2f}x")
+    print(
+        f"replay with lanes: {args.lines} lines in {seconds:.1f} s = {rate:.0f} lines/s "
+        f"(batch endpoint, bulk lane; {bulk_left} still queued in the bulk lane at its end)"
+    )
+    print(
+        f"single lane ({source}): {single_lane[0]:.1f} s = {single_lane[1]:.0f} lines/s; "
+        f"lanes / single lane: {rate / single_lane[1]:.2f}x"
+    )
     print(f"end: {load()}")
 
 

@@ -27,10 +27,10 @@ import orjson
 import psutil
 import redis
 
+from hitstream.redis_server import RedisServer
 from ingest_api.batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS
 from ingest_api.openapi import BATCH_PATH
 from shared import keys
-from shared.redis_server import RedisServer
 from tests.ports import free_port
 from tests.procs import Processes
 from tests.traffic import _Connection, ingest_token, pageview
@@ -51,16 +51,19 @@ def megabyte_batch(host: str) -> bytes:
 
 async def noisy_client(port: int, secret: str, body: bytes, until: float, answers: Counter[int]) -> None:
     """Posts ``body`` to the batch endpoint back to back on one keep-alive connection."""
-    request = (f"POST {BATCH_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"POST {BATCH_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while time.monotonic() < until:
             writer.write(request)
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                          if line.startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+            )
             await reader.readexactly(length)
             answers[int(head.split(b" ", 2)[1])] += 1
     finally:
@@ -110,8 +113,9 @@ def noisy_clients(port: int, secret: str, seconds: float, answers: multiprocessi
     answers.put(dict(counted))
 
 
-def phase(port: int, secret: str, rate: float, seconds: float,
-          noisy_secret: str | None) -> tuple[list[float], Counter[int], dict[int, int]]:
+def phase(
+    port: int, secret: str, rate: float, seconds: float, noisy_secret: str | None
+) -> tuple[list[float], Counter[int], dict[int, int]]:
     answers: multiprocessing.Queue = multiprocessing.Queue()
     noisy = None
     if noisy_secret is not None:
@@ -128,8 +132,10 @@ def phase(port: int, secret: str, rate: float, seconds: float,
 
 def report(name: str, latencies: list[float], statuses: Counter[int]) -> None:
     cuts = statistics.quantiles(latencies, n=100)
-    print(f"{name}: tenant p50 {statistics.median(latencies):.1f} ms, p99 {cuts[98]:.1f} ms, "
-          f"{len(latencies)} requests, answers {dict(statuses)}")
+    print(
+        f"{name}: tenant p50 {statistics.median(latencies):.1f} ms, p99 {cuts[98]:.1f} ms, "
+        f"{len(latencies)} requests, answers {dict(statuses)}"
+    )
 
 
 def main() -> None:
@@ -157,12 +163,16 @@ def main() -> None:
 
             quiet, quiet_statuses, _, quiet_cpu = measured(None)
             loud, loud_statuses, noisy_answers, loud_cpu = measured(noisy_secret)
-            print(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
-                  f"{os.getloadavg()[0]:.1f}, one API process, tenant at {arguments.rate:g} requests/s")
+            print(
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
+                f"{os.getloadavg()[0]:.1f}, one API process, tenant at {arguments.rate:g} requests/s"
+            )
             report("alone", quiet, quiet_statuses)
             report(f"with {NOISY_CLIENTS} throttled 1 MiB clients", loud, loud_statuses)
-            print(f"noisy batches answered: {noisy_answers}; API CPU: alone {quiet_cpu:.2f} s, "
-                  f"with noisy clients {loud_cpu:.2f} s")
+            print(
+                f"noisy batches answered: {noisy_answers}; API CPU: alone {quiet_cpu:.2f} s, "
+                f"with noisy clients {loud_cpu:.2f} s"
+            )
             print(f"median ratio (with / alone): {statistics.median(loud) / statistics.median(quiet):.2f}x")
         finally:
             processes.kill_all()

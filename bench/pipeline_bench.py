@@ -51,7 +51,9 @@ SITE_ID = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 REFERRER_HOSTS = [f"site{n}.example" for n in range(300)] + ["www.google.com", "t.co", "news.ycombinator.com"]
 REFERRER_PATHS = ["", "search?q=queues", "r/python/comments/1"]
 PAGES = [f"/blog/post-{n}" for n in range(300)] + [
-    "/", "/pricing", "/docs/install?utm_source=newsletter&utm_medium=email&utm_campaign=spring",
+    "/",
+    "/pricing",
+    "/docs/install?utm_source=newsletter&utm_medium=email&utm_campaign=spring",
     "/?utm_source=twitter&hk_qr=6f9619ff-8b86-d011-b42d-00c04fc964ff",
 ]
 SESSION_SPREAD = 5_000  # a visitor's pageviews fall within this many envelopes of the first
@@ -97,11 +99,23 @@ def envelopes(count: int, views_per_visitor: float) -> list[Envelope]:
     stream = zip(user_agent_stream(count), visitor_stream(count, views_per_visitor, rng), strict=True)
     return [
         Envelope(
-            site_id=SITE_ID, site_domain="example.com", page_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()),
-            timestamp_ms=now - rng.randrange(86_400_000), received_ms=now,
-            url=f"https://example.com{rng.choice(PAGES)}", visitor_ip=address, user_agent=user_agent,
-            referrer=None if rng.random() < 0.5 else f"https://{rng.choice(REFERRER_HOSTS)}/{rng.choice(REFERRER_PATHS)}",
-            language="en-US", screen_width=1920, screen_height=1080, viewport_width=1280, viewport_height=720,
+            site_id=SITE_ID,
+            site_domain="example.com",
+            page_id=str(uuid.uuid4()),
+            session_id=str(uuid.uuid4()),
+            timestamp_ms=now - rng.randrange(86_400_000),
+            received_ms=now,
+            url=f"https://example.com{rng.choice(PAGES)}",
+            visitor_ip=address,
+            user_agent=user_agent,
+            referrer=None
+            if rng.random() < 0.5
+            else f"https://{rng.choice(REFERRER_HOSTS)}/{rng.choice(REFERRER_PATHS)}",
+            language="en-US",
+            screen_width=1920,
+            screen_height=1080,
+            viewport_width=1280,
+            viewport_height=720,
         )
         for user_agent, address in stream
     ]
@@ -159,7 +173,9 @@ def before_style(settings: Settings) -> Pipeline:
     return pipeline
 
 
-def timed(pipeline: Pipeline, warmup: Sequence[Envelope], measured: Sequence[Envelope]) -> tuple[float, float, list[PageviewRow | Drop]]:
+def timed(
+    pipeline: Pipeline, warmup: Sequence[Envelope], measured: Sequence[Envelope]
+) -> tuple[float, float, list[PageviewRow | Drop]]:
     """CPU-time and wall-time rates over ``measured`` after processing ``warmup`` untimed."""
     for envelope in warmup:
         pipeline.process(envelope)
@@ -183,8 +199,10 @@ def main() -> None:
     for envelope in measured:
         new_visitors += envelope.visitor_ip not in seen
         seen.add(envelope.visitor_ip or "")
-    print(f"{len(measured)} timed envelopes after {len(warmup)} untimed; {len(seen)} distinct addresses, "
-          f"{new_visitors / len(measured):.0%} of timed envelopes from a new address")
+    print(
+        f"{len(measured)} timed envelopes after {len(warmup)} untimed; {len(seen)} distinct addresses, "
+        f"{new_visitors / len(measured):.0%} of timed envelopes from a new address"
+    )
 
     with tempfile.TemporaryDirectory(prefix="hitstream-pipeline-bench-") as scratch:
         directory = Path(scratch)
@@ -205,7 +223,8 @@ def main() -> None:
     print(f"ratio: {cpu / before_cpu:.1f}x (cpu)  target: >= 30,000 envelopes/s")
     for name, info in [
         ("address", visit.parse_ip.cache_info()),
-        ("url", url.split_page_url.cache_info()), ("referrer", client.cached_referrer_host.cache_info()),
+        ("url", url.split_page_url.cache_info()),
+        ("referrer", client.cached_referrer_host.cache_info()),
     ]:
         print(f"cache {name:<9} hits {info.hits:>7}  misses {info.misses:>7}  size {info.currsize}")
 

@@ -30,7 +30,7 @@ import redis
 
 from shared import keys
 
-HITSTREAM = [sys.executable, "-c", "from shared.cli import main; main()"]
+HITSTREAM = [sys.executable, "-m", "hitstream"]
 USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
 
 
@@ -43,13 +43,18 @@ def free_port() -> int:
 def write_pageviews(path: Path, lines: int) -> None:
     with path.open("wb") as file:
         for n in range(lines):
-            file.write(orjson.dumps({
-                "url": f"https://demo.localhost/blog/post-{n % 5000}?utm_source=replay",
-                "timestamp": f"2025-10-{n % 28 + 1:02d}T{n % 24:02d}:{n % 60:02d}:00Z",
-                "visitor_ip": f"198.51.{n % 250}.{n % 200 + 1}",
-                "user_agent": USER_AGENT,
-                "referrer": "https://news.example.org/",
-            }) + b"\n")
+            file.write(
+                orjson.dumps(
+                    {
+                        "url": f"https://demo.localhost/blog/post-{n % 5000}?utm_source=replay",
+                        "timestamp": f"2025-10-{n % 28 + 1:02d}T{n % 24:02d}:{n % 60:02d}:00Z",
+                        "visitor_ip": f"198.51.{n % 250}.{n % 200 + 1}",
+                        "user_agent": USER_AGENT,
+                        "referrer": "https://news.example.org/",
+                    }
+                )
+                + b"\n"
+            )
 
 
 def wait_ready(base_url: str, up: subprocess.Popen[bytes], seconds: float = 90) -> None:
@@ -69,8 +74,13 @@ def wait_ready(base_url: str, up: subprocess.Popen[bytes], seconds: float = 90) 
 
 def replay(path: Path, base_url: str, env: dict[str, str], *extra: str) -> tuple[float, str]:
     started = time.monotonic()
-    result = subprocess.run([*HITSTREAM, "replay", str(path), "--url", base_url, "--quiet", *extra],
-                            env=env, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [*HITSTREAM, "replay", str(path), "--url", base_url, "--quiet", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return time.monotonic() - started, result.stdout
 
 
@@ -78,8 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--baseline-lines", type=int, default=20_000)
-    parser.add_argument("--endpoint", choices=["single", "batch"], default="single",
-                        help="replay's --endpoint for the measured run (the baseline is always single)")
+    parser.add_argument(
+        "--endpoint",
+        choices=["single", "batch"],
+        default="single",
+        help="replay's --endpoint for the measured run (the baseline is always single)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as folder:
@@ -90,18 +104,34 @@ def main() -> None:
         redis_url = f"redis://127.0.0.1:{free_port()}/0"
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "HITSTREAM_REDIS_URL": redis_url, "HITSTREAM_RATE_LIMIT": "1000000",
-               "HITSTREAM_RATE_BURST": "1000000", "HITSTREAM_QUEUE_MAX_DEPTH": "2000000"}
+        env = {
+            **os.environ,
+            "HITSTREAM_REDIS_URL": redis_url,
+            "HITSTREAM_RATE_LIMIT": "1000000",
+            "HITSTREAM_RATE_BURST": "1000000",
+            "HITSTREAM_QUEUE_MAX_DEPTH": "2000000",
+        }
         env.pop("HITSTREAM_CLICKHOUSE_URL", None)
-        up = subprocess.Popen([*HITSTREAM, "up", "--port", str(port), "--data-dir", str(work / "var")],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        up = subprocess.Popen(
+            [*HITSTREAM, "up", "--port", str(port), "--data-dir", str(work / "var")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_ready(base_url, up)
             # A replay uses the bulk lane, which needs a bulk token (the demo token is a live one).
-            env["HITSTREAM_TOKEN"] = subprocess.run(
-                [*HITSTREAM, "tokens", "create", "--site", "demo.localhost", "--role", "owner", "--bulk"],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
+            env["HITSTREAM_TOKEN"] = (
+                subprocess.run(
+                    [*HITSTREAM, "tokens", "create", "--site", "demo.localhost", "--role", "owner", "--bulk"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             baseline_seconds, _ = replay(baseline_views, base_url, env, "--concurrency", "1")
             seconds, summary = replay(views, base_url, env, "--endpoint", args.endpoint)
             queued = redis.Redis.from_url(redis_url).xlen(keys.BULK_STREAM)
@@ -112,10 +142,14 @@ def main() -> None:
     rate = args.lines / seconds
     baseline_rate = args.baseline_lines / baseline_seconds
     print(summary.strip())
-    print(f"replay: {args.lines} lines in {seconds:.1f} s = {rate:.0f} lines/s "
-          f"({args.endpoint} endpoint, concurrency 32, through hitstream up on {os.cpu_count()} cores)")
-    print(f"baseline (one request in flight): {args.baseline_lines} lines in "
-          f"{baseline_seconds:.1f} s = {baseline_rate:.0f} lines/s")
+    print(
+        f"replay: {args.lines} lines in {seconds:.1f} s = {rate:.0f} lines/s "
+        f"({args.endpoint} endpoint, concurrency 32, through hitstream up on {os.cpu_count()} cores)"
+    )
+    print(
+        f"baseline (one request in flight): {args.baseline_lines} lines in "
+        f"{baseline_seconds:.1f} s = {baseline_rate:.0f} lines/s"
+    )
     print(f"ratio: {rate / baseline_rate:.2f}x; still queued for the worker at the end: {queued}")
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 import redis
 
+from hitstream.redis_server import RedisServer
 from shared import keys
-from shared.redis_server import RedisServer
 from tests.conftest import free_port
 from tests.procs import Processes, stored_pages, wait_until
 from tests.traffic import (
@@ -103,7 +103,9 @@ async def soak(minutes: float, work_dir: Path) -> None:
         maximum = await measure_maximum(api.url, secret)
         wait_until(lambda: client.xlen(keys.STREAM) == 0, 300, "the ramp's backlog to drain", interval=0.5)
         rate = 0.7 * maximum
-        print(f"maximum accepted rate (closed loop, {CONNECTIONS} connections): {maximum:.0f}/s; soaking at {rate:.0f}/s")
+        print(
+            f"maximum accepted rate (closed loop, {CONNECTIONS} connections): {maximum:.0f}/s; soaking at {rate:.0f}/s"
+        )
 
         pids = {"api": api.pid, "worker": worker.pid, "redis": server.process.pid}  # type: ignore[union-attr]
         start_rss = {name: rss_mb(pid) for name, pid in pids.items()}
@@ -133,16 +135,20 @@ async def soak(minutes: float, work_dir: Path) -> None:
     accepted = answers.accepted()
     print(f"sent {len(answers.by_page)} in {elapsed:.0f} s: {dict(answers.summary())}")
     print(f"throughput {len(accepted) / elapsed:.0f} accepted/s (target {rate:.0f}/s)")
-    print(f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, "
-          f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+    print(
+        f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+    )
     print("queue depth (s: depth): " + ", ".join(f"{at:.0f}: {depth}" for at, depth in depths))
     # Growth is judged from the end of the warm-up (caches, connection pools and allocator
     # arenas fill in the first minute); the figure from the very start is printed too.
     for name in pids:
         warm = warm_rss.get(name, start_rss[name])
-        print(f"rss {name}: start {start_rss[name]:.0f} MB, after {WARM_UP_SECONDS} s {warm:.0f} MB, "
-              f"end {end_rss[name]:.0f} MB: {(end_rss[name] - warm) / warm * 100:+.1f}% after warm-up "
-              f"({(end_rss[name] - start_rss[name]) / start_rss[name] * 100:+.1f}% from start)")
+        print(
+            f"rss {name}: start {start_rss[name]:.0f} MB, after {WARM_UP_SECONDS} s {warm:.0f} MB, "
+            f"end {end_rss[name]:.0f} MB: {(end_rss[name] - warm) / warm * 100:+.1f}% after warm-up "
+            f"({(end_rss[name] - start_rss[name]) / start_rss[name] * 100:+.1f}% from start)"
+        )
     # Redis grows by design: every client-chosen page_id is remembered for the idempotency
     # window (HITSTREAM_IDEMPOTENCY_WINDOW, ~190 MiB per million ids), then expires.
     print(f"idempotency keys in Redis at the end: {seen_keys}")

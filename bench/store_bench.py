@@ -36,12 +36,28 @@ def rows(count: int, site_id: str, row_type: type[PageviewRow] = PageviewRow, **
     start = datetime(2024, 5, 1, tzinfo=UTC)
     return [
         row_type(
-            site_id=site_id, timestamp=start + timedelta(seconds=i), received_at=start + timedelta(seconds=i),
-            page_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()), hostname="example.com",
-            path=random.choice(PATHS), query="a=1", referrer="https://news.example.org/x",
-            referrer_host="news.example.org", utm_source=random.choice([None, "newsletter"]), country="DE",
-            city="Berlin", asn=3320, provider="Telekom", user_agent=random.choice(AGENTS), browser="Firefox",
-            browser_version="125", os="Linux", device_type="desktop", language="de", screen_width=1920,
+            site_id=site_id,
+            timestamp=start + timedelta(seconds=i),
+            received_at=start + timedelta(seconds=i),
+            page_id=str(uuid.uuid4()),
+            session_id=str(uuid.uuid4()),
+            hostname="example.com",
+            path=random.choice(PATHS),
+            query="a=1",
+            referrer="https://news.example.org/x",
+            referrer_host="news.example.org",
+            utm_source=random.choice([None, "newsletter"]),
+            country="DE",
+            city="Berlin",
+            asn=3320,
+            provider="Telekom",
+            user_agent=random.choice(AGENTS),
+            browser="Firefox",
+            browser_version="125",
+            os="Linux",
+            device_type="desktop",
+            language="de",
+            screen_width=1920,
             **extra,
         )
         for i in range(count)
@@ -58,16 +74,22 @@ _values = attrgetter(*PAGEVIEW_COLUMNS)
 def previous_row_insert(store: Store, batch_id: str, batch: list[PageviewRow]) -> None:
     """The writer before Arrow: clickhouse-connect converts each row's values in Python."""
     store._client.insert(
-        PAGEVIEWS.name, [_values(row) for row in batch], column_names=PAGEVIEWS.column_names,
-        column_type_names=PAGEVIEWS.column_types, settings={**SETTINGS, "insert_deduplication_token": batch_id},
+        PAGEVIEWS.name,
+        [_values(row) for row in batch],
+        column_names=PAGEVIEWS.column_names,
+        column_type_names=PAGEVIEWS.column_types,
+        settings={**SETTINGS, "insert_deduplication_token": batch_id},
     )
 
 
 def column_insert(store: Store, batch_id: str, batch: list[PageviewRow]) -> None:
     """The same conversion, handed over column by column (no transposition inside the driver)."""
     store._client.insert(
-        PAGEVIEWS.name, [list(column) for column in zip(*map(_values, batch))], column_names=PAGEVIEWS.column_names,
-        column_type_names=PAGEVIEWS.column_types, column_oriented=True,
+        PAGEVIEWS.name,
+        [list(column) for column in zip(*map(_values, batch))],
+        column_names=PAGEVIEWS.column_names,
+        column_type_names=PAGEVIEWS.column_types,
+        column_oriented=True,
         settings={**SETTINGS, "insert_deduplication_token": batch_id},
     )
 
@@ -97,24 +119,34 @@ def main() -> None:
     pageviews = rows(args.rows, site_id)
     size = args.batch
     batches = [pageviews[offset : offset + size] for offset in range(0, len(pageviews), size)]
-    mixed = [batch[: size // 2] + rows(size // 2, site_id, EventRow, name="signup", properties={"plan": "pro"})
-             for batch in batches[: len(batches) // 2]]
+    mixed = [
+        batch[: size // 2] + rows(size // 2, site_id, EventRow, name="signup", properties={"plan": "pro"})
+        for batch in batches[: len(batches) // 2]
+    ]
     with tempfile.TemporaryDirectory() as directory:
         store = open_store(f"chdb://{directory}/chdb")
         store.migrate()
         warm_up = rows(size, site_id)
         for writer in (write_batch, previous_row_insert, column_insert):
             writer(store, f"warm-up:{writer.__name__}", warm_up)
-        measured = rates(store, {
-            "write_batch (Arrow)": write_batch,
-            "previous: row insert": previous_row_insert,
-            "column-oriented insert": column_insert,
-        }, batches)
+        measured = rates(
+            store,
+            {
+                "write_batch (Arrow)": write_batch,
+                "previous: row insert": previous_row_insert,
+                "column-oriented insert": column_insert,
+            },
+            batches,
+        )
         measured.update(rates(store, {"write_batch, half events": write_batch}, mixed))
-        measured.update(rates(store, {"naive: one insert per row": write_batch}, [[row] for row in pageviews[: args.naive_rows]]))
+        measured.update(
+            rates(store, {"naive: one insert per row": write_batch}, [[row] for row in pageviews[: args.naive_rows]])
+        )
         store.close()
 
-    medians = {name: [statistics.median(batch[i] for batch in values) for i in (0, 1)] for name, values in measured.items()}
+    medians = {
+        name: [statistics.median(batch[i] for batch in values) for i in (0, 1)] for name, values in measured.items()
+    }
     new_wall, new_cpu = medians["write_batch (Arrow)"]
     print(f"{size}-row batches ({len(batches)} per writer), medians:")
     print(f"  {'':<27} {'rows/s':>8} {'rows/CPU-s':>11}   write_batch is (wall, CPU)")

@@ -16,13 +16,29 @@ _FIREFOX = range(126, 100, -1)
 _SAFARI = ["17.4", "17.3", "17.2", "17.1", "16.6", "16.5", "16.3", "15.6", "15.4", "14.1"]
 _IOS = ["17_4", "17_3_1", "17_2", "16_7", "16_6", "16_5", "15_8", "15_7", "14_8"]
 _FIREFOX_PLATFORMS = [
-    "Windows NT 10.0; Win64; x64", "X11; Linux x86_64", "Macintosh; Intel Mac OS X 10.15", "X11; Ubuntu; Linux x86_64"
+    "Windows NT 10.0; Win64; x64",
+    "X11; Linux x86_64",
+    "Macintosh; Intel Mac OS X 10.15",
+    "X11; Ubuntu; Linux x86_64",
 ]
 _WINDOWS = ["Windows NT 10.0; Win64; x64", "Windows NT 10.0; WOW64", "Windows NT 6.1; Win64; x64"]
 _MACOS = ["10_15_7", "13_6", "14_4", "12_7", "11_7_10"]
 _ANDROID_PHONES = [
-    "Pixel 8", "Pixel 7a", "Pixel 6", "SM-S918B", "SM-A546B", "SM-G991B", "SM-A137F", "M2101K6G",
-    "22101316G", "CPH2451", "moto g(30)", "RMX3085", "V2130", "Infinix X6816", "K",
+    "Pixel 8",
+    "Pixel 7a",
+    "Pixel 6",
+    "SM-S918B",
+    "SM-A546B",
+    "SM-G991B",
+    "SM-A137F",
+    "M2101K6G",
+    "22101316G",
+    "CPH2451",
+    "moto g(30)",
+    "RMX3085",
+    "V2130",
+    "Infinix X6816",
+    "K",
 ]
 _ANDROID_TABLETS = ["SM-X710", "SM-T870", "Lenovo TB-X606F", "SM-X200"]
 _ANDROID_VERSIONS = ["14", "13", "12", "11", "10"]
@@ -125,5 +141,5 @@ def distinct_user_agents() -> list[str]:
 def user_agent_stream(count: int, *, skew: float = 1.1, seed: int = 7) -> list[str]:
     """``count`` user agents drawn with Zipf weights from ``distinct_user_agents()``."""
     population = distinct_user_agents()
-    weights = list(itertools.accumulate(rank ** -skew for rank in range(1, len(population) + 1)))
+    weights = list(itertools.accumulate(rank**-skew for rank in range(1, len(population) + 1)))
     return random.Random(seed).choices(population, cum_weights=weights, k=count)

@@ -28,9 +28,9 @@ import redis
 from rq import Queue, SimpleWorker
 
 from bench.ua_mix import user_agent_stream
+from hitstream.redis_server import RedisServer
 from shared import keys
 from shared.envelope import Envelope
-from shared.redis_server import RedisServer
 from workers import runtime
 from workers.pipeline import StepFailed
 from workers.records import PageviewRow
@@ -52,11 +52,21 @@ def envelopes(count: int) -> list[bytes]:
     now = int(time.time() * 1000)
     return [
         Envelope(
-            site_id=SITE, site_domain="example.com", page_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()),
-            timestamp_ms=now - rng.randrange(86_400_000), received_ms=now,
-            url=f"https://example.com{rng.choice(PATHS)}", visitor_ip=f"{rng.randrange(1, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
-            user_agent=user_agent, referrer=rng.choice(REFERRERS), language="en-US",
-            screen_width=1920, screen_height=1080, viewport_width=1280, viewport_height=720,
+            site_id=SITE,
+            site_domain="example.com",
+            page_id=str(uuid.uuid4()),
+            session_id=str(uuid.uuid4()),
+            timestamp_ms=now - rng.randrange(86_400_000),
+            received_ms=now,
+            url=f"https://example.com{rng.choice(PATHS)}",
+            visitor_ip=f"{rng.randrange(1, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            user_agent=user_agent,
+            referrer=rng.choice(REFERRERS),
+            language="en-US",
+            screen_width=1920,
+            screen_height=1080,
+            viewport_width=1280,
+            viewport_height=720,
         ).to_json()
         for user_agent in user_agent_stream(count)
     ]
@@ -80,7 +90,9 @@ def batch_design(client: redis.Redis, env: dict[str, str], store: Path, count: i
     fill_stream(client, envelopes(count))
     worker_env = {**env, "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}", "HITSTREAM_BATCH_SIZE": str(batch_size)}
     hitstream = str(Path(sys.executable).parent / "hitstream")
-    process = subprocess.Popen([hitstream, "worker"], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [hitstream, "worker"], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while client.zcard(keys.BATCH_LEASES) == 0 and client.xlen(keys.STREAM) == count:
             time.sleep(0.001)
@@ -125,7 +137,11 @@ def naive_design(client: redis.Redis, env: dict[str, str], store: Path, count: i
         naive_queue.enqueue_many(jobs[start : start + 1000])
     worker_env = {**env, "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}"}
     output = subprocess.run(
-        [sys.executable, "-m", "bench.worker_bench", "--naive-worker"], env=worker_env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "bench.worker_bench", "--naive-worker"],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     rows = stored_rows(store)
     if rows != count:
@@ -155,10 +171,14 @@ def main() -> None:
             naive_rate = naive_design(client, env, workdir / "naive-store", args.naive)
         finally:
             server.stop()
-    print(f"batch design : {args.pageviews} pageviews, batch size {args.batch_size}, 1 worker process: "
-          f"{batch_rate:,.0f} events/s")
-    print(f"naive design : {args.naive} pageviews, one RQ job + one insert each, 1 worker process: "
-          f"{naive_rate:,.0f} events/s")
+    print(
+        f"batch design : {args.pageviews} pageviews, batch size {args.batch_size}, 1 worker process: "
+        f"{batch_rate:,.0f} events/s"
+    )
+    print(
+        f"naive design : {args.naive} pageviews, one RQ job + one insert each, 1 worker process: "
+        f"{naive_rate:,.0f} events/s"
+    )
     print(f"ratio        : {batch_rate / naive_rate:.1f}x  (targets: >= 10,000 events/s per process, >= 20x)")
 
 

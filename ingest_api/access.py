@@ -139,10 +139,7 @@ class Access:
     def _note_use(self, token_hash: str) -> None:
         """Record last_used_at at most once a minute per token, without delaying the request."""
         now = time.monotonic()
-        if (
-            now - self._last_used_written.get(token_hash, -LAST_USED_INTERVAL_SECONDS)
-            < LAST_USED_INTERVAL_SECONDS
-        ):
+        if now - self._last_used_written.get(token_hash, -LAST_USED_INTERVAL_SECONDS) < LAST_USED_INTERVAL_SECONDS:
             return
         if len(self._last_used_written) >= MAX_CACHED_ENTRIES:
             self._last_used_written.clear()

@@ -29,7 +29,6 @@ from ingest_api.validation import parse_pageview
 from shared.config import Settings, load_settings
 from shared.lanes import Lane
 
-
 GC_THRESHOLDS = (50_000, 20, 100)  # see lifespan
 
 

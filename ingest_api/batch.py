@@ -71,9 +71,7 @@ class BatchEndpoint:
                     pageview = pageview_from(item, received_ms)
                 except KeyOrderNeeded:
                     if in_document_order is None:
-                        in_document_order = batch_items(
-                            body, is_ndjson=is_ndjson, decode=decode_in_order
-                        )
+                        in_document_order = batch_items(body, is_ndjson=is_ndjson, decode=decode_in_order)
                     pageview = pageview_from(in_document_order[index], received_ms)
                 site = await self._intake.site(token, pageview)
             except ApiError as refusal:
@@ -94,14 +92,10 @@ class BatchEndpoint:
         verdict = await self._intake.admit(
             subject, handed_off, cost=len(items), answer=stored, lane=lane, token_id=token.id
         )
-        return self._intake.answer(
-            subject, verdict, batch_response(verdict.stored_answer or answer)
-        )
+        return self._intake.answer(subject, verdict, batch_response(verdict.stored_answer or answer))
 
 
-def batch_items(
-    body: bytes, *, is_ndjson: bool, decode: Callable[[bytes], Any] = decode_json
-) -> list[Any]:
+def batch_items(body: bytes, *, is_ndjson: bool, decode: Callable[[bytes], Any] = decode_json) -> list[Any]:
     """The decoded items; an NDJSON line that is not JSON becomes None (its item's 400)."""
     if is_ndjson:
         lines = body.split(b"\n")
@@ -137,9 +131,7 @@ def _media_type(request: IngestRequest) -> str:
     return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
-def _stored_answer(
-    request: IngestRequest, token: ApiToken, answer: bytes
-) -> StoredAnswer | None:
+def _stored_answer(request: IngestRequest, token: ApiToken, answer: bytes) -> StoredAnswer | None:
     idempotency_key = request.headers.get("idempotency-key")
     if not idempotency_key:
         return None

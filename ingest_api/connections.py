@@ -42,14 +42,20 @@ OVER_CAPACITY_RETRY_AFTER_SECONDS = 1
 
 def _raw_answer(status: str, message: str, *headers: bytes) -> bytes:
     body = b'{"message":"%s"}' % message.encode()
-    head = [b"HTTP/1.1 " + status.encode(), b"content-type: application/json",
-            b"content-length: %d" % len(body), *headers, b"connection: close"]
+    head = [
+        b"HTTP/1.1 " + status.encode(),
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        *headers,
+        b"connection: close",
+    ]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 # Written straight to the transport: the app never sees these connections or requests.
 OVER_CAPACITY = _raw_answer(
-    "503 Service Unavailable", errors.SERVICE_NOT_AVAILABLE,
+    "503 Service Unavailable",
+    errors.SERVICE_NOT_AVAILABLE,
     b"retry-after: %d" % OVER_CAPACITY_RETRY_AFTER_SECONDS,
 )
 REQUEST_TIMEOUT = _raw_answer("408 Request Timeout", errors.REQUEST_TIMEOUT)

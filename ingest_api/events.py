@@ -34,9 +34,7 @@ MAX_PROPERTY_VALUE_CHARS = 1024
 # A number beyond a double (1e309) decodes as infinity, which JSON cannot carry: the envelope
 # would hold null and the worker would refuse it.
 MAX_PROPERTY_NUMBER = sys.float_info.max
-PROPERTY_NUMBER_RANGE = (
-    f"property numbers must be from {-MAX_PROPERTY_NUMBER!r} to {MAX_PROPERTY_NUMBER!r}"
-)
+PROPERTY_NUMBER_RANGE = f"property numbers must be from {-MAX_PROPERTY_NUMBER!r} to {MAX_PROPERTY_NUMBER!r}"
 
 
 def parse_event(body: bytes, now_ms: int) -> Pageview:
@@ -70,24 +68,16 @@ def _name(value: Any) -> str:
 def _properties(value: Any) -> dict[str, PropertyValue]:
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(item, str | int | float) for item in value.values()
-    ):
-        raise BadRequest(
-            errors.BAD_PROPERTIES
-        )  # bool is an int: flat values are exactly these
+    if not isinstance(value, dict) or not all(isinstance(item, str | int | float) for item in value.values()):
+        raise BadRequest(errors.BAD_PROPERTIES)  # bool is an int: flat values are exactly these
     if len(value) > MAX_PROPERTIES:
         raise BadRequest(f"properties must have at most {MAX_PROPERTIES} keys")
     for key, item in value.items():
         if len(key) > MAX_PROPERTY_KEY_CHARS:
-            raise BadRequest(
-                f"property keys must be at most {MAX_PROPERTY_KEY_CHARS} characters"
-            )
+            raise BadRequest(f"property keys must be at most {MAX_PROPERTY_KEY_CHARS} characters")
         if isinstance(item, str):
             if len(item) > MAX_PROPERTY_VALUE_CHARS:
-                raise BadRequest(
-                    f"property values must be at most {MAX_PROPERTY_VALUE_CHARS} characters"
-                )
+                raise BadRequest(f"property values must be at most {MAX_PROPERTY_VALUE_CHARS} characters")
         elif type(item) is float and not math.isfinite(item):
             raise BadRequest(PROPERTY_NUMBER_RANGE)
     return value

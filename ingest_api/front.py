@@ -64,9 +64,7 @@ Endpoint = Callable[[IngestRequest], Awaitable[Answer]]
 
 
 class Front:
-    def __init__(
-        self, app: ASGIApp, ingest: Mapping[str, Endpoint], routes: frozenset[str], metrics: Metrics
-    ) -> None:
+    def __init__(self, app: ASGIApp, ingest: Mapping[str, Endpoint], routes: frozenset[str], metrics: Metrics) -> None:
         self._app = app
         self._ingest = dict(ingest)  # path -> endpoint
         self._routes = routes | frozenset(ingest)

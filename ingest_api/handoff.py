@@ -70,6 +70,7 @@ class Outcome(enum.IntEnum):
 
 _OUTCOMES = tuple(Outcome)  # by value, without the enum's slow call
 
+
 class Verdict(NamedTuple):
     outcome: Outcome
     remaining: int  # whole items left in the subject's bucket (negative: in debt)
@@ -95,6 +96,7 @@ class StoredAnswer(NamedTuple):
 _NO_ANSWER = StoredAnswer("", b"")
 _LANE_INDEX = {lane: index for index, lane in enumerate(LANES, start=1)}  # the lane's KEYS index
 _LANE_KEYS = [LANE_KEYS[lane].stream for lane in LANES] + [LANE_KEYS[lane].queued_by_token for lane in LANES]
+
 
 @dataclass(slots=True)
 class _Request:
@@ -216,7 +218,10 @@ class HandOff:
         for request in batch:
             buckets.setdefault(request.bucket, len(buckets) + first_bucket)
         arguments: list[str | bytes | float | int] = [
-            len(_LANE_KEYS) + len(buckets), *_LANE_KEYS, *buckets, *self._limits
+            len(_LANE_KEYS) + len(buckets),
+            *_LANE_KEYS,
+            *buckets,
+            *self._limits,
         ]
         for request in batch:
             answer = request.answer or _NO_ANSWER

@@ -2,7 +2,7 @@
 
 Each process keeps its own registry (no multiprocess directory): with ``--workers N`` a scrape
 of ``/metrics`` sees the process that accepted the connection, so scrape each process (one
-per port or container) or sum what you see. The queue figures, per lane (shared.queue_stats),
+per port or container) or sum what you see. The queue figures, per lane (shared.backlog),
 are read from Redis at scrape time and are the same from every process.
 """
 
@@ -20,8 +20,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from shared.backlog import Backlog
 from shared.lanes import LANES
-from shared.queue_stats import Backlog
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -219,9 +219,7 @@ _LANE_PARAMETER = {
 }
 
 
-def _error(
-    description: str, example: str, headers: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def _error(description: str, example: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
         "content": {
@@ -299,9 +297,7 @@ def _ingest_operation(
                 errors.ACCESS_DENIED,
                 _RATE_HEADERS,
             ),
-            "404": _error(
-                "No site for the url's host.", errors.SITE_NOT_FOUND, _RATE_HEADERS
-            ),
+            "404": _error("No site for the url's host.", errors.SITE_NOT_FOUND, _RATE_HEADERS),
             "429": _error(
                 "Rate limit exceeded.",
                 errors.TOO_MANY_REQUESTS,
@@ -346,11 +342,7 @@ DOCUMENT: dict[str, Any] = {
                 f"(at most {MAX_BODY_BYTES} bytes, a JSON object, field types, UUIDs), url, "
                 "timestamp, visitor_ip, user_agent, referrer/language/size bounds, site, "
                 "`site.manage_data` grant, dnt. Unknown fields are ignored.",
-                {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/Pageview"}
-                    }
-                },
+                {"application/json": {"schema": {"$ref": "#/components/schemas/Pageview"}}},
                 {
                     "description": "Accepted and queued (or dropped for dnt). Empty body.",
                     "headers": _RATE_HEADERS,
@@ -364,11 +356,7 @@ DOCUMENT: dict[str, Any] = {
                 "A pageview body plus `name` and `properties`; the pageview's checks in its "
                 "order, then name, then properties, then site, grant, dnt. Stored in the events "
                 "table with the same enrichment, exclusions and spam rules.",
-                {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/Event"}
-                    }
-                },
+                {"application/json": {"schema": {"$ref": "#/components/schemas/Event"}}},
                 {
                     "description": "Accepted and queued (or dropped for dnt). Empty body.",
                     "headers": _RATE_HEADERS,
@@ -400,9 +388,7 @@ DOCUMENT: dict[str, Any] = {
                         }
                     },
                 },
-                _batch_answer(
-                    "Accepted: the items not listed in `rejected` are queued."
-                ),
+                _batch_answer("Accepted: the items not listed in `rejected` are queued."),
                 bad_request=_batch_answer(
                     f"No item was accepted (same body), or the request itself is invalid "
                     f'(`{{"message"}}`, e.g. `{TOO_MANY}`).'

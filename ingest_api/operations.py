@@ -16,7 +16,7 @@ from ingest_api.errors import error_body
 from ingest_api.metrics import CONTENT_TYPE, Metrics
 from ingest_api.openapi import DOCUMENT
 from shared import keys
-from shared.queue_stats import BACKLOG_KEYS, BACKLOG_SCRIPT, parse_backlog
+from shared.backlog import BACKLOG_KEYS, BACKLOG_SCRIPT, parse_backlog
 from shared.redis_safety import RedisSafety, safety_from_info
 
 _OPENAPI_JSON = orjson.dumps(DOCUMENT)

@@ -89,9 +89,7 @@ def _ascii_label(label: str) -> str:
     if not label.isascii():
         return idna.alabel(label).decode("ascii")
     if not _ASCII_LABEL.fullmatch(label):
-        raise ValueError(
-            f"label {label!r} must be 1-63 letters, digits, '-' or '_', not starting or ending with '-'"
-        )
+        raise ValueError(f"label {label!r} must be 1-63 letters, digits, '-' or '_', not starting or ending with '-'")
     if label.startswith("xn--"):
         idna.ulabel(label)  # rejects malformed punycode with a clear IDNAError
     return label

@@ -30,6 +30,12 @@ REWRITE_STATE = f"{PREFIX}:rewrite"
 # String, SET NX PX: at most one worker at a time decides whether Redis's files are rewritten.
 REWRITE_LOCK = f"{PREFIX}:rewrite-lock"
 
+# --- RQ queues (RQ's own keys: rq:queue:<name>, ...) -------------------------------------
+# process_batch jobs, and read queries for the process that owns the store (an embedded
+# chdb path can be opened by one process only).
+BATCH_QUEUE = "hitstream"
+STORE_QUEUE = "hitstream-store"
+
 # --- idempotent client retries (string keys, EX HITSTREAM_IDEMPOTENCY_WINDOW) -------------
 # "1": an item the client identified was already queued (ingest_api.intake.seen_key): kind
 # "pageview", item <page_id>; kind "event-id", item <event_id>; kind "event", item

@@ -60,7 +60,9 @@ class RedisSafety:
         """One line per setting that weakens a guarantee without refusing start-up."""
         found = []
         if self.maxmemory_policy is None:
-            found.append("Redis did not report its maxmemory-policy (INFO memory): cannot check that it never evicts keys")
+            found.append(
+                "Redis did not report its maxmemory-policy (INFO memory): cannot check that it never evicts keys"
+            )
         if self.aof_enabled is None:
             found.append("Redis did not report whether AOF is on (INFO persistence): a restart may lose the queue")
         elif not self.aof_enabled:

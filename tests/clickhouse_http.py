@@ -82,31 +82,85 @@ STARTUP_SECONDS = 120.0
 SEND_RECEIVE_TIMEOUT = 5
 
 # URL parameters that are HTTP-interface options, not settings (as chdb_backend.py lists them).
-TRANSPORT_PARAMETERS = frozenset({
-    "query", "database", "default_format", "user", "password", "buffer_size", "session_id",
-    "session_timeout", "session_check", "query_id", "quota_key", "compress", "decompress",
-    "wait_end_of_query", "client_protocol_version", "role", "send_progress_in_http_headers",
-    "http_headers_progress_interval_ms", "enable_http_compression",
-})
+TRANSPORT_PARAMETERS = frozenset(
+    {
+        "query",
+        "database",
+        "default_format",
+        "user",
+        "password",
+        "buffer_size",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "query_id",
+        "quota_key",
+        "compress",
+        "decompress",
+        "wait_end_of_query",
+        "client_protocol_version",
+        "role",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "enable_http_compression",
+    }
+)
 
 # ClickHouse's error code -> HTTP status (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp),
 # keyed by the error's name, which ends chdb's exception text; anything else is 500.
 STATUS_BY_ERROR = {
     "REQUIRED_PASSWORD": 401,
-    **dict.fromkeys(("UNKNOWN_USER", "WRONG_PASSWORD", "AUTHENTICATION_FAILED", "SET_NON_GRANTED_ROLE",
-                     "ACCESS_DENIED"), 403),
-    **dict.fromkeys((
-        "BAD_ARGUMENTS", "CANNOT_COMPILE_REGEXP", "CANNOT_PARSE_TEXT", "CANNOT_PARSE_ESCAPE_SEQUENCE",
-        "CANNOT_PARSE_QUOTED_STRING", "CANNOT_PARSE_DATE", "CANNOT_PARSE_DATETIME", "CANNOT_PARSE_NUMBER",
-        "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING", "CANNOT_PARSE_IPV4", "CANNOT_PARSE_IPV6",
-        "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "CANNOT_PARSE_UUID", "DUPLICATE_COLUMN", "ILLEGAL_COLUMN",
-        "UNKNOWN_ELEMENT_IN_AST", "UNKNOWN_TYPE_OF_AST_NODE", "THERE_IS_NO_COLUMN", "TOO_DEEP_AST", "TOO_BIG_AST",
-        "UNEXPECTED_AST_STRUCTURE", "SYNTAX_ERROR", "INCORRECT_DATA", "TYPE_MISMATCH",
-        "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE"), 400),
-    **dict.fromkeys((
-        "UNKNOWN_TABLE", "UNKNOWN_FUNCTION", "UNKNOWN_IDENTIFIER", "UNKNOWN_TYPE", "UNKNOWN_STORAGE",
-        "UNKNOWN_DATABASE", "UNKNOWN_SETTING", "UNKNOWN_DIRECTION_OF_SORTING", "UNKNOWN_AGGREGATE_FUNCTION",
-        "UNKNOWN_FORMAT", "UNKNOWN_DATABASE_ENGINE", "UNKNOWN_TYPE_OF_QUERY", "UNKNOWN_ROLE"), 404),
+    **dict.fromkeys(
+        ("UNKNOWN_USER", "WRONG_PASSWORD", "AUTHENTICATION_FAILED", "SET_NON_GRANTED_ROLE", "ACCESS_DENIED"), 403
+    ),
+    **dict.fromkeys(
+        (
+            "BAD_ARGUMENTS",
+            "CANNOT_COMPILE_REGEXP",
+            "CANNOT_PARSE_TEXT",
+            "CANNOT_PARSE_ESCAPE_SEQUENCE",
+            "CANNOT_PARSE_QUOTED_STRING",
+            "CANNOT_PARSE_DATE",
+            "CANNOT_PARSE_DATETIME",
+            "CANNOT_PARSE_NUMBER",
+            "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING",
+            "CANNOT_PARSE_IPV4",
+            "CANNOT_PARSE_IPV6",
+            "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+            "CANNOT_PARSE_UUID",
+            "DUPLICATE_COLUMN",
+            "ILLEGAL_COLUMN",
+            "UNKNOWN_ELEMENT_IN_AST",
+            "UNKNOWN_TYPE_OF_AST_NODE",
+            "THERE_IS_NO_COLUMN",
+            "TOO_DEEP_AST",
+            "TOO_BIG_AST",
+            "UNEXPECTED_AST_STRUCTURE",
+            "SYNTAX_ERROR",
+            "INCORRECT_DATA",
+            "TYPE_MISMATCH",
+            "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+        ),
+        400,
+    ),
+    **dict.fromkeys(
+        (
+            "UNKNOWN_TABLE",
+            "UNKNOWN_FUNCTION",
+            "UNKNOWN_IDENTIFIER",
+            "UNKNOWN_TYPE",
+            "UNKNOWN_STORAGE",
+            "UNKNOWN_DATABASE",
+            "UNKNOWN_SETTING",
+            "UNKNOWN_DIRECTION_OF_SORTING",
+            "UNKNOWN_AGGREGATE_FUNCTION",
+            "UNKNOWN_FORMAT",
+            "UNKNOWN_DATABASE_ENGINE",
+            "UNKNOWN_TYPE_OF_QUERY",
+            "UNKNOWN_ROLE",
+        ),
+        404,
+    ),
     "QUERY_IS_TOO_LARGE": 413,
     "NOT_IMPLEMENTED": 501,
     **dict.fromkeys(("SOCKET_TIMEOUT", "CANNOT_OPEN_FILE", "CANNOT_SCHEDULE_TASK"), 503),
@@ -115,7 +169,9 @@ STATUS_BY_ERROR = {
     "UNSUPPORTED_MEDIA_TYPE": 415,
 }
 _ERROR = re.compile(r"Code: (\d+)\..*?\((\w+)\)\s*$", re.DOTALL)
-_INSERT = re.compile(rb"\A\s*INSERT\s+INTO\s+(?P<target>.+?)\s+FORMAT\s+(?P<format>\w+)[ \t]*\r?\n?", re.DOTALL | re.IGNORECASE)
+_INSERT = re.compile(
+    rb"\A\s*INSERT\s+INTO\s+(?P<target>.+?)\s+FORMAT\s+(?P<format>\w+)[ \t]*\r?\n?", re.DOTALL | re.IGNORECASE
+)
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
 _DECODERS = {
     "lz4": lz4.frame.decompress,
@@ -148,9 +204,14 @@ def _decoded_body(request: Request, body: bytes) -> bytes:
 def _execute(state: ServerState, parameters: dict[str, str], text: bytes) -> tuple[bytes, str | None, dict[str, Any]]:
     """Run one request's statement on a handle of its own; returns the body, its format (None:
     no result set) and the summary. Raises chdb's error for a refused statement."""
-    settings = {name: value for name, value in parameters.items()
-                if name not in TRANSPORT_PARAMETERS and not name.startswith("param_")}
-    query_parameters = {name.removeprefix("param_"): value for name, value in parameters.items() if name.startswith("param_")}
+    settings = {
+        name: value
+        for name, value in parameters.items()
+        if name not in TRANSPORT_PARAMETERS and not name.startswith("param_")
+    }
+    query_parameters = {
+        name.removeprefix("param_"): value for name, value in parameters.items() if name.startswith("param_")
+    }
     connection = chdb.connect(state.store)
     try:
         connection.query(f"USE `{parameters.get('database', 'default')}`")
@@ -158,7 +219,7 @@ def _execute(state: ServerState, parameters: dict[str, str], text: bytes) -> tup
             connection.query(f"SET {name} = '{_sql_quoted(value)}'")
         insert = _INSERT.match(text)
         if insert is not None:
-            return _insert(connection, insert, text[insert.end():])
+            return _insert(connection, insert, text[insert.end() :])
         sql = text.decode()
         trailing = _TRAILING_FORMAT.search(sql)
         fmt = trailing.group(1) if trailing else parameters.get("default_format", "TabSeparated")
@@ -173,8 +234,13 @@ def _execute(state: ServerState, parameters: dict[str, str], text: bytes) -> tup
             if not body:
                 fmt = None
             body = body.split(b"\n", 1)[1] if body else b""
-        summary = {"read_rows": result.rows_read(), "read_bytes": result.bytes_read(), "written_rows": 0,
-                   "written_bytes": 0, "elapsed_ns": int(result.elapsed() * 1e9)}
+        summary = {
+            "read_rows": result.rows_read(),
+            "read_bytes": result.bytes_read(),
+            "written_rows": 0,
+            "written_bytes": 0,
+            "elapsed_ns": int(result.elapsed() * 1e9),
+        }
         return body, fmt, summary
     finally:
         connection.close()
@@ -187,8 +253,17 @@ def _insert(connection: Any, insert: re.Match[bytes], data: bytes) -> tuple[byte
         target, fmt = insert["target"].decode(), insert["format"].decode()
         result = connection.query(f"INSERT INTO {target} FROM INFILE '{_sql_quoted(file.name)}' FORMAT {fmt}")
     rows = result.rows_read()
-    return b"", None, {"read_rows": rows, "read_bytes": len(data), "written_rows": rows,
-                       "written_bytes": result.bytes_read(), "elapsed_ns": int(result.elapsed() * 1e9)}
+    return (
+        b"",
+        None,
+        {
+            "read_rows": rows,
+            "read_bytes": len(data),
+            "written_rows": rows,
+            "written_bytes": result.bytes_read(),
+            "elapsed_ns": int(result.elapsed() * 1e9),
+        },
+    )
 
 
 def _sql_quoted(text: str) -> str:
@@ -208,8 +283,13 @@ def _error_response(error: Exception, query_id: str) -> Response:
 def _client_pid(server_port: int, client_port: int) -> int | None:
     """The process on the other end of one of this server's loopback connections."""
     for connection in psutil.net_connections(kind="tcp"):
-        if (connection.pid and connection.laddr and connection.raddr
-                and connection.laddr.port == client_port and connection.raddr.port == server_port):
+        if (
+            connection.pid
+            and connection.laddr
+            and connection.raddr
+            and connection.laddr.port == client_port
+            and connection.raddr.port == server_port
+        ):
             return connection.pid
     return None
 
@@ -236,8 +316,10 @@ def build_app(state: ServerState) -> Starlette:
             assert state.held_pid is not None
             state.held_pid.set_result(await run_in_threadpool(_client_pid, state.port, client_port))
             await state.release.wait()
-        headers = {"X-ClickHouse-Query-Id": query_id,
-                   "X-ClickHouse-Summary": json.dumps({name: str(value) for name, value in summary.items()})}
+        headers = {
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Summary": json.dumps({name: str(value) for name, value in summary.items()}),
+        }
         if fmt is not None:
             headers["X-ClickHouse-Format"] = fmt
         return Response(payload, headers=headers, media_type="application/octet-stream")
@@ -268,14 +350,16 @@ def build_app(state: ServerState) -> Starlette:
         state.release.set()
         return JSONResponse({"released": True})
 
-    return Starlette(routes=[
-        Route("/", clickhouse, methods=["GET", "POST"]),
-        Route("/ping", ping),
-        Route("/_fixture/fault", fault, methods=["POST"]),
-        Route("/_fixture/hold-next-insert", hold_next_insert, methods=["POST"]),
-        Route("/_fixture/held", held),
-        Route("/_fixture/release", release, methods=["POST"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/", clickhouse, methods=["GET", "POST"]),
+            Route("/ping", ping),
+            Route("/_fixture/fault", fault, methods=["POST"]),
+            Route("/_fixture/hold-next-insert", hold_next_insert, methods=["POST"]),
+            Route("/_fixture/held", held),
+            Route("/_fixture/release", release, methods=["POST"]),
+        ]
+    )
 
 
 def serve(store: Path, port: int) -> None:
@@ -310,7 +394,9 @@ class ClickHouseHttp:
         with open(self.log, "ab") as output:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.clickhouse_http", "--store", str(self.store), "--port", str(self.port)],
-                cwd=REPOSITORY, stdout=output, stderr=output,
+                cwd=REPOSITORY,
+                stdout=output,
+                stderr=output,
             )
 
         def answers() -> bool:

@@ -12,13 +12,13 @@ import pytest
 import redis
 from hypothesis import settings
 
-from shared.redis_server import RedisServer
+from hitstream.redis_server import RedisServer
 from tests.ports import free_port
 
 # Fixtures defined next to their helpers, for every test module: ``processes`` (real
 # ``hitstream`` processes), ``store_dsn`` / ``store`` (an embedded store) and
 # ``clickhouse_http`` (a ClickHouse HTTP interface over a chdb store, in its own process).
-pytest_plugins = ["tests.procs", "tests.stores", "tests.clickhouse_http"]
+pytest_plugins = ["tests.procs", "tests.stores", "tests.clickhouse_http", "tests.endpoint"]
 
 # Property tests check answers, not speed: on two cores shared with the suite's servers an
 # example can take longer than Hypothesis's default 200 ms deadline and fail for that alone.

@@ -10,8 +10,7 @@ from tests import geoip_fixtures as geo
 
 SITE_ID = "5f0c6d1e-4a53-4a8e-9a57-3c0d7f0e2b11"
 CHROME_WINDOWS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36"
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 )
 PAGE_TIME = datetime(2026, 4, 15, 12, 0, 0, 123000, tzinfo=UTC)
 

@@ -70,16 +70,17 @@ def _city_record(place: Place) -> dict[str, object]:
         "location": {"accuracy_radius": 20, "latitude": 51.5142, "longitude": -0.0931, "time_zone": "Europe/London"},
         "postal": {"code": "EC2V"},
         "registered_country": country,
-        "subdivisions": [
-            {"geoname_id": 6269131, "iso_code": place.region_code, "names": _names(place.region_name)}
-        ],
+        "subdivisions": [{"geoname_id": 6269131, "iso_code": place.region_code, "names": _names(place.region_name)}],
     }
 
 
 def _writer(database_type: str) -> MMDBWriter:
     # An IPv6 tree with IPv4 mapped into ::/96, the layout MaxMind's own databases use.
     return MMDBWriter(
-        ip_version=6, ipv4_compatible=True, database_type=database_type, languages=_LANGUAGES,
+        ip_version=6,
+        ipv4_compatible=True,
+        database_type=database_type,
+        languages=_LANGUAGES,
         description="hitstream test data",
     )
 

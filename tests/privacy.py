@@ -34,8 +34,9 @@ print(json.dumps(found))
 
 
 def scan_store(store: Path, needles: list[str]) -> list[str]:
-    output = subprocess.run([sys.executable, "-c", _SCAN_STORE, str(store), json.dumps(needles)],
-                            capture_output=True, check=True, text=True)
+    output = subprocess.run(
+        [sys.executable, "-c", _SCAN_STORE, str(store), json.dumps(needles)], capture_output=True, check=True, text=True
+    )
     return [f"store {store} table {table}: {needle}" for table, needle in json.loads(output.stdout.splitlines()[-1])]
 
 
@@ -66,8 +67,12 @@ def _value(client: redis.Redis, key: bytes, kind: str) -> object:
 
 
 def scan_redis(client: redis.Redis, needles: list[str], include_stream: bool = False) -> list[str]:
-    return [f"redis key {key}: {needle}" for key, text in redis_text(client, include_stream).items()
-            for needle in needles if needle in text]
+    return [
+        f"redis key {key}: {needle}"
+        for key, text in redis_text(client, include_stream).items()
+        for needle in needles
+        if needle in text
+    ]
 
 
 def scan_files(paths: Iterable[Path], needles: list[str]) -> list[str]:

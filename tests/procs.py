@@ -122,8 +122,9 @@ class Worker(HitstreamProcess):
     """``hitstream worker`` on a store: a chdb path, or a server DSN (``http://...``); with a
     short claim timeout so crashes heal fast."""
 
-    def __init__(self, env: dict[str, str], log: Path, store: Path | str, batch_size: int = 1000,
-                 claim_timeout: float = 2.0) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, store: Path | str, batch_size: int = 1000, claim_timeout: float = 2.0
+    ) -> None:
         self.store = store
         if isinstance(store, Path) and store not in ARTIFACTS.stores:
             ARTIFACTS.stores.append(store)
@@ -219,8 +220,9 @@ print(json.dumps(rows, default=str))
 def _on_store(store: Path, sql: str, kind: str) -> list[list[Any]]:
     if store not in ARTIFACTS.stores:
         ARTIFACTS.stores.append(store)
-    output = subprocess.run([sys.executable, "-c", _STORE_STATEMENT, str(store), sql, kind],
-                            capture_output=True, check=True, text=True)
+    output = subprocess.run(
+        [sys.executable, "-c", _STORE_STATEMENT, str(store), sql, kind], capture_output=True, check=True, text=True
+    )
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 

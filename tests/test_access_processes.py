@@ -26,8 +26,9 @@ CHANGE_VISIBLE_SECONDS = 5.0
 
 def post(api: Api, secret: str, host: str = "example.com") -> int:
     _, body = pageview(0, host)
-    return httpx.post(api.url + PAGEVIEW_PATH, content=body, timeout=10,
-                      headers={"Authorization": f"Bearer {secret}"}).status_code
+    return httpx.post(
+        api.url + PAGEVIEW_PATH, content=body, timeout=10, headers={"Authorization": f"Bearer {secret}"}
+    ).status_code
 
 
 def token_for(client: redis.Redis, grants: dict[str, str]) -> tuple[str, str]:
@@ -66,8 +67,12 @@ def test_revocation_and_expiry_reach_every_api_process_within_5_seconds(
         real_redis.hset(keys.TOKEN.format(token_hash=hash_token(secret)), "expires_at", expires)
     changed = time.monotonic()
     for api in apis:
-        wait_until(lambda api=api: post(api, secret) == 401, CHANGE_VISIBLE_SECONDS - (time.monotonic() - changed),
-                   f"{change} to reach {api.url}", interval=0.1)
+        wait_until(
+            lambda api=api: post(api, secret) == 401,
+            CHANGE_VISIBLE_SECONDS - (time.monotonic() - changed),
+            f"{change} to reach {api.url}",
+            interval=0.1,
+        )
     print(f"\n{change} refused by both API processes after {time.monotonic() - changed:.2f} s")
 
 

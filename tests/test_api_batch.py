@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from ingest_api.batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS
 from shared.control.sites import add_site
-from tests.test_api_endpoint import BODY, World, api, assert_error, client_for, world  # noqa: F401
+from tests.endpoint import BODY, World, assert_error, client_for
 
 PATH = "/api/ingest/server/pageviews"
 
@@ -20,9 +20,7 @@ def page(number: int, **changes: Any) -> dict[str, Any]:
     return {**BODY, "url": f"https://example.com/page/{number}", **changes}
 
 
-def post_batch(
-    client: TestClient, secret: str | None, items: Any, **headers: str
-) -> Any:
+def post_batch(client: TestClient, secret: str | None, items: Any, **headers: str) -> Any:
     if secret is not None:
         headers.setdefault("Authorization", f"Bearer {secret}")
     content = items if isinstance(items, bytes) else orjson.dumps(items)
@@ -55,9 +53,7 @@ MIXED_REJECTED = [
 ]
 
 
-def test_mixed_batch_answers_each_rejected_item_and_queues_the_valid_ones(
-    api: TestClient, world: World
-) -> None:
+def test_mixed_batch_answers_each_rejected_item_and_queues_the_valid_ones(api: TestClient, world: World) -> None:
     add_site(world.redis, "other.example")
     response = post_batch(api, world.secret, MIXED)
     assert response.status_code == 202
@@ -92,9 +88,7 @@ def test_ndjson_gives_the_same_answer_as_the_array_and_an_unreadable_line_is_its
     ]
 
 
-def test_batch_where_every_item_fails_answers_400_with_the_same_body(
-    api: TestClient, world: World
-) -> None:
+def test_batch_where_every_item_fails_answers_400_with_the_same_body(api: TestClient, world: World) -> None:
     response = post_batch(
         api,
         world.secret,
@@ -115,9 +109,7 @@ def test_batch_where_every_item_fails_answers_400_with_the_same_body(
     assert world.queued() == []
 
 
-def test_1000_items_are_one_batch_even_above_the_burst_and_1001_are_refused(
-    api: TestClient, world: World
-) -> None:
+def test_1000_items_are_one_batch_even_above_the_burst_and_1001_are_refused(api: TestClient, world: World) -> None:
     response = post_batch(api, world.secret, [page(n) for n in range(MAX_BATCH_ITEMS)])
     assert response.status_code == 202
     assert response.json() == {"accepted": MAX_BATCH_ITEMS, "rejected": []}
@@ -128,20 +120,14 @@ def test_1000_items_are_one_batch_even_above_the_burst_and_1001_are_refused(
     assert int(refused.headers["Retry-After"]) >= 8
 
 
-def test_more_than_1000_items_is_refused_naming_the_limit(
-    redis_url: str, world: World
-) -> None:
+def test_more_than_1000_items_is_refused_naming_the_limit(redis_url: str, world: World) -> None:
     with client_for(redis_url, rate_burst=5000) as api:
-        response = post_batch(
-            api, world.secret, [page(n) for n in range(MAX_BATCH_ITEMS + 1)]
-        )
+        response = post_batch(api, world.secret, [page(n) for n in range(MAX_BATCH_ITEMS + 1)])
     assert_error(response, 400, "batch must hold at most 1000 items")
     assert world.queued() == []
 
 
-def test_body_of_1_mib_is_read_and_one_byte_more_is_refused_naming_the_limit(
-    redis_url: str, world: World
-) -> None:
+def test_body_of_1_mib_is_read_and_one_byte_more_is_refused_naming_the_limit(redis_url: str, world: World) -> None:
     item = orjson.dumps(page(0, referrer="r" * 2000))
     count = MAX_BATCH_BYTES // (len(item) + 1)
     body = b"[" + b",".join([item] * count) + b"]"
@@ -190,23 +176,16 @@ def test_missing_token_answers_401(api: TestClient, world: World) -> None:
     assert_error(post_batch(api, "hk_unknown", [page(0)]), 401, "Unauthorized")
 
 
-def test_rate_limit_counts_items_and_a_refused_batch_queues_nothing(
-    redis_url: str, world: World
-) -> None:
+def test_rate_limit_counts_items_and_a_refused_batch_queues_nothing(redis_url: str, world: World) -> None:
     with client_for(redis_url, rate_limit=0.001, rate_burst=10) as api:
-        first = post_batch(
-            api, world.secret, [page(n) for n in range(4)] + [page(4, url="nope")]
-        )
+        first = post_batch(api, world.secret, [page(n) for n in range(4)] + [page(4, url="nope")])
         assert first.status_code == 202 and first.headers["RateLimit-Remaining"] == "5"
         assert_error(
             post_batch(api, world.secret, [page(n) for n in range(6)]),
             429,
             "Too Many Requests",
         )
-        assert (
-            post_batch(api, world.secret, [page(n) for n in range(5)]).status_code
-            == 202
-        )
+        assert post_batch(api, world.secret, [page(n) for n in range(5)]).status_code == 202
     assert len(world.queued()) == 9
 
 
@@ -221,20 +200,12 @@ def test_queue_full_refuses_the_whole_batch(redis_url: str, world: World) -> Non
     ]
 
 
-def test_idempotency_key_repeat_gets_the_first_answer_and_queues_nothing(
-    api: TestClient, world: World
-) -> None:
+def test_idempotency_key_repeat_gets_the_first_answer_and_queues_nothing(api: TestClient, world: World) -> None:
     items = [page(0), page(1, url="nope")]
-    first = post_batch(
-        api, world.secret, items, **{"Idempotency-Key": "replay-chunk-7"}
-    )
+    first = post_batch(api, world.secret, items, **{"Idempotency-Key": "replay-chunk-7"})
     # Same key, even with other items: the stored answer, nothing queued.
-    repeat = post_batch(
-        api, world.secret, [page(5)], **{"Idempotency-Key": "replay-chunk-7"}
-    )
-    other_key = post_batch(
-        api, world.secret, items, **{"Idempotency-Key": "replay-chunk-8"}
-    )
+    repeat = post_batch(api, world.secret, [page(5)], **{"Idempotency-Key": "replay-chunk-7"})
+    other_key = post_batch(api, world.secret, items, **{"Idempotency-Key": "replay-chunk-8"})
     assert first.status_code == repeat.status_code == other_key.status_code == 202
     assert (
         repeat.json()
@@ -255,20 +226,14 @@ def test_idempotency_key_repeat_gets_the_first_answer_and_queues_nothing(
         "https://example.com/page/0",
     ]
     answer_keys = world.redis.keys("hitstream:idem:*")
-    assert len(answer_keys) == 2 and not any(
-        b"replay-chunk" in key for key in answer_keys
-    )
+    assert len(answer_keys) == 2 and not any(b"replay-chunk" in key for key in answer_keys)
     assert all(86_000 < world.redis.ttl(key) <= 86_400 for key in answer_keys)
 
 
-def test_idempotency_key_of_a_refused_batch_is_not_remembered(
-    redis_url: str, world: World
-) -> None:
+def test_idempotency_key_of_a_refused_batch_is_not_remembered(redis_url: str, world: World) -> None:
     key = {"Idempotency-Key": "k1"}
     with client_for(redis_url, queue_max_depth=1, token_queue_share=1.0) as api:
-        assert (
-            post_batch(api, world.secret, [page(0), page(1)], **key).status_code == 503
-        )
+        assert post_batch(api, world.secret, [page(0), page(1)], **key).status_code == 503
     with client_for(redis_url) as api:
         retried = post_batch(api, world.secret, [page(0), page(1)], **key)
     assert retried.json() == {"accepted": 2, "rejected": []}
@@ -286,12 +251,15 @@ def repeated_url_item(number: int) -> bytes:
 
 
 @pytest.mark.parametrize("form", ["array", "ndjson"])
-def test_batch_items_match_keys_in_any_case_and_the_last_repeat_wins(
-    api: TestClient, world: World, form: str
-) -> None:
+def test_batch_items_match_keys_in_any_case_and_the_last_repeat_wins(api: TestClient, world: World, form: str) -> None:
     shouted = orjson.dumps({name.upper(): value for name, value in page(0).items()})
-    mixed = orjson.dumps({"Url": "https://example.com/page/1", **{k: v for k, v in BODY.items() if k != "url"},
-                          "VISITOR_IP": "not an address"})
+    mixed = orjson.dumps(
+        {
+            "Url": "https://example.com/page/1",
+            **{k: v for k, v in BODY.items() if k != "url"},
+            "VISITOR_IP": "not an address",
+        }
+    )
     items = [shouted, repeated_url_item(1), mixed, repeated_url_item(3), orjson.dumps(page(4))]
     if form == "array":
         body, content_type = b"[" + b",".join(items) + b"]", "application/json"

@@ -33,8 +33,10 @@ def connect(api: Api) -> socket.socket:
 
 
 def head(secret: str, length: int, path: str = PAGEVIEW_PATH) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {secret}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
@@ -107,8 +109,12 @@ def open_stalled(api: Api, secret: str, count: int) -> list[socket.socket]:
 def post_fresh(api: Api, secret: str, number: int) -> int:
     """One pageview on a new connection."""
     _, body = pageview(number)
-    return httpx.post(api.url + PAGEVIEW_PATH, content=body, timeout=30,
-                      headers={"Authorization": f"Bearer {secret}", "Connection": "close"}).status_code
+    return httpx.post(
+        api.url + PAGEVIEW_PATH,
+        content=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {secret}", "Connection": "close"},
+    ).status_code
 
 
 def assert_a_normal_client_gets_202_meanwhile(api: Api, secret: str, seconds: float) -> None:

@@ -7,8 +7,6 @@ import asyncio
 import ipaddress
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,75 +20,15 @@ from ingest_api.front import MAX_HEADER_BYTES
 from shared import keys
 from shared.config import Settings
 from shared.control.grants import grant
-from shared.control.sites import Site, add_site
-from shared.control.tokens import ApiToken, create_token, hash_token, revoke_token
-from shared.envelope import Envelope
-
-PATH = "/api/ingest/server/pageview"
-BODY: dict[str, Any] = {
-    "url": "https://example.com/pricing?utm_source=newsletter",
-    "timestamp": "2026-04-15T12:00:00Z",
-    "visitor_ip": "203.0.113.7",
-    "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
-}
-
-
-@dataclass
-class World:
-    redis: redis.Redis
-    site: Site
-    secret: str
-    token: ApiToken
-
-    def queued(self) -> list[Envelope]:
-        return [Envelope.from_json(fields[b"e"]) for _, fields in self.redis.xrange(keys.STREAM)]
-
-
-@pytest.fixture
-def world(real_redis: redis.Redis) -> World:
-    site = add_site(real_redis, "example.com")
-    secret, token = create_token(real_redis, "ingest")
-    grant(real_redis, token.id, site.id, "owner")
-    return World(real_redis, site, secret, token)
-
-
-def client_for(redis_url: str, **settings: Any) -> TestClient:
-    # A generous Redis timeout: the whole suite shares two cores, and a 503 from a starved
-    # thread is not what these tests are about (the timeout tests set their own).
-    settings.setdefault("redis_timeout_ms", 2000)
-    return TestClient(create_app(Settings(redis_url=redis_url, **settings)))
-
-
-@pytest.fixture
-def api(redis_url: str) -> Iterator[TestClient]:
-    with client_for(redis_url) as client:
-        yield client
-
-
-def post(client: TestClient, secret: str | None, body: Any = None, **headers: str) -> Any:
-    if secret is not None:
-        headers.setdefault("Authorization", f"Bearer {secret}")
-    content = body if isinstance(body, bytes) else None
-    return client.post(
-        PATH, json=None if content else (BODY if body is None else body), content=content, headers=headers
-    )
-
-
-def assert_error(response: Any, status: int, message: str) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"message": message}
-
+from shared.control.sites import add_site
+from shared.control.tokens import create_token, hash_token, revoke_token
+from tests.endpoint import BODY, PATH, World, assert_error, client_for, post
 
 # --- 202 and what reaches the queue ------------------------------------------------------
 
 
-def test_accepted_pageview_answers_202_empty_and_is_queued_with_generated_ids(
-    api: TestClient, world: World
-) -> None:
-    response = post(
-        api, world.secret, {**BODY, "visitor_ip": "::ffff:203.0.113.7", "referrer": "https://r.example/"}
-    )
+def test_accepted_pageview_answers_202_empty_and_is_queued_with_generated_ids(api: TestClient, world: World) -> None:
+    response = post(api, world.secret, {**BODY, "visitor_ip": "::ffff:203.0.113.7", "referrer": "https://r.example/"})
     assert response.status_code == 202
     assert response.content == b""
     assert response.headers["RateLimit-Limit"] == "200"
@@ -127,12 +65,8 @@ def test_both_auth_headers_are_accepted(api: TestClient, world: World, secret_he
 
 
 def test_bearer_wins_over_x_api_key(api: TestClient, world: World) -> None:
-    assert (
-        post(api, None, Authorization=f"Bearer {world.secret}", **{"X-Api-Key": "wrong"}).status_code == 202
-    )
-    assert_error(
-        post(api, None, Authorization="Bearer wrong", **{"X-Api-Key": world.secret}), 401, "Unauthorized"
-    )
+    assert post(api, None, Authorization=f"Bearer {world.secret}", **{"X-Api-Key": "wrong"}).status_code == 202
+    assert_error(post(api, None, Authorization="Bearer wrong", **{"X-Api-Key": world.secret}), 401, "Unauthorized")
 
 
 @pytest.mark.parametrize(
@@ -243,9 +177,7 @@ def test_unknown_host_answers_404(api: TestClient, world: World) -> None:
 
 
 @pytest.mark.parametrize("role", ["editor", "viewer", None])
-def test_token_without_manage_data_on_the_site_answers_403(
-    api: TestClient, world: World, role: str | None
-) -> None:
+def test_token_without_manage_data_on_the_site_answers_403(api: TestClient, world: World, role: str | None) -> None:
     secret, token = create_token(world.redis, "limited")
     if role:
         grant(world.redis, token.id, world.site.id, role)
@@ -270,8 +202,9 @@ def test_request_headers_beyond_the_limit_answer_431_on_every_route(api: TestCli
     assert api.post(PATH, json=BODY, headers=padded(MAX_HEADER_BYTES)).status_code == 202
     refused = api.post(PATH, json=BODY, headers=padded(MAX_HEADER_BYTES + 1))
     assert_error(refused, 431, "Request header fields too large")
-    assert_error(api.get("/healthz", headers={"X-Padding": "a" * MAX_HEADER_BYTES}), 431,
-                 "Request header fields too large")
+    assert_error(
+        api.get("/healthz", headers={"X-Padding": "a" * MAX_HEADER_BYTES}), 431, "Request header fields too large"
+    )
     assert len(world.queued()) == 1
 
 
@@ -316,8 +249,11 @@ def test_a_failing_ingest_route_answers_500_json(
     with client_for(redis_url) as api:
         for path in INGEST_PATHS:
             body = [BODY] if path.endswith("pageviews") else {**BODY, "name": "signup"}
-            assert_error(api.post(path, json=body, headers={"Authorization": f"Bearer {world.secret}"}),
-                         500, "Internal Server Error")
+            assert_error(
+                api.post(path, json=body, headers={"Authorization": f"Bearer {world.secret}"}),
+                500,
+                "Internal Server Error",
+            )
     assert "site lookup broke" in caplog.text
     assert world.queued() == []
 
@@ -358,9 +294,7 @@ def test_refused_requests_spend_the_budget_and_429_wins_over_them(redis_url: str
     assert world.queued() == []
 
 
-def test_concurrent_requests_of_two_tokens_share_a_script_call_but_not_a_budget(
-    redis_url: str, world: World
-) -> None:
+def test_concurrent_requests_of_two_tokens_share_a_script_call_but_not_a_budget(redis_url: str, world: World) -> None:
     """Requests that arrive together are decided in one script call (handoff.lua), which reads
     and writes each token's bucket once: every token still gets exactly its own budget."""
     other_secret, other = create_token(world.redis, "second")
@@ -406,9 +340,9 @@ def test_a_script_call_stops_growing_at_its_envelope_bound_so_big_batches_do_not
             headers = {"Authorization": f"Bearer {world.secret}"}
             await client.post(PATH, json=BODY, headers=headers)  # fills the lookup caches
             calls_before = evalsha_calls(world.redis)
-            responses = await asyncio.gather(*(
-                client.post("/api/ingest/server/pageviews", json=[BODY] * 1000, headers=headers) for _ in range(3)
-            ))
+            responses = await asyncio.gather(
+                *(client.post("/api/ingest/server/pageviews", json=[BODY] * 1000, headers=headers) for _ in range(3))
+            )
             assert evalsha_calls(world.redis) - calls_before == 3
             return [response.status_code for response in responses]
 

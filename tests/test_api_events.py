@@ -14,7 +14,7 @@ from ingest_api.events import parse_event
 from ingest_api.intake import queued
 from shared.control.sites import Site
 from shared.envelope import Envelope
-from tests.test_api_endpoint import BODY, World, api, assert_error, world  # noqa: F401
+from tests.endpoint import BODY, World, assert_error
 
 PATH = "/api/ingest/server/event"
 EVENT = {
@@ -30,9 +30,7 @@ def post_event(client: TestClient, secret: str | None, body: Any) -> Any:
     return client.post(PATH, json=body, headers=headers)
 
 
-def test_event_answers_202_and_is_queued_as_an_event_with_trimmed_name(
-    api: TestClient, world: World
-) -> None:
+def test_event_answers_202_and_is_queued_as_an_event_with_trimmed_name(api: TestClient, world: World) -> None:
     response = post_event(api, world.secret, EVENT)
     assert response.status_code == 202 and response.content == b""
     [envelope] = world.queued()
@@ -52,12 +50,7 @@ def test_event_answers_202_and_is_queued_as_an_event_with_trimmed_name(
 
 
 def test_event_without_properties_has_none(api: TestClient, world: World) -> None:
-    assert (
-        post_event(
-            api, world.secret, {**BODY, "name": "click", "properties": None}
-        ).status_code
-        == 202
-    )
+    assert post_event(api, world.secret, {**BODY, "name": "click", "properties": None}).status_code == 202
     assert world.queued()[0].event_properties == {}
 
 
@@ -115,20 +108,13 @@ FLAT = "properties must be a flat object of strings, numbers or booleans"
         ({"url": "nope", "name": None}, "url must be an absolute http or https URL"),
     ],
 )
-def test_bad_names_and_properties_are_refused_naming_the_field(
-    changes: dict[str, Any], message: str
-) -> None:
+def test_bad_names_and_properties_are_refused_naming_the_field(changes: dict[str, Any], message: str) -> None:
     assert refusal(**changes) == message
 
 
 def test_limits_themselves_are_accepted() -> None:
-    properties = {
-        ("k" * 127) + str(n % 10) if n < 10 else f"key{n}": "v" * 1024
-        for n in range(50)
-    }
-    event = parse_event(
-        orjson.dumps({**EVENT, "name": "n" * 200, "properties": properties}), NOW_MS
-    )
+    properties = {("k" * 127) + str(n % 10) if n < 10 else f"key{n}": "v" * 1024 for n in range(50)}
+    event = parse_event(orjson.dumps({**EVENT, "name": "n" * 200, "properties": properties}), NOW_MS)
     assert event.event_name == "n" * 200 and len(event.event_properties) == 50
 
 
@@ -172,9 +158,7 @@ def event_body_with_property(number: bytes) -> bytes:
 def test_property_numbers_beyond_a_double_are_refused_not_queued_as_null(number: bytes) -> None:
     with pytest.raises(BadRequest) as raised:
         parse_event(event_body_with_property(number), NOW_MS)
-    assert raised.value.message == (
-        "property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308"
-    )
+    assert raised.value.message == ("property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308")
 
 
 @pytest.mark.parametrize(
@@ -190,9 +174,7 @@ def test_property_numbers_beyond_a_double_are_refused_not_queued_as_null(number:
         (b"-0.0", -0.0),
     ],
 )
-def test_property_numbers_a_double_or_64_bit_integer_holds_are_queued_as_sent(
-    number: bytes, value: float
-) -> None:
+def test_property_numbers_a_double_or_64_bit_integer_holds_are_queued_as_sent(number: bytes, value: float) -> None:
     event = parse_event(event_body_with_property(number), NOW_MS)
     assert event.event_properties["n"] == value
     assert type(event.event_properties["n"]) is type(value)
@@ -218,8 +200,12 @@ def test_event_id_is_an_optional_uuid_kept_lower_cased() -> None:
 def test_name_properties_and_event_id_match_in_any_case_and_property_keys_stay_as_sent(
     name_key: str, properties_key: str
 ) -> None:
-    body = {**BODY, name_key: " add_to_cart ", properties_key: {"SKU": "a-1", "sku": "b-2"},
-            "Event_ID": "0B5F3A2C-1D4E-4F6A-8B7C-9D0E1F2A3B4C"}
+    body = {
+        **BODY,
+        name_key: " add_to_cart ",
+        properties_key: {"SKU": "a-1", "sku": "b-2"},
+        "Event_ID": "0B5F3A2C-1D4E-4F6A-8B7C-9D0E1F2A3B4C",
+    }
     event = parse_event(orjson.dumps(body), NOW_MS)
     assert (event.event_name, event.event_properties) == ("add_to_cart", {"SKU": "a-1", "sku": "b-2"})
     assert event.event_id == "0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"
@@ -230,7 +216,11 @@ def test_name_properties_and_event_id_match_in_any_case_and_property_keys_stay_a
     [
         (b'"name": "first", "NAME": "second", "properties": {"a": 1}, "Properties": null', "second", {}),
         (b'"properties": null, "NAME": "first", "name": "second", "Properties": {"a": 1, "a": 2}', "second", {"a": 2}),
-        (b'"name": "first", "Name": "second", "name": "third", "properties": {"A": 1, "a": 2}', "third", {"A": 1, "a": 2}),
+        (
+            b'"name": "first", "Name": "second", "name": "third", "properties": {"A": 1, "a": 2}',
+            "third",
+            {"A": 1, "a": 2},
+        ),
     ],
 )
 def test_a_later_key_for_name_or_properties_in_any_case_overwrites_the_earlier_one(

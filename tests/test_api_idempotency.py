@@ -12,15 +12,13 @@ from starlette.testclient import TestClient
 from shared import keys
 from shared.control.grants import grant
 from shared.control.sites import add_site
-from tests.test_api_endpoint import BODY, World, api, client_for, post, world  # noqa: F401
+from tests.endpoint import BODY, World, client_for, post
 
 PAGE_ID = "2489e9ad-2ee2-8e00-8ec9-32d5f69181c0"
 RETRIED = {**BODY, "page_id": PAGE_ID}
 
 
-def test_a_retried_page_id_is_answered_202_and_queued_once(
-    api: TestClient, world: World
-) -> None:
+def test_a_retried_page_id_is_answered_202_and_queued_once(api: TestClient, world: World) -> None:
     assert [post(api, world.secret, RETRIED).status_code for _ in range(3)] == [
         202,
         202,
@@ -32,11 +30,7 @@ def test_a_retried_page_id_is_answered_202_and_queued_once(
 
 
 def test_generated_page_ids_need_no_seen_key(api: TestClient, world: World) -> None:
-    assert (
-        post(api, world.secret).status_code
-        == post(api, world.secret).status_code
-        == 202
-    )
+    assert post(api, world.secret).status_code == post(api, world.secret).status_code == 202
     assert len(world.queued()) == 2
     assert world.redis.keys("hitstream:seen:*") == []
 
@@ -50,9 +44,7 @@ def queued_items(world: World) -> list[tuple[str, str | None, str]]:
     return [(envelope.kind, envelope.event_name, envelope.page_id) for envelope in world.queued()]
 
 
-def test_a_pageview_and_the_events_sharing_its_page_id_are_each_queued_once(
-    api: TestClient, world: World
-) -> None:
+def test_a_pageview_and_the_events_sharing_its_page_id_are_each_queued_once(api: TestClient, world: World) -> None:
     for _ in range(3):  # the first round, then two retries of every request
         assert post(api, world.secret, RETRIED).status_code == 202
         for name in ("add_to_cart", "checkout", "purchase"):
@@ -113,9 +105,7 @@ def test_a_retry_whose_keys_differ_in_case_is_still_a_retry(api: TestClient, wor
     assert queued_items(world) == [("pageview", None, PAGE_ID), ("event", "signup", PAGE_ID)]
 
 
-def test_a_page_id_twice_in_one_batch_is_queued_once(
-    api: TestClient, world: World
-) -> None:
+def test_a_page_id_twice_in_one_batch_is_queued_once(api: TestClient, world: World) -> None:
     batch = api.post(
         "/api/ingest/server/pageviews",
         json=[RETRIED, RETRIED, BODY],
@@ -126,9 +116,7 @@ def test_a_page_id_twice_in_one_batch_is_queued_once(
     assert [envelope.page_id == PAGE_ID for envelope in world.queued()] == [True, False]
 
 
-def test_rate_limited_and_queue_full_requests_do_not_mark_the_id_as_seen(
-    redis_url: str, world: World
-) -> None:
+def test_rate_limited_and_queue_full_requests_do_not_mark_the_id_as_seen(redis_url: str, world: World) -> None:
     with client_for(redis_url, rate_limit=0.001, rate_burst=1) as api:
         assert post(api, world.secret).status_code == 202
         assert post(api, world.secret, RETRIED).status_code == 429
@@ -142,9 +130,7 @@ def test_rate_limited_and_queue_full_requests_do_not_mark_the_id_as_seen(
     assert [envelope.page_id == PAGE_ID for envelope in world.queued()] == [False, True]
 
 
-def test_after_the_window_the_same_page_id_is_queued_again(
-    redis_url: str, world: World
-) -> None:
+def test_after_the_window_the_same_page_id_is_queued_again(redis_url: str, world: World) -> None:
     with client_for(redis_url, idempotency_window_seconds=1) as api:
         assert post(api, world.secret, RETRIED).status_code == 202
         time.sleep(1.1)

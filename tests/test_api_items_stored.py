@@ -16,7 +16,7 @@ import redis
 
 from ingest_api.openapi import BATCH_PATH, EVENT_PATH, PAGEVIEW_PATH
 from shared import keys
-from tests.procs import Processes, processes, query_store, stored_pages  # noqa: F401
+from tests.procs import Processes, query_store, stored_pages
 from tests.test_api_store import drain
 from tests.traffic import ingest_token, pageview
 
@@ -42,8 +42,10 @@ def test_a_pageview_and_its_events_each_land_once_however_often_they_are_retried
         (PAGEVIEW_PATH, page),
         *((EVENT_PATH, {**page, "name": name}) for name in ("add_to_cart", "checkout", "purchase")),
         # Two more add_to_cart on the same page, told apart by their event_ids.
-        *((EVENT_PATH, {**page, "name": "add_to_cart", "event_id": event_id})
-          for event_id in (FIRST_EVENT_ID, SECOND_EVENT_ID)),
+        *(
+            (EVENT_PATH, {**page, "name": "add_to_cart", "event_id": event_id})
+            for event_id in (FIRST_EVENT_ID, SECOND_EVENT_ID)
+        ),
         # Another page and its event, sent with every key in capitals, and in a batch.
         (PAGEVIEW_PATH, shouted(other_page)),
         (EVENT_PATH, shouted({**other_page, "name": "signup"})),
@@ -64,12 +66,14 @@ def test_a_pageview_and_its_events_each_land_once_however_often_they_are_retried
     events = query_store(
         store, "SELECT toString(page_id), name, count() FROM events GROUP BY page_id, name ORDER BY page_id, name"
     )
-    assert sorted(events) == sorted([
-        [page_id, "add_to_cart", 3],
-        [page_id, "checkout", 1],
-        [page_id, "purchase", 1],
-        [other_page_id, "signup", 1],
-    ])
+    assert sorted(events) == sorted(
+        [
+            [page_id, "add_to_cart", 3],
+            [page_id, "checkout", 1],
+            [page_id, "purchase", 1],
+            [other_page_id, "signup", 1],
+        ]
+    )
     assert real_redis.hlen(keys.DEAD_LETTERS) == 0
 
 
@@ -119,8 +123,12 @@ def test_values_at_the_edges_of_what_the_store_holds_land_exactly_and_beyond_the
     headers = {"Authorization": f"Bearer {ingest_token(real_redis)}", "Content-Type": "application/json"}
     api = processes.api()
     epoch_id, body = pageview(1)
-    epoch_page = {**orjson.loads(body), "timestamp": "1970-01-01T01:00:00+01:00", "screen_width": 0,
-                  "viewport_width": 100_000}
+    epoch_page = {
+        **orjson.loads(body),
+        "timestamp": "1970-01-01T01:00:00+01:00",
+        "screen_width": 0,
+        "viewport_width": 100_000,
+    }
     assert httpx.post(api.url + PAGEVIEW_PATH, json=epoch_page, headers=headers).status_code == 202
     for name, (number, _) in EDGE_PROPERTIES.items():
         event = {**orjson.loads(pageview(1)[1]), "name": name}

@@ -18,11 +18,11 @@ import httpx
 import pytest
 import redis
 
+from hitstream.redis_server import RedisServer
 from shared import keys
 from shared.control.grants import grant
 from shared.control.sites import add_site
 from shared.control.tokens import create_token, hash_token, revoke_token
-from shared.redis_server import RedisServer
 from tests.conftest import free_port
 
 PATH = "/api/ingest/server/pageview"
@@ -55,9 +55,7 @@ def api_process(env: dict[str, str], **variables: str) -> Iterator[str]:
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"hitstream api did not start: {process.stderr.read().decode()}"
-                    ) from None
+                    raise RuntimeError(f"hitstream api did not start: {process.stderr.read().decode()}") from None
                 time.sleep(0.05)
         yield base
     finally:
@@ -87,9 +85,7 @@ def owner(real_redis: redis.Redis) -> tuple[str, str, str]:
     return secret, token.id, site.id
 
 
-def test_two_processes_share_one_rate_budget(
-    hitstream_env: dict[str, str], owner: tuple[str, str, str]
-) -> None:
+def test_two_processes_share_one_rate_budget(hitstream_env: dict[str, str], owner: tuple[str, str, str]) -> None:
     secret = owner[0]
     limits = {"HITSTREAM_RATE_LIMIT": "0.01", "HITSTREAM_RATE_BURST": "4"}
     with api_process(hitstream_env, **limits) as first, api_process(hitstream_env, **limits) as second:

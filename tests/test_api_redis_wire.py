@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from hitstream.redis_server import RedisServer
 from ingest_api.redis_wire import RedisWire, ReplyError
-from shared.redis_server import RedisServer
 from tests.conftest import free_port
 
 

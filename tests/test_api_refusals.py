@@ -32,8 +32,9 @@ def items(count: int, host: str = "example.com", **changes: Any) -> list[dict[st
 
 
 def post(api: Api, secret: str, path: str, body: Any, **headers: str) -> httpx.Response:
-    return httpx.post(api.url + path, content=orjson.dumps(body), timeout=30,
-                      headers={"Authorization": f"Bearer {secret}", **headers})
+    return httpx.post(
+        api.url + path, content=orjson.dumps(body), timeout=30, headers={"Authorization": f"Bearer {secret}", **headers}
+    )
 
 
 def read_answer_head(sock: socket.socket) -> tuple[str, dict[str, str]]:
@@ -120,8 +121,12 @@ def test_idempotency_key_replays_are_charged_like_any_request(
     content_type = "application/json" if form == "json" else "application/x-ndjson"
 
     def send() -> httpx.Response:
-        return httpx.post(api.url + BATCH_PATH, content=body, timeout=30, headers={
-            "Authorization": f"Bearer {secret}", "Content-Type": content_type, "Idempotency-Key": "chunk-1"})
+        return httpx.post(
+            api.url + BATCH_PATH,
+            content=body,
+            timeout=30,
+            headers={"Authorization": f"Bearer {secret}", "Content-Type": content_type, "Idempotency-Key": "chunk-1"},
+        )
 
     answers = [send() for _ in range(3)]
     assert [answer.status_code for answer in answers] == [202, 202, 429]
@@ -145,9 +150,19 @@ def refused_whole(real_redis: redis.Redis) -> list[tuple[str, Any, dict[str, str
     ]
 
 
-@pytest.mark.parametrize("case", range(7), ids=[
-    "batch-no-grant", "batch-unknown-site", "batch-all-invalid", "batch-bad-token",
-    "pageview-no-grant", "event-no-grant", "pageview-unknown-site"])
+@pytest.mark.parametrize(
+    "case",
+    range(7),
+    ids=[
+        "batch-no-grant",
+        "batch-unknown-site",
+        "batch-all-invalid",
+        "batch-bad-token",
+        "pageview-no-grant",
+        "event-no-grant",
+        "pageview-unknown-site",
+    ],
+)
 def test_a_request_refused_whole_leaves_no_retry_key_and_no_stored_answer(
     processes: Processes, real_redis: redis.Redis, case: int
 ) -> None:

@@ -14,10 +14,10 @@ import httpx
 import pytest
 import redis
 
+from hitstream.redis_server import RedisServer
 from shared import keys
-from shared.redis_server import RedisServer
 from tests.conftest import free_port
-from tests.procs import Processes, processes, query_store, stored_pages, wait_until  # noqa: F401
+from tests.procs import Processes, query_store, stored_pages, wait_until
 from tests.traffic import ingest_token, pageview
 
 
@@ -25,9 +25,7 @@ def stored_events(store: Path) -> list[list[object]]:
     return query_store(store, "SELECT toString(page_id), name, properties FROM events ORDER BY name")
 
 
-def drain(
-    client: redis.Redis, processes: Processes, store: Path, **settings: str
-) -> None:
+def drain(client: redis.Redis, processes: Processes, store: Path, **settings: str) -> None:
     """Run a worker until the stream is empty, then stop it so the store can be read."""
     worker = processes.worker(store, **settings)
     wait_until(
@@ -52,12 +50,7 @@ def test_events_with_properties_round_trip_to_the_store(
     }
     bare = {**json.loads(pageview(2)[1]), "name": "click"}
     for sent in (event, bare):
-        assert (
-            httpx.post(
-                f"{api.url}/api/ingest/server/event", json=sent, headers=headers
-            ).status_code
-            == 202
-        )
+        assert httpx.post(f"{api.url}/api/ingest/server/event", json=sent, headers=headers).status_code == 202
     store = tmp_path / "store"
     drain(real_redis, processes, store)
     assert stored_events(store) == [
@@ -97,9 +90,7 @@ def test_pageview_retried_after_a_client_timeout_is_stored_once(
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url, content=body, headers=headers, timeout=0.5)
     os.kill(own_redis.process.pid, signal.SIGCONT)
-    wait_until(
-        lambda: client.xlen(keys.STREAM) == 2, 10, "the timed-out pageview to be queued"
-    )
+    wait_until(lambda: client.xlen(keys.STREAM) == 2, 10, "the timed-out pageview to be queued")
 
     retry = httpx.post(url, content=body, headers=headers, timeout=10)
     assert retry.status_code == 202

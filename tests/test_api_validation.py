@@ -83,9 +83,7 @@ def test_empty_non_json_and_non_object_bodies_are_bad_request_bodies(body: bytes
         ("dnt", 1),
     ],
 )
-def test_a_field_of_the_wrong_json_type_is_a_bad_request_body_naming_the_field(
-    field: str, value: Any
-) -> None:
+def test_a_field_of_the_wrong_json_type_is_a_bad_request_body_naming_the_field(field: str, value: Any) -> None:
     expected = {"screen_width": "an integer", "viewport_height": "an integer", "dnt": "a boolean"}
     assert refusal(**{field: value}) == f"Bad request body: {field} must be {expected.get(field, 'a string')}"
 
@@ -318,14 +316,30 @@ def test_the_api_bounds_are_the_ranges_of_the_column_types_the_schema_declares()
 )
 def test_keys_in_another_case_fill_their_fields(keys: dict[str, str]) -> None:
     body = {keys[name]: value for name, value in VALID.items()}
-    extras = {"Page_ID": "2489E9AD-2EE2-4E00-8EC9-32D5F69181C0", "SCREEN_WIDTH": 1920, "Referrer": "https://r.example/",
-              "LANGUAGE": "en", "DNT": False, "Session_Id": "5b0c9f3e-0d8f-4e5a-9c1e-2f3a4b5c6d7e"}
+    extras = {
+        "Page_ID": "2489E9AD-2EE2-4E00-8EC9-32D5F69181C0",
+        "SCREEN_WIDTH": 1920,
+        "Referrer": "https://r.example/",
+        "LANGUAGE": "en",
+        "DNT": False,
+        "Session_Id": "5b0c9f3e-0d8f-4e5a-9c1e-2f3a4b5c6d7e",
+    }
     pageview = parse_pageview(orjson.dumps({**body, **extras}), NOW_MS)
     assert (pageview.url, pageview.timestamp_ms, pageview.visitor_ip, pageview.user_agent) == (
-        VALID["url"], 1776254400000, VALID["visitor_ip"], VALID["user_agent"])
+        VALID["url"],
+        1776254400000,
+        VALID["visitor_ip"],
+        VALID["user_agent"],
+    )
     assert (pageview.page_id, pageview.session_id) == (
-        "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0", "5b0c9f3e-0d8f-4e5a-9c1e-2f3a4b5c6d7e")
-    assert (pageview.dimensions["screen_width"], pageview.referrer, pageview.language) == (1920, "https://r.example/", "en")
+        "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0",
+        "5b0c9f3e-0d8f-4e5a-9c1e-2f3a4b5c6d7e",
+    )
+    assert (pageview.dimensions["screen_width"], pageview.referrer, pageview.language) == (
+        1920,
+        "https://r.example/",
+        "en",
+    )
 
 
 @pytest.mark.parametrize(
@@ -334,14 +348,20 @@ def test_keys_in_another_case_fill_their_fields(keys: dict[str, str]) -> None:
         # A later key for the same field overwrites an earlier one, exact or folded.
         (b'{"url": "https://example.com/a", "URL": "https://example.com/b"}', "https://example.com/b"),
         (b'{"URL": "https://example.com/b", "url": "https://example.com/a"}', "https://example.com/a"),
-        (b'{"Url": "https://example.com/a", "uRl": "https://example.com/b", "URL": "https://example.com/c"}',
-         "https://example.com/c"),
+        (
+            b'{"Url": "https://example.com/a", "uRl": "https://example.com/b", "URL": "https://example.com/c"}',
+            "https://example.com/c",
+        ),
         (b'{"url": "https://example.com/a", "url": "https://example.com/b"}', "https://example.com/b"),
         # A repeated exact key after a folded one: the last occurrence still wins.
-        (b'{"url": "https://example.com/a", "URL": "https://example.com/b", "url": "https://example.com/c"}',
-         "https://example.com/c"),
-        (b'{"URL": "https://example.com/a", "url": "https://example.com/b", "URL": "https://example.com/c"}',
-         "https://example.com/c"),
+        (
+            b'{"url": "https://example.com/a", "URL": "https://example.com/b", "url": "https://example.com/c"}',
+            "https://example.com/c",
+        ),
+        (
+            b'{"URL": "https://example.com/a", "url": "https://example.com/b", "URL": "https://example.com/c"}',
+            "https://example.com/c",
+        ),
         # An escaped key is the key it spells.
         (rb'{"\u0055RL": "https://example.com/b"}', "https://example.com/b"),
     ],
@@ -381,8 +401,16 @@ def test_a_folded_key_of_the_wrong_type_is_refused_under_the_field_name() -> Non
 
 @pytest.mark.parametrize(
     "key, folded",
-    [("URL", "url"), ("Visitor_IP", "visitor_ip"), ("\u212aind", "kind"), ("\u017fite", "site"),
-     ("\u0130d", "\u0130d"), ("\u0131d", "\u0131d"), ("STRASSE", "strasse"), ("stra\u00dfe", "stra\u00dfe")],
+    [
+        ("URL", "url"),
+        ("Visitor_IP", "visitor_ip"),
+        ("\u212aind", "kind"),
+        ("\u017fite", "site"),
+        ("\u0130d", "\u0130d"),
+        ("\u0131d", "\u0131d"),
+        ("STRASSE", "strasse"),
+        ("stra\u00dfe", "stra\u00dfe"),
+    ],
 )
 def test_go_case_folding_reaches_ascii_only_from_ascii_kelvin_and_long_s(key: str, folded: str) -> None:
     assert go_folded(key) == folded
@@ -463,10 +491,7 @@ def test_checks_run_in_hitkeep_order_and_the_first_failure_decides() -> None:
     everything_wrong = {"url": "ftp://x", "timestamp": "nope", "visitor_ip": "nope", "user_agent": ""}
     assert refusal(**everything_wrong) == "url must be an absolute http or https URL"
     assert refusal(**{**everything_wrong, "url": VALID["url"]}) == "timestamp must be RFC3339"
-    assert (
-        refusal(visitor_ip="nope", user_agent="", referrer="a" * 5000)
-        == "visitor_ip must be a valid IP address"
-    )
+    assert refusal(visitor_ip="nope", user_agent="", referrer="a" * 5000) == "visitor_ip must be a valid IP address"
     assert refusal(user_agent="", referrer="a" * 5000) == "user_agent is required"
 
 

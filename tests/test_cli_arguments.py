@@ -12,9 +12,9 @@ import redis
 from click.testing import CliRunner, Result
 from rq import Queue, Worker
 
-from shared.cli import cli
+from hitstream.main import cli
 from shared.control.sites import add_site
-from shared.queue_stats import STORE_QUEUE
+from shared.keys import STORE_QUEUE
 from tests.stores import event, pageview, utc
 from workers.store import Store, StoreUnavailable, open_store
 from workers.store.reader import read_site_stats
@@ -91,8 +91,14 @@ def hostile_store(client: redis.Redis, dsn: str) -> None:
     store = open_store(dsn)
     try:
         store.migrate()
-        row = pageview(site.id, utc(2024, 3, 1, 9), path=HOSTILE["path"], utm_source=HOSTILE["utm_source"],
-                       city=HOSTILE["city"], browser=HOSTILE["browser"])
+        row = pageview(
+            site.id,
+            utc(2024, 3, 1, 9),
+            path=HOSTILE["path"],
+            utm_source=HOSTILE["utm_source"],
+            city=HOSTILE["city"],
+            browser=HOSTILE["browser"],
+        )
         store.write_batch("b:hostile", [row, event(site.id, utc(2024, 3, 1, 9, 1), HOSTILE["event"], {})], [])
     finally:
         store.close()
@@ -110,8 +116,13 @@ def test_stats_prints_control_characters_in_stored_text_escaped(
     for output in (text.stdout, as_json.stdout):
         assert not any(character in output for character in "\x1b\x07\x9b\u202e"), output
     lines = text.stdout.splitlines()
-    for escaped in ("signup\\x1b]0;owned\\x07", "news\\x1b[2J\\x1b[H", "/pay\\u202egnp.exe", "Ber\\x9b31mlin",
-                    "Fire\\nfox"):
+    for escaped in (
+        "signup\\x1b]0;owned\\x07",
+        "news\\x1b[2J\\x1b[H",
+        "/pay\\u202egnp.exe",
+        "Ber\\x9b31mlin",
+        "Fire\\nfox",
+    ):
         assert any(line.startswith(escaped) for line in lines), escaped
     report = orjson.loads(as_json.stdout)  # still JSON, with the values as stored
     assert report["events"][0]["value"] == HOSTILE["event"]

@@ -10,8 +10,8 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
+from hitstream.main import cli
 from shared import keys
-from shared.cli import cli
 from shared.control.exclusions import list_exclusions
 from shared.control.grants import Role, role_on_site
 from shared.control.sites import site_for_domain
@@ -57,13 +57,12 @@ def test_duplicate_site_is_a_clear_error(run: Run) -> None:
     assert "Traceback" not in result.output + result.stderr
 
 
-def test_tokens_create_prints_the_token_alone_on_the_last_line(
-    run: Run, real_redis: redis.Redis
-) -> None:
+def test_tokens_create_prints_the_token_alone_on_the_last_line(run: Run, real_redis: redis.Redis) -> None:
     run("sites", "add", "example.com")
 
-    result = run("tokens", "create", "--site", "example.com", "--role", "admin",
-                 "--name", "backend", "--expires-in", "30")
+    result = run(
+        "tokens", "create", "--site", "example.com", "--role", "admin", "--name", "backend", "--expires-in", "30"
+    )
 
     assert result.exit_code == 0, result.stderr
     secret = result.stdout.splitlines()[-1]

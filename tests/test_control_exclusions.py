@@ -33,9 +33,7 @@ from shared.control.sites import add_site
         (ExclusionKind.PATH, "/", "/"),
     ],
 )
-def test_values_are_normalised(
-    fake_redis: fakeredis.FakeRedis, kind: ExclusionKind, given: str, stored: str
-) -> None:
+def test_values_are_normalised(fake_redis: fakeredis.FakeRedis, kind: ExclusionKind, given: str, stored: str) -> None:
     rule = add_exclusion(fake_redis, INSTANCE_SCOPE, kind, given)
 
     assert rule.value == stored

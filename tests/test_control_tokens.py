@@ -117,8 +117,15 @@ def test_list_tokens_shows_every_token_oldest_first(fake_redis: fakeredis.FakeRe
 
 
 def test_from_hash_reads_decoded_replies_too() -> None:
-    values = {"id": "t1", "name": "n", "created_at": "2026-01-01T00:00:00+00:00",
-              "last_used_at": "", "expires_at": "", "revoked_at": "", "bulk": ""}
+    values = {
+        "id": "t1",
+        "name": "n",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "last_used_at": "",
+        "expires_at": "",
+        "revoked_at": "",
+        "bulk": "",
+    }
     token = ApiToken.from_hash(values)
     assert token == ApiToken(id="t1", name="n", created_at="2026-01-01T00:00:00+00:00")
     assert token.to_hash() == values

@@ -6,8 +6,8 @@ import orjson
 import redis
 from click.testing import CliRunner
 
+from hitstream.main import cli
 from shared import keys
-from shared.cli import cli
 from shared.envelope import Envelope
 from workers import dead_letters
 
@@ -72,7 +72,10 @@ def test_a_live_and_a_bulk_entry_with_the_same_id_keep_a_dead_letter_each(real_r
     store(real_redis, bulk)
 
     listed = dead_letters.list_dead_letters(real_redis)
-    assert sorted(letter.envelope["url"] for letter in listed) == ["https://example.com/bulk", "https://example.com/live"]
+    assert sorted(letter.envelope["url"] for letter in listed) == [
+        "https://example.com/bulk",
+        "https://example.com/live",
+    ]
     assert dead_letters.requeue(real_redis, None) and real_redis.xlen(keys.STREAM) == 1
     assert real_redis.xlen(keys.BULK_STREAM) == 1
 
@@ -94,7 +97,7 @@ def test_cli_lists_requeues_and_purges(real_redis: redis.Redis, hitstream_env: d
 
     requeued = runner.invoke(cli, ["dead-letters", "requeue", "6-0", "404-0"])
     assert requeued.exit_code == 0 and "requeued 1 " in requeued.output
-    (_, fields), = real_redis.xrange(keys.STREAM)
+    ((_, fields),) = real_redis.xrange(keys.STREAM)
     back = Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()])
     assert back.url == "https://example.com/b" and back.visitor_ip is None
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from hitstream.main import cli
 from shared import keys
-from shared.cli import COMMANDS
 from shared.config import VARIABLE_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def test_every_command_is_a_real_hitstream_sub_command() -> None:
     assert len(commands) >= 8  # compose: migrate, api, worker; k8s: 3; Procfile: 2
     for command in commands:
         assert command[0] == "hitstream"
-        assert command[1] in COMMANDS, f"{command[1]!r} is not a hitstream sub-command"
+        assert command[1] in cli.commands, f"{command[1]!r} is not a hitstream sub-command"
 
 
 def test_compose_redis_keeps_the_queue_in_an_aof_fsynced_every_second() -> None:

@@ -28,7 +28,8 @@ def half_sent_request(port: int, secret: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(
         f"POST {PAGEVIEW_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2]
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[: len(body) // 2]
     )
     return sock
 

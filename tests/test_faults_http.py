@@ -87,8 +87,10 @@ def test_four_workers_on_one_http_store_killed_10_times_store_100000_pageviews_e
     for worker in workers:
         assert worker.stop() == 0
     figures = exact_count("4 workers, one http store, 10 SIGKILLs", answers, clickhouse_http.stored_pages())
-    print(f"SIGKILLs: {KILLS_AFTER_INSERT} between insert and acknowledgement, {KILLS_AT_RANDOM} at random"
-          f" ({kills_inside_a_batch} of them while a batch was claimed)")
+    print(
+        f"SIGKILLs: {KILLS_AFTER_INSERT} between insert and acknowledgement, {KILLS_AT_RANDOM} at random"
+        f" ({kills_inside_a_batch} of them while a batch was claimed)"
+    )
     # Each batch whose sender was killed after its insert was inserted again by another worker,
     # and the store dropped that block as a duplicate (ClickHouse counts them).
     dropped = clickhouse_http.query("SELECT value FROM system.events WHERE event = 'DuplicatedInsertedBlocks'")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from hitstream.redis_server import RedisServer
 from shared import keys
-from shared.redis_server import RedisServer
 from tests.ports import free_port
 from tests.procs import Api, Processes, stored_pages, wait_until
 from tests.traffic import (
@@ -110,8 +110,12 @@ def test_redis_unavailable_answers_503_with_retry_after_and_the_api_recovers_alo
 
     def recovers() -> Answers:
         answers = Answers()
-        wait_until(lambda: 202 in post(api, secret, 1, answers).by_page.values(), 10, "the API to answer 202 again",
-                   interval=0.1)
+        wait_until(
+            lambda: 202 in post(api, secret, 1, answers).by_page.values(),
+            10,
+            "the API to answer 202 again",
+            interval=0.1,
+        )
         return answers
 
     own_redis.stop()  # gone: connections refused
@@ -131,8 +135,11 @@ def test_redis_unavailable_answers_503_with_retry_after_and_the_api_recovers_alo
     answered = Answers()
     for answers in (before, after_restart, after_thaw):
         answered.by_page.update(answers.by_page)
-    figures = exact_count("redis stopped then frozen", answered, Counter({page: queued[page] for page in answered.by_page
-                                                                         if page in queued}))
+    figures = exact_count(
+        "redis stopped then frozen",
+        answered,
+        Counter({page: queued[page] for page in answered.by_page if page in queued}),
+    )
     assert (figures.duplicated, figures.lost, figures.unanswered_but_stored) == (0, 0, 0)
     assert not queued.keys() & down.by_page.keys(), "nothing was queued while Redis was down"
     # A request that timed out against a frozen Redis was already sent: Redis runs it once it

@@ -22,10 +22,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from hitstream.redis_server import RedisServer
 from ingest_api.openapi import PAGEVIEW_PATH
 from ingest_api.validation import MAX_BODY_BYTES
 from shared import keys
-from shared.redis_server import RedisServer
 from tests.procs import Api, Processes, stored_pages, wait_until
 from tests.traffic import UNLIMITED, ingest_token, pageview
 
@@ -61,13 +61,17 @@ class Hostile:
         return self.exchange(
             f"POST {PAGEVIEW_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
             f"Authorization: Bearer {self.secret}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n".encode() + extra_headers + b"\r\n" + body
+            f"Content-Length: {len(body)}\r\n".encode()
+            + extra_headers
+            + b"\r\n"
+            + body
         )
 
     def post_valid(self) -> int:
         page_id, body = pageview(len(self.accepted))
-        status = httpx.post(self.api.url + PAGEVIEW_PATH, content=body, timeout=10,
-                            headers={"Authorization": f"Bearer {self.secret}"}).status_code
+        status = httpx.post(
+            self.api.url + PAGEVIEW_PATH, content=body, timeout=10, headers={"Authorization": f"Bearer {self.secret}"}
+        ).status_code
         if status == 202:
             self.accepted.append(page_id)
         return status
@@ -115,8 +119,9 @@ def test_schemathesis_all_checks_against_the_live_api(hostile: Hostile) -> None:
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers={"Authorization": f"Bearer {hostile.secret}"},
-                                   excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(
+                headers={"Authorization": f"Bearer {hostile.secret}"}, excluded_checks=[positive_data_acceptance]
+            )
 
         check()
 
@@ -138,7 +143,8 @@ def test_oversized_body_is_refused_before_it_is_all_read(hostile: Hostile) -> No
 def test_declared_length_beyond_the_limit_is_refused_without_waiting_for_the_body(hostile: Hostile) -> None:
     status, body = hostile.exchange(
         f"POST {PAGEVIEW_PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {hostile.secret}\r\n"
-        f"Content-Length: {10 * 1024 * 1024 * 1024}\r\n\r\n{{".encode(), timeout=5
+        f"Content-Length: {10 * 1024 * 1024 * 1024}\r\n\r\n{{".encode(),
+        timeout=5,
     )
     assert (status, message(body)) == (400, "Bad request body")
 
@@ -187,7 +193,8 @@ def test_invalid_utf8_in_headers_is_unauthorized_not_a_server_error(hostile: Hos
     status, _ = hostile.exchange(
         f"POST {PAGEVIEW_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n".encode()
         + b"Authorization: Bearer \xff\xfe\x00secret\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
     )
     assert 400 <= status < 500
 
@@ -233,8 +240,12 @@ print(json.dumps([row[0] for row in rows]))
 
 
 def stored_user_agents(store: Path, page_ids: list[str]) -> list[str]:
-    output = subprocess.run([sys.executable, "-c", _READ_USER_AGENTS, str(store), orjson.dumps(page_ids).decode()],
-                            capture_output=True, check=True, text=True)
+    output = subprocess.run(
+        [sys.executable, "-c", _READ_USER_AGENTS, str(store), orjson.dumps(page_ids).decode()],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
     return orjson.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -275,13 +286,16 @@ def test_unstorable_values_are_refused_by_the_live_api(hostile: Hostile) -> None
     values = orjson.loads(body)
     status, answer = hostile.post_raw(orjson.dumps({**values, "timestamp": "1969-12-31T23:59:59Z"}))
     assert (status, message(answer)) == (
-        400, "timestamp must be from 1970-01-01T00:00:00.000Z to 2106-02-07T06:28:15.999Z"
+        400,
+        "timestamp must be from 1970-01-01T00:00:00.000Z to 2106-02-07T06:28:15.999Z",
     )
     event = orjson.dumps({**values, "name": "n"})[:-1] + b', "properties": {"price": 1e309}}'
     status, answer = hostile.exchange(
         f"POST /api/ingest/server/event HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {hostile.secret}\r\n"
-        f"Content-Length: {len(event)}\r\n\r\n".encode() + event
+        f"Content-Length: {len(event)}\r\n\r\n".encode()
+        + event
     )
     assert (status, message(answer)) == (
-        400, "property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308"
+        400,
+        "property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308",
     )

@@ -5,9 +5,8 @@ Where the standard library has an independent parser it serves as the oracle.
 
 from __future__ import annotations
 
-import json
-
 import ipaddress
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -22,8 +21,12 @@ from shared.hosts import normalise_domain, referrer_host
 from workers.pipeline.url import qr_id
 
 NOW_MS = 4_102_444_800_000  # 2100-01-01: every generated past timestamp is allowed
-VALID = {"url": "https://example.com/", "timestamp": "2026-04-15T12:00:00Z", "visitor_ip": "203.0.113.7",
-         "user_agent": "Mozilla/5.0"}
+VALID = {
+    "url": "https://example.com/",
+    "timestamp": "2026-04-15T12:00:00Z",
+    "visitor_ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0",
+}
 hostile_text = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("\x00:/.[]%@T Z+-"), max_size=80)
 
 
@@ -31,9 +34,13 @@ def parse(**changes: object) -> object:
     return parse_pageview(orjson.dumps({**VALID, **changes}), NOW_MS)
 
 
-@given(st.dictionaries(st.sampled_from([*VALID, "page_id", "screen_width", "dnt", "x"]),
-                       st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | hostile_text,
-                       max_size=8))
+@given(
+    st.dictionaries(
+        st.sampled_from([*VALID, "page_id", "screen_width", "dnt", "x"]),
+        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | hostile_text,
+        max_size=8,
+    )
+)
 def test_any_json_object_is_a_pageview_or_a_bad_request(values: dict[str, object]) -> None:
     # json, not orjson: orjson refuses some of the generated integers before the API sees them.
     try:
@@ -60,9 +67,12 @@ def test_rfc3339_agrees_with_the_standard_library(moment: datetime) -> None:
     assert parse(timestamp=rfc3339(moment)).timestamp_ms == expected_ms  # type: ignore[attr-defined]
 
 
-@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(1969, 12, 31, 23, 59, 59, 999_999),
-                    timezones=st.just(UTC)),
-       st.integers(-23 * 60 - 59, 23 * 60 + 59))
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(1969, 12, 31, 23, 59, 59, 999_999), timezones=st.just(UTC)
+    ),
+    st.integers(-23 * 60 - 59, 23 * 60 + 59),
+)
 def test_every_time_before_1970_utc_is_refused_in_any_offset(moment: datetime, offset_minutes: int) -> None:
     local = moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
     with pytest.raises(BadRequest, match="^timestamp must be from 1970-01-01T00:00:00.000Z to "):
@@ -80,7 +90,9 @@ def test_timestamp_text_is_refused_unless_the_standard_library_reads_it_too(text
 
 
 @given(st.ip_addresses())
-def test_every_ip_address_is_accepted_in_its_normal_form(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+def test_every_ip_address_is_accepted_in_its_normal_form(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
     expected = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped else address
     assert parse(visitor_ip=str(address)).visitor_ip == str(expected)  # type: ignore[attr-defined]
 

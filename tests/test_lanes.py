@@ -14,18 +14,19 @@ import redis
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from hitstream.main import cli
 from ingest_api.intake import BAD_LANE, BULK_TOKEN_IN_LIVE, LIVE_TOKEN_IN_BULK, TOKEN_SHARE_FULL
 from shared import keys
-from shared.cli import cli
+from shared.backlog import queue_backlog
 from shared.config import ConfigError, load_settings
 from shared.control.tokens import list_tokens, token_key
 from shared.envelope import Envelope
 from shared.lanes import LANE_HEADER, LANE_KEYS, Lane
-from shared.queue_stats import collect_queue_stats, queue_backlog
-from tests.test_api_endpoint import BODY, assert_error, client_for
+from tests.endpoint import BODY, assert_error, client_for
 from tests.traffic import ingest_token
 from workers import dead_letters
 from workers.queue import BatchQueue
+from workers.queue_stats import collect_queue_stats
 
 PAGEVIEW = "/api/ingest/server/pageview"
 EVENT = "/api/ingest/server/event"
@@ -182,9 +183,7 @@ def test_a_tokens_share_frees_up_exactly_as_its_entries_are_acknowledged(
 
 def fill(client: redis.Redis, lane: Lane, count: int, token: str = "t1") -> list[str]:
     stream = LANE_KEYS[lane].stream
-    return [
-        client.xadd(stream, {keys.ENVELOPE_FIELD: b"{}", keys.TOKEN_FIELD: token}).decode() for _ in range(count)
-    ]
+    return [client.xadd(stream, {keys.ENVELOPE_FIELD: b"{}", keys.TOKEN_FIELD: token}).decode() for _ in range(count)]
 
 
 def claimed_lanes(queue: BatchQueue, claims: int) -> list[str]:
@@ -290,7 +289,7 @@ def test_a_dead_letter_is_requeued_to_the_lane_it_came_from(real_redis: redis.Re
     # The two streams make their ids independently: equal ids keep a dead letter each.
     assert sorted(dead_letters.requeue(real_redis, None)) == ["1-0", "bulk:1-0"]
     for lane in Lane:
-        (_, fields), = real_redis.xrange(LANE_KEYS[lane].stream)
+        ((_, fields),) = real_redis.xrange(LANE_KEYS[lane].stream)
         assert orjson.loads(fields[b"e"])["url"] == lane
 
 
@@ -310,10 +309,16 @@ def test_queue_figures_are_kept_per_lane(real_redis: redis.Redis) -> None:
     live, bulk = stats.lanes[Lane.LIVE], stats.lanes[Lane.BULK]
 
     assert (live.backlog.depth, live.backlog.waiting, live.backlog.added_total, live.backlog.acknowledged_total) == (
-        1, 1, 1, 0,
+        1,
+        1,
+        1,
+        0,
     )
     assert (bulk.backlog.depth, bulk.backlog.waiting, bulk.backlog.added_total, bulk.backlog.acknowledged_total) == (
-        3, 3, 5, 2,
+        3,
+        3,
+        5,
+        2,
     )
     assert live.backlog.oldest_waiting_age_seconds >= 0.2 and bulk.backlog.oldest_waiting_age_seconds >= 0.2
     assert live.added_per_second == bulk.acknowledged_per_second == 0.0

@@ -53,7 +53,11 @@ class Replays:
     def start(self, path: Path, url: str, secret: str) -> subprocess.Popen[str]:
         command = [HITSTREAM, "replay", str(path), "--url", url, "--quiet", "--endpoint", "batch", "--concurrency", "8"]
         replay = subprocess.Popen(
-            command, env={**self.env, "HITSTREAM_TOKEN": secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            env={**self.env, "HITSTREAM_TOKEN": secret},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.started.append(replay)
         return replay
@@ -133,7 +137,9 @@ class LiveStoredSampler:
 
     def _sample(self) -> None:
         with self.client.pipeline(transaction=False) as pipe:
-            first, bulk_depth = pipe.xrange(LANE_KEYS[Lane.LIVE].stream, count=1).xlen(LANE_KEYS[Lane.BULK].stream).execute()
+            first, bulk_depth = (
+                pipe.xrange(LANE_KEYS[Lane.LIVE].stream, count=1).xlen(LANE_KEYS[Lane.BULK].stream).execute()
+            )
         sampled_ms = time.time_ns() // 1_000_000
         self.samples.append((sampled_ms, int(first[0][0].split(b"-")[0]) if first else None, bulk_depth))
 

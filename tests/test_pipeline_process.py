@@ -38,9 +38,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("pipeline-data")
     geo.build_city_db(directory / "city.mmdb")
     geo.build_asn_db(directory / "asn.mmdb")
-    (directory / "referrer-spam.txt").write_text(
-        "# test list\nspam.example\nmysite.example\nblog.mysite.example\n"
-    )
+    (directory / "referrer-spam.txt").write_text("# test list\nspam.example\nmysite.example\nblog.mysite.example\n")
     (directory / "drop.txt").write_text(
         "; Spamhaus DROP List\n192.0.2.0/24 ; SBL000001\n2001:db8:bad::/48 ; SBL000002\n"
     )
@@ -93,7 +91,9 @@ def dropped(pipeline: Pipeline, **overrides: object) -> DropReason:
 def test_row_carries_ids_and_exact_millisecond_times(pipeline: Pipeline) -> None:
     row = stored(pipeline)
     assert (row.site_id, row.page_id, row.session_id) == (
-        SITE_ID, "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0", "7d4f1c2a-8b3e-4f5a-9c6d-0e1f2a3b4c5d"
+        SITE_ID,
+        "2489e9ad-2ee2-4e00-8ec9-32d5f69181c0",
+        "7d4f1c2a-8b3e-4f5a-9c6d-0e1f2a3b4c5d",
     )
     assert row.timestamp == PAGE_TIME
     assert (row.received_at - row.timestamp).total_seconds() == 0.005
@@ -127,7 +127,11 @@ def test_utm_values_come_from_the_query_first_value_trimmed_empty_as_null(pipeli
         "&utm_campaign=spring+sale&utm_content=%20%20&utm_term=shoes",
     )
     assert (row.utm_source, row.utm_medium, row.utm_campaign, row.utm_term, row.utm_content) == (
-        "news", None, "spring sale", "shoes", None
+        "news",
+        None,
+        "spring sale",
+        "shoes",
+        None,
     )
 
 
@@ -161,7 +165,10 @@ def test_client_context_is_copied_and_referrer_host_normalised(pipeline: Pipelin
         pipeline,
         referrer="https://WWW.News.Example:443/story?id=1",
         language="de-CH",
-        screen_width=1920, screen_height=1080, viewport_width=1280, viewport_height=720,
+        screen_width=1920,
+        screen_height=1080,
+        viewport_width=1280,
+        viewport_height=720,
     )
     assert row.referrer == "https://WWW.News.Example:443/story?id=1"
     assert row.referrer_host == "news.example"
@@ -187,7 +194,10 @@ def test_referrer_without_a_host_has_an_empty_host(pipeline: Pipeline) -> None:
 def test_geo_and_network_from_the_databases(pipeline: Pipeline, ip: str) -> None:
     row, place = stored(pipeline, visitor_ip=ip), geo.PLACES[ip]
     assert (row.country, row.region_code, row.region_name, row.city) == (
-        place.country, place.region_code, place.region_name, place.city
+        place.country,
+        place.region_code,
+        place.region_name,
+        place.city,
     )
     assert (row.asn, row.provider) == (place.asn, place.provider)
 
@@ -452,13 +462,22 @@ def test_an_event_gets_the_pageview_enrichment_plus_its_name_and_properties(pipe
     )
     assert isinstance(row, EventRow)
     assert (row.name, row.properties) == (
-        "signup", {"plan": "pro", "seats": "3", "price": "9.5", "trial": "true", "annual": "false"}
+        "signup",
+        {"plan": "pro", "seats": "3", "price": "9.5", "trial": "true", "annual": "false"},
     )
     assert (row.site_id, row.timestamp, row.path, row.utm_source, row.referrer_host) == (
-        SITE_ID, PAGE_TIME, "/pricing", "newsletter", "news.example"
+        SITE_ID,
+        PAGE_TIME,
+        "/pricing",
+        "newsletter",
+        "news.example",
     )
     assert (row.country, row.city, row.asn, row.browser, row.device_type) == (
-        "GB", "London", geo.LONDON.asn, "Chrome", "desktop"
+        "GB",
+        "London",
+        geo.LONDON.asn,
+        "Chrome",
+        "desktop",
     )
 
 
@@ -480,8 +499,11 @@ def test_an_event_without_properties_has_an_empty_map(pipeline: Pipeline) -> Non
 @pytest.mark.parametrize(
     ("rules", "overrides", "reason"),
     [
-        ([rule("instance", ExclusionKind.PATH, "/checkout")], {"url": "https://mysite.example/checkout/pay"},
-         DropReason.INSTANCE_PATH),
+        (
+            [rule("instance", ExclusionKind.PATH, "/checkout")],
+            {"url": "https://mysite.example/checkout/pay"},
+            DropReason.INSTANCE_PATH,
+        ),
         ([rule(SITE_ID, ExclusionKind.COUNTRY, "GB")], {}, DropReason.SITE_COUNTRY),
         ([], {"referrer": "https://spam.example/"}, DropReason.SPAM_REFERRER),
     ],
@@ -519,8 +541,12 @@ def test_a_malformed_event_envelope_is_a_step_failure_naming_the_field(
 @pytest.mark.parametrize("ip", [geo.LONDON_IPV4, geo.MUNICH_IPV6])
 def test_the_finished_row_never_contains_the_visitor_ip(pipeline: Pipeline, ip: str, kind: str) -> None:
     row = stored(
-        pipeline, visitor_ip=ip, referrer="https://news.example/", language="en",
-        kind=kind, event_name="signup" if kind == "event" else None,
+        pipeline,
+        visitor_ip=ip,
+        referrer="https://news.example/",
+        language="en",
+        kind=kind,
+        event_name="signup" if kind == "event" else None,
     )
     assert not {"ip", "visitor_ip"} & {*PAGEVIEW_COLUMNS, *EVENT_COLUMNS}
     assert not [value for value in dataclasses.astuple(row) if ip in str(value)]

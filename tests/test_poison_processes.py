@@ -28,11 +28,11 @@ import orjson
 import pytest
 import redis
 
+from hitstream.replay.inputfile import file_identity, page_id_for
 from shared import keys
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.control.sites import site_for_domain
 from shared.envelope import Envelope
-from shared.replay.inputfile import file_identity, page_id_for
 from tests.procs import HITSTREAM, START_SECONDS, Processes, alter_store, drained, query_store, stored_pages, wait_until
 from tests.traffic import VISITOR_IPS, ingest_token
 from workers import dead_letters
@@ -43,9 +43,16 @@ DOMAIN = "example.com"
 def envelope(site_id: str, path: str = "/", **fields: Any) -> Envelope:
     now = int(time.time() * 1000)
     return Envelope(
-        site_id=site_id, site_domain=DOMAIN, page_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()),
-        timestamp_ms=now, received_ms=now, url=f"https://{DOMAIN}{path}", visitor_ip=VISITOR_IPS[0],
-        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0", **fields,
+        site_id=site_id,
+        site_domain=DOMAIN,
+        page_id=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        timestamp_ms=now,
+        received_ms=now,
+        url=f"https://{DOMAIN}{path}",
+        visitor_ip=VISITOR_IPS[0],
+        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        **fields,
     )
 
 
@@ -94,7 +101,9 @@ def test_rows_the_store_refuses_are_dead_lettered_and_the_batches_behind_them_st
     worker.wait_ready(real_redis)
     started = time.monotonic()
     wait_until(lambda: drained(real_redis), claim_timeout, "the queue to drain before any lease expires", interval=0.1)
-    print(f"refused rows in table {table}: 500 envelopes drained {time.monotonic() - started:.1f} s after the worker was ready")
+    print(
+        f"refused rows in table {table}: 500 envelopes drained {time.monotonic() - started:.1f} s after the worker was ready"
+    )
     assert worker.stop() == 0
 
     assert "store unavailable" not in worker.output()
@@ -112,6 +121,7 @@ def test_rows_the_store_refuses_are_dead_lettered_and_the_batches_behind_them_st
 
 def wrong_types(site: str) -> dict[str, tuple[bytes, str, str]]:
     """Stream entries that are no storable envelope -> (entry, dead-letter step, error mark)."""
+
     def entry(**changes: Any) -> bytes:
         values = orjson.loads(envelope(site).to_json())
         values.update(changes)
@@ -126,8 +136,11 @@ def wrong_types(site: str) -> dict[str, tuple[bytes, str, str]]:
         "timestamp before 1970": (entry(timestamp_ms=-86_400_000), "envelope", "timestamp_ms must be between"),
         "timestamp text": (entry(timestamp_ms="2026-01-01"), "envelope", "timestamp_ms must be an integer"),
         "url null": (entry(url=None), "envelope", "url must be a string"),
-        "nested property": (entry(kind="event", event_name="e", event_properties={"a": {"b": 1}}), "envelope",
-                            "event_properties['a'] must be a string"),
+        "nested property": (
+            entry(kind="event", event_name="e", event_properties={"a": {"b": 1}}),
+            "envelope",
+            "event_properties['a'] must be a string",
+        ),
         "unknown kind": (entry(kind="click"), "envelope", "kind must be one of"),
         # orjson reads an integer past 64 bits as a float.
         "screen_width 2**70": (entry(screen_width=2**70), "envelope", "screen_width must be an integer, not float"),
@@ -171,23 +184,38 @@ def test_a_historical_replay_spread_over_20_years_in_random_order_lands_complete
     times = [first + span * n / lines for n in range(lines)]
     random.Random(20).shuffle(times)  # every batch of 1000 spans about 240 months
     views = tmp_path / "history.ndjson"
-    views.write_bytes(b"".join(orjson.dumps({
-        "url": f"https://{DOMAIN}/archive/{n}", "timestamp": moment.isoformat().replace("+00:00", "Z"),
-        "visitor_ip": VISITOR_IPS[n % len(VISITOR_IPS)], "user_agent": "Mozilla/5.0 replay",
-    }) + b"\n" for n, moment in enumerate(times)))
+    views.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {
+                    "url": f"https://{DOMAIN}/archive/{n}",
+                    "timestamp": moment.isoformat().replace("+00:00", "Z"),
+                    "visitor_ip": VISITOR_IPS[n % len(VISITOR_IPS)],
+                    "user_agent": "Mozilla/5.0 replay",
+                }
+            )
+            + b"\n"
+            for n, moment in enumerate(times)
+        )
+    )
     store = tmp_path / "store"
     api = processes.api()
     worker = processes.worker(store, batch_size=1000, claim_timeout=120)
 
     replayed = subprocess.run(
         [HITSTREAM, "replay", str(views), "--url", api.url, "--quiet", "--endpoint", "batch"],
-        env={**hitstream_env, "HITSTREAM_TOKEN": secret}, capture_output=True, text=True, timeout=120,
+        env={**hitstream_env, "HITSTREAM_TOKEN": secret},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert replayed.returncode == 0, replayed.stderr
     assert f"accepted: {lines}" in replayed.stdout
     started = time.monotonic()
     wait_until(lambda: drained(real_redis), 240, "the replay to be stored", interval=0.2)
-    print(f"20-year replay: {lines} pageviews over 240 months stored {time.monotonic() - started:.1f} s after the replay ended")
+    print(
+        f"20-year replay: {lines} pageviews over 240 months stored {time.monotonic() - started:.1f} s after the replay ended"
+    )
     assert worker.stop() == 0
 
     identity = file_identity(views)
@@ -198,8 +226,9 @@ def test_a_historical_replay_spread_over_20_years_in_random_order_lands_complete
 
 
 def stats_pageviews(env: dict[str, str]) -> int:
-    answered = subprocess.run([HITSTREAM, "stats", "--site", DOMAIN, "--json"], env=env,
-                              capture_output=True, text=True, timeout=60)
+    answered = subprocess.run(
+        [HITSTREAM, "stats", "--site", DOMAIN, "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert answered.returncode == 0, answered.stderr
     return int(orjson.loads(answered.stdout)["pageviews"])
 
@@ -218,7 +247,9 @@ def test_a_second_worker_on_an_owned_store_exits_with_one_clear_line_and_stats_a
         second = processes.worker(store)
         assert second.process.wait(START_SECONDS) == 1
         (line,) = second.output().strip().splitlines()
-        assert line.startswith(f"Error: the chdb store at {store} is owned by another hitstream worker (pid {owner.pid})")
+        assert line.startswith(
+            f"Error: the chdb store at {store} is owned by another hitstream worker (pid {owner.pid})"
+        )
     send(real_redis, [item.to_json() for item in sent[100:]])
     wait_until(lambda: drained(real_redis), 60, "the owner to store everything")
     assert stats_pageviews({**hitstream_env, "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}"}) == 300

@@ -26,9 +26,17 @@ from tests.traffic import VISITOR_IPS, ingest_token, post_pageviews
 def poison(site_id: str) -> Envelope:
     """An envelope whose URL breaks the pipeline's url step: it becomes a dead letter."""
     now = int(time.time() * 1000)
-    return Envelope(site_id=site_id, site_domain="example.com", page_id=str(uuid.uuid4()),
-                    session_id=str(uuid.uuid4()), timestamp_ms=now, received_ms=now, url="http://[::1/x",
-                    visitor_ip=VISITOR_IPS[2], user_agent="Mozilla/5.0 poison")
+    return Envelope(
+        site_id=site_id,
+        site_domain="example.com",
+        page_id=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        timestamp_ms=now,
+        received_ms=now,
+        url="http://[::1/x",
+        visitor_ip=VISITOR_IPS[2],
+        user_agent="Mozilla/5.0 poison",
+    )
 
 
 def test_no_visitor_ip_or_token_anywhere_after_the_suite(
@@ -45,8 +53,9 @@ def test_no_visitor_ip_or_token_anywhere_after_the_suite(
 
     needles = [*VISITOR_IPS, secret]
     # Positive control: the scanner finds the IPs where they legitimately are, the queue.
-    assert set(VISITOR_IPS) <= {finding.rsplit(": ", 1)[1]
-                                for finding in scan_redis(real_redis, needles, include_stream=True)}
+    assert set(VISITOR_IPS) <= {
+        finding.rsplit(": ", 1)[1] for finding in scan_redis(real_redis, needles, include_stream=True)
+    }
 
     worker = processes.worker(tmp_path / "store", **debug)
     wait_until(lambda: real_redis.xlen(keys.STREAM) == 0, 60, "the worker to drain the queue", interval=0.1)
@@ -59,6 +68,8 @@ def test_no_visitor_ip_or_token_anywhere_after_the_suite(
     for store in ARTIFACTS.stores:
         if store.exists():
             findings += scan_store(store, needles)
-    print(f"\nprivacy scan: {len(ARTIFACTS.logs)} logs and metrics pages, {len(ARTIFACTS.stores)} stores, "
-          f"{len(real_redis.keys())} Redis keys searched for {len(needles)} strings")
+    print(
+        f"\nprivacy scan: {len(ARTIFACTS.logs)} logs and metrics pages, {len(ARTIFACTS.stores)} stores, "
+        f"{len(real_redis.keys())} Redis keys searched for {len(needles)} strings"
+    )
     assert findings == []

@@ -9,12 +9,14 @@ import redis
 from click.testing import CliRunner
 from rq import Queue
 
+from hitstream.main import cli
 from shared import keys
-from shared.cli import cli
+from shared.backlog import queue_backlog
+from shared.keys import BATCH_QUEUE
 from shared.lanes import Lane
-from shared.queue_stats import BATCH_QUEUE, collect_queue_stats, queue_backlog
 from workers.dispatcher import Dispatcher, jobs_wanted
 from workers.queue import BatchQueue
+from workers.queue_stats import collect_queue_stats
 
 
 def fill(client: redis.Redis, count: int) -> None:

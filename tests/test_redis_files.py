@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from hitstream.redis_server import RedisServer
 from shared import keys
-from shared.redis_server import RedisServer
 from tests.ports import free_port
 from tests.procs import Processes, stored_pages, wait_until
 from tests.traffic import VISITOR_IPS, exact_count, ingest_token, post_pageviews
@@ -78,8 +78,9 @@ def files_with_ips(server: RedisServer) -> dict[str, list[str]]:
 def wait_for_background_saves(client: redis.Redis) -> None:
     def idle() -> bool:
         state = client.info("persistence")
-        return not (state["rdb_bgsave_in_progress"] or state["aof_rewrite_in_progress"]
-                    or state["aof_rewrite_scheduled"])
+        return not (
+            state["rdb_bgsave_in_progress"] or state["aof_rewrite_in_progress"] or state["aof_rewrite_scheduled"]
+        )
 
     wait_until(idle, 60, "Redis's background saves to finish", interval=0.1)
 
@@ -114,10 +115,16 @@ def test_no_file_of_redis_holds_a_visitor_ip_after_processing_and_the_rewrite(
     worker = processes.worker(tmp_path / "store", **settings, **worker_settings)
     wait_until(lambda: client.xlen(keys.STREAM) == 0, 120, "the worker to process every pageview", interval=0.1)
     drained = time.monotonic()
-    wait_until(lambda: not files_with_ips(files_redis), FILES_CLEAN_SECONDS,
-               "Redis's files to hold no visitor IP", interval=0.2)
-    print(f"\nFIGURES redis files clean {time.monotonic() - drained:.1f} s after the queue drained "
-          f"({request.node.callspec.params['files_redis']})")
+    wait_until(
+        lambda: not files_with_ips(files_redis),
+        FILES_CLEAN_SECONDS,
+        "Redis's files to hold no visitor IP",
+        interval=0.2,
+    )
+    print(
+        f"\nFIGURES redis files clean {time.monotonic() - drained:.1f} s after the queue drained "
+        f"({request.node.callspec.params['files_redis']})"
+    )
 
     assert worker.stop() == 0
     assert "dump.rdb" in {path.name for path in data_files(files_redis)}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from hitstream.redis_server import RedisServer
 from shared import keys
-from shared.redis_server import RedisServer
 from tests.ports import free_port
 from tests.procs import wait_until
 from workers.redis_rewrite import CHECK_SECONDS, RewriteTrigger

@@ -16,8 +16,8 @@ import orjson
 import pytest
 import redis
 
+from hitstream.redis_server import RedisServer
 from shared import keys
-from shared.redis_server import RedisServer
 from tests.ports import free_port
 from tests.procs import HITSTREAM, Processes
 
@@ -167,8 +167,9 @@ def test_a_redis_that_hides_its_settings_is_warned_about_not_refused(
     assert 'hitstream_queue_depth{lane="live"} 0.0' in metrics, "the queue figure does not depend on INFO"
 
 
-@pytest.mark.parametrize("arguments", [["worker"], ["dead-letters", "list"], ["sites", "add", "example.com"],
-                                       ["tokens", "list"]])
+@pytest.mark.parametrize(
+    "arguments", [["worker"], ["dead-letters", "list"], ["sites", "add", "example.com"], ["tokens", "list"]]
+)
 def test_a_redis_that_does_not_answer_is_one_line_not_a_traceback(
     hitstream_env: dict[str, str], arguments: list[str]
 ) -> None:

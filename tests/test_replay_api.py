@@ -18,9 +18,9 @@ import orjson
 import pytest
 import redis
 
+from hitstream.replay.inputfile import file_identity, page_id_for
 from shared import keys
 from shared.envelope import Envelope
-from shared.replay.inputfile import file_identity, page_id_for
 from tests.procs import HITSTREAM, Processes
 from tests.traffic import ingest_token
 
@@ -34,9 +34,12 @@ BAD_LINES = {  # line -> (status, message) in the rejects file
 
 
 def pageview_line(line: int) -> bytes:
-    body = {"url": f"https://example.com/page/{line}?utm_source=replay",
-            "timestamp": "2025-10-10T10:00:00Z", "visitor_ip": f"198.51.100.{line % 250 + 1}",
-            "user_agent": "Mozilla/5.0 replay-test"}
+    body = {
+        "url": f"https://example.com/page/{line}?utm_source=replay",
+        "timestamp": "2025-10-10T10:00:00Z",
+        "visitor_ip": f"198.51.100.{line % 250 + 1}",
+        "user_agent": "Mozilla/5.0 replay-test",
+    }
     if line == 100:
         body["url"] = "example.com/no-scheme"
     elif line == 700:
@@ -91,8 +94,10 @@ def test_replay_with_429s_killed_and_resumed_sends_every_line_once(
     assert f"rejected: {len(BAD_LINES)}" in finished.stdout
     assert "retried requests" in finished.stdout and "429" in finished.stdout
 
-    page_ids = [Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()]).page_id
-                for _, fields in real_redis.xrange(keys.BULK_STREAM)]
+    page_ids = [
+        Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()]).page_id
+        for _, fields in real_redis.xrange(keys.BULK_STREAM)
+    ]
     identity = file_identity(views)
     expected = {page_id_for(identity, n) for n in range(1, LINES + 1) if n not in BAD_LINES}
     assert sorted(page_ids) == sorted(expected)  # every valid line queued exactly once
@@ -107,7 +112,7 @@ COMBINED_LOG = [
     '203.0.113.9 - - [10/Oct/2025:13:56:01 +0000] "GET /app.css HTTP/1.1" 200 512 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
     '2001:db8::42 - - [10/Oct/2025:13:57:00 +0000] "GET /docs HTTP/2.0" 200 900 "-" "curl/8.5.0"',
     '203.0.113.9 - - [10/Oct/2025:13:58:10 +0000] "GET /old HTTP/1.1" 301 0 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
-    'this is not a log line',
+    "this is not a log line",
     '203.0.113.9 - - [10/Oct/2025:13:59:00 +0000] "GET /blog HTTP/1.1" 200 4000 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
     '203.0.113.9 - - [10/Oct/2025:15:00:00 +0000] "GET /blog/2 HTTP/1.1" 200 4000 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
 ]
@@ -119,15 +124,28 @@ def test_combined_gzip_log_replays_through_the_real_batch_endpoint_with_sessions
     secret = ingest_token(real_redis, bulk=True)
     log = tmp_path / "access.log.gz"
     log.write_bytes(gzip.compress(("\n".join(COMBINED_LOG) + "\n").encode()))
-    command = [HITSTREAM, "replay", "--format", "combined", str(log), "--site-url", "https://example.com",
-               "--url", api_url, "--quiet", "--sessions"]
-    finished = subprocess.run(command, env={**hitstream_env, "HITSTREAM_TOKEN": secret},
-                              capture_output=True, text=True, timeout=60)
+    command = [
+        HITSTREAM,
+        "replay",
+        "--format",
+        "combined",
+        str(log),
+        "--site-url",
+        "https://example.com",
+        "--url",
+        api_url,
+        "--quiet",
+        "--sessions",
+    ]
+    finished = subprocess.run(
+        command, env={**hitstream_env, "HITSTREAM_TOKEN": secret}, capture_output=True, text=True, timeout=60
+    )
     assert finished.returncode == 0, finished.stderr
     assert "accepted: 4" in finished.stdout
 
-    envelopes = [Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()])
-                 for _, fields in real_redis.xrange(keys.BULK_STREAM)]
+    envelopes = [
+        Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()]) for _, fields in real_redis.xrange(keys.BULK_STREAM)
+    ]
     by_path = {e.url.removeprefix("https://example.com"): e for e in envelopes}
     assert sorted(by_path) == ["/blog", "/blog/2", "/docs", "/pricing?utm_source=ads"]
     assert by_path["/docs"].visitor_ip == "2001:db8::42"

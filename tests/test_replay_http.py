@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shared.replay.cli import replay
-from shared.replay.sender import Batch, Sender
+from hitstream.commands.replay import replay
+from hitstream.replay.sender import Batch, Sender
 
 TOKEN = "secret-token"
 
@@ -41,10 +41,12 @@ class StubIngest:
         self.accepted: list[dict] = []
         self.busy_at: list[float] = []
         self.requests = 0
-        self.app = Starlette(routes=[
-            Route("/api/ingest/server/pageview", self.single, methods=["POST"]),
-            Route("/api/ingest/server/pageviews", self.batch, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/api/ingest/server/pageview", self.single, methods=["POST"]),
+                Route("/api/ingest/server/pageviews", self.batch, methods=["POST"]),
+            ]
+        )
 
     def _busy(self, request: Request) -> Response | None:
         self.requests += 1
@@ -132,7 +134,9 @@ def test_batch_answers_each_item_by_index(serve) -> None:
     url = serve(StubIngest())
     answers, _ = send(url, [{"url": "https://example.com/"}, {"url": "bad"}], batch=True)
     assert [(a.line, a.status, a.message) for a in answers] == [
-        (1, 202, ""), (2, 400, "url must be an absolute http or https URL")]
+        (1, 202, ""),
+        (2, 400, "url must be an absolute http or https URL"),
+    ]
     answers, _ = send(url, [{"url": "bad"}], batch=True)  # all rejected: 400 with the same body
     assert [(a.line, a.status) for a in answers] == [(1, 400)]
 
@@ -180,9 +184,7 @@ def test_connection_errors_back_off_until_the_server_answers(serve, tmp_path: Pa
     assert retries["connection error (ClientConnectorError)"] >= 2
 
 
-LOG = (
-    '203.0.113.{n} - - [10/Oct/2025:10:{m:02d}:00 +0000] "GET /p/{n} HTTP/1.1" 200 1 "-" "UA {n}"\n'
-)
+LOG = '203.0.113.{n} - - [10/Oct/2025:10:{m:02d}:00 +0000] "GET /p/{n} HTTP/1.1" 200 1 "-" "UA {n}"\n'
 
 
 def test_combined_log_replays_through_the_batch_endpoint_and_resumes(serve, tmp_path: Path) -> None:
@@ -193,20 +195,34 @@ def test_combined_log_replays_through_the_batch_endpoint_and_resumes(serve, tmp_
     lines[9] = "garbage\n"
     lines[19] = lines[19].replace("/p/20", "/p/20.css")
     log.write_text("".join(lines))
-    args = [str(log), "--format", "combined", "--site-url", "https://example.com", "--url", url,
-            "--token", TOKEN, "--batch-size", "7", "--concurrency", "3", "--sessions"]
+    args = [
+        str(log),
+        "--format",
+        "combined",
+        "--site-url",
+        "https://example.com",
+        "--url",
+        url,
+        "--token",
+        TOKEN,
+        "--batch-size",
+        "7",
+        "--concurrency",
+        "3",
+        "--sessions",
+    ]
 
     result = CliRunner().invoke(replay, args)
     assert result.exit_code == 0, result.output
     assert "accepted: 38" in result.output
     assert "rejected: 1" in result.output and "not sent  not a combined log line" in result.output
     assert "asset .css" in result.output and "retried requests: 1 (429: 1)" in result.output
-    assert sorted(int(b["url"].rsplit("/", 1)[1]) for b in stub.accepted) == sorted(
-        set(range(1, 41)) - {10, 20})
+    assert sorted(int(b["url"].rsplit("/", 1)[1]) for b in stub.accepted) == sorted(set(range(1, 41)) - {10, 20})
     assert len({b["page_id"] for b in stub.accepted}) == 38
     assert len({b["session_id"] for b in stub.accepted}) == 38  # one visitor per IP
     assert (tmp_path / "access.log.rejects.ndjson").read_text() == (
-        '{"line":10,"status":null,"message":"not a combined log line"}\n')
+        '{"line":10,"status":null,"message":"not a combined log line"}\n'
+    )
 
     # Everything is done: running again sends nothing and keeps the rejects file.
     result = CliRunner().invoke(replay, args)
@@ -235,12 +251,15 @@ def test_resume_refuses_a_changed_file_or_options(serve, tmp_path: Path) -> None
     assert result.exit_code == 1 and "different input file" in result.output
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--format", "combined"], "--format combined needs --site-url"),
-    (["--format", "combined", "--site-url", "example.com"], "--site-url"),
-    (["--sessions"], "apply to --format combined only"),
-    (["--format", "combined", "--site-url", "https://e.com", "--statuses", "2xx"], "--statuses"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "combined"], "--format combined needs --site-url"),
+        (["--format", "combined", "--site-url", "example.com"], "--site-url"),
+        (["--sessions"], "apply to --format combined only"),
+        (["--format", "combined", "--site-url", "https://e.com", "--statuses", "2xx"], "--statuses"),
+    ],
+)
 def test_bad_options_are_named(tmp_path: Path, args: list[str], message: str) -> None:
     views = tmp_path / "views.log"
     views.write_text("\n")
@@ -252,10 +271,9 @@ def test_sigterm_saves_the_journal_and_the_next_run_finishes(serve, tmp_path: Pa
     stub = StubIngest(delay=0.01)
     url = serve(stub)
     views = tmp_path / "views.ndjson"
-    views.write_bytes(b"".join(orjson.dumps({"url": f"https://example.com/{n}"}) + b"\n"
-                              for n in range(1, 601)))
+    views.write_bytes(b"".join(orjson.dumps({"url": f"https://example.com/{n}"}) + b"\n" for n in range(1, 601)))
     args = [str(views), "--url", url, "--token", TOKEN, "--quiet", "--concurrency", "4"]
-    hitstream = [sys.executable, "-c", "from shared.cli import main; main()", "replay"]
+    hitstream = [sys.executable, "-m", "hitstream", "replay"]
     process = subprocess.Popen([*hitstream, *args], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while len(stub.accepted) < 100 and time.monotonic() < deadline:

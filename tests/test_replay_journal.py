@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.replay.journal import Journal, SavedState, StateMismatch, load_state, save_state
-from shared.replay.rejects import RejectsFile
+from hitstream.replay.journal import Journal, SavedState, StateMismatch, load_state, save_state
+from hitstream.replay.rejects import RejectsFile
 
 
 def test_watermark_advances_only_over_contiguous_done_lines() -> None:

@@ -7,24 +7,35 @@ from pathlib import Path
 
 import pytest
 
-from shared.replay.combined import LogFilter, read_combined
-from shared.replay.csvfile import read_csv
-from shared.replay.ndjson import read_ndjson
-from shared.replay.records import Malformed, Pageview, ReplayInputError, Skipped
-from shared.replay.sessions import Sessionizer
+from hitstream.replay.combined import LogFilter, read_combined
+from hitstream.replay.csvfile import read_csv
+from hitstream.replay.ndjson import read_ndjson
+from hitstream.replay.records import Malformed, Pageview, ReplayInputError, Skipped
+from hitstream.replay.sessions import Sessionizer
 
 SITE = "https://example.com"
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
 
 
-def log_line(ip: str = "203.0.113.7", when: str = "10/Oct/2025:13:55:36 +0200",
-             request: str = "GET /pricing?plan=pro HTTP/1.1", status: int = 200,
-             referrer: str = "https://search.example/?q=x", agent: str = UA) -> str:
+def log_line(
+    ip: str = "203.0.113.7",
+    when: str = "10/Oct/2025:13:55:36 +0200",
+    request: str = "GET /pricing?plan=pro HTTP/1.1",
+    status: int = 200,
+    referrer: str = "https://search.example/?q=x",
+    agent: str = UA,
+) -> str:
     return f'{ip} - frank [{when}] "{request}" {status} 2326 "{referrer}" "{agent}"'
 
 
-def combined(tmp_path: Path, lines: list[str], *, compress: bool = False,
-             sessions: bool = False, log_filter: LogFilter = LogFilter()) -> list:
+def combined(
+    tmp_path: Path,
+    lines: list[str],
+    *,
+    compress: bool = False,
+    sessions: bool = False,
+    log_filter: LogFilter = LogFilter(),
+) -> list:
     data = ("\n".join(lines) + "\n").encode()
     path = tmp_path / ("access.log.gz" if compress else "access.log")
     path.write_bytes(gzip.compress(data) if compress else data)
@@ -33,13 +44,16 @@ def combined(tmp_path: Path, lines: list[str], *, compress: bool = False,
 
 def test_combined_line_becomes_pageview(tmp_path: Path) -> None:
     [result] = combined(tmp_path, [log_line()])
-    assert result == Pageview(1, {
-        "url": "https://example.com/pricing?plan=pro",
-        "timestamp": "2025-10-10T13:55:36+02:00",
-        "visitor_ip": "203.0.113.7",
-        "user_agent": UA,
-        "referrer": "https://search.example/?q=x",
-    })
+    assert result == Pageview(
+        1,
+        {
+            "url": "https://example.com/pricing?plan=pro",
+            "timestamp": "2025-10-10T13:55:36+02:00",
+            "visitor_ip": "203.0.113.7",
+            "user_agent": UA,
+            "referrer": "https://search.example/?q=x",
+        },
+    )
 
 
 def test_combined_ipv6_gzip_and_absent_referrer(tmp_path: Path) -> None:
@@ -50,16 +64,19 @@ def test_combined_ipv6_gzip_and_absent_referrer(tmp_path: Path) -> None:
 
 
 def test_combined_keeps_only_page_requests(tmp_path: Path) -> None:
-    results = combined(tmp_path, [
-        log_line(request="GET /style.css HTTP/1.1"),
-        log_line(request="GET /img/Logo.PNG?v=3 HTTP/2.0"),
-        log_line(status=301),
-        log_line(status=404),
-        log_line(request="POST /login HTTP/1.1"),
-        log_line(agent="-"),
-        log_line(request="GET /docs/v1.2/ HTTP/1.1"),
-        "",
-    ])
+    results = combined(
+        tmp_path,
+        [
+            log_line(request="GET /style.css HTTP/1.1"),
+            log_line(request="GET /img/Logo.PNG?v=3 HTTP/2.0"),
+            log_line(status=301),
+            log_line(status=404),
+            log_line(request="POST /login HTTP/1.1"),
+            log_line(agent="-"),
+            log_line(request="GET /docs/v1.2/ HTTP/1.1"),
+            "",
+        ],
+    )
     assert results == [
         Skipped(1, "asset .css"),
         Skipped(2, "asset .png"),
@@ -74,23 +91,26 @@ def test_combined_keeps_only_page_requests(tmp_path: Path) -> None:
 
 
 def test_combined_filters_are_configurable(tmp_path: Path) -> None:
-    log_filter = LogFilter(methods=frozenset({"GET", "POST"}), statuses=frozenset({200, 301}),
-                           skip_extensions=frozenset())
-    results = combined(tmp_path, [log_line(request="POST /a.css HTTP/1.1", status=301)],
-                       log_filter=log_filter)
+    log_filter = LogFilter(
+        methods=frozenset({"GET", "POST"}), statuses=frozenset({200, 301}), skip_extensions=frozenset()
+    )
+    results = combined(tmp_path, [log_line(request="POST /a.css HTTP/1.1", status=301)], log_filter=log_filter)
     assert [type(r) for r in results] == [Pageview]
 
 
 def test_combined_malformed_lines_are_rejected_with_reason(tmp_path: Path) -> None:
-    results = combined(tmp_path, [
-        "this is not a log line",
-        log_line(ip="crawler.example.net"),
-        log_line(when="10/Foo/2025:13:55:36 +0200"),
-        log_line(when="31/Feb/2025:13:55:36 +0200"),
-        log_line(request="\\x16\\x03\\x01"),
-        log_line(request="GET example.com HTTP/1.1"),
-        log_line(ip="999.1.1.1"),
-    ])
+    results = combined(
+        tmp_path,
+        [
+            "this is not a log line",
+            log_line(ip="crawler.example.net"),
+            log_line(when="10/Foo/2025:13:55:36 +0200"),
+            log_line(when="31/Feb/2025:13:55:36 +0200"),
+            log_line(request="\\x16\\x03\\x01"),
+            log_line(request="GET example.com HTTP/1.1"),
+            log_line(ip="999.1.1.1"),
+        ],
+    )
     assert results == [
         Malformed(1, "not a combined log line"),
         Malformed(2, "client address is not an IP address"),
@@ -115,15 +135,19 @@ def test_combined_absolute_form_target_keeps_path(tmp_path: Path) -> None:
 
 
 def test_sessions_split_after_30_minutes_and_per_visitor(tmp_path: Path) -> None:
-    results = combined(tmp_path, [
-        log_line(when="10/Oct/2025:10:00:00 +0000"),
-        log_line(when="10/Oct/2025:10:29:00 +0000"),  # 29 min later: same session
-        log_line(when="10/Oct/2025:10:58:59 +0000"),  # 29:59 after the previous: same
-        log_line(when="10/Oct/2025:11:29:00 +0000"),  # 30:01 idle: new session
-        log_line(ip="198.51.100.2", when="10/Oct/2025:11:29:00 +0000"),  # other IP
-        log_line(agent="curl/8.5", when="10/Oct/2025:11:29:30 +0000"),  # other user agent
-        log_line(when="10/Oct/2025:12:29:00 +0100"),  # line 4's instant, other zone
-    ], sessions=True)
+    results = combined(
+        tmp_path,
+        [
+            log_line(when="10/Oct/2025:10:00:00 +0000"),
+            log_line(when="10/Oct/2025:10:29:00 +0000"),  # 29 min later: same session
+            log_line(when="10/Oct/2025:10:58:59 +0000"),  # 29:59 after the previous: same
+            log_line(when="10/Oct/2025:11:29:00 +0000"),  # 30:01 idle: new session
+            log_line(ip="198.51.100.2", when="10/Oct/2025:11:29:00 +0000"),  # other IP
+            log_line(agent="curl/8.5", when="10/Oct/2025:11:29:30 +0000"),  # other user agent
+            log_line(when="10/Oct/2025:12:29:00 +0100"),  # line 4's instant, other zone
+        ],
+        sessions=True,
+    )
     ids = [r.body["session_id"] for r in results]
     assert ids[0] == ids[1] == ids[2]
     assert ids[3] != ids[0]
@@ -169,11 +193,27 @@ def test_csv_records_typed_like_the_json_body(tmp_path: Path) -> None:
         ",,,,,,\n"
     )
     assert list(read_csv(path)) == [
-        Pageview(2, {"url": "https://example.com/", "timestamp": "2025-10-10T10:00:00Z",
-                     "visitor_ip": "203.0.113.7", "user_agent": "UA", "screen_width": 1920,
-                     "dnt": False}),
-        Pageview(3, {"url": "https://example.com/a,b", "timestamp": "2025-10-10T10:00:00Z",
-                     "visitor_ip": "203.0.113.7", "user_agent": "multi\nline", "dnt": True}),
+        Pageview(
+            2,
+            {
+                "url": "https://example.com/",
+                "timestamp": "2025-10-10T10:00:00Z",
+                "visitor_ip": "203.0.113.7",
+                "user_agent": "UA",
+                "screen_width": 1920,
+                "dnt": False,
+            },
+        ),
+        Pageview(
+            3,
+            {
+                "url": "https://example.com/a,b",
+                "timestamp": "2025-10-10T10:00:00Z",
+                "visitor_ip": "203.0.113.7",
+                "user_agent": "multi\nline",
+                "dnt": True,
+            },
+        ),
         Malformed(5, "screen_width must be a whole number"),
         Malformed(6, "dnt must be true or false"),
         Malformed(7, "CSV record has 3 cells, the header has 7"),
@@ -181,10 +221,13 @@ def test_csv_records_typed_like_the_json_body(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize(("header", "message"), [
-    ("url,timestamp,visitor_ip,useragent", "CSV column 'useragent' is not a pageview field"),
-    ("url,timestamp,visitor_ip", "CSV header lacks the required column 'user_agent'"),
-])
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("url,timestamp,visitor_ip,useragent", "CSV column 'useragent' is not a pageview field"),
+        ("url,timestamp,visitor_ip", "CSV header lacks the required column 'user_agent'"),
+    ],
+)
 def test_csv_bad_header_names_the_column(tmp_path: Path, header: str, message: str) -> None:
     path = tmp_path / "views.csv"
     path.write_text(header + "\n")

@@ -16,16 +16,28 @@ import redis
 from click.testing import CliRunner
 from rq import Queue, SimpleWorker
 
-from shared.cli import cli
+from hitstream.main import cli
 from shared.control.sites import add_site
-from shared.queue_stats import STORE_QUEUE
+from shared.keys import STORE_QUEUE
 from tests.stores import event, pageview, utc
 from workers.records import Drop, DropReason
 from workers.store import Store, StoreUnavailable, open_store
 from workers.store.reader import read_site_stats
 
-LIST_KEYS = {"pages", "referrers", "countries", "cities", "browsers", "os", "devices",
-             "utm_sources", "utm_campaigns", "qr_codes", "providers", "events"}
+LIST_KEYS = {
+    "pages",
+    "referrers",
+    "countries",
+    "cities",
+    "browsers",
+    "os",
+    "devices",
+    "utm_sources",
+    "utm_campaigns",
+    "qr_codes",
+    "providers",
+    "events",
+}
 QR = str(uuid.uuid4())
 
 
@@ -34,35 +46,109 @@ def fill(store: Store, site_id: str) -> None:
     2 signups and 1 click in March, 1 signup in April (they count in no pageview figure)."""
     alice, bob, carol = (str(uuid.uuid4()) for _ in range(3))
     march = [
-        pageview(site_id, utc(2024, 3, 1, 9), session_id=alice, path="/", country="DE", city="Berlin",
-                 browser="Firefox", os="Linux", device_type="desktop", referrer_host="news.example.org",
-                 utm_source="newsletter", utm_campaign="spring", provider="Telekom", qr_id=QR),
-        pageview(site_id, utc(2024, 3, 1, 9, 1), session_id=alice, path="/pricing", country="DE", city="Berlin",
-                 browser="Firefox", os="Linux", device_type="desktop", provider="Telekom"),
-        pageview(site_id, utc(2024, 3, 2, 10), session_id=bob, path="/", country="FR", city="Paris",
-                 browser="Chrome", os="Windows", device_type="desktop", referrer_host="news.example.org",
-                 utm_source="newsletter", utm_campaign="spring", provider="Orange"),
-        pageview(site_id, utc(2024, 3, 2, 10, 5), session_id=bob, path="/", country="FR", city="Paris",
-                 browser="Chrome", os="Windows", device_type="desktop", provider="Orange"),
-        pageview(site_id, utc(2024, 3, 31, 23, 59), session_id=carol, path="/blog", country="DE",
-                 city="Munich", browser="Safari", os="iOS", device_type="mobile", referrer_host="search.example",
-                 utm_source="ads", provider="Telekom"),
-        pageview(site_id, utc(2024, 3, 31, 23, 59, 30), session_id=carol, path="/", country="DE",
-                 city="Munich", browser="Safari", os="iOS", device_type="mobile", provider="Telekom"),
+        pageview(
+            site_id,
+            utc(2024, 3, 1, 9),
+            session_id=alice,
+            path="/",
+            country="DE",
+            city="Berlin",
+            browser="Firefox",
+            os="Linux",
+            device_type="desktop",
+            referrer_host="news.example.org",
+            utm_source="newsletter",
+            utm_campaign="spring",
+            provider="Telekom",
+            qr_id=QR,
+        ),
+        pageview(
+            site_id,
+            utc(2024, 3, 1, 9, 1),
+            session_id=alice,
+            path="/pricing",
+            country="DE",
+            city="Berlin",
+            browser="Firefox",
+            os="Linux",
+            device_type="desktop",
+            provider="Telekom",
+        ),
+        pageview(
+            site_id,
+            utc(2024, 3, 2, 10),
+            session_id=bob,
+            path="/",
+            country="FR",
+            city="Paris",
+            browser="Chrome",
+            os="Windows",
+            device_type="desktop",
+            referrer_host="news.example.org",
+            utm_source="newsletter",
+            utm_campaign="spring",
+            provider="Orange",
+        ),
+        pageview(
+            site_id,
+            utc(2024, 3, 2, 10, 5),
+            session_id=bob,
+            path="/",
+            country="FR",
+            city="Paris",
+            browser="Chrome",
+            os="Windows",
+            device_type="desktop",
+            provider="Orange",
+        ),
+        pageview(
+            site_id,
+            utc(2024, 3, 31, 23, 59),
+            session_id=carol,
+            path="/blog",
+            country="DE",
+            city="Munich",
+            browser="Safari",
+            os="iOS",
+            device_type="mobile",
+            referrer_host="search.example",
+            utm_source="ads",
+            provider="Telekom",
+        ),
+        pageview(
+            site_id,
+            utc(2024, 3, 31, 23, 59, 30),
+            session_id=carol,
+            path="/",
+            country="DE",
+            city="Munich",
+            browser="Safari",
+            os="iOS",
+            device_type="mobile",
+            provider="Telekom",
+        ),
     ]
     april = [pageview(site_id, utc(2024, 4, 1, 0, 0, 1), session_id=carol, path="/april", country="US")]
-    other_site = [pageview(str(uuid.uuid4()), utc(2024, 3, 5), path="/elsewhere"),
-                  event(str(uuid.uuid4()), utc(2024, 3, 5), "click", {})]
-    events = [event(site_id, utc(2024, 3, 1, 9, 2), "signup", {"plan": "pro"}, session_id=alice),
-              event(site_id, utc(2024, 3, 2, 10, 1), "click", {}, session_id=bob),
-              event(site_id, utc(2024, 3, 2, 10, 2), "signup", {"plan": "free"}, session_id=bob),
-              event(site_id, utc(2024, 4, 1, 0, 1), "signup", {}, session_id=carol)]
+    other_site = [
+        pageview(str(uuid.uuid4()), utc(2024, 3, 5), path="/elsewhere"),
+        event(str(uuid.uuid4()), utc(2024, 3, 5), "click", {}),
+    ]
+    events = [
+        event(site_id, utc(2024, 3, 1, 9, 2), "signup", {"plan": "pro"}, session_id=alice),
+        event(site_id, utc(2024, 3, 2, 10, 1), "click", {}, session_id=bob),
+        event(site_id, utc(2024, 3, 2, 10, 2), "signup", {"plan": "free"}, session_id=bob),
+        event(site_id, utc(2024, 4, 1, 0, 1), "signup", {}, session_id=carol),
+    ]
     store.write_batch("b:1", march[:3], [Drop(site_id, DropReason.SPAM_REFERRER, utc(2024, 3, 1, 9))] * 2)
-    store.write_batch("b:2", march[3:] + april + other_site + events, [
-        Drop(site_id, DropReason.SPAM_REFERRER, utc(2024, 3, 1, 9, 0, 30)),
-        Drop(site_id, DropReason.SITE_CIDR, utc(2024, 3, 3)),
-        Drop(site_id, DropReason.SITE_CIDR, utc(2024, 4, 2)),
-    ])
+    store.write_batch(
+        "b:2",
+        march[3:] + april + other_site + events,
+        [
+            Drop(site_id, DropReason.SPAM_REFERRER, utc(2024, 3, 1, 9, 0, 30)),
+            Drop(site_id, DropReason.SITE_CIDR, utc(2024, 3, 3)),
+            Drop(site_id, DropReason.SITE_CIDR, utc(2024, 4, 2)),
+        ],
+    )
 
 
 def top(report: dict[str, Any], key: str) -> list[tuple[str, int]]:
@@ -128,8 +214,9 @@ def stored_site(real_redis: redis.Redis, store_dsn: str) -> str:
 
 def test_stats_command_prints_json(hitstream_env: dict[str, str], real_redis: redis.Redis) -> None:
     stored_site(real_redis, hitstream_env["HITSTREAM_CLICKHOUSE_URL"])
-    result = CliRunner().invoke(cli, ["stats", "--site", "www.Shop.example.com", "--from", "2024-03-01",
-                                      "--to", "2024-03-31", "--json"])
+    result = CliRunner().invoke(
+        cli, ["stats", "--site", "www.Shop.example.com", "--from", "2024-03-01", "--to", "2024-03-31", "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = orjson.loads(result.output)
     assert (report["pageviews"], report["visitors"], report["drops"]) == (6, 3, {"spam_referrer": 3, "site_cidr": 1})
@@ -143,8 +230,21 @@ def test_stats_command_prints_tables(hitstream_env: dict[str, str], real_redis: 
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "Pageviews  7" in lines and "Visitors   3" in lines
-    for title in ("Pages", "Referrers", "Countries", "Cities", "Browsers", "Operating systems", "Devices",
-                  "UTM sources", "UTM campaigns", "QR codes", "Providers", "Events (name)", "Dropped (reason)"):
+    for title in (
+        "Pages",
+        "Referrers",
+        "Countries",
+        "Cities",
+        "Browsers",
+        "Operating systems",
+        "Devices",
+        "UTM sources",
+        "UTM campaigns",
+        "QR codes",
+        "Providers",
+        "Events (name)",
+        "Dropped (reason)",
+    ):
         assert any(line.startswith(title) for line in lines), title
     assert any(line.split() == ["spam_referrer", "3"] for line in lines)
 

@@ -39,8 +39,13 @@ def http_store(clickhouse_http: ClickHouseHttp) -> Iterator[Store]:
 
 
 def migrate(env: dict[str, str], dsn: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HITSTREAM, "migrate"], env={**env, "HITSTREAM_CLICKHOUSE_URL": dsn},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [HITSTREAM, "migrate"],
+        env={**env, "HITSTREAM_CLICKHOUSE_URL": dsn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_migrate_over_http_twice_creates_the_schema_once_then_finds_it_up_to_date(
@@ -48,8 +53,14 @@ def test_migrate_over_http_twice_creates_the_schema_once_then_finds_it_up_to_dat
 ) -> None:
     first = migrate(hitstream_env, clickhouse_http.dsn())
     assert first.returncode == 0, first.stderr
-    assert first.stdout.split() == ["applied", "0001_create_pageviews", "applied", "0002_create_drop_counts",
-                                    "applied", "0003_create_events"]
+    assert first.stdout.split() == [
+        "applied",
+        "0001_create_pageviews",
+        "applied",
+        "0002_create_drop_counts",
+        "applied",
+        "0003_create_events",
+    ]
     second = migrate(hitstream_env, clickhouse_http.dsn())
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "schema is up to date"
@@ -70,8 +81,11 @@ def _mixed_batch() -> tuple[list, list[Drop]]:
 
 
 def _stored(server: ClickHouseHttp) -> tuple[int, int, int]:
-    return (server.query("SELECT count() FROM pageviews")[0][0], server.query("SELECT count() FROM events")[0][0],
-            server.query("SELECT sum(count) FROM drop_counts")[0][0])
+    return (
+        server.query("SELECT count() FROM pageviews")[0][0],
+        server.query("SELECT count() FROM events")[0][0],
+        server.query("SELECT sum(count) FROM drop_counts")[0][0],
+    )
 
 
 def test_a_batch_written_twice_under_its_id_is_stored_once_over_http(
@@ -98,8 +112,9 @@ def test_a_retried_batch_whose_rows_changed_is_still_stored_once_over_http(
     http_store.write_batch("b:http-changed", rows, drops)
     excluded = rows[7]  # a pageview of February, like the drops
     retried = [row for row in rows if row is not excluded]
-    http_store.write_batch("b:http-changed", retried, [*drops, Drop(excluded.site_id, DropReason.SITE_PATH,
-                                                                    excluded.timestamp)])
+    http_store.write_batch(
+        "b:http-changed", retried, [*drops, Drop(excluded.site_id, DropReason.SITE_PATH, excluded.timestamp)]
+    )
     assert _stored(clickhouse_http) == (8, 4, 3)
 
 
@@ -170,7 +185,9 @@ def test_stats_over_http_report_what_a_real_worker_stored(
     shown = subprocess.run(
         [HITSTREAM, "stats", "--site", "example.com", "--json"],
         env={**processes.env, "HITSTREAM_CLICKHOUSE_URL": clickhouse_http.dsn()},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert shown.returncode == 0, shown.stderr
     report = orjson.loads(shown.stdout)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from shared.cli import cli
+from hitstream.main import cli
 from tests.stores import query
 from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS
 from workers.store import Store, open_store
@@ -16,8 +16,19 @@ from workers.store.migrations import MIGRATIONS, migration_ddl
 
 LONG_TEXT_COLUMNS = {"path", "query", "referrer", "user_agent"}
 DIMENSIONS = {
-    "hostname", "referrer_host", "country", "region_code", "region_name", "city", "provider",
-    "browser", "browser_version", "os", "os_version", "device_type", "language",
+    "hostname",
+    "referrer_host",
+    "country",
+    "region_code",
+    "region_name",
+    "city",
+    "provider",
+    "browser",
+    "browser_version",
+    "os",
+    "os_version",
+    "device_type",
+    "language",
 }
 UTM_COLUMNS = {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"}
 
@@ -34,7 +45,7 @@ def test_migrate_applies_each_migration_once_and_records_it(store_dsn: str) -> N
 
 
 def test_pageviews_table_layout(store: Store) -> None:
-    (engine, partition_key, sorting_key, create), = query(
+    ((engine, partition_key, sorting_key, create),) = query(
         store,
         "SELECT engine, partition_key, sorting_key, create_table_query FROM system.tables"
         " WHERE database = currentDatabase() AND name = 'pageviews'",
@@ -58,7 +69,11 @@ def test_pageviews_table_layout(store: Store) -> None:
     assert {name for name in UTM_COLUMNS if types[name] == "LowCardinality(Nullable(String))"} == UTM_COLUMNS
     assert types["timestamp"] == "DateTime64(3, 'UTC')"
     assert (types["site_id"], types["page_id"], types["session_id"], types["qr_id"]) == (
-        "UUID", "UUID", "UUID", "Nullable(UUID)")
+        "UUID",
+        "UUID",
+        "UUID",
+        "Nullable(UUID)",
+    )
     assert {name for name, codec in codecs.items() if codec} == LONG_TEXT_COLUMNS
     assert {codecs[name] for name in LONG_TEXT_COLUMNS} == {"CODEC(ZSTD(3))"}
 
@@ -84,12 +99,14 @@ def test_events_table_is_laid_out_like_pageviews_plus_name_and_properties(store:
     events = columns("events")
     assert tuple(name for name, _, _ in events) == EVENT_COLUMNS
     assert events == columns("pageviews") + [
-        ("name", "LowCardinality(String)", ""), ("properties", "Map(String, String)", "")]
+        ("name", "LowCardinality(String)", ""),
+        ("properties", "Map(String, String)", ""),
+    ]
     assert not [name for name, _, _ in events if "ip" in name.split("_")], "no IP column may exist"
 
 
 def test_drop_counts_table_layout(store: Store) -> None:
-    (engine, engine_full, sorting_key), = query(
+    ((engine, engine_full, sorting_key),) = query(
         store,
         "SELECT engine, engine_full, sorting_key FROM system.tables"
         " WHERE database = currentDatabase() AND name = 'drop_counts'",
@@ -102,27 +119,40 @@ def test_drop_counts_table_layout(store: Store) -> None:
         "SELECT name, type FROM system.columns WHERE database = currentDatabase()"
         " AND table = 'drop_counts' ORDER BY position",
     )
-    assert columns == [("site_id", "UUID"), ("reason", "LowCardinality(String)"),
-                       ("minute", "DateTime('UTC')"), ("count", "UInt64")]
+    assert columns == [
+        ("site_id", "UUID"),
+        ("reason", "LowCardinality(String)"),
+        ("minute", "DateTime('UTC')"),
+        ("count", "UInt64"),
+    ]
 
 
 def test_cluster_ddl_is_replicated_and_distributed() -> None:
     ddl = "\n".join(migration_ddl("analytics"))
     assert "CREATE TABLE IF NOT EXISTS pageviews_local ON CLUSTER `analytics`" in ddl
-    assert ("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/pageviews_local',"
-            " '{replica}')") in ddl
-    assert ("ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/drop_counts_local',"
-            " '{replica}', count)") in ddl
-    assert ("CREATE TABLE IF NOT EXISTS pageviews ON CLUSTER `analytics` AS pageviews_local\n"
-            "ENGINE = Distributed('analytics', currentDatabase(), pageviews_local, cityHash64(site_id))") in ddl
-    assert ("CREATE TABLE IF NOT EXISTS drop_counts ON CLUSTER `analytics` AS drop_counts_local\n"
-            "ENGINE = Distributed('analytics', currentDatabase(), drop_counts_local, cityHash64(site_id))") in ddl
-    events_local, = [s for s in migration_ddl("analytics") if "TABLE IF NOT EXISTS events_local" in s]
+    assert ("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/pageviews_local', '{replica}')") in ddl
+    assert (
+        "ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/drop_counts_local',"
+        " '{replica}', count)"
+    ) in ddl
+    assert (
+        "CREATE TABLE IF NOT EXISTS pageviews ON CLUSTER `analytics` AS pageviews_local\n"
+        "ENGINE = Distributed('analytics', currentDatabase(), pageviews_local, cityHash64(site_id))"
+    ) in ddl
+    assert (
+        "CREATE TABLE IF NOT EXISTS drop_counts ON CLUSTER `analytics` AS drop_counts_local\n"
+        "ENGINE = Distributed('analytics', currentDatabase(), drop_counts_local, cityHash64(site_id))"
+    ) in ddl
+    (events_local,) = [s for s in migration_ddl("analytics") if "TABLE IF NOT EXISTS events_local" in s]
     assert "    name LowCardinality(String),\n    properties Map(String, String)\n)" in events_local
-    assert ("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/events_local',"
-            " '{replica}')\nPARTITION BY toYYYYMM(timestamp)\nORDER BY (site_id, timestamp)") in events_local
-    assert ("CREATE TABLE IF NOT EXISTS events ON CLUSTER `analytics` AS events_local\n"
-            "ENGINE = Distributed('analytics', currentDatabase(), events_local, cityHash64(site_id))") in ddl
+    assert (
+        "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/events_local',"
+        " '{replica}')\nPARTITION BY toYYYYMM(timestamp)\nORDER BY (site_id, timestamp)"
+    ) in events_local
+    assert (
+        "CREATE TABLE IF NOT EXISTS events ON CLUSTER `analytics` AS events_local\n"
+        "ENGINE = Distributed('analytics', currentDatabase(), events_local, cityHash64(site_id))"
+    ) in ddl
     assert "replicated_deduplication_window = 10000" in ddl
     # The migrations table is replicated to every node, not sharded.
     assert "ReplicatedMergeTree('/clickhouse/tables/{database}/schema_migrations', '{shard}-{replica}')" in ddl
@@ -133,7 +163,7 @@ def test_cluster_ddl_is_replicated_and_distributed() -> None:
 @pytest.mark.parametrize("cluster", [None, "analytics"])
 def test_every_generated_statement_is_valid_clickhouse_sql(store: Store, cluster: str | None) -> None:
     for statement in migration_ddl(cluster):
-        (formatted,), = query(store, "SELECT formatQuery({statement:String})", statement=statement)
+        ((formatted,),) = query(store, "SELECT formatQuery({statement:String})", statement=statement)
         assert formatted.startswith("CREATE TABLE IF NOT EXISTS")
 
 
@@ -152,7 +182,10 @@ def test_migrate_command_applies_then_reports_up_to_date(store_dsn: str, monkeyp
     first = CliRunner().invoke(cli, ["migrate"])
     assert first.exit_code == 0, first.output
     assert first.output.splitlines() == [
-        "applied 0001_create_pageviews", "applied 0002_create_drop_counts", "applied 0003_create_events"]
+        "applied 0001_create_pageviews",
+        "applied 0002_create_drop_counts",
+        "applied 0003_create_events",
+    ]
     second = CliRunner().invoke(cli, ["migrate"])
     assert second.output.strip() == "schema is up to date"
 

@@ -36,8 +36,11 @@ def as_written(columns: Sequence[str], stored: list[tuple[Any, ...]]) -> list[tu
     """Stored rows in the types they were written in: times in UTC, UUIDs as text."""
     return [
         tuple(
-            value.replace(tzinfo=utc(2000, 1, 1).tzinfo) if name in ("timestamp", "received_at")
-            else str(value) if isinstance(value, uuid.UUID) else value
+            value.replace(tzinfo=utc(2000, 1, 1).tzinfo)
+            if name in ("timestamp", "received_at")
+            else str(value)
+            if isinstance(value, uuid.UUID)
+            else value
             for name, value in zip(columns, stored_row)
         )
         for stored_row in stored
@@ -46,22 +49,43 @@ def as_written(columns: Sequence[str], stored: list[tuple[Any, ...]]) -> list[tu
 
 def test_every_field_round_trips(store: Store) -> None:
     row = pageview(
-        site(), utc(2024, 3, 9, 14, 5, 6, 789000), received_at=utc(2024, 3, 9, 14, 5, 7, 1000),
-        hostname="shop.example.com", path="/p/ä", query="a=1&b=2", referrer="https://news.example.org/x?y",
-        referrer_host="news.example.org", utm_source="newsletter", utm_medium="email", utm_campaign="spring",
-        utm_term="shoes", utm_content="hero", qr_id=str(uuid.uuid4()), country="DE", region_code="BY",
-        region_name="Bavaria", city="Munich", asn=3320, provider="Deutsche Telekom AG",
-        user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0", browser="Firefox", browser_version="125",
-        os="Linux", os_version="", device_type="desktop", is_bot=True, language="de-DE",
-        screen_width=2560, screen_height=1440, viewport_width=1280, viewport_height=720,
+        site(),
+        utc(2024, 3, 9, 14, 5, 6, 789000),
+        received_at=utc(2024, 3, 9, 14, 5, 7, 1000),
+        hostname="shop.example.com",
+        path="/p/ä",
+        query="a=1&b=2",
+        referrer="https://news.example.org/x?y",
+        referrer_host="news.example.org",
+        utm_source="newsletter",
+        utm_medium="email",
+        utm_campaign="spring",
+        utm_term="shoes",
+        utm_content="hero",
+        qr_id=str(uuid.uuid4()),
+        country="DE",
+        region_code="BY",
+        region_name="Bavaria",
+        city="Munich",
+        asn=3320,
+        provider="Deutsche Telekom AG",
+        user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0",
+        browser="Firefox",
+        browser_version="125",
+        os="Linux",
+        os_version="",
+        device_type="desktop",
+        is_bot=True,
+        language="de-DE",
+        screen_width=2560,
+        screen_height=1440,
+        viewport_width=1280,
+        viewport_height=720,
     )
     bare = pageview(site(), utc(2024, 3, 9, 14, 5, 6))
     store.write_batch("b:round-trip", [row, bare], [])
 
-    stored = query(
-        store,
-        f"SELECT {', '.join(PAGEVIEW_COLUMNS)} FROM pageviews ORDER BY path = '/' "
-    )
+    stored = query(store, f"SELECT {', '.join(PAGEVIEW_COLUMNS)} FROM pageviews ORDER BY path = '/' ")
     expected = [astuple(row), astuple(bare)]
     normalised = as_written(PAGEVIEW_COLUMNS, stored)
     assert normalised == expected
@@ -70,8 +94,16 @@ def test_every_field_round_trips(store: Store) -> None:
 
 def test_events_round_trip_with_their_properties_into_the_events_table(store: Store) -> None:
     signup = event(
-        site(), utc(2024, 3, 9, 14, 5, 6, 789000), "signup", {"plan": "pro", "seats": "5", "note": "ä \"quoted\""},
-        path="/join", country="DE", utm_source="newsletter", qr_id=str(uuid.uuid4()), is_bot=False, screen_width=1280,
+        site(),
+        utc(2024, 3, 9, 14, 5, 6, 789000),
+        "signup",
+        {"plan": "pro", "seats": "5", "note": 'ä "quoted"'},
+        path="/join",
+        country="DE",
+        utm_source="newsletter",
+        qr_id=str(uuid.uuid4()),
+        is_bot=False,
+        screen_width=1280,
     )
     bare = event(site(), utc(2024, 3, 9, 14, 5, 7), "click", {})
     view = pageview(signup.site_id, utc(2024, 3, 9, 14, 5, 5), path="/pricing")
@@ -101,7 +133,9 @@ def test_retried_mixed_batch_is_stored_once_in_both_tables(store: Store) -> None
 def test_a_batch_without_events_does_not_insert_into_the_events_table(store: Store) -> None:
     store.write_batch("b:pageviews-only", [pageview(site(), utc(2024, 5, 1))], [])
     assert count_rows(store) == 1
-    assert query(store, "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'events'") == [(0,)]
+    assert query(store, "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'events'") == [
+        (0,)
+    ]
 
 
 def test_drops_are_counted_per_site_reason_and_minute(store: Store) -> None:
@@ -116,15 +150,16 @@ def test_drops_are_counted_per_site_reason_and_minute(store: Store) -> None:
     store.write_batch("b:drops", [], drops)
     rows = query(
         store,
-        "SELECT toString(site_id), reason, toString(minute), sum(count) FROM drop_counts"
-        " GROUP BY ALL ORDER BY ALL",
+        "SELECT toString(site_id), reason, toString(minute), sum(count) FROM drop_counts GROUP BY ALL ORDER BY ALL",
     )
-    assert sorted(rows) == sorted([
-        (first, "spam_referrer", "2024-05-01 10:00:00", 2),
-        (first, "spam_referrer", "2024-05-01 10:01:00", 1),
-        (first, "site_path", "2024-05-01 10:00:00", 1),
-        (second, "spam_referrer", "2024-05-01 10:00:00", 1),
-    ])
+    assert sorted(rows) == sorted(
+        [
+            (first, "spam_referrer", "2024-05-01 10:00:00", 2),
+            (first, "spam_referrer", "2024-05-01 10:01:00", 1),
+            (first, "site_path", "2024-05-01 10:00:00", 1),
+            (second, "spam_referrer", "2024-05-01 10:00:00", 1),
+        ]
+    )
     # One row per (site, reason, minute) went in, not one per drop.
     assert count_rows(store, "drop_counts") == 4
 
@@ -154,7 +189,9 @@ def test_retried_batch_spanning_two_months_is_stored_once(store: Store) -> None:
     assert sorted(partitions) == [("202401",), ("202402",)]
     store.write_batch("b:two-months", rows, [])
     assert query(store, "SELECT toYYYYMM(timestamp), count() FROM pageviews GROUP BY 1 ORDER BY 1") == [
-        (202401, 5_000), (202402, 5_000)]
+        (202401, 5_000),
+        (202402, 5_000),
+    ]
 
 
 def test_retried_drop_counts_are_stored_once(store: Store) -> None:
@@ -217,10 +254,16 @@ def test_rejected_insert_raises_store_unavailable(store_dsn: str) -> None:
 def test_chdb_path_open_in_another_process_raises_store_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "owned"
     owner = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, clickhouse_connect; client = clickhouse_connect.get_client(dsn=f'chdb://{sys.argv[1]}');"
-         " print('open', flush=True); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, clickhouse_connect; client = clickhouse_connect.get_client(dsn=f'chdb://{sys.argv[1]}');"
+            " print('open', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert owner.stdout is not None and owner.stdout.readline().strip() == "open"
@@ -297,8 +340,12 @@ def test_refused_rows_are_isolated_with_the_stores_error_and_the_rest_stored_onc
 
 def test_refused_drop_counts_name_every_drop_counted_in_them(store: Store) -> None:
     good, bad = site(), "not-a-uuid"
-    drops = [Drop(good, DropReason.SITE_PATH, utc(2024, 1, 1, 10))] * 3 + [Drop(bad, DropReason.SITE_PATH, utc(2024, 1, 1, 10))] * 2
-    refusals = store.write_batch("b:drops", [pageview(good, utc(2024, 1, 1))], [drops[0], drops[3], *drops[1:3], drops[4]])
+    drops = [Drop(good, DropReason.SITE_PATH, utc(2024, 1, 1, 10))] * 3 + [
+        Drop(bad, DropReason.SITE_PATH, utc(2024, 1, 1, 10))
+    ] * 2
+    refusals = store.write_batch(
+        "b:drops", [pageview(good, utc(2024, 1, 1))], [drops[0], drops[3], *drops[1:3], drops[4]]
+    )
     assert sorted(refusals.drops) == [1, 4] and not refusals.rows
     assert all("Code: 376" in error for error in refusals.drops.values())
     assert query(store, "SELECT sum(count) FROM drop_counts") == [(3,)] and count_rows(store) == 1

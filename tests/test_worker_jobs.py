@@ -13,7 +13,7 @@ from rq import Queue
 from shared import keys
 from shared.config import Settings
 from shared.envelope import Envelope
-from shared.queue_stats import BATCH_QUEUE
+from shared.keys import BATCH_QUEUE
 from workers import dead_letters, jobs, runtime
 from workers.pipeline import StepFailed
 from workers.queue import BatchQueue
@@ -47,8 +47,9 @@ class StandInPipeline:
             return Drop(env.site_id, DropReason.SITE_PATH, moment)
         if env.url.endswith("/poison"):
             raise StepFailed("url", f"cannot parse request from {env.visitor_ip}")
-        return PageviewRow(site_id=env.site_id, timestamp=moment, received_at=moment, page_id=env.page_id,
-                           session_id=env.session_id)
+        return PageviewRow(
+            site_id=env.site_id, timestamp=moment, received_at=moment, page_id=env.page_id, session_id=env.session_id
+        )
 
 
 class StandInStore:
@@ -68,10 +69,13 @@ class StandInStore:
             rows={n: "Code: 469. VIOLATED_CONSTRAINT" for n, row in enumerate(rows) if row.page_id in self.refused},
             drops={n: "Code: 376. CANNOT_PARSE_UUID" for n, drop in enumerate(drops) if drop.site_id in self.refused},
         )
-        self.batches.setdefault(batch_id, (
-            [row for n, row in enumerate(rows) if n not in refusals.rows],
-            [drop for n, drop in enumerate(drops) if n not in refusals.drops],
-        ))
+        self.batches.setdefault(
+            batch_id,
+            (
+                [row for n, row in enumerate(rows) if n not in refusals.rows],
+                [drop for n, drop in enumerate(drops) if n not in refusals.drops],
+            ),
+        )
         return refusals
 
     def page_ids(self) -> list[str]:
@@ -102,7 +106,7 @@ def test_batch_is_stored_then_acknowledged(real_redis: redis.Redis, store: Stand
 
     assert jobs.process_batch() == 3
 
-    (rows, drops), = store.batches.values()
+    ((rows, drops),) = store.batches.values()
     assert [row.page_id for row in rows] == [envelope(1).page_id, envelope(3).page_id]
     assert [drop.reason for drop in drops] == [DropReason.SITE_PATH]
     assert real_redis.xlen(keys.STREAM) == 0 and real_redis.zcard(keys.BATCH_LEASES) == 0
@@ -133,11 +137,13 @@ def test_rows_and_drops_the_store_refuses_are_dead_lettered_and_the_rest_acknowl
     assert jobs.process_batch() == 5
 
     assert store.page_ids() == [envelope(1).page_id, envelope(5).page_id]
-    (_, drops), = store.batches.values()
+    ((_, drops),) = store.batches.values()
     assert len(drops) == 1
     letters = dead_letters.list_dead_letters(real_redis)
     assert [(letter.id, letter.step, letter.error) for letter in letters] == [
-        (ids[1], "store", "Code: 469. VIOLATED_CONSTRAINT"), (ids[3], "store", "Code: 376. CANNOT_PARSE_UUID")]
+        (ids[1], "store", "Code: 469. VIOLATED_CONSTRAINT"),
+        (ids[3], "store", "Code: 376. CANNOT_PARSE_UUID"),
+    ]
     assert [letter.envelope["page_id"] for letter in letters] == [refused_row.page_id, refused_drop.page_id]
     assert all(letter.envelope["visitor_ip"] is None and IP not in letter.to_json().decode() for letter in letters)
     assert real_redis.xlen(keys.STREAM) == 0 and real_redis.zcard(keys.BATCH_LEASES) == 0
@@ -164,7 +170,7 @@ def test_store_down_too_long_releases_the_batch_for_a_retry_under_the_same_id(
         jobs.process_batch()
 
     assert real_redis.xlen(keys.STREAM) == 2 and store.batches == {}
-    (batch_id, deadline), = real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)
+    ((batch_id, deadline),) = real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)
     assert deadline == 0
     store.failures = 0
     assert jobs.process_batch() == 2

@@ -8,7 +8,6 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,14 @@ IP = "198.51.100.23"
 def envelope(path: str = "/", visitor_ip: str = IP) -> Envelope:
     now = int(time.time() * 1000)
     return Envelope(
-        site_id=SITE, site_domain="example.com", page_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()),
-        timestamp_ms=now, received_ms=now, url=f"https://example.com{path}", visitor_ip=visitor_ip,
+        site_id=SITE,
+        site_domain="example.com",
+        page_id=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        timestamp_ms=now,
+        received_ms=now,
+        url=f"https://example.com{path}",
+        visitor_ip=visitor_ip,
         user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
     )
 
@@ -55,7 +60,9 @@ def test_pageviews_drops_and_poison_records(processes: Processes, real_redis: re
     add_exclusion(real_redis, INSTANCE_SCOPE, ExclusionKind.PATH, "/private")
     kept = send(real_redis, [envelope("/a"), envelope("/b"), envelope("/privately")])
     send(real_redis, [envelope("/private"), envelope("/private/x"), envelope("/private/y")])
-    poison = real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: envelope("x").to_json().replace(b"https://example.comx", b"http://[::1/x")})
+    poison = real_redis.xadd(
+        keys.STREAM, {keys.ENVELOPE_FIELD: envelope("x").to_json().replace(b"https://example.comx", b"http://[::1/x")}
+    )
     worker = processes.worker(tmp_path / "store")
 
     wait_until(lambda: drained(real_redis), 20, "the queue to drain")

@@ -129,9 +129,15 @@ async def _post(connection: _Connection, page_id: str, body: bytes, answers: Ans
         answers.missing_retry_after += "retry-after" not in headers
 
 
-async def post_pageviews(base_url: str, secret: str, count: int, concurrency: int = 50,
-                         answers: Answers | None = None, stop: threading.Event | None = None,
-                         timeout: float = 10.0) -> Answers:
+async def post_pageviews(
+    base_url: str,
+    secret: str,
+    count: int,
+    concurrency: int = 50,
+    answers: Answers | None = None,
+    stop: threading.Event | None = None,
+    timeout: float = 10.0,
+) -> Answers:
     """Post ``count`` new pageviews over ``concurrency`` connections (until ``stop`` is set)."""
     answers = answers if answers is not None else Answers()
     address = urlsplit(base_url)
@@ -158,9 +164,7 @@ class BackgroundTraffic:
         self.answers = Answers()
         self.stop_event = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(base_url, secret, count, concurrency), daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(base_url, secret, count, concurrency), daemon=True)
         self._thread.start()
 
     def _run(self, base_url: str, secret: str, count: int, concurrency: int) -> None:
@@ -203,8 +207,10 @@ class Figures:
     unanswered_but_stored: int  # the client saw an error, yet the pageview made it
 
     def report(self) -> str:
-        line = (f"FIGURES {self.name}: sent={self.sent} accepted={self.accepted} stored={self.stored} "
-                f"duplicated={self.duplicated} lost={self.lost} unanswered_but_stored={self.unanswered_but_stored}")
+        line = (
+            f"FIGURES {self.name}: sent={self.sent} accepted={self.accepted} stored={self.stored} "
+            f"duplicated={self.duplicated} lost={self.lost} unanswered_but_stored={self.unanswered_but_stored}"
+        )
         print("\n" + line)
         return line
 

@@ -16,7 +16,7 @@ import redis
 from rq import Queue, Worker
 
 from shared import keys
-from shared.queue_stats import queue_backlog
+from shared.backlog import queue_backlog
 from workers.jobs import enqueue_batch_jobs
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from rq import Queue
 
 from shared.envelope import Envelope
-from shared.queue_stats import BATCH_QUEUE
+from shared.keys import BATCH_QUEUE
 from workers import dead_letters, runtime
 from workers.dead_letters import DeadLetter
 from workers.queue import Batch, BatchQueue

@@ -50,7 +50,10 @@ end
 # batch id, {{entry id, {field, value, ...}}, ...}}; when no batch with entries has expired,
 # {0, entries waiting in each lane...}, for the caller to pick a lane to read. Also creates
 # the groups on first use.
-_RECLAIM = _NOW_MS + _FOR_CHUNKS + """
+_RECLAIM = (
+    _NOW_MS
+    + _FOR_CHUNKS
+    + """
 local group, timeout = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local waiting = {0}
@@ -86,10 +89,13 @@ for lane = 1, #KEYS / 2 do
 end
 return waiting
 """
+)
 
 # Runs in the same MULTI right after XREADGROUP of a new batch, so a batch never exists
 # without its lease. KEYS: stream, leases. ARGV: group, batch id, claim timeout ms.
-_LEASE_NEW = _NOW_MS + """
+_LEASE_NEW = (
+    _NOW_MS
+    + """
 local stream, leases, group, batch = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 if #redis.call('XPENDING', stream, group, '-', '+', 1, batch) == 0 then
   redis.call('XGROUP', 'DELCONSUMER', stream, group, batch)
@@ -98,10 +104,13 @@ end
 redis.call('ZADD', leases, now_ms() + tonumber(ARGV[3]), batch)
 return 1
 """
+)
 
 # KEYS: the lanes' lease sets. ARGV: claim timeout ms, then per lane: the number of its
 # batch ids, the ids. Renews only leases that still exist.
-_HEARTBEAT = _NOW_MS + """
+_HEARTBEAT = (
+    _NOW_MS
+    + """
 local deadline = now_ms() + tonumber(ARGV[1])
 local at = 2
 for lane = 1, #KEYS do
@@ -112,6 +121,7 @@ for lane = 1, #KEYS do
   at = last + 1
 end
 """
+)
 
 # KEYS: stream, leases, queued-by-token hash. ARGV: group, batch id, then per token: its id
 # ('' for entries queued before lanes), the number of its entries, their ids.
@@ -224,12 +234,14 @@ class BatchQueue:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xreadgroup(keys.GROUP, batch_id, {lane_keys.stream: ">"}, count=batch_size)
             self._lease_new(
-                keys=[lane_keys.stream, lane_keys.leases], args=[keys.GROUP, batch_id, self.claim_timeout_ms], client=pipe
+                keys=[lane_keys.stream, lane_keys.leases],
+                args=[keys.GROUP, batch_id, self.claim_timeout_ms],
+                client=pipe,
             )
             read, leased = pipe.execute()
         if not leased:
             return None
-        (_, entries), = read
+        ((_, entries),) = read
         return Batch(
             id=batch_id,
             entries=[_entry(entry_id, fields) for entry_id, fields in entries],

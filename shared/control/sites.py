@@ -63,9 +63,7 @@ def site_for_domain(redis: Redis, domain: str) -> Site | None:
 
 def list_sites(redis: Redis) -> list[Site]:
     """Every site, sorted by domain."""
-    site_keys = [
-        keys.SITE.format(site_id=text(site_id)) for site_id in redis.hvals(keys.SITE_BY_DOMAIN)
-    ]
+    site_keys = [keys.SITE.format(site_id=text(site_id)) for site_id in redis.hvals(keys.SITE_BY_DOMAIN)]
     sites = [Site.from_hash(values) for values in read_hashes(redis, site_keys)]
     return sorted(sites, key=lambda site: site.domain)
 

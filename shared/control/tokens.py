@@ -113,9 +113,7 @@ def create_token(
 
 def list_tokens(redis: Redis) -> list[ApiToken]:
     """Every token (revoked and expired ones too), sorted by creation time."""
-    token_keys = [
-        keys.TOKEN.format(token_hash=text(token_hash)) for token_hash in redis.hvals(keys.TOKEN_HASH_BY_ID)
-    ]
+    token_keys = [keys.TOKEN.format(token_hash=text(token_hash)) for token_hash in redis.hvals(keys.TOKEN_HASH_BY_ID)]
     tokens = [ApiToken.from_hash(values) for values in read_hashes(redis, token_keys)]
     return sorted(tokens, key=lambda token: (token.created_at, token.id))
 

@@ -34,8 +34,10 @@ class _Reasons:
 
 
 _INSTANCE_REASONS = _Reasons(
-    DropReason.INSTANCE_CIDR, DropReason.INSTANCE_COUNTRY,
-    DropReason.INSTANCE_USER_AGENT, DropReason.INSTANCE_PATH,
+    DropReason.INSTANCE_CIDR,
+    DropReason.INSTANCE_COUNTRY,
+    DropReason.INSTANCE_USER_AGENT,
+    DropReason.INSTANCE_PATH,
 )
 _SITE_REASONS = _Reasons(
     DropReason.SITE_CIDR, DropReason.SITE_COUNTRY, DropReason.SITE_USER_AGENT, DropReason.SITE_PATH

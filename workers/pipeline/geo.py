@@ -60,7 +60,11 @@ def _open(path: Path | None, required_type: str, setting: str, fields: str) -> m
         reader.close()
         log.warning(
             "%s=%s is a %r database, not %s: %s stay empty",
-            setting, path, database_type, required_type, fields,
+            setting,
+            path,
+            database_type,
+            required_type,
+            fields,
         )
         return None
     return reader
@@ -73,16 +77,34 @@ def _open(path: Path | None, required_type: str, setting: str, fields: str) -> m
 _NOT_PUBLIC_V4 = [
     ipaddress.IPv4Network(network)
     for network in (
-        "0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/29",
-        "192.0.0.170/31", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-        "203.0.113.0/24", "240.0.0.0/4", "255.255.255.255/32",
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/29",
+        "192.0.0.170/31",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+        "255.255.255.255/32",
     )
 ]
 _NOT_PUBLIC_V6 = [
     ipaddress.IPv6Network(network)
     for network in (
-        "::1/128", "::/128", "100::/64", "2001::/23", "2001:2::/48", "2001:db8::/32", "2001:10::/28",
-        "fc00::/7", "fe80::/10",
+        "::1/128",
+        "::/128",
+        "100::/64",
+        "2001::/23",
+        "2001:2::/48",
+        "2001:db8::/32",
+        "2001:10::/28",
+        "fc00::/7",
+        "fe80::/10",
     )
 ]
 _V4_MAPPED = [ipaddress.IPv6Network(f"::ffff:{n.network_address}/{96 + n.prefixlen}") for n in _NOT_PUBLIC_V4]

@@ -3,8 +3,8 @@
 The DROP list is optional (``HITSTREAM_SPAMHAUS_DROP_FILE``) and may be in either format
 Spamhaus publishes: text (``1.2.3.0/24 ; SBL123``, comments start with ``;``) or JSON lines
 (``{"cidr": "1.2.3.0/24", "sblid": ...}``; the trailing metadata object has no ``cidr``).
-The referrer-spam list ships as package data (shared/data/referrer-spammers.txt, see
-shared/data/README.md) unless ``HITSTREAM_REFERRER_SPAM_FILE`` names a replacement. A referrer
+The referrer-spam list ships as package data (workers/data/referrer-spammers.txt, see
+workers/data/README.md) unless ``HITSTREAM_REFERRER_SPAM_FILE`` names a replacement. A referrer
 on the site's own domain or one of its subdomains is never spam.
 """
 
@@ -50,7 +50,7 @@ def load_drop_networks(path: Path) -> NetworkSet:
 def load_spam_hosts(path: Path | None) -> frozenset[str]:
     """Referrer-spam hosts, one per line (``#`` comments), from ``path`` or the bundled list."""
     if path is None:
-        text = resources.files("shared").joinpath("data/referrer-spammers.txt").read_text()
+        text = resources.files("workers").joinpath("data/referrer-spammers.txt").read_text()
         source = "bundled referrer-spammers.txt"
     else:
         text = path.read_text()

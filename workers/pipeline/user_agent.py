@@ -69,8 +69,7 @@ def _device_type(agent: UserAgent, is_bot: bool) -> str:
 def _crawler_patterns() -> ua_parser_rs.UserAgentExtractor:
     """One regex set of every crawler-user-agents pattern (case-sensitive, as its is_crawler)."""
     return ua_parser_rs.UserAgentExtractor(
-        (entry["pattern"], "crawler", None, None, None, None)
-        for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
+        (entry["pattern"], "crawler", None, None, None, None) for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
     )
 
 

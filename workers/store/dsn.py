@@ -43,7 +43,6 @@ def chdb_path_in_use(path: Path) -> bool:
     return False
 
 
-
 # The worker that owns an embedded store holds an exclusive flock on this file, inside the
 # store's directory, for its whole life. It is not chdb's own ``status`` lock: that one is
 # also held for a moment by ``hitstream migrate`` or ``hitstream stats`` (then the store is

@@ -14,7 +14,7 @@ import redis
 from rq import Queue, Worker
 from rq.results import Result
 
-from shared.queue_stats import STORE_QUEUE
+from shared.keys import STORE_QUEUE
 from workers.store.dsn import chdb_path, chdb_path_in_use
 from workers.store.stats import site_stats_job
 from workers.store.store import StoreUnavailable, open_store

@@ -40,7 +40,9 @@ def site_stats_job(site_id: str, date_from: date | None, date_to: date | None, l
     return current_store().site_stats(site_id, date_from, date_to, limit)
 
 
-def query_site_stats(client: Client, site_id: str, date_from: date | None, date_to: date | None, limit: int) -> dict[str, Any]:
+def query_site_stats(
+    client: Client, site_id: str, date_from: date | None, date_to: date | None, limit: int
+) -> dict[str, Any]:
     """Stats for one site between two UTC dates, both inclusive (None: unbounded)."""
     pageviews_filter, parameters = _site_and_dates("timestamp", site_id, date_from, date_to)
     drops_filter, _ = _site_and_dates("minute", site_id, date_from, date_to)

@@ -53,22 +53,24 @@ _event_values = attrgetter(*EVENT_COLUMNS)
 # retried: a split is safe only when the refused block can never be stored later under its
 # own token. TOO_MANY_PARTS (252) is not here: one block holds one partition, so it can only
 # mean that merges lag behind inserts (parts_to_throw_insert), which passes.
-REFUSAL_CODES: frozenset[int] = frozenset({
-    6,  # CANNOT_PARSE_TEXT
-    25,  # CANNOT_PARSE_ESCAPE_SEQUENCE
-    26,  # CANNOT_PARSE_QUOTED_STRING
-    27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    38,  # CANNOT_PARSE_DATE
-    41,  # CANNOT_PARSE_DATETIME
-    53,  # TYPE_MISMATCH
-    69,  # ARGUMENT_OUT_OF_BOUND
-    70,  # CANNOT_CONVERT_TYPE
-    72,  # CANNOT_PARSE_NUMBER
-    131,  # TOO_LARGE_STRING_SIZE
-    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
-    376,  # CANNOT_PARSE_UUID
-    469,  # VIOLATED_CONSTRAINT
-})
+REFUSAL_CODES: frozenset[int] = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        25,  # CANNOT_PARSE_ESCAPE_SEQUENCE
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        376,  # CANNOT_PARSE_UUID
+        469,  # VIOLATED_CONSTRAINT
+    }
+)
 
 
 class StoreUnavailable(Exception):
@@ -206,7 +208,10 @@ def drop_counts(drops: Sequence[Drop]) -> list[tuple[tuple[str, str, datetime, i
     for position, drop in enumerate(drops):
         key = (drop.site_id, drop.reason.value, drop.timestamp.replace(second=0, microsecond=0))
         counted.setdefault(key, []).append(position)
-    return [((site_id, reason, minute, len(positions)), positions) for (site_id, reason, minute), positions in counted.items()]
+    return [
+        ((site_id, reason, minute, len(positions)), positions)
+        for (site_id, reason, minute), positions in counted.items()
+    ]
 
 
 def _month(moment: datetime) -> int:

@@ -1,101 +1,47 @@
-"""``hitstream worker``, ``hitstream dead-letters`` and ``hitstream queue``."""
+"""``hitstream worker``, ``hitstream dead-letters`` and ``hitstream queue``.
+
+``hitstream worker`` imports the worker inside the command: the store and the pipeline load
+clickhouse-connect, Arrow and the parsers, which the other sub-commands do without.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import multiprocessing
 import os
-import signal
-from types import FrameType
 
 import click
 import orjson
 import redis
-from rq import Queue, SimpleWorker
 
 from shared.config import load_settings
-from shared.queue_stats import BATCH_QUEUE, STORE_QUEUE, collect_queue_stats
 from shared.redis_safety import check_redis, inspect_redis
 from shared.urls import redacted
 from workers import dead_letters as dead_letter_store
-from workers import runtime
-from workers.dispatcher import Dispatcher
-from workers.redis_rewrite import RewriteTrigger
-from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
-
-
-class BatchWorker(SimpleWorker):
-    """RQ's SimpleWorker (no fork per job: the store client and caches stay warm) whose warm
-    shutdown also tells a job waiting on an unavailable store to give its batch back."""
-
-    def handle_warm_shutdown_request(self) -> None:
-        runtime.shutdown_requested.set()
-        super().handle_warm_shutdown_request()
-
-
-def _open_store_early() -> None:
-    """Open and migrate the store now, so stats queries work before the first batch. A store
-    that is down is not fatal: jobs keep their batches claimed and retry until it is back."""
-    from workers.store.store import StoreUnavailable
-
-    try:
-        runtime.current_store()
-    except StoreUnavailable as error:
-        logging.getLogger(__name__).warning("store not available yet, batches will wait: %s", error)
-
-
-def run_worker_process() -> None:
-    """One worker process: migrate the store, dispatch, and work both RQ queues."""
-    settings = runtime.settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
-    client = runtime.redis_client()
-    _open_store_early()
-    runtime.pipeline()  # GeoIP readers, UA parser and spam lists loaded before the first claim
-    batch_queue = Queue(BATCH_QUEUE, connection=client)
-    dispatcher = Dispatcher(client, batch_queue, settings.batch_size)
-    rewrites = RewriteTrigger.from_settings(client, settings)
-    # The store queue carries read queries (hitstream stats); with an embedded chdb store
-    # this process is the only one that can answer them.
-    worker = BatchWorker([batch_queue, Queue(STORE_QUEUE, connection=client)], connection=client)
-    dispatcher.start()
-    rewrites.start()
-    try:
-        worker.work(logging_level=settings.log_level)
-    finally:
-        rewrites.stop()
-        dispatcher.stop()
-
-
-def _run_processes(count: int) -> None:
-    context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=run_worker_process, name=f"hitstream-worker-{i}") for i in range(count)]
-    for child in children:
-        child.start()
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                child.terminate()  # SIGTERM: a warm shutdown in the child
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
+from workers.queue_stats import collect_queue_stats
 
 
 @click.command()
-@click.option("-n", "--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes to start on this host (http:// ClickHouse only).")
+@click.option(
+    "-n",
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to start on this host (http:// ClickHouse only).",
+)
 def worker(processes: int) -> None:
     """Run RQ workers that move pageviews from the Redis stream into ClickHouse."""
+    from workers import runtime
+    from workers.process import run_processes, run_worker_process
+    from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
+
     _checked_redis().close()
     store_path = chdb_path(runtime.settings().clickhouse_url)
     if store_path is None:
         if processes == 1:
             run_worker_process()
         else:
-            _run_processes(processes)
+            run_processes(processes)
         return
     if processes > 1:
         raise click.UsageError(
@@ -185,8 +131,14 @@ def _rate(per_second: float | None) -> str:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@click.option("--rate-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              metavar="SECONDS", help="Measure the lanes' rates over this long (0: no rates).")
+@click.option(
+    "--rate-interval",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Measure the lanes' rates over this long (0: no rates).",
+)
 def queue(as_json: bool, rate_interval: float) -> None:
     """Per lane: depth, waiting, oldest waiting pageview, rates, claimed batches; then workers,
     failures, and what Redis's settings put at risk."""
@@ -194,8 +146,10 @@ def queue(as_json: bool, rate_interval: float) -> None:
     stats = collect_queue_stats(client, rate_interval)
     safety = inspect_redis(client)
     if as_json:
-        figures = {**dataclasses.asdict(stats), "redis": {**dataclasses.asdict(safety), "refusal": safety.refusal(),
-                                                          "warnings": safety.warnings()}}
+        figures = {
+            **dataclasses.asdict(stats),
+            "redis": {**dataclasses.asdict(safety), "refusal": safety.refusal(), "warnings": safety.warnings()},
+        }
         click.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
         return
     for lane, figures in stats.lanes.items():

@@ -15,7 +15,7 @@ import click
 import redis
 from redis import Redis
 
-from shared.cli import DOMAIN, ArgumentError
+from hitstream.arguments import DOMAIN, ArgumentError
 from shared.config import load_settings
 from shared.control.changes import ControlError
 from shared.control.exclusions import (
@@ -35,8 +35,8 @@ from shared.control.sites import (
     site_for_domain,
 )
 from shared.control.tokens import MAX_EXPIRES_IN_DAYS, ApiToken, create_token, list_tokens, revoke_token
-from shared.lanes import Lane
 from shared.hosts import normalise_domain
+from shared.lanes import Lane
 from shared.redis_safety import check_redis
 from shared.urls import redacted
 
@@ -56,8 +56,7 @@ class ControlGroup(click.Group):
             return super().invoke(ctx)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise click.ClickException(
-                f"Redis does not answer at {redacted(redis_url)} "
-                f"(set by HITSTREAM_REDIS_URL): {error}"
+                f"Redis does not answer at {redacted(redis_url)} (set by HITSTREAM_REDIS_URL): {error}"
             ) from None
         except redis.RedisError as error:
             raise click.ClickException(f"Redis error: {error}") from None
@@ -109,13 +108,22 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--site", "domain", type=DOMAIN, required=True, help="Domain of the site to grant the role on.")
-@click.option("--role", type=click.Choice([role.value for role in Role]), required=True,
-              help="owner and admin may ingest pageviews; editor and viewer may not.")
+@click.option(
+    "--role",
+    type=click.Choice([role.value for role in Role]),
+    required=True,
+    help="owner and admin may ingest pageviews; editor and viewer may not.",
+)
 @click.option("--name", default=None, help="A label for operators (default: '<role> on <domain>').")
-@click.option("--expires-in", "expires_in_days", type=click.IntRange(1, MAX_EXPIRES_IN_DAYS), default=None,
-              metavar="DAYS", help="Expire after DAYS days (default: never).")
-@click.option("--bulk", is_flag=True,
-              help="For replays: its pageviews always go to the bulk lane, never the live one.")
+@click.option(
+    "--expires-in",
+    "expires_in_days",
+    type=click.IntRange(1, MAX_EXPIRES_IN_DAYS),
+    default=None,
+    metavar="DAYS",
+    help="Expire after DAYS days (default: never).",
+)
+@click.option("--bulk", is_flag=True, help="For replays: its pageviews always go to the bulk lane, never the live one.")
 @click.pass_obj
 def tokens_create(
     client: Redis, domain: str, role: str, name: str | None, expires_in_days: int | None, bulk: bool
@@ -124,8 +132,10 @@ def tokens_create(
     site = _existing_site(client, domain)
     secret, token = create_token(client, name or f"{role} on {site.domain}", expires_in_days, bulk=bulk)
     grant(client, token.id, site.id, role)
-    click.echo(f"Created token {token.id} named {token.name!r}: role {role} on {site.domain}, "
-               f"lane {_lane(token)}, expires {token.expires_at or 'never'}.")
+    click.echo(
+        f"Created token {token.id} named {token.name!r}: role {role} on {site.domain}, "
+        f"lane {_lane(token)}, expires {token.expires_at or 'never'}."
+    )
     click.echo("Copy the token now: only its hash is stored, it cannot be shown again.")
     click.echo(secret)
 
@@ -178,8 +188,7 @@ def exclusions() -> None:
 @click.option("--instance", is_flag=True, help="Apply to every site.")
 @click.option("--cidr", default=None, metavar="NET", help="Visitor IP inside this network.")
 @click.option("--country", default=None, metavar="CC", help="Visitor country, ISO alpha-2.")
-@click.option("--user-agent", default=None, metavar="TEXT",
-              help="User agent contains TEXT (case-insensitive).")
+@click.option("--user-agent", default=None, metavar="TEXT", help="User agent contains TEXT (case-insensitive).")
 @click.option("--path", default=None, metavar="PREFIX", help="Path is PREFIX or below it.")
 @click.pass_obj
 def exclusions_add(
@@ -248,9 +257,7 @@ def exclusions_remove(client: Redis, rule_id: str) -> None:
 def _existing_site(client: Redis, domain: str) -> Site:
     site = site_for_domain(client, domain)
     if site is None:
-        raise ControlError(
-            f"no site {normalise_domain(domain)}: add it first with 'hitstream sites add'"
-        )
+        raise ControlError(f"no site {normalise_domain(domain)}: add it first with 'hitstream sites add'")
     return site
 
 
@@ -271,4 +278,3 @@ def _echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: st
     widths = [max(len(line[column]) for line in (headers, *rows)) for column in range(len(headers))]
     for line in (headers, *rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-

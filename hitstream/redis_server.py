@@ -56,13 +56,20 @@ class RedisServer:
     def command(self) -> list[str]:
         return [
             server_binary(),
-            "--bind", self.host,
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
             *self.extra,
         ]
 
@@ -70,9 +77,7 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Own session: a terminal Ctrl-C meant for `hitstream up` must not stop Redis before the
         # worker has finished its warm shutdown.
-        self.process = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             if redis_answers(self.url, timeout=0.2):
@@ -127,7 +132,7 @@ def ensure_redis(url: str, data_dir: Path) -> RedisServer | None:
 
 
 if __name__ == "__main__":
-    # `python -m shared.redis_server --ensure`: for CI and set-up scripts. The server is left
+    # `python -m hitstream.redis_server --ensure`: for CI and set-up scripts. The server is left
     # running (daemon-like) after this command exits.
     import argparse
 

@@ -49,8 +49,7 @@ class Journal:
 
     def snapshot(self) -> tuple[int, list[int]]:
         """(watermark, sorted done lines above it), dropping what the watermark now covers."""
-        self.watermark = self._pending[0] - 1 if self._pending else max(
-            self.watermark, self._highest_started)
+        self.watermark = self._pending[0] - 1 if self._pending else max(self.watermark, self._highest_started)
         self._done = {line for line in self._done if line > self.watermark}
         return self.watermark, sorted(self._done)
 
@@ -73,8 +72,7 @@ class SavedState:
                 "use --restart to replay from the beginning"
             )
         if options != self.options:
-            changed = sorted(k for k in {*options, *self.options}
-                             if options.get(k) != self.options.get(k))
+            changed = sorted(k for k in {*options, *self.options} if options.get(k) != self.options.get(k))
             raise StateMismatch(
                 f"state file {path} was written with different options ({', '.join(changed)}); "
                 "use the same options to resume, or --restart"

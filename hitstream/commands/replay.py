@@ -11,26 +11,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 import aiohttp
+import click
 import uvloop
 from tqdm import tqdm
 
-from shared.replay.combined import (
+from hitstream.replay.combined import (
     DEFAULT_SKIP_EXTENSIONS,
     LogFilter,
     read_combined,
 )
-from shared.replay.csvfile import read_csv
-from shared.replay.inputfile import count_lines, file_identity
-from shared.replay.journal import Journal, SavedState, StateMismatch, load_state, save_state
-from shared.replay.ndjson import read_ndjson
-from shared.replay.records import ReadResult, ReplayInputError
-from shared.replay.rejects import RejectsFile
-from shared.replay.runner import Replayer
-from shared.replay.sender import BATCH_MAX_ITEMS, LaneRefused, Sender
-from shared.replay.sessions import Sessionizer
-from shared.replay.tally import Tally
+from hitstream.replay.csvfile import read_csv
+from hitstream.replay.inputfile import count_lines, file_identity
+from hitstream.replay.journal import Journal, SavedState, StateMismatch, load_state, save_state
+from hitstream.replay.ndjson import read_ndjson
+from hitstream.replay.records import ReadResult, ReplayInputError
+from hitstream.replay.rejects import RejectsFile
+from hitstream.replay.runner import Replayer
+from hitstream.replay.sender import BATCH_MAX_ITEMS, LaneRefused, Sender
+from hitstream.replay.sessions import Sessionizer
+from hitstream.replay.tally import Tally
 
 
 def _http_url(value: str, option: str) -> str:
@@ -47,8 +47,7 @@ def _statuses(value: str) -> frozenset[int]:
             low, _, high = item.partition("-")
             statuses.update(range(int(low), int(high or low) + 1))
     except ValueError:
-        raise click.BadParameter("must be statuses or ranges, e.g. 200-299,304",
-                                 param_hint="--statuses") from None
+        raise click.BadParameter("must be statuses or ranges, e.g. 200-299,304", param_hint="--statuses") from None
     return frozenset(statuses)
 
 
@@ -66,38 +65,84 @@ def _format_of(file: Path, chosen: str) -> str:
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", required=True, help="Base URL of the hitstream API, e.g. http://127.0.0.1:8000.")
-@click.option("--token", required=True, envvar="HITSTREAM_TOKEN",
-              help="A bulk API token, from tokens create --bulk (or HITSTREAM_TOKEN, which keeps it "
-                   "out of the process list); the replay uses the bulk lane.")
-@click.option("--format", "input_format", default="auto", show_default=True,
-              type=click.Choice(["auto", "ndjson", "csv", "combined"]),
-              help="auto: csv for *.csv(.gz), else ndjson.")
-@click.option("--endpoint", type=click.Choice(["single", "batch"]), default=None,
-              help="Default: single for ndjson/csv, batch for combined logs.")
-@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True,
-              help="Requests in flight at once.")
-@click.option("--batch-size", type=click.IntRange(1, BATCH_MAX_ITEMS), default=500,
-              show_default=True, help="Pageviews per request on the batch endpoint.")
-@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Journal of finished lines. Default: FILE.state.json.")
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Rejected lines as NDJSON. Default: FILE.rejects.ndjson.")
-@click.option("--resume/--restart", default=True, show_default=True,
-              help="Skip the lines an earlier run finished, or start over.")
+@click.option(
+    "--token",
+    required=True,
+    envvar="HITSTREAM_TOKEN",
+    help="A bulk API token, from tokens create --bulk (or HITSTREAM_TOKEN, which keeps it "
+    "out of the process list); the replay uses the bulk lane.",
+)
+@click.option(
+    "--format",
+    "input_format",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "ndjson", "csv", "combined"]),
+    help="auto: csv for *.csv(.gz), else ndjson.",
+)
+@click.option(
+    "--endpoint",
+    type=click.Choice(["single", "batch"]),
+    default=None,
+    help="Default: single for ndjson/csv, batch for combined logs.",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True, help="Requests in flight at once."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, BATCH_MAX_ITEMS),
+    default=500,
+    show_default=True,
+    help="Pageviews per request on the batch endpoint.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Journal of finished lines. Default: FILE.state.json.",
+)
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rejected lines as NDJSON. Default: FILE.rejects.ndjson.",
+)
+@click.option(
+    "--resume/--restart", default=True, show_default=True, help="Skip the lines an earlier run finished, or start over."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--site-url", help="combined: scheme and host the log's paths belong to.")
-@click.option("--methods", default="GET", show_default=True,
-              help="combined: request methods to keep, comma-separated.")
-@click.option("--statuses", default="200-299", show_default=True,
-              help="combined: response statuses to keep (redirects are 3xx).")
-@click.option("--skip-ext", default=",".join(sorted(DEFAULT_SKIP_EXTENSIONS)),
-              help="combined: path extensions of assets to skip, comma-separated.")
-@click.option("--sessions", is_flag=True,
-              help="combined: group lines into sessions by (site, IP, user agent), 30 min gap.")
-def replay(file: Path, url: str, token: str, input_format: str, endpoint: str | None,
-           concurrency: int, batch_size: int, state_path: Path | None,
-           rejects_path: Path | None, resume: bool, quiet: bool, site_url: str | None,
-           methods: str, statuses: str, skip_ext: str, sessions: bool) -> None:
+@click.option("--methods", default="GET", show_default=True, help="combined: request methods to keep, comma-separated.")
+@click.option(
+    "--statuses", default="200-299", show_default=True, help="combined: response statuses to keep (redirects are 3xx)."
+)
+@click.option(
+    "--skip-ext",
+    default=",".join(sorted(DEFAULT_SKIP_EXTENSIONS)),
+    help="combined: path extensions of assets to skip, comma-separated.",
+)
+@click.option(
+    "--sessions", is_flag=True, help="combined: group lines into sessions by (site, IP, user agent), 30 min gap."
+)
+def replay(
+    file: Path,
+    url: str,
+    token: str,
+    input_format: str,
+    endpoint: str | None,
+    concurrency: int,
+    batch_size: int,
+    state_path: Path | None,
+    rejects_path: Path | None,
+    resume: bool,
+    quiet: bool,
+    site_url: str | None,
+    methods: str,
+    statuses: str,
+    skip_ext: str,
+    sessions: bool,
+) -> None:
     """Replay FILE (NDJSON or CSV request bodies, or a combined access log, gzip too) through
     the ingest API, exactly once per line across interruptions."""
     url = _http_url(url, "--url")
@@ -107,11 +152,18 @@ def replay(file: Path, url: str, token: str, input_format: str, endpoint: str | 
         if site_url is None:
             raise click.UsageError("--format combined needs --site-url")
         site_url = _http_url(site_url, "--site-url")
-        log_filter = LogFilter(frozenset(m.upper() for m in _words(methods)),
-                               _statuses(statuses), frozenset(e.lower() for e in _words(skip_ext)))
-        options |= {"site_url": site_url, "methods": sorted(log_filter.methods),
-                    "statuses": sorted(log_filter.statuses),
-                    "skip_ext": sorted(log_filter.skip_extensions), "sessions": sessions}
+        log_filter = LogFilter(
+            frozenset(m.upper() for m in _words(methods)),
+            _statuses(statuses),
+            frozenset(e.lower() for e in _words(skip_ext)),
+        )
+        options |= {
+            "site_url": site_url,
+            "methods": sorted(log_filter.methods),
+            "statuses": sorted(log_filter.statuses),
+            "skip_ext": sorted(log_filter.skip_extensions),
+            "sessions": sessions,
+        }
         session_ids = Sessionizer(urlsplit(site_url).hostname or "") if sessions else None
         results: Iterator[ReadResult] = read_combined(file, site_url, log_filter, session_ids)
     elif site_url is not None or sessions:
@@ -143,18 +195,32 @@ def replay(file: Path, url: str, token: str, input_format: str, endpoint: str | 
         save_state(state_path, SavedState(identity, options, watermark, done, tally.to_dict()))
 
     total = count_lines(file) - (input_format == "csv")
-    progress = tqdm(total=total, unit="line", dynamic_ncols=True, file=sys.stderr,
-                    disable=quiet or not sys.stderr.isatty())
+    progress = tqdm(
+        total=total, unit="line", dynamic_ncols=True, file=sys.stderr, disable=quiet or not sys.stderr.isatty()
+    )
     started = time.monotonic()
     try:
-        sent = uvloop.run(_replay(results, identity=identity, journal=journal, tally=tally,
-                                   rejects=rejects, save=save, progress=progress, url=url,
-                                   token=token, batch=use_batch, concurrency=concurrency,
-                                   batch_size=batch_size if use_batch else 1))
+        sent = uvloop.run(
+            _replay(
+                results,
+                identity=identity,
+                journal=journal,
+                tally=tally,
+                rejects=rejects,
+                save=save,
+                progress=progress,
+                url=url,
+                token=token,
+                batch=use_batch,
+                concurrency=concurrency,
+                batch_size=batch_size if use_batch else 1,
+            )
+        )
     except (KeyboardInterrupt, asyncio.CancelledError):
         progress.close()
-        click.echo(f"interrupted; finished lines are recorded in {state_path}: "
-                   "run the same command again to resume", err=True)
+        click.echo(
+            f"interrupted; finished lines are recorded in {state_path}: run the same command again to resume", err=True
+        )
         sys.exit(130)
     except LaneRefused as refused:
         progress.close()
@@ -168,8 +234,16 @@ def replay(file: Path, url: str, token: str, input_format: str, endpoint: str | 
     click.echo(tally.summary(rejects_path, time.monotonic() - started, sent))
 
 
-async def _replay(results: Iterator[ReadResult], *, url: str, token: str, batch: bool,
-                  concurrency: int, tally: Tally, **replayer_args: Any) -> int:
+async def _replay(
+    results: Iterator[ReadResult],
+    *,
+    url: str,
+    token: str,
+    batch: bool,
+    concurrency: int,
+    tally: Tally,
+    **replayer_args: Any,
+) -> int:
     """Run the replay in this event loop; SIGTERM cancels it like Ctrl-C (state is saved)."""
     main = asyncio.current_task()
     assert main is not None

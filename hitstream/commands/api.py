@@ -19,9 +19,7 @@ KEEP_ALIVE_SECONDS = 5  # uvicorn's default, named here: an idle keep-alive conn
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
-)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="API processes.")
 def api(host: str, port: int, workers: int) -> None:
     """Serve POST /api/ingest/server/pageview, /healthz, /readyz, /metrics, /api/openapi.json."""

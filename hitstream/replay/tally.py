@@ -22,8 +22,7 @@ class Tally:
         """The part that carries over to a resumed run."""
         return {
             "accepted": self.accepted,
-            "rejected": [[status, message, count] for (status, message), count in
-                         self.rejected.items()],
+            "rejected": [[status, message, count] for (status, message), count in self.rejected.items()],
             "skipped": dict(self.skipped),
         }
 
@@ -31,8 +30,7 @@ class Tally:
     def from_dict(cls, values: dict[str, Any]) -> Tally:
         return cls(
             accepted=values.get("accepted", 0),
-            rejected=Counter({(status, message): count
-                              for status, message, count in values.get("rejected", [])}),
+            rejected=Counter({(status, message): count for status, message, count in values.get("rejected", [])}),
             skipped=Counter(values.get("skipped", {})),
         )
 
@@ -52,8 +50,7 @@ class Tally:
             lines.append(f"skipped: {sum(self.skipped.values())}")
             lines += [f"  {count:>8}  {reason}" for reason, count in self.skipped.most_common()]
         if self.retries:
-            reasons = ", ".join(f"{reason}: {count}" for reason, count in
-                                self.retries.most_common())
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in self.retries.most_common())
             lines.append(f"retried requests: {sum(self.retries.values())} ({reasons})")
         if self.already_done:
             lines.append(f"already done by an earlier run (resumed): {self.already_done} lines")

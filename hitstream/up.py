@@ -34,13 +34,13 @@ import orjson
 import redis
 from rq import Queue, Worker
 
+from hitstream.redis_server import RedisServer, local_port, redis_answers
 from shared.config import DEFAULT_REDIS_URL, load_settings
 from shared.control.grants import Permission, Role, can, grant, role_on_site
 from shared.control.sites import Site, add_site, site_for_domain
 from shared.control.tokens import ApiToken, create_token, token_key
-from shared.queue_stats import STORE_QUEUE
+from shared.keys import STORE_QUEUE
 from shared.redis_safety import check_redis
-from shared.redis_server import RedisServer, local_port, redis_answers
 from shared.urls import redacted
 
 DEMO_DOMAIN = "demo.localhost"
@@ -52,7 +52,7 @@ API_STOP_SECONDS = 15.0
 WORKER_STOP_SECONDS = 30.0
 
 # The same interpreter and code as this process, whatever the ``hitstream`` script's path.
-HITSTREAM = [sys.executable, "-c", "from shared.cli import main; main()"]
+HITSTREAM = [sys.executable, "-m", "hitstream"]
 
 
 class StopRequest:
@@ -82,9 +82,7 @@ class Child:
 
     @classmethod
     def start(cls, name: str, args: list[str], env: dict[str, str]) -> Child:
-        process = subprocess.Popen(
-            [*HITSTREAM, *args], env=env, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        process = subprocess.Popen([*HITSTREAM, *args], env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         return cls(name, process)
 
     def exit_code(self) -> int | None:

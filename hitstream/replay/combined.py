@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.replay.inputfile import open_binary
-from shared.replay.records import Malformed, Pageview, ReadResult, Skipped
-from shared.replay.sessions import Sessionizer
+from hitstream.replay.inputfile import open_binary
+from hitstream.replay.records import Malformed, Pageview, ReadResult, Skipped
+from hitstream.replay.sessions import Sessionizer
 
 DEFAULT_METHODS = frozenset({"GET"})
 DEFAULT_STATUSES = frozenset(range(200, 300))
@@ -29,12 +29,11 @@ DEFAULT_SKIP_EXTENSIONS = frozenset(
 )
 
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
-_LINE = re.compile(
-    rf"(\S+) \S+ \S+ \[([^\]]+)\] {_QUOTED} (\d{{3}}) \S+ {_QUOTED} {_QUOTED}(?:\s.*)?"
-)
+_LINE = re.compile(rf"(\S+) \S+ \S+ \[([^\]]+)\] {_QUOTED} (\d{{3}}) \S+ {_QUOTED} {_QUOTED}(?:\s.*)?")
 _TIME = re.compile(r"(\d{2})/([A-Za-z]{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
-_MONTHS = {name: number for number, name in enumerate(
-    "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
+_MONTHS = {
+    name: number for number, name in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)
+}
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
 
 
@@ -58,9 +57,7 @@ def read_combined(
             yield parse_line(line, text, site_root, log_filter, sessions)
 
 
-def parse_line(
-    line: int, text: str, site_root: str, log_filter: LogFilter, sessions: Sessionizer | None
-) -> ReadResult:
+def parse_line(line: int, text: str, site_root: str, log_filter: LogFilter, sessions: Sessionizer | None) -> ReadResult:
     match = _LINE.fullmatch(text)
     if match is None:
         return Malformed(line, "not a combined log line")
@@ -111,8 +108,9 @@ def _parse_time(text: str) -> datetime | None:
     day, month, year, hour, minute, second, sign, off_h, off_m = match.groups()
     offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
     try:
-        return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute),
-                        int(second), tzinfo=timezone(offset))
+        return datetime(
+            int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=timezone(offset)
+        )
     except ValueError:
         return None
 
@@ -140,7 +138,7 @@ def _unescape(text: str) -> str:
     decoded = bytearray()
     position = 0
     for match in _ESCAPE.finditer(text):
-        decoded += text[position:match.start()].encode()
+        decoded += text[position : match.start()].encode()
         escape = match.group(1)
         if escape[0] == "x" and len(escape) == 3:
             decoded.append(int(escape[1:], 16))

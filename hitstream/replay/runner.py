@@ -18,20 +18,30 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from shared.replay.inputfile import page_id_for
-from shared.replay.journal import Journal
-from shared.replay.records import Malformed, Pageview, ReadResult, Skipped
-from shared.replay.rejects import RejectsFile
-from shared.replay.sender import Answer, Batch, Sender
-from shared.replay.tally import Tally
+from hitstream.replay.inputfile import page_id_for
+from hitstream.replay.journal import Journal
+from hitstream.replay.records import Malformed, Pageview, ReadResult, Skipped
+from hitstream.replay.rejects import RejectsFile
+from hitstream.replay.sender import Answer, Batch, Sender
+from hitstream.replay.tally import Tally
 
 SAVE_INTERVAL = 0.2
 
 
 class Replayer:
-    def __init__(self, *, identity: str, journal: Journal, tally: Tally, rejects: RejectsFile,
-                 sender: Sender, save: Callable[[], None], progress: tqdm[Any],
-                 concurrency: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        identity: str,
+        journal: Journal,
+        tally: Tally,
+        rejects: RejectsFile,
+        sender: Sender,
+        save: Callable[[], None],
+        progress: tqdm[Any],
+        concurrency: int,
+        batch_size: int,
+    ) -> None:
         self._identity = identity
         self._journal = journal
         self._tally = tally
@@ -62,8 +72,7 @@ class Replayer:
         self._save()
         self._last_save = time.monotonic()
 
-    async def _produce(self, results: Iterable[ReadResult],
-                       queue: asyncio.Queue[Batch | None]) -> None:
+    async def _produce(self, results: Iterable[ReadResult], queue: asyncio.Queue[Batch | None]) -> None:
         batch = Batch()
         for result in results:
             if self._journal.is_done(result.line):

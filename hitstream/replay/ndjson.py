@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from shared.replay.inputfile import open_binary
-from shared.replay.records import Malformed, Pageview, ReadResult, Skipped
+from hitstream.replay.inputfile import open_binary
+from hitstream.replay.records import Malformed, Pageview, ReadResult, Skipped
 
 
 def read_ndjson(path: Path) -> Iterator[ReadResult]:

@@ -15,7 +15,7 @@ import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any
@@ -78,8 +78,9 @@ class Reply:
 
 
 class Sender:
-    def __init__(self, session: aiohttp.ClientSession, url: str, token: str, *, batch: bool,
-                 retries: Counter[str]) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, token: str, *, batch: bool, retries: Counter[str]
+    ) -> None:
         self._session = session
         self._url = url.rstrip("/")  # may carry a path prefix (a reverse proxy's)
         self._headers = {
@@ -103,9 +104,8 @@ class Sender:
         while True:
             try:
                 async with self._session.post(self._url + path, data=content, headers=self._headers) as response:
-                    reply = Reply(response.status, await response.read(),
-                                  response.headers.get("Retry-After"))
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                    reply = Reply(response.status, await response.read(), response.headers.get("Retry-After"))
+            except (TimeoutError, aiohttp.ClientError) as error:
                 reason = f"connection error ({type(error).__name__})"
                 delay = None
             else:
@@ -135,7 +135,7 @@ def retry_after_seconds(value: str | None) -> float | None:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _message(reply: Reply) -> str:
@@ -177,5 +177,4 @@ def _rejected_items(reply: Reply) -> list[dict[str, Any]]:
     rejected = body.get("rejected") if isinstance(body, dict) else None
     if not isinstance(rejected, list):
         return []
-    return [item for item in rejected
-            if isinstance(item, dict) and isinstance(item.get("index"), int)]
+    return [item for item in rejected if isinstance(item, dict) and isinstance(item.get("index"), int)]

@@ -1,4 +1,8 @@
-"""``hitstream migrate`` and ``hitstream stats``."""
+"""``hitstream migrate`` and ``hitstream stats``.
+
+The store modules are imported inside the commands: they load clickhouse-connect and Arrow
+(~55 MB), which every other sub-command, ``hitstream api`` above all, does without.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,10 @@ import click
 import orjson
 import redis
 
-from shared.cli import DOMAIN
+from hitstream.arguments import DOMAIN
+from hitstream.terminal import json_for_terminal, printable
 from shared.config import load_settings
 from shared.storable import TIME_RANGES_MS
-from shared.terminal import json_for_terminal, printable
-from workers.store.migrations import migration_ddl
-from workers.store.schema import check_cluster_name
-from workers.store.store import StoreUnavailable, open_store
 
 LIST_TITLES = {
     "pages": "Pages",
@@ -34,6 +35,8 @@ LIST_TITLES = {
 
 
 def _cluster_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from workers.store.schema import check_cluster_name
+
     try:
         return None if value is None else check_cluster_name(value)
     except ValueError as error:
@@ -41,11 +44,18 @@ def _cluster_name(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 @click.command()
-@click.option("--cluster", metavar="NAME", callback=_cluster_name,
-              help="Create replicated tables ON CLUSTER NAME, with Distributed tables under the plain names.")
+@click.option(
+    "--cluster",
+    metavar="NAME",
+    callback=_cluster_name,
+    help="Create replicated tables ON CLUSTER NAME, with Distributed tables under the plain names.",
+)
 @click.option("--print", "print_only", is_flag=True, help="Print the DDL and touch nothing.")
 def migrate(cluster: str | None, print_only: bool) -> None:
     """Create or upgrade the ClickHouse schema (HITSTREAM_CLICKHOUSE_URL). Safe to repeat."""
+    from workers.store.migrations import migration_ddl
+    from workers.store.store import StoreUnavailable, open_store
+
     if print_only:
         click.echo(";\n\n".join(migration_ddl(cluster)) + ";")
         return
@@ -79,10 +89,8 @@ def _day(ctx: click.Context, param: click.Parameter, value: datetime | None) -> 
 
 @click.command()
 @click.option("--site", "domain", type=DOMAIN, required=True, metavar="DOMAIN", help="The site's domain.")
-@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), callback=_day,
-              help="First day (UTC), YYYY-MM-DD.")
-@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), callback=_day,
-              help="Last day (UTC), YYYY-MM-DD.")
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), callback=_day, help="First day (UTC), YYYY-MM-DD.")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), callback=_day, help="Last day (UTC), YYYY-MM-DD.")
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=10, show_default=True, help="Rows per top list.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats(domain: str, first: date | None, last: date | None, limit: int, as_json: bool) -> None:
@@ -90,6 +98,7 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
     text are printed escaped)."""
     from shared.control.sites import site_for_domain
     from workers.store.reader import read_site_stats
+    from workers.store.store import StoreUnavailable
 
     if first and last and first > last:
         raise click.BadParameter("must not be before --from", param_hint="--to")

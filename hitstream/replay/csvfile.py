@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from shared.replay.inputfile import open_binary
-from shared.replay.records import Malformed, Pageview, ReadResult, ReplayInputError, Skipped
+from hitstream.replay.inputfile import open_binary
+from hitstream.replay.records import Malformed, Pageview, ReadResult, ReplayInputError, Skipped
 
 REQUIRED_FIELDS = ("url", "timestamp", "visitor_ip", "user_agent")
 TEXT_FIELDS = (*REQUIRED_FIELDS, "referrer", "language", "session_id", "page_id")
@@ -53,9 +53,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 def check_header(header: list[str]) -> None:
     unknown = [name for name in header if name not in PARSERS]
     if unknown:
-        raise ReplayInputError(
-            f"CSV column {unknown[0]!r} is not a pageview field (known: {', '.join(PARSERS)})"
-        )
+        raise ReplayInputError(f"CSV column {unknown[0]!r} is not a pageview field (known: {', '.join(PARSERS)})")
     missing = [name for name in REQUIRED_FIELDS if name not in header]
     if missing:
         raise ReplayInputError(f"CSV header lacks the required column {missing[0]!r}")

@@ -1,0 +1,1 @@
+"""The ``hitstream`` sub-commands, one module per subject; ``hitstream.main`` imports each."""
