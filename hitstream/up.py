@@ -6,9 +6,10 @@ the embedded store (``chdb://<data dir>/chdb``) and prints a ready ``curl`` comm
 
 Every child runs in its own session, so a Ctrl-C in the terminal reaches only this process
 and the shutdown happens in an order that loses nothing: the API stops first (no new 202s),
-then the worker finishes or releases its claimed batch, then Redis (if we started it)
-flushes its AOF. Only one process may open a chdb path, so exactly one worker owns the
-store; ``hitstream stats`` reads through that worker.
+then the workers finish or release their claimed batches, then Redis (if we started it)
+flushes its AOF. ``--workers N`` (default: one per core, at most 4) worker processes claim and
+enrich; only one process may open a chdb path, so with the embedded store one more process
+owns it and writes for them all, and ``hitstream stats`` reads through that one.
 """
 
 from __future__ import annotations
@@ -160,12 +161,25 @@ def api_ready(base_url: str) -> bool:
         return False
 
 
-def worker_listening(client: redis.Redis, pid: int) -> bool:
-    """Whether our worker registered with RQ on the store queue. It opens the store before it
-    registers, so from then on ``hitstream stats`` is answered by it instead of racing it
-    for the embedded store."""
+def worker_listening(client: redis.Redis, group: int) -> bool:
+    """Whether our worker (a process in the worker child's process group: with several worker
+    processes, the one that owns the store) registered with RQ on the store queue. It opens
+    the store before it registers, so from then on ``hitstream stats`` is answered by it
+    instead of racing it for the embedded store."""
     workers = Worker.all(connection=client, queue=Queue(STORE_QUEUE, connection=client))
-    return any(worker.pid == pid for worker in workers)
+    return any(worker.pid is not None and _process_group(worker.pid) == group for worker in workers)
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None  # a stale registration of a worker that is gone
+
+
+def default_workers() -> int:
+    """Worker processes ``up`` runs by default: one per core, at most 4."""
+    return min(os.cpu_count() or 1, 4)
 
 
 def wait_until(ready: Callable[[], bool], what: str, children: list[Child], stop: StopRequest) -> None:
@@ -237,7 +251,14 @@ def shut_down(api: Child | None, worker: Child | None, redis_server: RedisServer
     type=click.Path(file_okay=False, path_type=Path),
     help="Where Redis's AOF, the chdb store and the demo token live.",
 )
-def up(port: int, host: str, data_dir: Path) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=default_workers,
+    show_default="cores, at most 4",
+    help="Worker processes that claim and enrich batches (with the embedded store, plus one that writes).",
+)
+def up(port: int, host: str, data_dir: Path, workers: int) -> None:
     """Run Redis (if none answers), migrations, the API and a worker on this machine."""
     stop = StopRequest()
     settings = load_settings()
@@ -260,11 +281,11 @@ def up(port: int, host: str, data_dir: Path) -> None:
         if subprocess.run([*HITSTREAM, "migrate"], env=env, start_new_session=True).returncode != 0:
             raise click.ClickException("migrations failed (see above)")
         secret = demo_token(client, data_dir)
-        worker = Child.start("worker", ["worker"], env)
+        worker = Child.start("worker", ["worker", "--processes", str(workers)], env)
         api = Child.start("api", ["api", "--host", host, "--port", str(port)], env)
         children = [api, worker]
-        worker_pid = worker.process.pid
-        wait_until(lambda: worker_listening(client, worker_pid), "the worker", children, stop)
+        worker_group = worker.process.pid  # the leader of its own session and process group
+        wait_until(lambda: worker_listening(client, worker_group), "the worker", children, stop)
         wait_until(lambda: api_ready(base_url), f"the API at {base_url}", children, stop)
         if stop:
             return

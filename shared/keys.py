@@ -30,6 +30,15 @@ REWRITE_STATE = f"{PREFIX}:rewrite"
 # String, SET NX PX: at most one worker at a time decides whether Redis's files are rewritten.
 REWRITE_LOCK = f"{PREFIX}:rewrite-lock"
 
+# --- enriched batches, from enricher processes to the one process that writes an embedded
+# store (workers.delivery, workers.writer): a stream of pickled workers.batches.Processed
+# (field ENRICHED_FIELD; no envelopes, so no visitor IP), read through ENRICHED_GROUP by the
+# writer's one consumer ENRICHED_CONSUMER, so a restarted writer re-reads what it held.
+ENRICHED_STREAM = f"{PREFIX}:enriched"
+ENRICHED_FIELD = "p"
+ENRICHED_GROUP = "writer"
+ENRICHED_CONSUMER = "writer"
+
 # --- RQ queues (RQ's own keys: rq:queue:<name>, ...) -------------------------------------
 # process_batch jobs, and read queries for the process that owns the store (an embedded
 # chdb path can be opened by one process only).

@@ -16,8 +16,8 @@ from hitstream.main import cli
 from shared.control.sites import add_site
 from shared.keys import STORE_QUEUE
 from tests.stores import event, pageview, utc
+from workers.stats_reader import read_site_stats
 from workers.store import Store, StoreUnavailable, open_store
-from workers.store.reader import read_site_stats
 
 # (arguments, what the one line must name)
 MALFORMED = [

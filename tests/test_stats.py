@@ -14,15 +14,17 @@ import orjson
 import pytest
 import redis
 from click.testing import CliRunner
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from hitstream.main import cli
 from shared.control.sites import add_site
 from shared.keys import STORE_QUEUE
 from tests.stores import event, pageview, utc
+from tests.worker_context import worker_context_for
+from workers.process import BatchWorker
 from workers.records import Drop, DropReason
+from workers.stats_reader import read_site_stats
 from workers.store import Store, StoreUnavailable, open_store
-from workers.store.reader import read_site_stats
 
 LIST_KEYS = {
     "pages",
@@ -262,15 +264,10 @@ def test_stats_before_any_store_exists_says_what_to_do(hitstream_env: dict[str, 
     assert "hitstream migrate" in result.output
 
 
-def test_stats_go_through_the_worker_that_owns_the_store(
-    store: Store, store_dsn: str, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stats_go_through_the_worker_that_owns_the_store(store: Store, store_dsn: str, real_redis: redis.Redis) -> None:
     # This process has the chdb path open, so to the reader it is owned by someone else.
-    import workers.runtime
-
     site_id = str(uuid.uuid4())
     fill(store, site_id)
-    monkeypatch.setattr(workers.runtime, "current_store", lambda: store)
     answers: list[dict[str, Any]] = []
     reader = threading.Thread(
         target=lambda: answers.append(read_site_stats(store_dsn, real_redis, site_id, date(2024, 3, 1), None, 10))
@@ -282,7 +279,7 @@ def test_stats_go_through_the_worker_that_owns_the_store(
         time.sleep(0.01)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        SimpleWorker([queue], connection=real_redis).work(burst=True)
+        BatchWorker(worker_context_for(real_redis, store), [queue]).work(burst=True)
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)  # RQ installs its own; give pytest's back

@@ -3,7 +3,7 @@ what gets stored, dead-lettered, retried, released and acknowledged."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -14,9 +14,10 @@ from shared import keys
 from shared.config import Settings
 from shared.envelope import Envelope
 from shared.keys import BATCH_QUEUE
-from workers import dead_letters, jobs, runtime
+from tests.worker_context import worker_context_for
+from workers import dead_letters, delivery, jobs, loop
+from workers.context import Overlaps, WorkerContext
 from workers.pipeline import StepFailed
-from workers.queue import BatchQueue
 from workers.records import Drop, DropReason, PageviewRow
 from workers.store.store import Refusals, StoreUnavailable
 
@@ -40,6 +41,9 @@ def envelope(n: int, path: str = "/") -> Envelope:
 
 class StandInPipeline:
     """Path /drop is dropped, /poison breaks the "url" step (with the IP in its message)."""
+
+    def update_exclusions(self, rules: object) -> None:
+        pass  # the stand-in has no exclusion rules
 
     def process(self, env: Envelope) -> PageviewRow | Drop:
         moment = datetime.fromtimestamp(env.timestamp_ms / 1000, UTC)
@@ -78,33 +82,40 @@ class StandInStore:
         )
         return refusals
 
+    def migrate(self) -> None:
+        pass  # nothing to migrate
+
     def page_ids(self) -> list[str]:
         return sorted(row.page_id for rows, _ in self.batches.values() for row in rows)
 
 
 @pytest.fixture
-def store(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInStore]:
-    store = StandInStore()
+def store() -> StandInStore:
+    return StandInStore()
+
+
+@pytest.fixture(params=[Overlaps(), Overlaps(claim_ahead=False, write_behind=False)], ids=["overlapped", "in-line"])
+def context(
+    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> WorkerContext:
+    """Every test runs with the loop's overlaps on and off: the guarantees hold either way."""
+    monkeypatch.setattr(delivery, "STORE_RETRY_FIRST_DELAY", 0.01)
     settings = Settings(batch_size=10, claim_timeout_seconds=0.5)
-    monkeypatch.setattr(runtime, "settings", lambda: settings)
-    monkeypatch.setattr(runtime, "redis_client", lambda: real_redis)
-    queue = BatchQueue(real_redis, settings.claim_timeout_seconds)
-    monkeypatch.setattr(runtime, "batch_queue", lambda: queue)
-    monkeypatch.setattr(runtime, "pipeline", StandInPipeline)
-    monkeypatch.setattr(runtime, "current_store", lambda: store)
-    monkeypatch.setattr(jobs, "STORE_RETRY_FIRST_DELAY", 0.01)
-    yield store
-    runtime.shutdown_requested.clear()
+    return dataclasses.replace(
+        worker_context_for(real_redis, store, StandInPipeline(), settings), overlaps=request.param
+    )
 
 
 def send(client: redis.Redis, *envelopes: Envelope) -> list[str]:
     return [client.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: env.to_json()}).decode() for env in envelopes]
 
 
-def test_batch_is_stored_then_acknowledged(real_redis: redis.Redis, store: StandInStore) -> None:
+def test_batch_is_stored_then_acknowledged(
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext
+) -> None:
     send(real_redis, envelope(1), envelope(2, "/drop"), envelope(3))
 
-    assert jobs.process_batch() == 3
+    assert jobs.process_batch(context) == 3
 
     ((rows, drops),) = store.batches.values()
     assert [row.page_id for row in rows] == [envelope(1).page_id, envelope(3).page_id]
@@ -112,11 +123,13 @@ def test_batch_is_stored_then_acknowledged(real_redis: redis.Redis, store: Stand
     assert real_redis.xlen(keys.STREAM) == 0 and real_redis.zcard(keys.BATCH_LEASES) == 0
 
 
-def test_poison_record_is_dead_lettered_and_its_neighbours_stored(real_redis: redis.Redis, store: StandInStore) -> None:
+def test_poison_record_is_dead_lettered_and_its_neighbours_stored(
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext
+) -> None:
     ids = send(real_redis, envelope(1), envelope(2, "/poison"), envelope(3))
     real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: b'{"site_id": "x", "visitor_ip": "' + IP.encode() + b'"}'})
 
-    assert jobs.process_batch() == 4
+    assert jobs.process_batch(context) == 4
 
     assert store.page_ids() == [envelope(1).page_id, envelope(3).page_id]
     letters = dead_letters.list_dead_letters(real_redis)
@@ -127,14 +140,14 @@ def test_poison_record_is_dead_lettered_and_its_neighbours_stored(real_redis: re
 
 
 def test_rows_and_drops_the_store_refuses_are_dead_lettered_and_the_rest_acknowledged(
-    real_redis: redis.Redis, store: StandInStore
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext
 ) -> None:
     refused_row, refused_drop = envelope(2), envelope(4, "/drop")
     refused_drop.site_id = "6c0e7c1d-0000-4000-8000-000000000004"
     store.refused = {refused_row.page_id, refused_drop.site_id}
     ids = send(real_redis, envelope(1), refused_row, envelope(3, "/drop"), refused_drop, envelope(5))
 
-    assert jobs.process_batch() == 5
+    assert jobs.process_batch(context) == 5
 
     assert store.page_ids() == [envelope(1).page_id, envelope(5).page_id]
     ((_, drops),) = store.batches.values()
@@ -149,48 +162,52 @@ def test_rows_and_drops_the_store_refuses_are_dead_lettered_and_the_rest_acknowl
     assert real_redis.xlen(keys.STREAM) == 0 and real_redis.zcard(keys.BATCH_LEASES) == 0
 
 
-def test_unavailable_store_is_retried_and_the_batch_stored_once(real_redis: redis.Redis, store: StandInStore) -> None:
+def test_unavailable_store_is_retried_and_the_batch_stored_once(
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext
+) -> None:
     store.failures = 3
     send(real_redis, envelope(1), envelope(2))
 
-    assert jobs.process_batch() == 2
+    assert jobs.process_batch(context) == 2
 
     assert store.page_ids() == [envelope(1).page_id, envelope(2).page_id]
     assert real_redis.xlen(keys.STREAM) == 0
 
 
 def test_store_down_too_long_releases_the_batch_for_a_retry_under_the_same_id(
-    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs, "STORE_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(delivery, "STORE_RETRY_SECONDS", 0.05)
     store.failures = 1000
     send(real_redis, envelope(1), envelope(2))
 
-    with pytest.raises(jobs.StoreGaveUp):
-        jobs.process_batch()
+    with pytest.raises(delivery.StoreGaveUp):
+        jobs.process_batch(context)
 
     assert real_redis.xlen(keys.STREAM) == 2 and store.batches == {}
     ((batch_id, deadline),) = real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)
     assert deadline == 0
     store.failures = 0
-    assert jobs.process_batch() == 2
+    assert jobs.process_batch(context) == 2
     assert list(store.batches) == [batch_id.decode()]
     assert real_redis.xlen(keys.STREAM) == 0
 
 
-def test_shutdown_while_the_store_is_down_gives_the_batch_back(real_redis: redis.Redis, store: StandInStore) -> None:
+def test_shutdown_while_the_store_is_down_gives_the_batch_back(
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext
+) -> None:
     store.failures = 1000
     send(real_redis, envelope(1))
-    runtime.shutdown_requested.set()
+    context.shutdown_requested.set()
 
-    assert jobs.process_batch() == 0
+    assert jobs.process_batch(context) == 0
 
     assert real_redis.xlen(keys.STREAM) == 1
     assert real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)[0][1] == 0
 
 
 def test_a_backlog_is_handled_batch_by_batch_each_acknowledged_after_its_insert(
-    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream_lengths_at_write: list[int] = []
     write = store.write_batch
@@ -202,7 +219,7 @@ def test_a_backlog_is_handled_batch_by_batch_each_acknowledged_after_its_insert(
     monkeypatch.setattr(store, "write_batch", write_and_look)
     send(real_redis, *(envelope(n) for n in range(25)))
 
-    assert jobs.process_batch() == 25
+    assert jobs.process_batch(context) == 25
 
     assert [len(rows) for rows, _ in store.batches.values()] == [10, 10, 5]
     # Each insert ran while its own entries were still in the stream and the previous batch's gone.
@@ -212,29 +229,29 @@ def test_a_backlog_is_handled_batch_by_batch_each_acknowledged_after_its_insert(
 
 
 def test_a_job_out_of_time_with_a_full_batch_enqueues_its_successor(
-    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs, "CHAIN_SECONDS", 0)
+    monkeypatch.setattr(loop, "CHAIN_SECONDS", 0)
     rq_queue = Queue(BATCH_QUEUE, connection=real_redis)
     send(real_redis, *(envelope(n) for n in range(15)))
 
-    assert jobs.process_batch() == 10
+    assert jobs.process_batch(context) == 10
     assert rq_queue.count == 1
-    assert jobs.process_batch() == 5
+    assert jobs.process_batch(context) == 5
     assert rq_queue.count == 1  # a partial batch means the queue is drained: no successor
 
 
 def test_store_giving_up_releases_every_batch_the_job_holds(
-    real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs, "STORE_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(delivery, "STORE_RETRY_SECONDS", 0.05)
     store.failures = 1000
     send(real_redis, *(envelope(n) for n in range(15)))
 
-    with pytest.raises(jobs.StoreGaveUp):
-        jobs.process_batch()
+    with pytest.raises(delivery.StoreGaveUp):
+        jobs.process_batch(context)
 
     assert [deadline for _, deadline in real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)] == [0, 0]
     store.failures = 0
-    assert jobs.process_batch() + jobs.process_batch() == 15
+    assert jobs.process_batch(context) + jobs.process_batch(context) == 15
     assert len(store.page_ids()) == 15 and real_redis.xlen(keys.STREAM) == 0

@@ -97,7 +97,7 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
     """Pageviews, visitors, top lists and drops for one site (control characters in stored
     text are printed escaped)."""
     from shared.control.sites import site_for_domain
-    from workers.store.reader import read_site_stats
+    from workers.stats_reader import read_site_stats
     from workers.store.store import StoreUnavailable
 
     if first and last and first > last:

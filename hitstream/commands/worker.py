@@ -27,27 +27,22 @@ from workers.queue_stats import collect_queue_stats
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Worker processes to start on this host (http:// ClickHouse only).",
+    help="Worker processes that claim and enrich batches on this host (with an embedded chdb:// store, one"
+    " more process owns the store and writes for them all).",
 )
 def worker(processes: int) -> None:
     """Run RQ workers that move pageviews from the Redis stream into ClickHouse."""
-    from workers import runtime
-    from workers.process import run_processes, run_worker_process
+    from workers.process import Role, run_processes, run_worker_process
     from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
 
     _checked_redis().close()
-    store_path = chdb_path(runtime.settings().clickhouse_url)
+    store_path = chdb_path(load_settings().clickhouse_url)
     if store_path is None:
         if processes == 1:
             run_worker_process()
         else:
-            run_processes(processes)
+            run_processes([Role.WORKER] * processes)
         return
-    if processes > 1:
-        raise click.UsageError(
-            "HITSTREAM_CLICKHOUSE_URL is an embedded chdb:// store, which only one process can open: "
-            "run one worker process (-n 1), or use a ClickHouse server (http://host:8123) for more."
-        )
     # Before Redis or the store is touched: a second worker would claim batches it can never
     # write (they would wait for its lease to expire), so it must not start at all.
     try:
@@ -55,7 +50,11 @@ def worker(processes: int) -> None:
     except StoreOwned as error:
         raise click.ClickException(str(error)) from None
     try:
-        run_worker_process()
+        if processes == 1:
+            run_worker_process()
+        else:
+            # Only one process can open the store: N enrichers hand their batches to one writer.
+            run_processes([Role.WRITER] + [Role.ENRICHER] * processes)
     finally:
         os.close(owner_lock)
 

@@ -1,9 +1,9 @@
 """Per-site statistics for ``hitstream stats``: pageview totals and top lists, events by name,
 and drop counts.
 
-``query_site_stats`` runs on any store client. ``site_stats_job`` is the same query as an RQ
-job: with the embedded engine only the worker process that owns the chdb path can read it,
-so the stats command sends this job to that worker (workers.store.reader).
+``query_site_stats`` runs on any store client. With the embedded engine only the worker
+process that owns the chdb path can read it, so the stats command sends it there as an RQ
+job (workers.jobs.site_stats, through workers.stats_reader).
 """
 
 from __future__ import annotations
@@ -30,14 +30,6 @@ TOP_LISTS: dict[str, str] = {
     "qr_codes": "ifNull(toString(qr_id), '')",
     "providers": "provider",
 }
-
-
-def site_stats_job(site_id: str, date_from: date | None, date_to: date | None, limit: int = 10) -> dict[str, Any]:
-    """RQ job run by the worker that owns the store (``workers.runtime.current_store``)."""
-    # Imported here: workers.runtime imports the store package, which imports this module.
-    from workers.runtime import current_store
-
-    return current_store().site_stats(site_id, date_from, date_to, limit)
 
 
 def query_site_stats(

@@ -2,7 +2,7 @@
 
 A ClickHouse server answers any number of readers. The embedded engine (``chdb://PATH``)
 can be opened by one process only, and while the pipeline runs that is the worker, so the
-query goes to it as an RQ job on the store queue and the answer comes back through RQ.
+query goes to it as an RQ job (workers.jobs.site_stats) on the store queue and the answer comes back through RQ.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from rq import Queue, Worker
 from rq.results import Result
 
 from shared.keys import STORE_QUEUE
+from workers.jobs import site_stats
 from workers.store.dsn import chdb_path, chdb_path_in_use
-from workers.store.stats import site_stats_job
 from workers.store.store import StoreUnavailable, open_store
 
 WORKER_ANSWER_SECONDS = 10
@@ -55,7 +55,7 @@ def ask_store_owner(
     """Run the stats query in the worker process that has the store open."""
     queue = Queue(STORE_QUEUE, connection=redis_client)
     # ttl: a job no worker picked up in time is discarded instead of running later for nobody.
-    job = queue.enqueue(site_stats_job, site_id, date_from, date_to, limit, ttl=timeout, result_ttl=60, failure_ttl=60)
+    job = queue.enqueue(site_stats, site_id, date_from, date_to, limit, ttl=timeout, result_ttl=60, failure_ttl=60)
     result = job.latest_result(timeout=timeout)
     if result is None:
         # The job's hash may already have expired (ttl), so take it off the queue directly.
@@ -73,4 +73,5 @@ def ask_store_owner(
     if result.type != Result.Type.SUCCESSFUL:
         last_line = (result.exc_string or "unknown error").strip().splitlines()[-1]
         raise StoreUnavailable(f"the worker that owns the store could not read stats: {last_line}")
-    return result.return_value
+    stats: dict[str, Any] = result.return_value  # what workers.jobs.site_stats returned
+    return stats

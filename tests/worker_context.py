@@ -1,0 +1,34 @@
+"""A worker context (workers.context) for tests: real Redis and batch queue, a given store and
+pipeline (stand-ins welcome), delivered in this process."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+
+from shared.config import Settings
+from workers.context import ExclusionsWatch, Overlaps, WorkerContext
+from workers.delivery import StoreAndAcknowledge
+from workers.queue import BatchQueue
+from workers.store.opening import StoreOpening
+
+
+def worker_context_for(
+    client: redis.Redis, store: Any, pipeline: Any = None, settings: Settings | None = None
+) -> WorkerContext:
+    settings = settings or Settings()
+    queue = BatchQueue(client, settings.claim_timeout_seconds, settings.bulk_min_share)
+    opening = StoreOpening(lambda: store)
+    shutdown = threading.Event()
+    return WorkerContext(
+        settings=settings,
+        redis=client,
+        batch_queue=queue,
+        exclusions=ExclusionsWatch(pipeline, client),
+        store=opening,
+        delivery=StoreAndAcknowledge(client, queue, opening, shutdown),
+        overlaps=Overlaps(),
+        shutdown_requested=shutdown,
+    )

@@ -1,0 +1,102 @@
+"""The worker context: what one worker process builds once at start-up and passes to its jobs.
+
+A worker process builds ONE ``WorkerContext`` (settings, the Redis client, the batch queue,
+the pipeline, the store) and hands it to its RQ worker (workers.process), which passes it to
+every job as the first argument. Nothing here is a module global: a test builds its own
+context with stand-in parts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+
+from shared import keys
+from shared.config import Settings
+from shared.control.exclusions import list_exclusions
+from workers.delivery import Delivery, HandOff, StoreAndAcknowledge
+from workers.pipeline import Pipeline, build_pipeline
+from workers.queue import BatchQueue
+from workers.store.opening import StoreOpening
+from workers.store.store import open_store
+
+# Workers must see control-plane changes within 5 s; checking the version costs one GET.
+EXCLUSIONS_CHECK_SECONDS = 1.0
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """The one place a worker process makes its Redis client."""
+    return redis.Redis.from_url(settings.redis_url)
+
+
+class ExclusionsWatch:
+    """Reload the pipeline's exclusion rules when the control-plane version changes."""
+
+    def __init__(self, pipeline: Pipeline, client: redis.Redis) -> None:
+        self.pipeline = pipeline
+        self.redis = client
+        self.loaded = False
+        self.version: bytes | None = None
+        self.checked_at = float("-inf")
+
+    def refreshed(self) -> Pipeline:
+        """The pipeline, with exclusion rules at most EXCLUSIONS_CHECK_SECONDS stale."""
+        now = time.monotonic()
+        if now - self.checked_at >= EXCLUSIONS_CHECK_SECONDS:
+            self.checked_at = now
+            version = self.redis.get(keys.CONTROL_VERSION)
+            if not self.loaded or version != self.version:
+                self.pipeline.update_exclusions(list_exclusions(self.redis))
+                self.version = version
+                self.loaded = True
+        return self.pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class Overlaps:
+    """Which stages of the batch loop (workers.loop) run on their own thread beside processing
+    (figures: bench/worker_bench.py)."""
+
+    claim_ahead: bool = True
+    write_behind: bool = True
+
+
+@dataclass
+class WorkerContext:
+    """Everything a worker process's jobs use, built once per process."""
+
+    settings: Settings
+    redis: redis.Redis
+    batch_queue: BatchQueue
+    exclusions: ExclusionsWatch
+    store: StoreOpening
+    delivery: Delivery  # how a processed batch leaves the loop: stored here, or handed to the writer
+    overlaps: Overlaps
+    # Set by a warm shutdown (SIGINT/SIGTERM): a job waiting on the store gives its batches back.
+    shutdown_requested: threading.Event
+
+    @classmethod
+    def build(cls, settings: Settings, hand_off: bool = False, overlaps: Overlaps | None = None) -> WorkerContext:
+        """The context of a worker process (the pipeline loads GeoIP readers, parsers, lists).
+        ``hand_off``: an enricher, which hands processed batches to the store writer."""
+        client = redis_client(settings)
+        queue = BatchQueue(client, settings.claim_timeout_seconds, settings.bulk_min_share)
+        store = StoreOpening(lambda: open_store(settings.clickhouse_url))
+        shutdown = threading.Event()
+        delivery = HandOff(client, shutdown) if hand_off else StoreAndAcknowledge(client, queue, store, shutdown)
+        return cls(
+            settings=settings,
+            redis=client,
+            batch_queue=queue,
+            exclusions=ExclusionsWatch(build_pipeline(settings), client),
+            store=store,
+            delivery=delivery,
+            overlaps=overlaps or Overlaps(),
+            shutdown_requested=shutdown,
+        )
+
+    def pipeline(self) -> Pipeline:
+        return self.exclusions.refreshed()
