@@ -1,14 +1,30 @@
-"""Events/s of one worker process, end to end, next to the naive design in the same run.
+"""The worker, end to end: where a batch's time goes, what each overlap of the batch loop
+pays, the scale-out curve on one embedded store, and the naive design, all in one run.
 
-    .venv/bin/python -m bench.worker_bench [--pageviews 100000] [--naive 2000] [--batch-size 1000]
+    .venv/bin/python -m bench.worker_bench [--pageviews 100000] [--rounds 2] [--batch-size 1000]
+        [--naive 2000] [--processes 1,2,4] [--breakdown-batches 20]
 
-Starts its own Redis (AOF on, free port). Batch design: pre-fills the stream with envelopes
-(realistic user-agent mix from bench/ua_mix.py, varied paths, referrers, UTM tags and
-IPs), starts ONE ``hitstream worker`` process on a fresh chdb path and times from its first
-claim (the worker has opened its store and built its pipeline by then) until the stream is
-empty (the last ack follows the last insert), then checks the row count in the store. Naive design: one RQ job per pageview, each running the same
-pipeline and one single-row insert, in one RQ SimpleWorker process on another fresh chdb
-path. Prints both rates and their ratio.
+Starts its own Redis (AOF on, free port). Every end-to-end run starts worker processes on a
+fresh chdb path and, once they are registered (store opened, pipeline built), appends
+``--pageviews`` envelopes (realistic user-agent mix from bench/ua_mix.py, varied paths,
+referrers, UTM tags and IPs) to the live stream in one MULTI, so the whole backlog appears at
+once; it times from then until the stream is empty (the last acknowledgement follows the last
+insert), then checks the stored row count.
+Sections, each printed beside its same-run baseline:
+
+1. breakdown: in this process, batch by batch without overlaps: claim, decode, pipeline,
+   Arrow build, insert, acknowledge (decode and the Arrow build are timed in a separate pass
+   over the same data and subtracted from process and write); "other" is what one in-line
+   worker process spends per batch beyond these (RQ, dispatcher, scheduling, waiting).
+2. overlaps: one worker process with the batch loop's overlaps (workers.loop) none,
+   claim-ahead, write-behind, both; rounds interleaved.
+3. scale-out: ``hitstream worker -n N`` for each N (1: the single process that stores its own
+   batches; N > 1: N enrichers and one writer), rounds interleaved; prints events/s, the ratio
+   to N = 1, and the writer's CPU time as a share of the wall time (near 100%: the single chdb
+   writer is the limit).
+4. naive: one RQ job per pageview, each running the same pipeline and a single-row insert.
+
+Figures taken on a machine shared with other work are only comparable within one run.
 """
 
 from __future__ import annotations
@@ -17,28 +33,47 @@ import argparse
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
+import psutil
 import redis
-from rq import Queue, SimpleWorker
+import rq
+from rq import Queue
 
 from bench.ua_mix import user_agent_stream
 from hitstream.redis_server import RedisServer
 from shared import keys
+from shared.config import load_settings
 from shared.envelope import Envelope
-from workers import runtime
+from workers.batches import process
+from workers.context import Overlaps, WorkerContext
+from workers.delivery import acknowledge
 from workers.pipeline import StepFailed
-from workers.records import PageviewRow
+from workers.process import BatchWorker, Role, run_worker_process
+from workers.records import PAGEVIEW_COLUMNS, PageviewRow
+from workers.store.arrow import arrow_table
+from workers.store.schema import PAGEVIEWS
 
 NAIVE_QUEUE = "bench-naive"
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 REFERRERS = [None, None, None, "https://www.google.com/", "https://news.ycombinator.com/", "https://example.com/"]
 PATHS = ["/", "/pricing", "/blog/queues", "/docs/install?utm_source=newsletter&utm_medium=email", "/about"]
+HITSTREAM = str(Path(sys.executable).parent / "hitstream")
+OVERLAPS = {
+    "none": Overlaps(claim_ahead=False, write_behind=False),
+    "claim-ahead": Overlaps(claim_ahead=True, write_behind=False),
+    "write-behind": Overlaps(claim_ahead=False, write_behind=True),
+    "both": Overlaps(claim_ahead=True, write_behind=True),
+}
 
 COUNT_ROWS = """
 import sys, clickhouse_connect
@@ -72,11 +107,13 @@ def envelopes(count: int) -> list[bytes]:
     ]
 
 
-def fill_stream(client: redis.Redis, data: list[bytes]) -> None:
-    with client.pipeline(transaction=False) as pipe:
+def fill_stream(client: redis.Redis, data: list[bytes], at_once: bool = False) -> None:
+    """Append ``data`` to the live stream; ``at_once``: in one MULTI, so waiting workers see
+    the whole backlog appear at one moment."""
+    with client.pipeline(transaction=at_once) as pipe:
         for n, payload in enumerate(data):
             pipe.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: payload})
-            if n % 5000 == 4999:
+            if n % 5000 == 4999 and not at_once:
                 pipe.execute()
         pipe.execute()
 
@@ -86,51 +123,133 @@ def stored_rows(path: Path) -> int:
     return int(output.stdout.strip().splitlines()[-1])
 
 
-def batch_design(client: redis.Redis, env: dict[str, str], store: Path, count: int, batch_size: int) -> float:
-    fill_stream(client, envelopes(count))
+@dataclass
+class Run:
+    events_per_second: float
+    writer_cpu_share: float | None  # the writer's CPU seconds / wall seconds (N > 1 only)
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def _registered(client: redis.Redis, queue: str, pids: set[int]) -> list[int]:
+    workers = rq.Worker.all(connection=client, queue=rq.Queue(queue, connection=client))
+    return [worker.pid for worker in workers if worker.pid in pids]
+
+
+def end_to_end(
+    client: redis.Redis,
+    env: dict[str, str],
+    store: Path,
+    data: list[bytes],
+    command: list[str],
+    batch_size: int,
+    enrichers: int = 1,
+) -> Run:
+    """Start the worker ``command``; once its processes are ready (``enrichers`` on the batch
+    queue, and a writer when there are several), put ``data`` in the stream at once and time
+    until it is drained; events/s."""
+    client.flushall()
+    count = len(data)
     worker_env = {**env, "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}", "HITSTREAM_BATCH_SIZE": str(batch_size)}
-    hitstream = str(Path(sys.executable).parent / "hitstream")
-    process = subprocess.Popen(
-        [hitstream, "worker"], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    process = subprocess.Popen(command, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while client.zcard(keys.BATCH_LEASES) == 0 and client.xlen(keys.STREAM) == count:
-            time.sleep(0.001)
+        writer: int | None = None
+        while True:
+            pids = {process.pid, *(child.pid for child in psutil.Process(process.pid).children())}
+            writers = _registered(client, keys.STORE_QUEUE, pids) if enrichers > 1 else []
+            if len(_registered(client, keys.BATCH_QUEUE, pids)) == enrichers and len(writers) == (enrichers > 1):
+                writer = writers[0] if writers else None
+                break
+            if process.poll() is not None:
+                raise SystemExit(f"{' '.join(command)} exited with code {process.returncode}")
+            time.sleep(0.05)
+        time.sleep(0.5)  # the pipeline and the store are loaded right before registering
+        fill_stream(client, data, at_once=True)
         started = time.perf_counter()
+        writer_cpu = _cpu_seconds(writer) if writer else 0.0
         while client.xlen(keys.STREAM) > 0:
             time.sleep(0.002)
         elapsed = time.perf_counter() - started
+        share = (_cpu_seconds(writer) - writer_cpu) / elapsed if writer else None
     finally:
         process.terminate()
-        process.wait(30)
+        process.wait(60)
     rows = stored_rows(store)
     if rows != count:
-        raise SystemExit(f"batch design stored {rows} rows for {count} pageviews")
-    return count / elapsed
+        raise SystemExit(f"{' '.join(command[-3:])}: stored {rows} rows for {count} pageviews")
+    return Run(count / elapsed, share)
 
 
-def naive_job(payload: bytes) -> None:
+def run_bench_worker(overlaps: str) -> None:
+    """In a child process: one worker process with the named overlaps (section 2)."""
+    run_worker_process(Role.WORKER, OVERLAPS[overlaps])
+
+
+def breakdown(client: redis.Redis, store: Path, data: list[bytes], batch_size: int) -> dict[str, float]:
+    """Seconds per stage, summed over the batches of ``data`` (section 1)."""
+    client.flushall()
+    fill_stream(client, data)
+    os.environ["HITSTREAM_CLICKHOUSE_URL"] = f"chdb://{store}"
+    context = WorkerContext.build(load_settings())
+    context.store.get()
+    pipeline = context.pipeline()
+    values = attrgetter(*PAGEVIEW_COLUMNS)
+    spent = dict.fromkeys(["claim", "decode", "pipeline", "Arrow build", "insert", "acknowledge"], 0.0)
+    while True:
+        mark = time.perf_counter()
+        batch = context.batch_queue.claim(batch_size)
+        if batch is None:
+            break
+        spent["claim"] += time.perf_counter() - mark
+        mark = time.perf_counter()
+        for entry in batch.entries:
+            Envelope.from_json(entry.data)
+        decode = time.perf_counter() - mark
+        mark = time.perf_counter()
+        processed = process(batch, pipeline)
+        spent["decode"] += decode
+        spent["pipeline"] += time.perf_counter() - mark - decode
+        mark = time.perf_counter()
+        arrow_table(PAGEVIEWS, [values(row) for row in processed.rows])
+        build = time.perf_counter() - mark
+        mark = time.perf_counter()
+        context.store.get().write_batch(batch.id, processed.rows, processed.drops)
+        spent["Arrow build"] += build
+        spent["insert"] += time.perf_counter() - mark - build
+        mark = time.perf_counter()
+        acknowledge(context.redis, context.batch_queue, batch, processed.letters)
+        spent["acknowledge"] += time.perf_counter() - mark
+    context.store.get().close()
+    return spent
+
+
+def naive_job(context: WorkerContext, payload: bytes) -> None:
     """The naive design: one job per pageview, one single-row insert each."""
     try:
-        outcome = runtime.pipeline().process(Envelope.from_json(payload))
+        outcome = context.pipeline().process(Envelope.from_json(payload))
     except StepFailed:
         return
     if isinstance(outcome, PageviewRow):
-        runtime.current_store().write_batch(str(uuid.uuid4()), [outcome], [])
+        context.store.get().write_batch(str(uuid.uuid4()), [outcome], [])
 
 
 def run_naive_worker() -> None:
     """In a child process: warm the pipeline and store, then drain the naive queue (burst)."""
-    client = runtime.redis_client()
-    runtime.pipeline()
-    runtime.current_store()
-    count = Queue(NAIVE_QUEUE, connection=client).count
+    context = WorkerContext.build(load_settings())
+    context.pipeline()
+    context.store.get()
+    queue = Queue(NAIVE_QUEUE, connection=context.redis)
+    count = queue.count
     started = time.perf_counter()
-    SimpleWorker([Queue(NAIVE_QUEUE, connection=client)], connection=client).work(burst=True, logging_level="WARNING")
+    BatchWorker(context, [queue]).work(burst=True, logging_level="WARNING")
     print(count / (time.perf_counter() - started))
 
 
 def naive_design(client: redis.Redis, env: dict[str, str], store: Path, count: int) -> float:
+    client.flushall()
     naive_queue = Queue(NAIVE_QUEUE, connection=client)
     jobs = [Queue.prepare_data(naive_job, args=(payload,), result_ttl=0) for payload in envelopes(count)]
     for start in range(0, count, 1000):
@@ -149,37 +268,90 @@ def naive_design(client: redis.Redis, env: dict[str, str], store: Path, count: i
     return float(output.stdout.strip().splitlines()[-1])
 
 
+def interleaved(rounds: int, variants: dict[str, Callable[[Path], Run]], scratch: Path) -> dict[str, list[Run]]:
+    """Each variant once per round, in the same order, each on a fresh store."""
+    runs: dict[str, list[Run]] = {name: [] for name in variants}
+    for round_ in range(rounds):
+        for name, run in variants.items():
+            runs[name].append(run(scratch / f"store-{name}-{round_}"))
+    return runs
+
+
+def median_rate(runs: list[Run]) -> float:
+    return statistics.median(run.events_per_second for run in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pageviews", type=int, default=100_000)
-    parser.add_argument("--naive", type=int, default=2000, help="pageviews for the naive design")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of sections 2 and 3")
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--naive", type=int, default=2000, help="pageviews for the naive design")
+    parser.add_argument("--processes", default="1,2,4", help="scale-out: worker process counts")
+    parser.add_argument("--breakdown-batches", type=int, default=20)
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bench-worker", choices=sorted(OVERLAPS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_worker:
         run_naive_worker()
         return
+    if args.bench_worker:
+        run_bench_worker(args.bench_worker)
+        return
 
-    with tempfile.TemporaryDirectory(prefix="hitstream-worker-bench-") as scratch:
-        workdir = Path(scratch)
-        server = RedisServer(port=free_port(), data_dir=workdir / "redis")
+    data = envelopes(args.pageviews)
+    counts = [int(n) for n in args.processes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="hitstream-worker-bench-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        server = RedisServer(port=free_port(), data_dir=scratch / "redis")
         server.start()
         try:
             client = redis.Redis.from_url(server.url)
             env = {**os.environ, "HITSTREAM_REDIS_URL": server.url, "HITSTREAM_LOG_LEVEL": "WARNING"}
-            batch_rate = batch_design(client, env, workdir / "batch-store", args.pageviews, args.batch_size)
-            naive_rate = naive_design(client, env, workdir / "naive-store", args.naive)
+            os.environ.update(env)
+
+            def e2e(command: list[str], enrichers: int = 1) -> Callable[[Path], Run]:
+                return lambda store: end_to_end(client, env, store, data, command, args.batch_size, enrichers)
+
+            bench_worker = [sys.executable, "-m", "bench.worker_bench", "--bench-worker"]
+            overlap_runs = interleaved(
+                args.rounds, {name: e2e([*bench_worker, name]) for name in OVERLAPS}, scratch / "overlaps"
+            )
+            scale_runs = interleaved(
+                args.rounds,
+                {str(n): e2e([HITSTREAM, "worker", "--processes", str(n)], n) for n in counts},
+                scratch / "scale",
+            )
+            spent = breakdown(
+                client, scratch / "breakdown", data[: args.breakdown_batches * args.batch_size], args.batch_size
+            )
+            naive_rate = naive_design(client, env, scratch / "naive", args.naive)
         finally:
             server.stop()
-    print(
-        f"batch design : {args.pageviews} pageviews, batch size {args.batch_size}, 1 worker process: "
-        f"{batch_rate:,.0f} events/s"
-    )
-    print(
-        f"naive design : {args.naive} pageviews, one RQ job + one insert each, 1 worker process: "
-        f"{naive_rate:,.0f} events/s"
-    )
-    print(f"ratio        : {batch_rate / naive_rate:.1f}x  (targets: >= 10,000 events/s per process, >= 20x)")
+
+    broken_down = min(args.breakdown_batches * args.batch_size, args.pageviews)
+    in_line_us = 1e6 / median_rate(overlap_runs["none"])
+    print(f"1. where a batch's time goes (µs per event; {broken_down} events, batch size {args.batch_size}):")
+    for stage, seconds in spent.items():
+        print(f"   {stage:<12} {seconds / broken_down * 1e6:7.1f}")
+    staged = sum(spent.values()) / broken_down * 1e6
+    print(f"   {'other':<12} {in_line_us - staged:7.1f}   (one in-line worker process: {in_line_us:.1f} µs per event)")
+    print(f"2. overlaps, 1 worker process, {args.pageviews} pageviews, median of {args.rounds} interleaved rounds:")
+    baseline = median_rate(overlap_runs["none"])
+    for name, runs in overlap_runs.items():
+        rates = ", ".join(f"{run.events_per_second:,.0f}" for run in runs)
+        print(f"   {name:<13} {median_rate(runs):9,.0f} events/s  {median_rate(runs) / baseline:5.2f}x none  ({rates})")
+    print(f"3. scale-out on one embedded store, {args.pageviews} pageviews, median of {args.rounds} rounds:")
+    one = median_rate(scale_runs[str(counts[0])])
+    for n in counts:
+        runs = scale_runs[str(n)]
+        shares = [run.writer_cpu_share for run in runs if run.writer_cpu_share is not None]
+        writer = f"writer CPU {statistics.median(shares):4.0%} of wall time" if shares else "stores its own batches"
+        print(f"   {n} process(es) {median_rate(runs):9,.0f} events/s  {median_rate(runs) / one:5.2f}x  {writer}")
+    both = median_rate(overlap_runs["both"])
+    print(f"4. naive design ({args.naive} pageviews, one RQ job + one insert each): {naive_rate:,.0f} events/s")
+    print(f"   batch design (both overlaps) / naive: {both / naive_rate:.1f}x")
+    print(f"   (targets: one process >= 20,000 events/s; 2 processes >= 1.6x one; cores: {os.cpu_count()})")
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 import rq
@@ -84,10 +85,18 @@ class HitstreamProcess:
         return self.process.wait(timeout)
 
     def kill(self) -> None:
-        """SIGKILL: a crash."""
+        """SIGKILL: a crash (of every process it started, too)."""
         if self.running():
+            for child in self._children():
+                child.kill()
             self.process.kill()
         self.process.wait()
+
+    def _children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
 
 
 class Api(HitstreamProcess):
@@ -123,7 +132,13 @@ class Worker(HitstreamProcess):
     short claim timeout so crashes heal fast."""
 
     def __init__(
-        self, env: dict[str, str], log: Path, store: Path | str, batch_size: int = 1000, claim_timeout: float = 2.0
+        self,
+        env: dict[str, str],
+        log: Path,
+        store: Path | str,
+        batch_size: int = 1000,
+        claim_timeout: float = 2.0,
+        processes: int = 1,
     ) -> None:
         self.store = store
         if isinstance(store, Path) and store not in ARTIFACTS.stores:
@@ -134,14 +149,18 @@ class Worker(HitstreamProcess):
             "HITSTREAM_BATCH_SIZE": str(batch_size),
             "HITSTREAM_CLAIM_TIMEOUT": str(claim_timeout),
         }
-        super().__init__(["worker"], env, log)
+        super().__init__(["worker", "--processes", str(processes)], env, log)
+
+    def pids(self) -> set[int]:
+        """This worker's process and the processes it started (with --processes N)."""
+        return {self.pid, *(child.pid for child in self._children())}
 
     def wait_ready(self, client: redis.Redis, timeout: float = START_SECONDS) -> None:
         """Until the RQ worker has registered (its SIGTERM warm shutdown is installed then)."""
 
         def registered() -> bool:
             assert self.running(), f"hitstream worker exited:\n{self.output()}"
-            return any(worker.pid == self.pid for worker in rq.Worker.all(connection=client))
+            return any(worker.pid in self.pids() for worker in rq.Worker.all(connection=client))
 
         wait_until(registered, timeout, "hitstream worker to register", interval=0.05)
         time.sleep(0.2)
@@ -163,8 +182,10 @@ class Processes:
         self.started.append(api)
         return api
 
-    def worker(self, store: Path | str, batch_size: int = 1000, claim_timeout: float = 2.0, **settings: str) -> Worker:
-        worker = Worker({**self.env, **settings}, self._log("worker"), store, batch_size, claim_timeout)
+    def worker(
+        self, store: Path | str, batch_size: int = 1000, claim_timeout: float = 2.0, processes: int = 1, **settings: str
+    ) -> Worker:
+        worker = Worker({**self.env, **settings}, self._log("worker"), store, batch_size, claim_timeout, processes)
         self.started.append(worker)
         return worker
 

@@ -26,7 +26,7 @@ def worker_context_for(
         settings=settings,
         redis=client,
         batch_queue=queue,
-        exclusions=ExclusionsWatch(pipeline, client),
+        exclusions=ExclusionsWatch(lambda: pipeline, client),
         store=opening,
         delivery=StoreAndAcknowledge(client, queue, opening, shutdown),
         overlaps=Overlaps(),

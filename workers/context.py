@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -33,10 +34,12 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 
 class ExclusionsWatch:
-    """Reload the pipeline's exclusion rules when the control-plane version changes."""
+    """The pipeline, built on first use (a store writer never builds one), whose exclusion
+    rules are reloaded when the control-plane version changes."""
 
-    def __init__(self, pipeline: Pipeline, client: redis.Redis) -> None:
-        self.pipeline = pipeline
+    def __init__(self, build: Callable[[], Pipeline], client: redis.Redis) -> None:
+        self.build = build
+        self.pipeline: Pipeline | None = None
         self.redis = client
         self.loaded = False
         self.version: bytes | None = None
@@ -44,6 +47,8 @@ class ExclusionsWatch:
 
     def refreshed(self) -> Pipeline:
         """The pipeline, with exclusion rules at most EXCLUSIONS_CHECK_SECONDS stale."""
+        if self.pipeline is None:
+            self.pipeline = self.build()
         now = time.monotonic()
         if now - self.checked_at >= EXCLUSIONS_CHECK_SECONDS:
             self.checked_at = now
@@ -80,7 +85,8 @@ class WorkerContext:
 
     @classmethod
     def build(cls, settings: Settings, hand_off: bool = False, overlaps: Overlaps | None = None) -> WorkerContext:
-        """The context of a worker process (the pipeline loads GeoIP readers, parsers, lists).
+        """The context of a worker process (the pipeline, built on first use, loads GeoIP
+        readers, parsers and lists).
         ``hand_off``: an enricher, which hands processed batches to the store writer."""
         client = redis_client(settings)
         queue = BatchQueue(client, settings.claim_timeout_seconds, settings.bulk_min_share)
@@ -91,7 +97,7 @@ class WorkerContext:
             settings=settings,
             redis=client,
             batch_queue=queue,
-            exclusions=ExclusionsWatch(build_pipeline(settings), client),
+            exclusions=ExclusionsWatch(lambda: build_pipeline(settings), client),
             store=store,
             delivery=delivery,
             overlaps=overlaps or Overlaps(),

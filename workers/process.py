@@ -14,8 +14,11 @@ from __future__ import annotations
 import enum
 import logging
 import multiprocessing
+import os
 import signal
-from types import FrameType
+import threading
+import time
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from rq import Queue, SimpleWorker
@@ -113,22 +116,64 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
                 thread.stop()
 
 
+def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
+    """A supervised worker process, which shuts down warmly when its supervisor is gone (even
+    SIGKILLed): an orphaned writer would keep the embedded store from the next supervisor's."""
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="hitstream-parent-watch", daemon=True).start()
+    run_worker_process(role, overlaps)
+
+
+def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
+    """A supervised worker process, which shuts down warmly when its supervisor is gone (even
+    SIGKILLed): an orphaned writer would keep the embedded store from the next supervisor's."""
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="hitstream-parent-watch", daemon=True).start()
+    run_worker_process(role, overlaps)
+
+
+# How often the supervisor looks for a child that died (and starts its replacement).
+SUPERVISE_SECONDS = 0.2
+# How often a supervised child checks that its supervisor still runs.
+ORPHAN_CHECK_SECONDS = 1.0
+
+
 def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
-    """One child process per role; SIGTERM/SIGINT here is forwarded to each as SIGTERM."""
-    context = multiprocessing.get_context("spawn")
-    children = [
-        context.Process(target=run_worker_process, args=(role, overlaps), name=f"hitstream-{role}-{n}")
-        for n, role in enumerate(roles)
-    ]
-    for child in children:
+    """One child process per role, until SIGTERM/SIGINT here, which is forwarded to each as
+    SIGTERM (a warm shutdown). A child that dies (a crash, a SIGKILL) is replaced in its role:
+    its batches wait, leased or in the enriched stream, for whoever takes its place. A child
+    that exits cleanly (after its own warm shutdown) is not."""
+    spawn = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def start(n: int, role: Role) -> BaseProcess:
+        child = spawn.Process(target=_run_child, args=(role, overlaps, os.getpid()), name=f"hitstream-{role}-{n}")
         child.start()
+        return child
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                child.terminate()  # SIGTERM: a warm shutdown in the child
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    children = [start(n, role) for n, role in enumerate(roles)]
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
+    log = logging.getLogger(__name__)
+    while not stopping.wait(SUPERVISE_SECONDS):
+        for n, child in enumerate(children):
+            if child.exitcode not in (None, 0) and not stopping.is_set():
+                log.warning("%s died (exit code %s); starting its replacement", child.name, child.exitcode)
+                children[n] = start(n, roles[n])
+        if all(child.exitcode == 0 for child in children):
+            break
+    for child in children:
+        if child.is_alive():
+            child.terminate()
     for child in children:
         child.join()

@@ -1,0 +1,196 @@
+"""``hitstream worker -n N`` on an embedded store: N enricher processes hand their batches to
+one writer process, on the real Redis and a real chdb store. Exact counts after SIGKILLs of
+any process at many moments; stats while they run; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+import rq
+
+from shared import keys
+from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
+from shared.envelope import Envelope
+from shared.keys import BATCH_QUEUE, STORE_QUEUE
+from shared.lanes import LANE_KEYS, Lane
+from tests.procs import Processes, Worker, drained, stored_pages, wait_until
+from workers.stats_reader import read_site_stats
+
+SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
+
+
+@pytest.fixture(autouse=True)
+def private_paths_dropped(real_redis: redis.Redis) -> None:
+    """Every 50th pageview (path /private) is dropped, so drop counts travel the hand-off too."""
+    add_exclusion(real_redis, INSTANCE_SCOPE, ExclusionKind.PATH, "/private")
+
+
+def envelope(n: int) -> Envelope:
+    now = int(time.time() * 1000)
+    return Envelope(
+        site_id=SITE,
+        site_domain="example.com",
+        page_id=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        timestamp_ms=now,
+        received_ms=now,
+        url=f"https://example.com/{n}" if n % 50 else "https://example.com/private",
+        visitor_ip="198.51.100.23",
+        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    )
+
+
+def send(client: redis.Redis, count: int, lane: Lane = Lane.LIVE) -> list[str]:
+    envelopes = [envelope(n) for n in range(count)]
+    with client.pipeline(transaction=False) as pipe:
+        for env in envelopes:
+            pipe.xadd(LANE_KEYS[lane].stream, {keys.ENVELOPE_FIELD: env.to_json(), keys.TOKEN_FIELD: "sender"})
+        pipe.hincrby(LANE_KEYS[lane].queued_by_token, "sender", count)  # as the API counts them
+        pipe.execute()
+    return [env.page_id for env in envelopes]
+
+
+def all_stored(client: redis.Redis) -> bool:
+    """Nothing waits in a lane, in a lease or in the enriched stream."""
+    return drained(client) and client.xlen(keys.ENRICHED_STREAM) == 0
+
+
+def role_pids(client: redis.Redis, worker: Worker, queue: str) -> list[int]:
+    """The pids of ``worker``'s processes registered with RQ on ``queue`` (store: the writer;
+    batches: the enrichers)."""
+    pids = worker.pids()
+    registered = rq.Worker.all(connection=client, queue=rq.Queue(queue, connection=client))
+    return [registered_worker.pid for registered_worker in registered if registered_worker.pid in pids]
+
+
+def wait_for_roles(client: redis.Redis, worker: Worker, enrichers: int) -> tuple[int, list[int]]:
+    def complete() -> bool:
+        assert worker.running(), worker.output()
+        return len(role_pids(client, worker, STORE_QUEUE)) == 1 and (
+            len(role_pids(client, worker, BATCH_QUEUE)) == enrichers
+        )
+
+    wait_until(complete, 60, f"one writer and {enrichers} enrichers to register")
+    (writer,) = role_pids(client, worker, STORE_QUEUE)
+    return writer, role_pids(client, worker, BATCH_QUEUE)
+
+
+def kill(pid: int) -> None:
+    try:
+        psutil.Process(pid).kill()
+    except psutil.NoSuchProcess:
+        pass
+
+
+def assert_stored_exactly_once(client: redis.Redis, worker: Worker, store: Path, sent: list[str]) -> None:
+    wait_until(lambda: all_stored(client), 120, "every pageview stored and acknowledged", interval=0.1)
+    assert worker.stop(60) == 0
+    pages, drops = stored_pages(store)
+    assert pages == Counter(page for n, page in enumerate(sent) if n % 50)
+    assert drops == {"instance_path": len(sent[::50])}
+    assert client.hlen(LANE_KEYS[Lane.LIVE].queued_by_token) == 0  # each entry counted off exactly once
+    assert client.zcard(LANE_KEYS[Lane.LIVE].leases) == 0
+
+
+def test_two_enrichers_hand_every_batch_to_one_writer_and_sigterm_stops_them_all(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    sent = send(real_redis, 20_000)
+    worker = processes.worker(store, batch_size=500, processes=2)
+    writer, enrichers = wait_for_roles(real_redis, worker, 2)
+    children = worker.pids() - {worker.pid}
+
+    assert_stored_exactly_once(real_redis, worker, store, sent)
+
+    assert children == {writer, *enrichers}
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in children)
+
+
+def _enricher_holding_a_batch(client: redis.Redis, worker: Worker) -> int:
+    wait_until(lambda: client.zcard(keys.BATCH_LEASES) > 0, 30, "a claimed batch")
+    return random.choice(role_pids(client, worker, BATCH_QUEUE))
+
+
+def _writer_holding_a_batch(client: redis.Redis, worker: Worker) -> int:
+    # A pending enriched entry: the writer read it and is inserting, or inserted and not yet acknowledged.
+    wait_until(
+        lambda: client.xpending(keys.ENRICHED_STREAM, keys.ENRICHED_GROUP)["pending"] > 0,
+        30,
+        "the writer holding a batch",
+        interval=0.001,
+    )
+    (writer,) = role_pids(client, worker, STORE_QUEUE)
+    return writer
+
+
+def _writer_between_batches(client: redis.Redis, worker: Worker) -> int:
+    wait_until(lambda: client.xlen(keys.ENRICHED_STREAM) > 0, 30, "an enriched batch waiting", interval=0.001)
+    (writer,) = role_pids(client, worker, STORE_QUEUE)
+    return writer
+
+
+@pytest.mark.parametrize(
+    "victim",
+    [_enricher_holding_a_batch, _writer_holding_a_batch, _writer_between_batches],
+    ids=["enricher-mid-batch", "writer-mid-insert-or-ack", "writer-with-batches-waiting"],
+)
+def test_a_sigkilled_enricher_or_writer_is_replaced_and_nothing_is_lost_or_doubled(
+    processes: Processes,
+    real_redis: redis.Redis,
+    tmp_path: Path,
+    victim: Callable[[redis.Redis, Worker], int],
+) -> None:
+    store = tmp_path / "store"
+    worker = processes.worker(store, batch_size=500, claim_timeout=2.0, processes=2)
+    wait_for_roles(real_redis, worker, 2)
+    sent = send(real_redis, 20_000)
+
+    kill(victim(real_redis, worker))
+    time.sleep(0.5)
+    wait_for_roles(real_redis, worker, 2)  # the supervisor replaced it
+
+    assert_stored_exactly_once(real_redis, worker, store, sent)
+
+
+def test_ten_sigkills_of_random_processes_at_random_moments_lose_and_double_nothing(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    worker = processes.worker(store, batch_size=250, claim_timeout=2.0, processes=2)
+    wait_for_roles(real_redis, worker, 2)
+    sent = send(real_redis, 30_000)
+    rng = random.Random(12)
+
+    for _ in range(10):
+        writer, enrichers = wait_for_roles(real_redis, worker, 2)
+        time.sleep(rng.uniform(0, 0.6))
+        kill(rng.choice([writer, *enrichers]))
+
+    assert_stored_exactly_once(real_redis, worker, store, sent)
+
+
+def test_stats_are_answered_by_the_writer_while_the_enrichers_run(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    worker = processes.worker(store, batch_size=500, processes=2)
+    wait_for_roles(real_redis, worker, 2)
+    sent = send(real_redis, 30_000)
+
+    during = read_site_stats(f"chdb://{store}", real_redis, SITE, date(2020, 1, 1), None)
+    wait_until(lambda: all_stored(real_redis), 120, "every pageview stored", interval=0.1)
+    after = read_site_stats(f"chdb://{store}", real_redis, SITE, date(2020, 1, 1), None)
+
+    assert 0 <= during["pageviews"] <= after["pageviews"] == len(sent) - len(sent[::50])
+    assert after["drops"] == {"instance_path": len(sent[::50])}
+    assert worker.stop(60) == 0
