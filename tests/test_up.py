@@ -168,7 +168,10 @@ def test_up_starts_everything_serves_the_printed_curl_and_stops_cleanly(
     names = {" ".join(process.cmdline()) for process in started}
     assert any("redis-server" in name or "valkey" in name for name in names)
     assert any(name.endswith(f" api --host 127.0.0.1 --port {up.port}") for name in names)
-    assert any(name.endswith(" worker") for name in names)
+    # One enricher per core (at most 4) and, on the embedded store, the writer, under one supervisor.
+    enrichers = min(os.cpu_count() or 1, 4)
+    assert any(name.endswith(f" worker --processes {enrichers}") for name in names)
+    assert sum("multiprocessing.spawn" in name for name in names) == (enrichers + 1 if enrichers > 1 else 0)
 
     assert send(curl) == [202]
     # Read by a separate process while the worker owns the embedded store.

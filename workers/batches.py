@@ -1,10 +1,11 @@
 """One claimed batch through the pipeline: ``process`` turns its entries into rows, drop
 counts and dead letters (``Processed``), which the batch's delivery stores and acknowledges.
 
-``Processed`` holds no envelope (so no visitor IP): it travels as is to the store writer
-when several processes enrich for one embedded store (workers.delivery). The few envelopes
-whose rows the store refuses are read back from their lane's stream for their dead letters;
-they are still there, since a batch is acknowledged only after the store answered.
+Neither ``Processed`` nor ``EnrichedBatch`` (what an enricher hands the store writer when
+several processes enrich for one embedded store, workers.delivery) holds an envelope, so no
+visitor IP travels with them. The few envelopes whose rows the store refuses are read back
+from their lane's stream for their dead letters; they are still there, since a batch is
+acknowledged only after the store answered.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from workers.dead_letters import DeadLetter
 from workers.pipeline import Pipeline, StepFailed
 from workers.queue import Batch, Entry
 from workers.records import Drop, PageviewRow
+from workers.store.blocks import PreparedBatch, prepare_batch
 from workers.store.store import Refusals
 
 
@@ -33,10 +35,28 @@ class Processed:
     row_entries: list[str]  # the stream entry id of each row, parallel to rows
     drop_entries: list[str]  # parallel to drops
 
-    def without_envelopes(self) -> Processed:
-        """The same batch without its entries' envelopes (acknowledging needs only ids and tokens)."""
-        entries = [Entry(entry.id, b"", entry.token_id) for entry in self.batch.entries]
-        return replace(self, batch=replace(self.batch, entries=entries))
+
+@dataclass(frozen=True, slots=True)
+class EnrichedBatch:
+    """What an enricher hands the store writer (workers.delivery): a processed batch as the
+    inserts that store it, without envelopes (acknowledging needs only entry ids and tokens)."""
+
+    batch: Batch
+    letters: list[DeadLetter]
+    row_entries: list[str]
+    drop_entries: list[str]
+    prepared: PreparedBatch
+
+    @classmethod
+    def of(cls, processed: Processed) -> EnrichedBatch:
+        entries = [Entry(entry.id, b"", entry.token_id) for entry in processed.batch.entries]
+        return cls(
+            replace(processed.batch, entries=entries),
+            processed.letters,
+            processed.row_entries,
+            processed.drop_entries,
+            prepare_batch(processed.batch.id, processed.rows, processed.drops),
+        )
 
 
 def process(batch: Batch, pipeline: Pipeline) -> Processed:
@@ -64,15 +84,18 @@ def process(batch: Batch, pipeline: Pipeline) -> Processed:
     return processed
 
 
-def refused_letters(client: redis.Redis, processed: Processed, refusals: Refusals) -> list[DeadLetter]:
-    """Dead letters (step "store") for the entries whose rows or drop counts the store refused."""
-    refused = [(processed.row_entries[position], error) for position, error in refusals.rows.items()]
-    refused += [(processed.drop_entries[position], error) for position, error in refusals.drops.items()]
-    stream = LANE_KEYS[processed.batch.lane].stream
+def refused_letters(
+    client: redis.Redis, batch: Batch, row_entries: list[str], drop_entries: list[str], refusals: Refusals
+) -> list[DeadLetter]:
+    """Dead letters (step "store") for the entries whose rows or drop counts the store refused
+    (``row_entries``, ``drop_entries``: the entry id of each row and drop the store was given)."""
+    refused = [(row_entries[position], error) for position, error in refusals.rows.items()]
+    refused += [(drop_entries[position], error) for position, error in refusals.drops.items()]
+    stream = LANE_KEYS[batch.lane].stream
     letters = []
     for entry_id, error in refused:
         found = client.xrange(stream, entry_id, entry_id)
         if found:  # gone only if a duplicate delivery of this batch acknowledged it already
             envelope = Envelope.from_json(found[0][1][keys.ENVELOPE_FIELD.encode()])
-            letters.append(dead_letters.for_failed_step(entry_id, processed.batch.id, envelope, "store", error))
+            letters.append(dead_letters.for_failed_step(entry_id, batch.id, envelope, "store", error))
     return letters

@@ -12,9 +12,10 @@ reads through a consumer group, so a killed writer re-reads what it held. Every 
 carries the batch id as its deduplication token, so a batch delivered twice is stored once.
 
 Why a Redis stream for the hand-off (not a pipe to the writer): it survives the death of
-either side without any coordination between the processes, it is the mechanism the lanes
-already rely on, and its cost is one round trip of a few hundred KB per batch (measured as
-"hand-off" in bench/worker_bench.py).
+either side without any coordination between the processes and is the mechanism the lanes
+already rely on; its cost is one round trip of ~0.5 MB per 1,000-row batch. The batch
+travels as its Arrow blocks (workers.store.blocks), built by the enricher, so the writer only
+inserts and acknowledges.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import pickle
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import redis
@@ -30,11 +32,11 @@ import redis
 from shared import keys
 from shared.lanes import LANE_KEYS
 from workers import dead_letters
-from workers.batches import Processed, refused_letters
+from workers.batches import EnrichedBatch, Processed, refused_letters
 from workers.dead_letters import DeadLetter
 from workers.queue import Batch, BatchQueue
 from workers.store.opening import StoreOpening
-from workers.store.store import Refusals, StoreUnavailable
+from workers.store.store import Refusals, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +63,17 @@ class Delivery(Protocol):
         """Hand ``processed`` on; once this returns, the batch is no longer the caller's to keep."""
 
 
-def write_with_retry(store: StoreOpening, processed: Processed, shutdown: threading.Event) -> Refusals:
-    """Write with exponential backoff while the store is unavailable; return what the store
-    refused. Raises StoreGaveUp after STORE_RETRY_SECONDS, ShutdownWhileWaiting when a warm
-    shutdown interrupts the wait."""
-    batch_id = processed.batch.id
+def write_with_retry(
+    store: StoreOpening, batch_id: str, write: Callable[[Store], Refusals], shutdown: threading.Event
+) -> Refusals:
+    """``write`` the batch to the store, with exponential backoff while the store is
+    unavailable; return what the store refused. Raises StoreGaveUp after STORE_RETRY_SECONDS,
+    ShutdownWhileWaiting when a warm shutdown interrupts the wait."""
     deadline = time.monotonic() + STORE_RETRY_SECONDS
     delay = STORE_RETRY_FIRST_DELAY
     while True:
         try:
-            return store.get().write_batch(batch_id, processed.rows, processed.drops)
+            return write(store.get())
         except StoreUnavailable as error:
             if time.monotonic() + delay > deadline:
                 raise StoreGaveUp(f"store unavailable for {STORE_RETRY_SECONDS:.0f} s: {error}") from error
@@ -85,33 +88,19 @@ def acknowledge(
     queue: BatchQueue,
     batch: Batch,
     letters: list[DeadLetter],
-    also: list[tuple[str, str]] | None = None,
+    enriched_entry: str | None = None,
 ) -> None:
-    """Acknowledge a stored ``batch`` and record its dead letters, in one transaction; ``also``:
-    (stream, entry id) pairs of the enriched stream acknowledged in the same transaction."""
+    """Acknowledge a stored ``batch`` and record its dead letters, in one transaction (with
+    ``enriched_entry``: also that entry of the enriched stream, which held the batch)."""
     with client.pipeline(transaction=True) as pipe:
         dead_letters.record(pipe, letters)
         queue.ack(batch, pipe)
-        for stream, entry_id in also or ():
-            pipe.xack(stream, keys.ENRICHED_GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
+        if enriched_entry is not None:
+            pipe.xack(keys.ENRICHED_STREAM, keys.ENRICHED_GROUP, enriched_entry)
+            pipe.xdel(keys.ENRICHED_STREAM, enriched_entry)
         pipe.execute()
     if letters:
         log.warning("batch %s: %d envelope(s) sent to dead letters", batch.id, len(letters))
-
-
-def store_and_acknowledge(
-    client: redis.Redis,
-    queue: BatchQueue,
-    store: StoreOpening,
-    shutdown: threading.Event,
-    processed: Processed,
-    also: list[tuple[str, str]] | None = None,
-) -> None:
-    """Insert the batch (retrying), then acknowledge it with its dead letters (see ``acknowledge``)."""
-    refusals = write_with_retry(store, processed, shutdown)
-    letters = processed.letters + refused_letters(client, processed, refusals)
-    acknowledge(client, queue, processed.batch, letters, also)
 
 
 class StoreAndAcknowledge:
@@ -124,7 +113,15 @@ class StoreAndAcknowledge:
         self.shutdown = shutdown
 
     def deliver(self, processed: Processed) -> None:
-        store_and_acknowledge(self.redis, self.queue, self.store, self.shutdown, processed)
+        batch = processed.batch
+        refusals = write_with_retry(
+            self.store,
+            batch.id,
+            lambda store: store.write_batch(batch.id, processed.rows, processed.drops),
+            self.shutdown,
+        )
+        letters = refused_letters(self.redis, batch, processed.row_entries, processed.drop_entries, refusals)
+        acknowledge(self.redis, self.queue, batch, processed.letters + letters)
 
 
 class HandOff:
@@ -138,8 +135,9 @@ class HandOff:
         while self.redis.xlen(keys.ENRICHED_STREAM) >= ENRICHED_MAX_WAITING:
             if self.shutdown.wait(ENRICHED_FULL_POLL_SECONDS):
                 raise ShutdownWhileWaiting(processed.batch.id)
-        # Pickle, as RQ does for its jobs: only hitstream's own processes write this stream.
-        payload = pickle.dumps(processed.without_envelopes(), protocol=pickle.HIGHEST_PROTOCOL)
+        # Pickle, as RQ does for its jobs (only hitstream's own processes write this stream);
+        # the rows travel inside as Arrow blocks (workers.store.blocks says what that saves).
+        payload = pickle.dumps(EnrichedBatch.of(processed), protocol=pickle.HIGHEST_PROTOCOL)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(keys.ENRICHED_STREAM, {keys.ENRICHED_FIELD: payload})
             pipe.zrem(LANE_KEYS[processed.batch.lane].leases, processed.batch.id)

@@ -116,36 +116,23 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
                 thread.stop()
 
 
-def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
-    """A supervised worker process, which shuts down warmly when its supervisor is gone (even
-    SIGKILLed): an orphaned writer would keep the embedded store from the next supervisor's."""
-
-    def watch_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_CHECK_SECONDS)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch_parent, name="hitstream-parent-watch", daemon=True).start()
-    run_worker_process(role, overlaps)
-
-
-def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
-    """A supervised worker process, which shuts down warmly when its supervisor is gone (even
-    SIGKILLed): an orphaned writer would keep the embedded store from the next supervisor's."""
-
-    def watch_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_CHECK_SECONDS)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch_parent, name="hitstream-parent-watch", daemon=True).start()
-    run_worker_process(role, overlaps)
-
-
 # How often the supervisor looks for a child that died (and starts its replacement).
 SUPERVISE_SECONDS = 0.2
 # How often a supervised child checks that its supervisor still runs.
 ORPHAN_CHECK_SECONDS = 1.0
+
+
+def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
+    """A supervised worker process, which shuts down warmly when its supervisor is gone (even
+    SIGKILLed): an orphaned writer would keep the embedded store from the next supervisor's."""
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="hitstream-parent-watch", daemon=True).start()
+    run_worker_process(role, overlaps)
 
 
 def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:

@@ -18,9 +18,9 @@ import threading
 import redis
 
 from shared import keys
-from workers.batches import Processed
+from workers.batches import EnrichedBatch, refused_letters
 from workers.context import WorkerContext
-from workers.delivery import ShutdownWhileWaiting, StoreGaveUp, store_and_acknowledge
+from workers.delivery import ShutdownWhileWaiting, StoreGaveUp, acknowledge, write_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,16 @@ class StoreWriter(threading.Thread):
         )
         return reply[0][1] if reply else []
 
-    def _store(self, entry_id: str, processed: Processed) -> None:
+    def _store(self, entry_id: str, enriched: EnrichedBatch) -> None:
         context = self.context
+        batch = enriched.batch
         while True:
             try:
-                store_and_acknowledge(
-                    context.redis,
-                    context.batch_queue,
-                    context.store,
-                    context.shutdown_requested,
-                    processed,
-                    also=[(keys.ENRICHED_STREAM, entry_id)],
+                refusals = write_with_retry(
+                    context.store, batch.id, lambda store: store.write_prepared(enriched.prepared), self.stopped
                 )
-                return
+                break
             except StoreGaveUp as error:
-                log.error("store writer: %s; still holding batch %s, trying again", error, processed.batch.id)
+                log.error("store writer: %s; still holding batch %s, trying again", error, batch.id)
+        letters = refused_letters(context.redis, batch, enriched.row_entries, enriched.drop_entries, refusals)
+        acknowledge(context.redis, context.batch_queue, batch, enriched.letters + letters, entry_id)

@@ -14,21 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from operator import attrgetter
+from datetime import date
 from typing import Any
 
 import clickhouse_connect
-import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from shared.urls import redacted
-from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, EventRow, PageviewRow
-from workers.store.arrow import arrow_table
+from workers.records import Drop, PageviewRow
+from workers.store.blocks import Block, PreparedBatch, prepare_batch
 from workers.store.dsn import chdb_path, chdb_path_in_use
 from workers.store.migrations import apply_migrations
-from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS, Table
+from workers.store.schema import DROP_COUNTS
 from workers.store.stats import query_site_stats
 
 # Every insert of a batch carries a token derived from the batch id as
@@ -43,10 +41,6 @@ from workers.store.stats import query_site_stats
 # rules; distributed_foreground_insert makes a Distributed table (cluster layout) answer only
 # after the shards stored the rows.
 _INSERT_SETTINGS = {"async_insert": 0, "insert_deduplicate": 1, "distributed_foreground_insert": 1}
-
-_pageview_values = attrgetter(*PAGEVIEW_COLUMNS)
-_event_values = attrgetter(*EVENT_COLUMNS)
-
 
 # ClickHouse error codes that mean "this data is refused": the same rows are refused on every
 # attempt, so retrying cannot help. Anything else (unknown codes included) is an outage and
@@ -110,64 +104,41 @@ class Store:
         """Insert a batch's pageviews, events (``EventRow``) and drop counts, one insert per
         table and month, each at most once per ``batch_id``; return what the store refused.
         Raises StoreUnavailable (then retry the whole batch: what was stored is deduplicated)."""
-        _require_aware_times(rows, drops)
-        events = [position for position, row in enumerate(rows) if type(row) is EventRow]
-        pageviews = [position for position, row in enumerate(rows) if type(row) is not EventRow]
-        counted = drop_counts(drops)
-        refusals = Refusals()
+        return self.write_prepared(prepare_batch(batch_id, rows, drops))
+
+    def write_prepared(self, prepared: PreparedBatch) -> Refusals:
+        """``write_batch`` for a batch whose blocks were built already (maybe in another process)."""
+        refused_rows = dict(prepared.refused_rows)
+        refused_counts = dict(prepared.refused_counts)
         try:
-            for table, values, positions in ((PAGEVIEWS, _pageview_values, pageviews), (EVENTS, _event_values, events)):
-                chosen = [rows[position] for position in positions]
-                refused = self._insert_by_month(
-                    batch_id, table, [values(row) for row in chosen], [_month(row.timestamp) for row in chosen]
-                )
-                refusals.rows.update((positions[index], error) for index, error in refused.items())
-            refused = self._insert_by_month(
-                batch_id, DROP_COUNTS, [row for row, _ in counted], [_month(row[2]) for row, _ in counted]
-            )
-            for index, error in refused.items():
-                refusals.drops.update(dict.fromkeys(counted[index][1], error))
+            for block in prepared.blocks:
+                self._insert_or_halve(block, refused_counts if block.table is DROP_COUNTS else refused_rows)
         except (ClickHouseError, OSError) as error:
-            raise StoreUnavailable(f"batch {batch_id} was not stored in {self.dsn}: {error}") from error
+            raise StoreUnavailable(f"batch {prepared.batch_id} was not stored in {self.dsn}: {error}") from error
+        refusals = Refusals(rows=refused_rows)
+        for index, message in refused_counts.items():
+            refusals.drops.update(dict.fromkeys(prepared.counted[index], message))
         return refusals
 
-    def _insert_by_month(
-        self, batch_id: str, table: Table, rows: list[tuple[Any, ...]], months: list[int]
-    ) -> dict[int, str]:
-        """Insert ``rows`` one block per month (``table``'s partition); return the positions
-        of refused rows with the store's error."""
-        by_month: dict[int, list[int]] = {}
-        for position, month in enumerate(months):
-            by_month.setdefault(month, []).append(position)
-        refused: dict[int, str] = {}
-        for positions in by_month.values():
-            self._insert_or_halve(batch_id, table, rows, positions, refused)
-        return refused
-
-    def _insert_or_halve(
-        self, token: str, table: Table, rows: list[tuple[Any, ...]], positions: list[int], refused: dict[int, str]
-    ) -> None:
-        """Insert the rows at ``positions`` under ``token``; when the store refuses them, each
-        half under its own token derived from this one, until a refused row is alone."""
+    def _insert_or_halve(self, block: Block, refused: dict[int, str]) -> None:
+        """Insert ``block``; when the store refuses it, each half under its own token derived
+        from the block's, until a refused row is alone (its position goes to ``refused``)."""
         try:
-            self._insert(token, table, [rows[position] for position in positions])
+            self._insert(block)
         except _Refused as error:
-            if len(positions) == 1:
-                refused[positions[0]] = str(error)
+            if block.data.num_rows == 1:
+                refused[block.positions[0]] = str(error)
                 return
-            middle = len(positions) // 2
-            self._insert_or_halve(f"{token}/0", table, rows, positions[:middle], refused)
-            self._insert_or_halve(f"{token}/1", table, rows, positions[middle:], refused)
+            middle = block.data.num_rows // 2
+            halves = ((0, block.positions[:middle]), (middle, block.positions[middle:]))
+            for half, (start, positions) in enumerate(halves):
+                data = block.data.slice(start, len(positions))
+                self._insert_or_halve(Block(f"{block.token}/{half}", block.table, data, positions), refused)
 
-    def _insert(self, token: str, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _insert(self, block: Block) -> None:
+        settings = {**_INSERT_SETTINGS, "insert_deduplication_token": block.token}
         try:
-            block = arrow_table(table, rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
-            # A value that does not fit its column's type never reaches the store.
-            raise _Refused(f"{type(error).__name__}: {error}") from error
-        settings = {**_INSERT_SETTINGS, "insert_deduplication_token": token}
-        try:
-            self._client.insert_arrow(table.name, block, settings=settings)
+            self._client.insert_arrow(block.table.name, block.data, settings=settings)
         except DatabaseError as error:
             if error.code in REFUSAL_CODES:
                 raise _Refused(str(error)) from error
@@ -199,32 +170,3 @@ def open_store(dsn: str) -> Store:
     except (ClickHouseError, OSError) as error:
         raise StoreUnavailable(f"cannot open the store at {redacted(dsn)}: {error}") from error
     return Store(client, dsn)
-
-
-def drop_counts(drops: Sequence[Drop]) -> list[tuple[tuple[str, str, datetime, int], list[int]]]:
-    """Drops added up per (site, reason, minute): one row each for the drop_counts table, with
-    the positions of the drops counted in it."""
-    counted: dict[tuple[str, str, datetime], list[int]] = {}
-    for position, drop in enumerate(drops):
-        key = (drop.site_id, drop.reason.value, drop.timestamp.replace(second=0, microsecond=0))
-        counted.setdefault(key, []).append(position)
-    return [
-        ((site_id, reason, minute, len(positions)), positions)
-        for (site_id, reason, minute), positions in counted.items()
-    ]
-
-
-def _month(moment: datetime) -> int:
-    """The partition of a row at ``moment`` (an aware datetime): toYYYYMM in UTC."""
-    utc = moment.astimezone(UTC)
-    return utc.year * 100 + utc.month
-
-
-def _require_aware_times(rows: Sequence[PageviewRow], drops: Sequence[Drop]) -> None:
-    # A naive datetime does not say which instant it is; guessing would shift stored times.
-    for row in rows:
-        if row.timestamp.tzinfo is None or row.received_at.tzinfo is None:
-            raise ValueError(f"PageviewRow.timestamp and .received_at must be timezone-aware (page_id {row.page_id})")
-    for drop in drops:
-        if drop.timestamp.tzinfo is None:
-            raise ValueError(f"Drop.timestamp must be timezone-aware (site_id {drop.site_id}, reason {drop.reason})")
