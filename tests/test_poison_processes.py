@@ -80,8 +80,10 @@ REFUSING_CONSTRAINTS = {
 
 
 @pytest.mark.parametrize("table", list(REFUSING_CONSTRAINTS))
+# 2: two enrichers hand their batches to the process that writes (worker -n 2 on a chdb store).
+@pytest.mark.parametrize("worker_processes", [1, 2], ids=["one-process", "enrichers-and-writer"])
 def test_rows_the_store_refuses_are_dead_lettered_and_the_batches_behind_them_stored_within_one_claim_cycle(
-    processes: Processes, real_redis: redis.Redis, tmp_path: Path, table: str
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path, table: str, worker_processes: int
 ) -> None:
     claim_timeout = 60.0
     site = site_id(real_redis)
@@ -97,12 +99,13 @@ def test_rows_the_store_refuses_are_dead_lettered_and_the_batches_behind_them_st
     order = [*good[:10], poison[0], *good[10:60], poison[1], *good[60:97], poison[2], *good[97:]]
     ids = send(real_redis, [item.to_json() for item in order])
 
-    worker = processes.worker(store, batch_size=100, claim_timeout=claim_timeout)
+    worker = processes.worker(store, batch_size=100, claim_timeout=claim_timeout, processes=worker_processes)
     worker.wait_ready(real_redis)
     started = time.monotonic()
     wait_until(lambda: drained(real_redis), claim_timeout, "the queue to drain before any lease expires", interval=0.1)
     print(
-        f"refused rows in table {table}: 500 envelopes drained {time.monotonic() - started:.1f} s after the worker was ready"
+        f"refused rows in table {table}: 500 envelopes drained {time.monotonic() - started:.1f} s"
+        " after the worker was ready"
     )
     assert worker.stop() == 0
 
@@ -214,7 +217,8 @@ def test_a_historical_replay_spread_over_20_years_in_random_order_lands_complete
     started = time.monotonic()
     wait_until(lambda: drained(real_redis), 240, "the replay to be stored", interval=0.2)
     print(
-        f"20-year replay: {lines} pageviews over 240 months stored {time.monotonic() - started:.1f} s after the replay ended"
+        f"20-year replay: {lines} pageviews over 240 months stored {time.monotonic() - started:.1f} s"
+        " after the replay ended"
     )
     assert worker.stop() == 0
 

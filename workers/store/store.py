@@ -112,7 +112,9 @@ class Store:
         refused_counts = dict(prepared.refused_counts)
         try:
             for block in prepared.blocks:
-                self._insert_or_halve(block, refused_counts if block.table is DROP_COUNTS else refused_rows)
+                # By name: a block that crossed processes holds a copy of its table.
+                counted = block.table.name == DROP_COUNTS.name
+                self._insert_or_halve(block, refused_counts if counted else refused_rows)
         except (ClickHouseError, OSError) as error:
             raise StoreUnavailable(f"batch {prepared.batch_id} was not stored in {self.dsn}: {error}") from error
         refusals = Refusals(rows=refused_rows)
