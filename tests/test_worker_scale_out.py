@@ -4,7 +4,9 @@ any process at many moments; stats while they run; SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -213,4 +215,23 @@ def test_children_of_a_sigkilled_supervisor_stop_and_the_next_worker_stores_the_
     wait_until(lambda: not any(psutil.pid_exists(pid) for pid in (writer, *enrichers)), 30, "orphans to stop")
     second = processes.worker(store, batch_size=500, processes=2)
 
+    assert_stored_exactly_once(real_redis, second, store, sent)
+
+
+def test_ctrl_c_stops_every_process_warm_and_the_next_worker_stores_the_rest_once(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    first = processes.worker(store, batch_size=500, processes=2)
+    wait_for_roles(real_redis, first, 2)
+    sent = send(real_redis, 30_000)
+    wait_until(lambda: real_redis.xlen(keys.ENRICHED_STREAM) > 0, 30, "a batch handed to the writer", interval=0.001)
+
+    for pid in first.pids():  # what a terminal's Ctrl-C does: SIGINT to every process of the job
+        os.kill(pid, signal.SIGINT)
+    assert first.process.wait(60) == 0
+    assert "stopped with exit code" not in first.output()
+    assert "died" not in first.output()
+
+    second = processes.worker(store, batch_size=500, processes=2)
     assert_stored_exactly_once(real_redis, second, store, sent)

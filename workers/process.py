@@ -55,9 +55,17 @@ class BatchWorker(SimpleWorker):
 
     job_class = ContextJob
 
-    def __init__(self, context: WorkerContext, queues: list[Queue]) -> None:
+    def __init__(self, context: WorkerContext, queues: list[Queue], supervised: bool = False) -> None:
         super().__init__(queues, connection=context.redis, job_class=ContextJob)
         self.context = context
+        self.supervised = supervised
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        if self.supervised:
+            # A terminal's Ctrl-C reaches the whole process group; the supervisor turns it into
+            # one SIGTERM each, so this process shuts down warm instead of seeing two signals.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if isinstance(job, ContextJob):
@@ -78,8 +86,9 @@ def _open_store_early(context: WorkerContext) -> None:
         logging.getLogger(__name__).warning("store not available yet, batches will wait: %s", error)
 
 
-def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = None) -> None:
-    """One worker process in ``role`` (see the module docstring), until a warm shutdown."""
+def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = None, supervised: bool = False) -> None:
+    """One worker process in ``role`` (see the module docstring), until a warm shutdown
+    (``supervised``: started by ``run_processes``, which forwards the signals)."""
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
     context = WorkerContext.build(settings, hand_off=role is Role.ENRICHER, overlaps=overlaps)
@@ -102,7 +111,7 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
             RewriteTrigger.from_settings(client, settings),
         ]
         queues.insert(0, batch_queue)
-    worker = BatchWorker(context, queues)
+    worker = BatchWorker(context, queues, supervised)
     for thread in threads:
         thread.start()
     try:
@@ -132,7 +141,7 @@ def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch_parent, name="hitstream-parent-watch", daemon=True).start()
-    run_worker_process(role, overlaps)
+    run_worker_process(role, overlaps, supervised=True)
 
 
 def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
@@ -164,3 +173,5 @@ def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
             child.terminate()
     for child in children:
         child.join()
+        if child.exitcode != 0:
+            log.warning("%s stopped with exit code %s", child.name, child.exitcode)
