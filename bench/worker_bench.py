@@ -2,7 +2,7 @@
 pays, the scale-out curve on one embedded store, and the naive design, all in one run.
 
     .venv/bin/python -m bench.worker_bench [--pageviews 100000] [--rounds 2] [--batch-size 1000]
-        [--naive 2000] [--processes 1,2,4] [--breakdown-batches 20]
+        [--naive 2000] [--processes 1,2,4]
 
 Starts its own Redis (AOF on, free port). Every end-to-end run starts worker processes on a
 fresh chdb path and, once they are registered (store opened, pipeline built), appends
@@ -12,10 +12,10 @@ once; it times from then until the stream is empty (the last acknowledgement fol
 insert), then checks the stored row count.
 Sections, each printed beside its same-run baseline:
 
-1. breakdown: in this process, batch by batch without overlaps: claim, decode, pipeline,
-   Arrow build, insert, acknowledge (decode and the Arrow build are timed in a separate pass
-   over the same data and subtracted from process and write); "other" is what one in-line
-   worker process spends per batch beyond these (RQ, dispatcher, scheduling, waiting).
+1. breakdown: inside the worker processes of section 2 (no overlaps, and both), the time in
+   each stage: claim (with reading the reply), decode, pipeline, Arrow build, insert,
+   acknowledge (each stage wrapped in a timer, ~0.3 µs per call); "other / waiting" is the
+   wall time beyond them (RQ, dispatcher, leases, scheduling, waiting for the machine).
 2. overlaps: one worker process with the batch loop's overlaps (workers.loop) none,
    claim-ahead, write-behind, both; rounds interleaved.
 3. scale-out: ``hitstream worker -n N`` for each N (1: the single process that stores its own
@@ -30,6 +30,7 @@ Figures taken on a machine shared with other work are only comparable within one
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import socket
@@ -41,7 +42,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
 
 import psutil
@@ -54,14 +54,14 @@ from hitstream.redis_server import RedisServer
 from shared import keys
 from shared.config import load_settings
 from shared.envelope import Envelope
-from workers.batches import process
+from workers import delivery, loop
 from workers.context import Overlaps, WorkerContext
-from workers.delivery import acknowledge
 from workers.pipeline import StepFailed
 from workers.process import BatchWorker, Role, run_worker_process
-from workers.records import PAGEVIEW_COLUMNS, PageviewRow
-from workers.store.arrow import arrow_table
-from workers.store.schema import PAGEVIEWS
+from workers.queue import BatchQueue
+from workers.records import PageviewRow
+from workers.store import blocks
+from workers.store.store import Store
 
 NAIVE_QUEUE = "bench-naive"
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
@@ -127,6 +127,8 @@ def stored_rows(path: Path) -> int:
 class Run:
     events_per_second: float
     writer_cpu_share: float | None  # the writer's CPU seconds / wall seconds (N > 1 only)
+    seconds: float
+    stages: dict[str, float] | None = None  # seconds per stage (bench workers only)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -147,6 +149,7 @@ def end_to_end(
     command: list[str],
     batch_size: int,
     enrichers: int = 1,
+    timings: Path | None = None,
 ) -> Run:
     """Start the worker ``command``; once its processes are ready (``enrichers`` on the batch
     queue, and a writer when there are several), put ``data`` in the stream at once and time
@@ -180,50 +183,41 @@ def end_to_end(
     rows = stored_rows(store)
     if rows != count:
         raise SystemExit(f"{' '.join(command[-3:])}: stored {rows} rows for {count} pageviews")
-    return Run(count / elapsed, share)
+    stages = json.loads(timings.read_text()) if timings is not None else None
+    return Run(count / elapsed, share, elapsed, stages)
 
 
-def run_bench_worker(overlaps: str) -> None:
-    """In a child process: one worker process with the named overlaps (section 2)."""
+STAGES = ("claim", "decode", "pipeline", "Arrow build", "insert", "acknowledge")
+
+
+def _timed(owner: object, name: str, stage: str, spent: dict[str, float], static: bool = False) -> None:
+    """Replace ``owner.name`` by a wrapper adding its run time to ``spent[stage]``."""
+    original = getattr(owner, name)
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[stage] += time.perf_counter() - started
+
+    setattr(owner, name, staticmethod(wrapper) if static else wrapper)
+
+
+def run_bench_worker(overlaps: str, timings: Path) -> None:
+    """In a child process: one worker process with the named overlaps (section 2), its stages
+    timed (section 1; each stage runs on one thread, so a stage's total is that thread's time
+    in it); the totals are written to ``timings`` at its warm shutdown."""
+    spent = dict.fromkeys([*STAGES, "process"], 0.0)
+    _timed(BatchQueue, "claim", "claim", spent)
+    _timed(Envelope, "from_json", "decode", spent, static=True)
+    _timed(loop, "process", "process", spent)
+    _timed(blocks, "arrow_table", "Arrow build", spent)
+    _timed(Store, "_insert", "insert", spent)
+    _timed(delivery, "acknowledge", "acknowledge", spent)
     run_worker_process(Role.WORKER, OVERLAPS[overlaps])
-
-
-def breakdown(client: redis.Redis, store: Path, data: list[bytes], batch_size: int) -> dict[str, float]:
-    """Seconds per stage, summed over the batches of ``data`` (section 1)."""
-    client.flushall()
-    fill_stream(client, data)
-    os.environ["HITSTREAM_CLICKHOUSE_URL"] = f"chdb://{store}"
-    context = WorkerContext.build(load_settings())
-    context.store.get()
-    pipeline = context.pipeline()
-    values = attrgetter(*PAGEVIEW_COLUMNS)
-    spent = dict.fromkeys(["claim", "decode", "pipeline", "Arrow build", "insert", "acknowledge"], 0.0)
-    while True:
-        mark = time.perf_counter()
-        batch = context.batch_queue.claim(batch_size)
-        if batch is None:
-            break
-        spent["claim"] += time.perf_counter() - mark
-        mark = time.perf_counter()
-        for entry in batch.entries:
-            Envelope.from_json(entry.data)
-        decode = time.perf_counter() - mark
-        mark = time.perf_counter()
-        processed = process(batch, pipeline)
-        spent["decode"] += decode
-        spent["pipeline"] += time.perf_counter() - mark - decode
-        mark = time.perf_counter()
-        arrow_table(PAGEVIEWS, [values(row) for row in processed.rows])
-        build = time.perf_counter() - mark
-        mark = time.perf_counter()
-        context.store.get().write_batch(batch.id, processed.rows, processed.drops)
-        spent["Arrow build"] += build
-        spent["insert"] += time.perf_counter() - mark - build
-        mark = time.perf_counter()
-        acknowledge(context.redis, context.batch_queue, batch, processed.letters)
-        spent["acknowledge"] += time.perf_counter() - mark
-    context.store.get().close()
-    return spent
+    spent["pipeline"] = spent.pop("process") - spent["decode"]
+    timings.write_text(json.dumps(spent))
 
 
 def naive_job(context: WorkerContext, payload: bytes) -> None:
@@ -288,15 +282,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--naive", type=int, default=2000, help="pageviews for the naive design")
     parser.add_argument("--processes", default="1,2,4", help="scale-out: worker process counts")
-    parser.add_argument("--breakdown-batches", type=int, default=20)
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--bench-worker", choices=sorted(OVERLAPS), help=argparse.SUPPRESS)
+    parser.add_argument("--bench-worker", nargs=2, metavar=("OVERLAPS", "TIMINGS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_worker:
         run_naive_worker()
         return
     if args.bench_worker:
-        run_bench_worker(args.bench_worker)
+        run_bench_worker(args.bench_worker[0], Path(args.bench_worker[1]))
         return
 
     data = envelopes(args.pageviews)
@@ -313,29 +306,46 @@ def main() -> None:
             def e2e(command: list[str], enrichers: int = 1) -> Callable[[Path], Run]:
                 return lambda store: end_to_end(client, env, store, data, command, args.batch_size, enrichers)
 
-            bench_worker = [sys.executable, "-m", "bench.worker_bench", "--bench-worker"]
+            def bench_worker(overlaps: str) -> Callable[[Path], Run]:
+                def run(store: Path) -> Run:
+                    timings = store.with_suffix(".timings.json")
+                    command = [sys.executable, "-m", "bench.worker_bench", "--bench-worker", overlaps, str(timings)]
+                    return end_to_end(client, env, store, data, command, args.batch_size, 1, timings)
+
+                return run
+
             overlap_runs = interleaved(
-                args.rounds, {name: e2e([*bench_worker, name]) for name in OVERLAPS}, scratch / "overlaps"
+                args.rounds, {name: bench_worker(name) for name in OVERLAPS}, scratch / "overlaps"
             )
             scale_runs = interleaved(
                 args.rounds,
                 {str(n): e2e([HITSTREAM, "worker", "--processes", str(n)], n) for n in counts},
                 scratch / "scale",
             )
-            spent = breakdown(
-                client, scratch / "breakdown", data[: args.breakdown_batches * args.batch_size], args.batch_size
-            )
             naive_rate = naive_design(client, env, scratch / "naive", args.naive)
         finally:
             server.stop()
 
-    broken_down = min(args.breakdown_batches * args.batch_size, args.pageviews)
-    in_line_us = 1e6 / median_rate(overlap_runs["none"])
-    print(f"1. where a batch's time goes (µs per event; {broken_down} events, batch size {args.batch_size}):")
-    for stage, seconds in spent.items():
-        print(f"   {stage:<12} {seconds / broken_down * 1e6:7.1f}")
-    staged = sum(spent.values()) / broken_down * 1e6
-    print(f"   {'other':<12} {in_line_us - staged:7.1f}   (one in-line worker process: {in_line_us:.1f} µs per event)")
+    print(
+        f"1. where a batch's time goes: µs per event (share of the wall time), first round,"
+        f" batch size {args.batch_size}"
+    )
+    print(f"   {'stage':<24}" + "".join(f"{name:>22}" for name in ("none", "both")))
+    for stage in (*STAGES, "other / waiting", "wall"):
+        cells = []
+        for name in ("none", "both"):
+            run = overlap_runs[name][0]
+            assert run.stages is not None
+            seconds = {
+                "other / waiting": run.seconds - sum(run.stages.values()),
+                "wall": run.seconds,
+            }.get(stage, run.stages.get(stage, 0.0))
+            if stage == "other / waiting" and name == "both":
+                cells.append("-")  # stages overlap: the wall time beyond them is not their sum's remainder
+            else:
+                cells.append(f"{seconds / args.pageviews * 1e6:10.1f} ({seconds / run.seconds:5.0%})")
+        print(f"   {stage:<24}" + "".join(f"{cell:>22}" for cell in cells))
+    print("   (with both overlaps, stages run on three threads at once: shares add up past 100%)")
     print(f"2. overlaps, 1 worker process, {args.pageviews} pageviews, median of {args.rounds} interleaved rounds:")
     baseline = median_rate(overlap_runs["none"])
     for name, runs in overlap_runs.items():
