@@ -86,20 +86,24 @@ class BatchLoop:
         deliverer = _Stage("hitstream-deliverer", context.overlaps.write_behind)
         acknowledged = 0
         backlog = False
-        context.pipeline()  # a process's first run builds it (imports, GeoIP) before any lease ticks
         with self.queue.leases_kept() as held:
             claiming: Future[Batch | None] | None = claimer.submit(self.queue.claim, self.batch_size)
             delivering: tuple[Processed, Future[None]] | None = None
             give_back = False
             try:
-                while claiming is not None and (batch := claiming.result()) is not None:
+                while claiming is not None:
+                    batch = claiming.result()
+                    if batch is None:
+                        break
                     held.add(batch.id)
                     backlog = len(batch.entries) >= self.batch_size or batch.more_waiting
                     keep_going = backlog and time.monotonic() < chain_until and not context.shutdown_requested.is_set()
+                    # Claim-ahead: submitted before processing, so a claimer thread overlaps it.
                     claiming = claimer.submit(self.queue.claim, self.batch_size) if keep_going else None
                     processed = process(batch, context.pipeline())
                     if delivering is not None:
                         acknowledged += self._delivered(*delivering, held)
+                    # Write-behind: on the delivery thread, this batch is stored while the next is processed.
                     delivering = (processed, deliverer.submit(context.delivery.deliver, processed))
                 if delivering is not None:
                     acknowledged += self._delivered(*delivering, held)
@@ -112,8 +116,10 @@ class BatchLoop:
             finally:
                 deliverer.close()
                 claimer.close()
-                if claiming is not None and claiming.exception() is None and (ahead := claiming.result()) is not None:
-                    held.add(ahead.id)
+                if claiming is not None and claiming.exception() is None:
+                    ahead = claiming.result()
+                    if ahead is not None:
+                        held.add(ahead.id)  # claimed ahead, never processed
                 if give_back:
                     self.queue.release(*held)
         return LoopOutcome(acknowledged, backlog)
