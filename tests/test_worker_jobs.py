@@ -94,7 +94,10 @@ def store() -> StandInStore:
     return StandInStore()
 
 
-@pytest.fixture(params=[Overlaps(), Overlaps(claim_ahead=False, write_behind=False)], ids=["overlapped", "in-line"])
+@pytest.fixture(
+    params=[Overlaps(claim_ahead=True, write_behind=True), Overlaps(claim_ahead=False, write_behind=False)],
+    ids=["overlapped", "in-line"],
+)
 def context(
     real_redis: redis.Redis, store: StandInStore, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> WorkerContext:

@@ -7,7 +7,8 @@ after batch, with two named overlaps.
   batch N-1 (ClickHouse works without the GIL).
 
 Without an overlap its stage runs inline, in the same order, so both variants are one loop
-(bench/worker_bench.py measures each against none). Guarantees either way: a batch is
+(bench/worker_bench.py measures each against none; workers.context.Overlaps has the figures
+and the defaults they chose: write-behind on, claim-ahead off). Guarantees either way: a batch is
 acknowledged only after its insert returned, and the next delivery starts only after the
 previous one finished. While the store is unavailable the loop holds up to three batches (the
 one retried, the next processed, one claimed ahead), all heart-beaten; when the store gives
