@@ -214,6 +214,7 @@ def test_children_of_a_sigkilled_supervisor_stop_and_the_next_worker_stores_the_
     first.process.wait()
     wait_until(lambda: not any(psutil.pid_exists(pid) for pid in (writer, *enrichers)), 30, "orphans to stop")
     second = processes.worker(store, batch_size=500, processes=2)
+    wait_for_roles(real_redis, second, 2)
 
     assert_stored_exactly_once(real_redis, second, store, sent)
 
@@ -234,4 +235,5 @@ def test_ctrl_c_stops_every_process_warm_and_the_next_worker_stores_the_rest_onc
     assert "died" not in first.output()
 
     second = processes.worker(store, batch_size=500, processes=2)
+    wait_for_roles(real_redis, second, 2)
     assert_stored_exactly_once(real_redis, second, store, sent)

@@ -157,9 +157,10 @@ def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
         child.start()
         return child
 
-    children = [start(n, role) for n, role in enumerate(roles)]
+    # Before any child exists: a stop that comes while they start still reaches each of them.
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
+    children = [start(n, role) for n, role in enumerate(roles)]
     log = logging.getLogger(__name__)
     while not stopping.wait(SUPERVISE_SECONDS):
         for n, child in enumerate(children):
