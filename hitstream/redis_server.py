@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 import redis
 
+from shared.redis_client import redis_client
+
 
 def server_binary() -> str:
     system = shutil.which("redis-server")
@@ -29,7 +31,7 @@ def server_binary() -> str:
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis_client(url, timeout)
         try:
             return bool(client.ping())
         finally:

@@ -40,6 +40,7 @@ from shared.control.grants import Permission, Role, can, grant, role_on_site
 from shared.control.sites import Site, add_site, site_for_domain
 from shared.control.tokens import ApiToken, create_token, token_key
 from shared.keys import STORE_QUEUE
+from shared.redis_client import redis_client
 from shared.redis_safety import check_redis
 from shared.urls import redacted
 
@@ -252,7 +253,7 @@ def up(port: int, host: str, data_dir: Path) -> None:
     redis_server: RedisServer | None = None
     api: Child | None = None
     worker: Child | None = None
-    client = redis.Redis.from_url(settings.redis_url)  # connects on first use
+    client = redis_client(settings.redis_url)  # connects on first use
     try:
         redis_server = start_redis(settings.redis_url, data_dir)
         check_redis(client, settings)  # a Redis already running may evict (shared.redis_safety)

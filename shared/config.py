@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.redis_client import redis_address
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CLICKHOUSE_URL = "chdb://./var/chdb"
 
@@ -104,8 +106,7 @@ def _existing_file(value: str) -> Path:
 
 
 def _redis_url(value: str) -> str:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    redis_address(value)  # one server or a Sentinel service (shared.redis_client); ValueError says why not
     return value
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from shared import keys
+from shared import redis_client as clients
 from shared.config import Settings, load_settings
 from workers.queue import BatchQueue
 
@@ -38,7 +39,7 @@ def settings() -> Settings:
 
 @functools.cache
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings().redis_url)
+    return clients.redis_client(settings().redis_url)
 
 
 @functools.cache

@@ -16,6 +16,7 @@ import redis
 from hitstream.arguments import DOMAIN
 from hitstream.terminal import json_for_terminal, printable
 from shared.config import load_settings
+from shared.redis_client import redis_client
 from shared.storable import TIME_RANGES_MS
 
 LIST_TITLES = {
@@ -103,7 +104,7 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
     if first and last and first > last:
         raise click.BadParameter("must not be before --from", param_hint="--to")
     settings = load_settings()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     try:
         site = site_for_domain(client, domain)
         if site is None:

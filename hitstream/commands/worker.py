@@ -14,6 +14,7 @@ import orjson
 import redis
 
 from shared.config import load_settings
+from shared.redis_client import redis_client
 from shared.redis_safety import check_redis, inspect_redis
 from shared.urls import redacted
 from workers import dead_letters as dead_letter_store
@@ -67,7 +68,7 @@ def dead_letters() -> None:
 
 def _redis() -> redis.Redis:
     """A client for one CLI command (the per-process worker singletons are for workers)."""
-    return redis.Redis.from_url(load_settings().redis_url)
+    return redis_client(load_settings().redis_url)
 
 
 def _checked_redis() -> redis.Redis:
