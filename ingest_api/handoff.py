@@ -42,10 +42,11 @@ from redis.exceptions import NoScriptError, RedisError
 from shared import keys
 from shared.config import Settings
 from shared.lanes import LANE_KEYS, LANES, Lane
+from shared.lua import NOW_MS
 
 log = logging.getLogger(__name__)
 
-SCRIPT = (Path(__file__).parent / "handoff.lua").read_text()
+SCRIPT = NOW_MS + (Path(__file__).parent / "handoff.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 # Large enough to spread the script call's fixed cost, small enough that Redis and this
 # process work in parallel: with 64 connections, 16 and 64 gave 5-10% fewer requests/s than
