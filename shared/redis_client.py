@@ -16,7 +16,11 @@ redis.asyncio.sentinel). A URL is parsed once per process (``redis_address``).
 
 ``timeout_seconds`` bounds connecting and every reply and turns redis-py's retries off: the API
 must answer 503 at once rather than after back-off. Without it redis-py's defaults apply
-(workers and the command line, which may wait).
+(the command line). ``patient`` clients (workers) keep trying to connect for
+``PATIENCE_SECONDS``, longer than a Sentinel failover (about 3 s: the primary silent for
+``down-after-milliseconds``, then the election) or a Redis restart: with redis-py's default
+retries a worker met the dead primary's address until the promotion, and RQ, failing to
+finish a job, quit its work loop (tests/test_sentinel.py).
 """
 
 from __future__ import annotations
@@ -34,12 +38,17 @@ import redis.retry
 import redis.sentinel
 from redis.asyncio.connection import Connection as AsyncConnection
 from redis.asyncio.connection import parse_url as async_parse_url
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import HiredisRespSerializer, parse_url
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 SERVER_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_SENTINEL_PORT = 26379
+# A patient client's connection attempts: 50 ms doubling up to 1 s between them, for about
+# PATIENCE_SECONDS in all.
+PATIENCE_SECONDS = 15
+_PATIENT_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
+_PATIENT_RETRIES = 20  # 0.05 + 0.1 + ... + 0.8 + 15 x 1 s: 16.5 s
 
 
 @dataclass(frozen=True)
@@ -100,18 +109,43 @@ def _bounded(timeout_seconds: float | None) -> dict[str, Any]:
     return {"socket_timeout": timeout_seconds, "socket_connect_timeout": timeout_seconds}
 
 
-def redis_client(url: str, timeout_seconds: float | None = None) -> redis.Redis:
+def redis_client(url: str, timeout_seconds: float | None = None, patient: bool = False) -> redis.Redis:
     """A synchronous client for ``url`` (see the module docstring)."""
     address = redis_address(url)
     options = _bounded(timeout_seconds)
     if timeout_seconds is not None:
         options["retry"] = redis.retry.Retry(NoBackoff(), 0)
+    elif patient:
+        options["retry"] = redis.retry.Retry(_PATIENT_BACKOFF, _PATIENT_RETRIES)
     if not address.sentinels:
         return redis.Redis.from_url(url, **options)
     sentinels = redis.sentinel.Sentinel(
         address.sentinels, sentinel_kwargs={**_bounded(timeout_seconds), **address.sentinel_options}
     )
-    return sentinels.master_for(address.service, **address.options, **options)
+    primary = dict(address.options)
+    connection_class = _SentinelAskingSSLConnection if primary.pop("ssl", False) else _SentinelAskingConnection
+    return sentinels.master_for(address.service, connection_class=connection_class, **primary, **options)
+
+
+class _SentinelAsking(redis.sentinel.SentinelManagedConnection):
+    """Asks the sentinels for the primary again when a retried command reconnects.
+
+    redis-py 8.1's ``send_packed_command`` reconnects a dropped connection to the address it
+    had, bypassing the Sentinel-aware ``connect()``: a patient worker retried its commands
+    against the dead primary for its whole patience and RQ quit (tests/test_sentinel.py)."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect()
+        super().send_packed_command(command, check_health)
+
+
+class _SentinelAskingConnection(_SentinelAsking):
+    pass
+
+
+class _SentinelAskingSSLConnection(_SentinelAsking, redis.sentinel.SentinelManagedSSLConnection):
+    pass
 
 
 def async_redis_client(url: str, timeout_seconds: float | None = None) -> redis.asyncio.Redis:

@@ -39,7 +39,7 @@ def settings() -> Settings:
 
 @functools.cache
 def redis_client() -> redis.Redis:
-    return clients.redis_client(settings().redis_url)
+    return clients.redis_client(settings().redis_url, patient=True)
 
 
 @functools.cache
