@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from itertools import chain
 from typing import Any
 
@@ -42,7 +42,6 @@ _HEADERS_TOO_LARGE = error_response(ApiError(431, errors.HEADERS_TOO_LARGE))
 _SERVICE_UNAVAILABLE = error_response(
     ApiError(503, errors.SERVICE_NOT_AVAILABLE, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
 )
-_METHOD_NOT_ALLOWED = error_response(ApiError(405, errors.METHOD_NOT_ALLOWED, {"Allow": "POST"}))
 _INTERNAL_ERROR = error_response(ApiError(500, errors.INTERNAL_ERROR))
 
 
@@ -63,11 +62,34 @@ ERROR_HANDLERS: dict[Any, ExceptionHandler] = {HTTPException: _http_error, Excep
 Endpoint = Callable[[IngestRequest], Awaitable[Answer]]
 
 
+class IngestRoute:
+    """One ingest endpoint as a plain ASGI app, for ``Route(path, IngestRoute(...), methods=["POST"])``
+    in Starlette's router: the endpoint reads the request and answers without Starlette's
+    Request and Response objects. Redis away answers 503, a failure 500; the site id goes to the
+    request log line through ``scope["state"]``."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            answer = await self._endpoint(IngestRequest(scope, receive))
+        except Unavailable as reason:  # Redis did not answer in time: nothing was promised
+            log.info("%s answered 503: %s", scope["path"], reason)
+            answer = _SERVICE_UNAVAILABLE
+        except Exception:
+            log.exception("%s failed", scope["path"])
+            answer = _INTERNAL_ERROR
+        scope["state"]["site_id"] = answer.site_id
+        await answer.send(send)
+
+
 class Front:
-    def __init__(self, app: ASGIApp, ingest: Mapping[str, Endpoint], routes: frozenset[str], metrics: Metrics) -> None:
+    """Refuses oversized headers, then lets the app answer; counts and logs every answer."""
+
+    def __init__(self, app: ASGIApp, routes: frozenset[str], metrics: Metrics) -> None:
         self._app = app
-        self._ingest = dict(ingest)  # path -> endpoint
-        self._routes = routes | frozenset(ingest)
+        self._routes = routes
         self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,39 +98,8 @@ class Front:
             return
         started = time.perf_counter()
         path = scope["path"]
-        endpoint = self._ingest.get(path)
-        status, site_id = 500, "-"  # what the client sees if the app fails before answering
-        try:
-            if sum(map(len, chain.from_iterable(scope["headers"]))) > MAX_HEADER_BYTES:
-                answer = _HEADERS_TOO_LARGE
-            elif endpoint is not None and scope["method"] == "POST":
-                try:
-                    answer = await endpoint(IngestRequest(scope, receive))
-                except Unavailable as reason:  # Redis did not answer in time: nothing was promised
-                    log.info("%s answered 503: %s", path, reason)
-                    answer = _SERVICE_UNAVAILABLE
-                except Exception:
-                    log.exception("%s failed", path)
-                    answer = _INTERNAL_ERROR
-            elif endpoint is not None:
-                answer = _METHOD_NOT_ALLOWED
-            else:
-                status = await self._starlette(scope, receive, send)
-                return
-            status, site_id = answer.status, answer.site_id
-            await answer.send(send)
-        finally:
-            route = path if path in self._routes else "other"
-            self._metrics.count_request(route, status)
-            # Accepted requests are the bulk: one line each only when debugging (metrics count them).
-            level = logging.DEBUG if status < 400 else logging.INFO
-            if log.isEnabledFor(level):
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                log.log(level, "%s %s %d site=%s %.1fms", scope["method"], route, status, site_id, elapsed_ms)
-
-    async def _starlette(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """Starlette's answer; returns its status."""
-        status = 500
+        status = 500  # what the client sees if the app fails before answering
+        state = scope["state"] = {}
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -116,5 +107,18 @@ class Front:
                 status = message["status"]
             await send(message)
 
-        await self._app(scope, receive, send_and_note)
-        return status
+        try:
+            if sum(map(len, chain.from_iterable(scope["headers"]))) > MAX_HEADER_BYTES:
+                status = _HEADERS_TOO_LARGE.status
+                await _HEADERS_TOO_LARGE.send(send)
+            else:
+                await self._app(scope, receive, send_and_note)
+        finally:
+            route = path if path in self._routes else "other"
+            self._metrics.count_request(route, status)
+            # Accepted requests are the bulk: one line each only when debugging (metrics count them).
+            level = logging.DEBUG if status < 400 else logging.INFO
+            if log.isEnabledFor(level):
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                site_id = state.get("site_id", "-")
+                log.log(level, "%s %s %d site=%s %.1fms", scope["method"], route, status, site_id, elapsed_ms)
