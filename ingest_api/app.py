@@ -14,7 +14,7 @@ from ingest_api.access import Access
 from ingest_api.batch import BatchEndpoint
 from ingest_api.empty_buckets import EmptyBuckets
 from ingest_api.events import parse_event
-from ingest_api.front import ERROR_HANDLERS, Front, IngestRoute
+from ingest_api.front import ERROR_HANDLERS, Front
 from ingest_api.handoff import HandOff
 from ingest_api.intake import Intake
 from ingest_api.metrics import Metrics
@@ -48,7 +48,6 @@ def create_app(settings: Settings | None = None) -> Front:
         BATCH_PATH: BatchEndpoint(intake),
     }
     routes = [
-        *(Route(path, IngestRoute(endpoint), methods=["POST"]) for path, endpoint in ingest.items()),
         Route("/healthz", operations.healthz, methods=["GET"]),
         Route("/readyz", operations.readyz, methods=["GET"]),
         Route("/metrics", operations.metrics, methods=["GET"]),
@@ -69,6 +68,5 @@ def create_app(settings: Settings | None = None) -> Front:
             await access.stop()
             await client.aclose()
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=ERROR_HANDLERS)
-    app.router.redirect_slashes = False  # an unknown path is a 404, not a redirect to a known one
-    return Front(app, frozenset(route.path for route in routes), metrics)
+    operated = Starlette(routes=routes, lifespan=lifespan, exception_handlers=ERROR_HANDLERS)
+    return Front(operated, ingest, frozenset(route.path for route in routes), metrics)
