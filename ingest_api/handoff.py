@@ -2,9 +2,14 @@
 lane's depth and the token's share of it, XADD, all or nothing per request), and a batcher
 sends the requests that arrive together to Redis in one round trip.
 
-Concurrent requests are decided together: one EVALSHA per batch, sent by the process's
-redis.asyncio client (shared.redis_client; hiredis parses the replies): redis-py's cost per
-command, ~40 µs of CPU, is paid once per batch instead of once per request. A batch is sent
+Concurrent requests are decided together: one EVALSHA per batch, sent on a connection of the
+process's redis.asyncio client (shared.redis_client: redis-py connects, authenticates,
+selects the database, speaks TLS, asks Sentinel, bounds every read) but packed by hiredis
+and read straight off the connection: redis-py's ``execute_command`` packs a batch's ~300
+arguments in Python. CPU per call of 32 requests, one run, in process: 41 µs on the
+hand-written protocol client this replaced, 54 µs here, 89 µs through ``execute_command``
+(175 µs before it packed with hiredis): 13 µs per call, about 0.5 µs per request, well
+under the 5% that would have kept a client of our own. A batch is sent
 when it holds ``REQUESTS_PER_CALL`` requests or ``ENVELOPES_PER_CALL`` envelopes, so Redis
 works on it while this process validates the next requests (sending only at the end of the
 event-loop iteration left the process idle 18% of the time while Redis ran one big batch),
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import hiredis
 from prometheus_client import Histogram
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
@@ -109,6 +115,18 @@ class _Request:
     lane: Lane
     token_id: str
     verdict: asyncio.Future[Verdict]
+
+
+async def _call(client: Redis, *arguments: str | bytes | float | int) -> Any:
+    """One command on a connection of ``client``'s pool, packed by hiredis (see the module
+    docstring); an error reply raises (redis.exceptions), a cancelled read closes the connection."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        await connection.send_packed_command(hiredis.pack_command(arguments), check_health=False)
+        return await connection.read_response()
+    finally:
+        await pool.release(connection)
 
 
 class HandOff:
@@ -191,11 +209,11 @@ class HandOff:
         try:
             async with asyncio.timeout(self._timeout):
                 try:
-                    reply = await client.execute_command("EVALSHA", SCRIPT_SHA, *arguments)
+                    reply = await _call(client, "EVALSHA", SCRIPT_SHA, *arguments)
                 except NoScriptError:
                     # After a Redis restart, failover or SCRIPT FLUSH EVALSHA ran nothing; EVAL
                     # runs and caches it.
-                    reply = await client.execute_command("EVAL", SCRIPT, *arguments)
+                    reply = await _call(client, "EVAL", SCRIPT, *arguments)
         except (RedisError, OSError, TimeoutError) as error:  # a script error too: nothing written
             reply = error
         self._latency.observe(time.perf_counter() - sent)  # timeouts too: they are what it is for
