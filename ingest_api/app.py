@@ -21,10 +21,11 @@ from ingest_api.metrics import Metrics
 from ingest_api.openapi import BATCH_PATH, EVENT_PATH, PAGEVIEW_PATH
 from ingest_api.operations import Operations
 from ingest_api.pageview import SingleEndpoint
+from ingest_api.redis_wire import RedisWire
 from ingest_api.validation import parse_pageview
 from shared.config import Settings, load_settings
 from shared.lanes import Lane
-from shared.redis_client import async_redis_client
+from shared.redis_client import async_redis_client, redis_address
 
 GC_THRESHOLDS = (50_000, 20, 100)  # see lifespan
 
@@ -37,8 +38,8 @@ def create_app(settings: Settings | None = None) -> Front:
     client = async_redis_client(settings.redis_url, timeout)  # lookups, readiness, metrics
     access = Access(client, settings.control_cache_seconds, timeout)
     metrics = Metrics()
-    lanes = {lane: async_redis_client(settings.redis_url, timeout) for lane in Lane}
-    handoff = HandOff(lanes, settings, metrics.handoff_seconds)
+    wires = {lane: RedisWire(redis_address(settings.redis_url), timeout) for lane in Lane}
+    handoff = HandOff(wires, settings, metrics.handoff_seconds)
     operations = Operations(client, metrics, settings.redis_timeout_ms)
     empty_buckets = EmptyBuckets(settings.rate_limit, settings.rate_burst, verdict_age_seconds=timeout)
     intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies, empty_buckets)

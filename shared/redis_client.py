@@ -126,16 +126,23 @@ def redis_client(url: str, timeout_seconds: float | None = None, patient: bool =
 
 
 class _SentinelAsking(redis.sentinel.SentinelManagedConnection):
-    """Asks the sentinels for the primary again when a retried command reconnects.
+    """A Sentinel-managed connection that behaves like a plain one in two places where
+    redis-py 8.1's synchronous one does not (both met in tests/test_sentinel.py):
 
-    redis-py 8.1's ``send_packed_command`` reconnects a dropped connection to the address it
-    had, bypassing the Sentinel-aware ``connect()``: a patient worker retried its commands
-    against the dead primary for its whole patience and RQ quit (tests/test_sentinel.py)."""
+    - a retried command reconnects through the Sentinel-aware ``connect()``: redis-py's
+      ``send_packed_command`` reconnected to the address it had, so a patient worker retried
+      against the dead primary for its whole patience, and RQ quit;
+    - a read interrupted by an exception closes the connection, as a plain connection's does:
+      redis-py's default keeps it, so the blocking dequeue RQ interrupts on SIGTERM left its
+      reply pending, and the worker's last command waited behind it (warm shutdown hung)."""
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not self._sock:
             self.connect()
         super().send_packed_command(command, check_health)
+
+    def read_response(self, *args: Any, disconnect_on_error: bool = True, **kwargs: Any) -> Any:
+        return super().read_response(*args, disconnect_on_error=disconnect_on_error, **kwargs)
 
 
 class _SentinelAskingConnection(_SentinelAsking):

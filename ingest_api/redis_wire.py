@@ -1,0 +1,214 @@
+"""A lean pipelined Redis connection for the hand-off's hot path.
+
+This connection packs commands and parses replies with hiredis (C), and lets any number of
+commands be in flight at once: each ``execute`` writes its command immediately and awaits its
+own reply, which arrives in order. It is kept because it pays: with the hand-off on redis-py's
+asyncio client instead (its pool's connection, hiredis-packed; commit e3ab82d), the
+ingest endpoint used 1.15x the server CPU per request and served 0.76x the requests/s, all
+else equal (bench/api_bench.py --baseline-tree, 4 rounds of 5 s, same run, busy 2-core
+machine; the rule was: keep it only if it is worth more than 5%). In process, one 32-request
+script call cost 41 µs of CPU here, 54 µs on a redis-py connection and 89 µs through
+``execute_command``; under load redis-py's connection also waits more loop iterations before
+it writes. Where it connects comes from shared.redis_client, like every other client: the
+URL's host, port or socket, user, password, database and TLS options (an SSL context built
+by redis-py from the URL's ``ssl_*`` options), or, for a Sentinel URL, the primary the
+sentinels name at each connection (redis-py's ``discover_master``).
+
+Failure rules, so the caller can always answer (503) instead of hanging: connecting and every
+reply are bounded by ``timeout``; a timeout or a broken connection closes the connection and
+fails every command still waiting on it with ``ConnectionError``; the next command connects
+again. An error reply (``-ERR …``) is returned to its caller as a ``ReplyError``, it does not
+break the connection. The rest of the API uses redis-py (lookups, readyz, metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import Coroutine
+from typing import Any
+
+import hiredis
+import redis.asyncio.connection
+import redis.asyncio.sentinel
+import redis.connection
+import redis.exceptions
+from hiredis import ReplyError
+
+from shared.redis_client import RedisAddress
+
+__all__ = ["RedisWire", "ReplyError"]
+
+Argument = bytes | str | int | float
+
+
+class _Connection(asyncio.Protocol):
+    """One socket: writes commands, hands each reply to the oldest waiting future."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+        self._lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    @property
+    def closed(self) -> bool:
+        """Lost, or closing: the event loop reports a lost connection one iteration after the
+        transport closed, and writing in between would raise."""
+        return self._lost or self._transport is None or self._transport.is_closing()
+
+    def send(self, payload: bytes, replies: int) -> list[asyncio.Future[Any]]:
+        """Write ``payload`` (holding ``replies`` commands); one future per reply, in order."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(replies)]
+        self._waiting.extend(futures)
+        assert self._transport is not None
+        self._transport.write(payload)
+        return futures
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            while (reply := self._reader.gets()) is not False:
+                waiter = self._waiting.popleft()
+                if not waiter.done():  # its caller may have given up already
+                    waiter.set_result(reply)
+        except (hiredis.ProtocolError, IndexError):  # garbage, or a reply nobody asked for
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("connection to Redis lost"))
+
+    def close(self) -> None:
+        """Close now; waiting commands fail with ConnectionError (their replies never come)."""
+        if not self._lost and self._transport is not None:
+            self._transport.abort()  # calls connection_lost on the next loop iteration
+        self.connection_lost(None)
+
+
+class RedisWire:
+    """Pipelined commands on one connection to ``address`` (shared.redis_client)."""
+
+    def __init__(self, address: RedisAddress, timeout_seconds: float) -> None:
+        self._address = address
+        self._options = address.options
+        self._timeout = timeout_seconds
+        self._ssl = _ssl_context(address.options)
+        self._sentinels = (
+            redis.asyncio.sentinel.Sentinel(
+                address.sentinels,
+                sentinel_kwargs={
+                    "socket_timeout": timeout_seconds,
+                    "socket_connect_timeout": timeout_seconds,
+                    **address.sentinel_options,
+                },
+            )
+            if address.sentinels
+            else None
+        )
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+
+    def execute(self, *arguments: Argument) -> Coroutine[Any, Any, Any]:
+        """The command's reply (a ``ReplyError`` for an error reply), to be awaited.
+
+        On an open connection the command is written before this returns, so Redis works on it
+        while the caller goes on; otherwise it is written once connected. The reply is awaited
+        within ``timeout`` of this call. Raises ConnectionError or TimeoutError (and then
+        closes the connection)."""
+        payload = hiredis.pack_command(arguments)
+        connection = self._connection
+        if connection is None or connection.closed:
+            return self._connect_and_send(payload)
+        (reply,) = connection.send(payload, 1)
+        return self._reply(connection, reply, asyncio.get_running_loop().time() + self._timeout)
+
+    async def _connect_and_send(self, payload: bytes) -> Any:
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        async with asyncio.timeout_at(deadline):
+            connection = await self._connected()
+        (reply,) = connection.send(payload, 1)
+        return await self._reply(connection, reply, deadline)
+
+    @staticmethod
+    async def _reply(connection: _Connection, reply: asyncio.Future[Any], deadline: float) -> Any:
+        async with asyncio.timeout_at(deadline):
+            try:
+                return await reply
+            except asyncio.CancelledError:
+                # Timed out (or shut down): later replies on this connection would be late too.
+                connection.close()
+                raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _connected(self) -> _Connection:
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        if self._connecting is None:  # concurrent callers share one attempt
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(self._connect_done)
+        return await asyncio.shield(self._connecting)
+
+    def _connect_done(self, attempt: asyncio.Future[_Connection]) -> None:
+        self._connecting = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self._connection = attempt.result()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        options = self._options
+        try:
+            async with asyncio.timeout(self._timeout):
+                if "path" in options:
+                    _, connection = await loop.create_unix_connection(_Connection, options["path"])
+                else:
+                    if self._sentinels is not None:
+                        host, port = await self._sentinels.discover_master(self._address.service)
+                    else:
+                        host, port = options.get("host", "localhost"), options.get("port", 6379)
+                    _, connection = await loop.create_connection(
+                        _Connection, host, port, ssl=self._ssl, server_hostname=host if self._ssl else None
+                    )
+                await self._handshake(connection)
+        except TimeoutError:
+            raise ConnectionError("could not connect to Redis in time") from None
+        except redis.exceptions.ConnectionError as error:  # no sentinel knows a primary now
+            raise ConnectionError(str(error)) from None
+        return connection
+
+    async def _handshake(self, connection: _Connection) -> None:
+        """AUTH and SELECT as the URL says, before any command uses the connection."""
+        commands: list[bytes] = []
+        if self._options.get("password") is not None:
+            username = self._options.get("username")
+            credentials = (username, self._options["password"]) if username else (self._options["password"],)
+            commands.append(hiredis.pack_command(("AUTH", *credentials)))
+        if self._options.get("db"):
+            commands.append(hiredis.pack_command(("SELECT", self._options["db"])))
+        if not commands:
+            return
+        for reply in await asyncio.gather(*connection.send(b"".join(commands), len(commands))):
+            if isinstance(reply, ReplyError):
+                connection.close()
+                raise ConnectionError(f"Redis refused the connection setup: {reply}")
+
+
+def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context redis-py would use for these URL options (``ssl_cert_reqs``, ...); None
+    without TLS."""
+    if options.get("connection_class") is not redis.connection.SSLConnection and not options.get("ssl"):
+        return None
+    tls_options = {name: value for name, value in options.items() if name.startswith("ssl_")}
+    return redis.asyncio.connection.SSLConnection(**tls_options).ssl_context.get()

@@ -1,0 +1,110 @@
+"""The hand-off's pipelined Redis connection against real Redis servers: concurrent replies
+reach their own callers, error replies do not break the connection, the URL's database and
+password apply, and a dead or frozen Redis fails fast (then the next command reconnects)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from hitstream.redis_server import RedisServer
+from ingest_api.redis_wire import RedisWire, ReplyError
+from shared.redis_client import redis_address
+from tests.ports import free_port
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(port=free_port(), data_dir=tmp_path)
+    server.start()
+    yield server
+    if server.process is not None:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+def run(coroutine_function, *args):  # type: ignore[no-untyped-def]
+    return asyncio.run(coroutine_function(*args))
+
+
+def test_concurrent_commands_each_get_their_own_reply(own_redis: RedisServer) -> None:
+    async def scenario() -> list[object]:
+        wire = RedisWire(redis_address(own_redis.url), 2.0)
+        try:
+            return await asyncio.gather(*(wire.execute("INCRBY", "counter", n) for n in range(1, 201)))
+        finally:
+            wire.close()
+
+    # Sent in order on one connection: caller n sees the running total after its own INCRBY.
+    assert run(scenario) == list(itertools.accumulate(range(1, 201)))
+
+
+def test_an_error_reply_is_returned_and_the_connection_stays_usable(own_redis: RedisServer) -> None:
+    async def scenario() -> tuple[object, object]:
+        wire = RedisWire(redis_address(own_redis.url), 2.0)
+        try:
+            error = await wire.execute("EVALSHA", "0" * 40, 0)
+            return error, await wire.execute("PING")
+        finally:
+            wire.close()
+
+    error, pong = run(scenario)
+    assert isinstance(error, ReplyError) and str(error).startswith("NOSCRIPT")
+    assert pong == b"PONG"
+
+
+def test_the_urls_database_and_password_apply(own_redis: RedisServer) -> None:
+    control = redis.Redis.from_url(own_redis.url)
+    control.config_set("requirepass", "s3cret")
+
+    async def scenario(url: str) -> object:
+        wire = RedisWire(redis_address(url), 2.0)
+        try:
+            return await wire.execute("SET", "where", "here")
+        finally:
+            wire.close()
+
+    base = f"redis://:s3cret@{own_redis.host}:{own_redis.port}"
+    assert run(scenario, base + "/3") == b"OK"
+    with pytest.raises(ConnectionError, match="refused the connection setup"):
+        run(scenario, f"redis://:wrong@{own_redis.host}:{own_redis.port}/3")
+    authed = redis.Redis(host=own_redis.host, port=own_redis.port, password="s3cret", db=3)
+    assert authed.get("where") == b"here"
+    assert redis.Redis(host=own_redis.host, port=own_redis.port, password="s3cret").get("where") is None
+
+
+def test_a_closed_port_fails_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):
+        run(RedisWire(redis_address(f"redis://127.0.0.1:{free_port()}/0"), 2.0).execute, "PING")
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_frozen_redis_times_out_and_the_next_command_reconnects(own_redis: RedisServer) -> None:
+    assert own_redis.process is not None
+
+    async def scenario() -> tuple[float, object]:
+        wire = RedisWire(redis_address(own_redis.url), 0.3)
+        try:
+            assert await wire.execute("PING") == b"PONG"
+            os.kill(own_redis.process.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await wire.execute("PING")
+            waited = time.monotonic() - started
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+            return waited, await wire.execute("PING")
+        finally:
+            wire.close()
+
+    waited, pong = run(scenario)
+    assert 0.25 < waited < 1.0
+    assert pong == b"PONG"
