@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import redis
 
 from hitstream.redis_server import RedisServer
-from ingest_api.redis_wire import RedisWire, ReplyError
+from ingest_api.redis_wire import RedisWire, ReplyError, _ssl_context
 from shared.redis_client import redis_address
 from tests.ports import free_port
 
@@ -108,3 +109,23 @@ def test_a_frozen_redis_times_out_and_the_next_command_reconnects(own_redis: Red
     waited, pong = run(scenario)
     assert 0.25 < waited < 1.0
     assert pong == b"PONG"
+
+
+@pytest.mark.parametrize(
+    ("query", "verify_mode", "check_hostname"),
+    [
+        ("", ssl.CERT_REQUIRED, True),
+        ("?ssl_cert_reqs=none", ssl.CERT_NONE, False),
+        ("?ssl_cert_reqs=optional&ssl_check_hostname=false", ssl.CERT_OPTIONAL, False),
+    ],
+)
+def test_a_tls_urls_options_shape_the_connection_as_redis_py_reads_them(
+    query: str, verify_mode: ssl.VerifyMode, check_hostname: bool
+) -> None:
+    """The hand-off's connection and redis-py's clients (readiness, lookups) read one rediss://
+    URL alike: a /readyz that is green while every ingest answers 503 is not possible."""
+    for url in (f"rediss://:pw@redis.example:6380/0{query}", f"rediss+sentinel://s1:26379/mymaster/0{query}"):
+        context = _ssl_context(redis_address(url).options)
+        assert context is not None
+        assert (context.verify_mode, context.check_hostname) == (verify_mode, check_hostname)
+    assert _ssl_context(redis_address(f"redis://redis.example:6379/0{query}").options) is None
