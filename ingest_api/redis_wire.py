@@ -124,7 +124,7 @@ class RedisWire:
         while the caller goes on; otherwise it is written once connected. The reply is awaited
         within ``timeout`` of this call. Raises ConnectionError or TimeoutError (and then
         closes the connection)."""
-        payload = hiredis.pack_command(arguments)
+        payload = hiredis.pack_command(arguments)  # type: ignore[arg-type]  # hiredis's stub: a 1-tuple
         connection = self._connection
         if connection is None or connection.closed:
             return self._connect_and_send(payload)
@@ -196,7 +196,7 @@ class RedisWire:
             credentials = (username, self._options["password"]) if username else (self._options["password"],)
             commands.append(hiredis.pack_command(("AUTH", *credentials)))
         if self._options.get("db"):
-            commands.append(hiredis.pack_command(("SELECT", self._options["db"])))
+            commands.append(hiredis.pack_command(("SELECT", self._options["db"])))  # type: ignore[arg-type]
         if not commands:
             return
         for reply in await asyncio.gather(*connection.send(b"".join(commands), len(commands))):

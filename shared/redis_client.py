@@ -137,7 +137,7 @@ class _SentinelAsking(redis.sentinel.SentinelManagedConnection):
       reply pending, and the worker's last command waited behind it (warm shutdown hung)."""
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if not self._sock:
+        if not self._sock:  # type: ignore[attr-defined]  # types-redis lags redis-py 8
             self.connect()
         super().send_packed_command(command, check_health)
 

@@ -153,16 +153,16 @@ def queue(as_json: bool, rate_interval: float) -> None:
         }
         click.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
         return
-    for lane, figures in stats.lanes.items():
-        backlog = figures.backlog
+    for lane, lane_stats in stats.lanes.items():
+        backlog = lane_stats.backlog
         click.echo(f"{lane} lane")
         click.echo(f"  depth              {backlog.depth}")
         click.echo(f"  waiting            {backlog.waiting}")
         click.echo(f"  oldest waiting     {_age(backlog.oldest_waiting_age_seconds)}")
-        click.echo(f"  added/s            {_rate(figures.added_per_second)}")
-        click.echo(f"  acknowledged/s     {_rate(figures.acknowledged_per_second)}")
-        click.echo(f"  claimed batches    {len(figures.claimed_batches)}")
-        for batch in figures.claimed_batches:
+        click.echo(f"  added/s            {_rate(lane_stats.added_per_second)}")
+        click.echo(f"  acknowledged/s     {_rate(lane_stats.acknowledged_per_second)}")
+        click.echo(f"  claimed batches    {len(lane_stats.claimed_batches)}")
+        for batch in lane_stats.claimed_batches:
             state = "lease expired" if batch.lease_expired else "leased"
             click.echo(f"    {batch.id}  {batch.entries} entries  {_age(batch.age_seconds)}  {state}")
     click.echo(f"live workers         {stats.live_workers}")
