@@ -24,6 +24,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
+    # One server (redis://, rediss://, unix://, redis-py's URL options) or a Sentinel service
+    # (redis+sentinel://host1:26379,host2:26379/SERVICE/DB; shared.redis_client reads it).
     redis_url: str = DEFAULT_REDIS_URL
     clickhouse_url: str = DEFAULT_CLICKHOUSE_URL
     geoip_city_db: Path | None = None
