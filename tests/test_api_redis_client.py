@@ -1,8 +1,9 @@
-"""The API's one Redis client family (shared.redis_client) against real Redis servers: the
-URL's database and password apply to the hand-off, the lookups and readiness alike; a dead or
-frozen Redis answers 503 within the timeout; a restarted Redis (its script cache empty) is
-reconnected without a restart of the API. Sentinel URLs are read by the same factory
-(tests/test_sentinel.py runs a failover)."""
+"""The API's Redis clients, all made from one URL by shared.redis_client (the hand-off's
+connection and redis-py for lookups and readiness), against real Redis servers: the URL's
+database and password apply to every one of them; refused credentials, a closed port, a
+frozen Redis or no sentinel answering give 503 within the timeout; a restarted Redis (its
+script cache empty) is used again without restarting the API. Sentinel URLs are parsed and
+checked at start-up (tests/test_sentinel.py runs a real failover)."""
 
 from __future__ import annotations
 
