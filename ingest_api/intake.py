@@ -34,7 +34,6 @@ from ingest_api.handoff import (
     Verdict,
 )
 from ingest_api.ids import new_uuid4
-from ingest_api.proxies import Network, caller_ip
 from ingest_api.request import IngestRequest
 from ingest_api.validation import Pageview
 from shared import keys
@@ -42,6 +41,7 @@ from shared.control.sites import Site
 from shared.control.tokens import ApiToken
 from shared.envelope import ENVELOPE_VERSION
 from shared.lanes import LANE_HEADER, Lane
+from shared.proxies import Network, caller_ip
 
 _LANE_HEADER = LANE_HEADER.lower()
 BAD_LANE = f"{LANE_HEADER} must be live or bulk"

@@ -1,6 +1,7 @@
 """The caller's IP: the socket peer, or the client a trusted proxy names in X-Forwarded-For.
 
-Only used for per-caller rate limiting of requests without a known token and for logs.
+The API uses it for per-caller rate limiting of requests without a known token and for logs;
+the client middleware (hitstream.client) for the visitor IP of a page it records.
 X-Forwarded-For is read right to left and trusted only while each hop is a trusted proxy,
 so a client cannot choose its own address by sending the header itself.
 """
