@@ -275,3 +275,24 @@ def test_importing_the_client_pulls_in_no_server_code_and_no_store_library() -> 
     )
     output = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "[]"
+
+
+_FORKS_AFTER_SENDING = """
+import os, sys
+from hitstream.client import Client, Options
+client = Client(sys.argv[1], "secret", Options(flush_interval=0.05))
+client.send_pageview("https://example.com/parent-before-fork", "198.51.100.77", "Mozilla/5.0")
+pid = os.fork()
+if pid == 0:
+    client.send_pageview("https://example.com/child", "198.51.100.77", "Mozilla/5.0")
+    os._exit(0 if client.flush(timeout=10) else 1)
+client.send_pageview("https://example.com/parent-after-fork", "198.51.100.77", "Mozilla/5.0")
+assert client.flush(timeout=10)
+assert os.waitpid(pid, 0)[1] == 0
+"""
+
+
+def test_a_forked_child_sends_with_a_sender_of_its_own(server: ScriptedServer) -> None:
+    subprocess.run([sys.executable, "-c", _FORKS_AFTER_SENDING, server.url], check=True, timeout=60)
+    urls = sorted(item["url"] for request in server.received for item in request.body)
+    assert urls == [f"https://example.com/{name}" for name in ("child", "parent-after-fork", "parent-before-fork")]
