@@ -146,9 +146,11 @@ def test_retries_stop_after_the_bounded_time_counted_and_never_raised(server: Sc
     assert client.stats.dropped_retry_limit == 12
     assert (client.stats.delivered, client.stats.rejected) == (0, 0)
     assert client.stats.retries >= 3  # backoff 0.1, 0.2, 0.4 s ... within 1.5 s
-    assert 1.0 < elapsed < 6.0
+    # A retry that would start past the bound is not made: dropped within it, after several tries.
+    assert 0.5 < elapsed < 1.5 + 1.0
     if failure != "connection refused":
-        assert len(server.received) == client.stats.retries + 3  # three batches, each retried
+        first_tries = len({request.headers["idempotency-key"] for request in server.received})
+        assert len(server.received) == client.stats.retries + first_tries
 
 
 def test_a_full_queue_drops_the_oldest_and_counts_it_without_blocking(server: ScriptedServer) -> None:
@@ -218,11 +220,11 @@ def test_events_go_one_by_one_to_the_event_endpoint_each_with_its_own_event_id(s
     client.close()
 
     events = [request.body for request in server.received if request.path == "/api/ingest/server/event"]
-    assert [(event["name"], event["event_id"], event["page_id"]) for event in events] == [
+    assert sorted((event["name"], event["event_id"], event["page_id"]) for event in events) == [
         ("add_to_cart", event_ids[0], page_id),
         ("checkout", event_ids[1], page_id),
     ]
-    assert events[0]["properties"] == {"value": 3.5}
+    assert [event["properties"] for event in events] == [{"value": 3.5}] * 2
     assert server.page_ids() == [page_id]
     assert all(request.headers["authorization"] == "Bearer secret" for request in server.received)
     assert client.stats.delivered == 3

@@ -9,7 +9,8 @@ from hitstream.replay.sender import BATCH_MAX_ITEMS
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    # Size trigger: the sender wakes when this many items wait, and posts batches this big.
+    # Size trigger: the sender wakes when this many items wait (it then takes up to the batch
+    # endpoint's 1000 at once, so a sender that fell behind catches up in fewer requests).
     batch_items: int = 100
     # Time trigger: nothing waits longer than this (seconds) before it is posted.
     flush_interval: float = 1.0
