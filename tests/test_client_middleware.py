@@ -200,3 +200,35 @@ def test_the_scheme_and_host_come_from_trusted_proxies_or_the_base_url(
     headers = {**BROWSER_HEADERS, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "www.example.com"}
     (call,) = serve(Visit(peer=peer, headers=headers), **options)
     assert call["url"] == url
+
+
+class Broken(Recorded):
+    def send_pageview(self, url: str, visitor_ip: str, user_agent: str, **optional: Any) -> str:
+        raise RuntimeError("the client broke")
+
+
+@pytest.mark.parametrize("adapter", [HitstreamMiddleware, HitstreamWSGIMiddleware], ids=["asgi", "wsgi"])
+def test_a_page_is_still_served_when_recording_it_fails(adapter: Any, caplog: pytest.LogCaptureFixture) -> None:
+    served: list[Any] = []
+
+    async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+        await send({"type": "http.response.body", "body": b"<h1>x</h1>"})
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"<h1>x</h1>"]
+
+    if adapter is HitstreamMiddleware:
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": (VISITOR, 1)}
+
+        async def send(message: dict[str, Any]) -> None:
+            served.append(message.get("body", message.get("status")))
+
+        asyncio.run(adapter(asgi_app, Broken())(scope, None, send))
+    else:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": VISITOR}
+        served.extend(adapter(wsgi_app, Broken())(environ, lambda *args: served.append(int(args[0][:3]))))
+
+    assert served == [200, b"<h1>x</h1>"]
+    assert "could not record a page" in caplog.text

@@ -68,7 +68,7 @@ class HitstreamMiddleware:
                 content_type = next(
                     (value for name, value in message.get("headers", ()) if name == b"content-type"), b""
                 )
-                self.recorder.record(request_view(scope), message["status"], content_type.decode("latin-1"))
+                self.recorder.record(lambda: request_view(scope), message["status"], content_type.decode("latin-1"))
 
         await self.app(scope, receive, send_and_record)
 

@@ -16,8 +16,8 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from hitstream.client.items import PropertyValue, event_fields, pageview_fields
 from hitstream.client.options import Options
@@ -152,8 +152,9 @@ class Client(_Producer):
         os.register_at_fork(after_in_child=_forget_thread_in_child(weakref.ref(self)))
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Deliver everything queued; True when all of it got a final answer in time."""
-        sender, loop = self._started()
+        """Post everything queued and wait; True when nothing is left queued or in flight
+        within ``timeout`` (each item delivered, rejected or dropped: see ``stats``)."""
+        sender, loop = self._running_sender()
         if sender is None or loop is None:
             return len(self._queue) == 0
         try:
@@ -178,7 +179,7 @@ class Client(_Producer):
             log.exception("hitstream client: close failed")
         self._thread.join(5)
 
-    def _started(self) -> tuple[Sender | None, asyncio.AbstractEventLoop | None]:
+    def _running_sender(self) -> tuple[Sender | None, asyncio.AbstractEventLoop | None]:
         if self._sender is None and not self._closed:
             self._wake()
         return self._sender, self._loop
@@ -236,7 +237,8 @@ class AsyncClient(_Producer):
             self._start(asyncio.get_running_loop())
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Deliver everything queued; True when all of it got a final answer in time."""
+        """Post everything queued and wait; True when nothing is left queued or in flight
+        within ``timeout`` (each item delivered, rejected or dropped: see ``stats``)."""
         self.start()
         if self._sender is None:
             return len(self._queue) == 0
@@ -297,7 +299,7 @@ def _serve(loop: asyncio.AbstractEventLoop, sender: Sender) -> None:
         loop.close()
 
 
-def _forget_thread_in_child(reference: weakref.ref[Client]) -> Any:
+def _forget_thread_in_child(reference: weakref.ref[Client]) -> Callable[[], None]:
     def forget() -> None:
         client = reference()
         if client is not None:

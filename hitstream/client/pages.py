@@ -11,7 +11,8 @@ agent goes with the pageview and the pipeline decides.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -20,6 +21,8 @@ from shared.proxies import Network, caller_ip, is_trusted
 
 # Characters kept as they are in a recorded path: RFC 3986 pchar and "/" ("%" keeps escapes).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+
+log = logging.getLogger("hitstream.client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +61,17 @@ class PageRecorder:
     def skipped(self, path: str) -> bool:
         return any(path == prefix or path.startswith(prefix + "/") or not prefix for prefix in self._skip)
 
-    def record(self, request: RequestView, status: int, content_type: str | None) -> None:
-        """One pageview if this response is a served page; never raises."""
-        if not (200 <= status < 300) or request.method == "HEAD" or not is_html(content_type):
-            return
-        if self.skipped(request.path):
+    def record(self, request: Callable[[], RequestView], status: int, content_type: str | None) -> None:
+        """One pageview if this response is a served page (``request`` is read only then);
+        never raises: recording must not break the application's response."""
+        try:
+            if 200 <= status < 300 and is_html(content_type):
+                self._record(request())
+        except Exception:
+            log.exception("hitstream client: could not record a page")
+
+    def _record(self, request: RequestView) -> None:
+        if request.method == "HEAD" or self.skipped(request.path):
             return
         headers = request.headers
         visitor_ip = caller_ip(request.peer, headers.get("x-forwarded-for"), self._trusted)

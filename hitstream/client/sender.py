@@ -97,8 +97,8 @@ class Sender:
         await self._closed.wait()  # close() delivers the rest in this loop: keep it running
 
     async def flush(self, timeout: float) -> bool:
-        """Post everything queued and wait for the answers; True when nothing was left
-        undelivered within ``timeout`` seconds (items that arrive meanwhile are posted too)."""
+        """Post everything queued and wait for the answers; True when nothing is left queued
+        or in flight within ``timeout`` seconds (items that arrive meanwhile are posted too)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

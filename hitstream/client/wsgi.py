@@ -9,7 +9,6 @@ known). Use a threaded ``Client``: it delivers in the background and at exit.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,8 +31,6 @@ _READ_HEADERS = {
     "HTTP_X_FORWARDED_HOST": "x-forwarded-host",
 }
 
-log = logging.getLogger("hitstream.client")
-
 
 class HitstreamWSGIMiddleware:
     def __init__(
@@ -51,11 +48,8 @@ class HitstreamWSGIMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         def start_and_record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            try:
-                content_type = next((value for name, value in headers if name.lower() == "content-type"), None)
-                self.recorder.record(request_view(environ), int(status[:3]), content_type)
-            except Exception:  # recording must never break the application's response
-                log.exception("hitstream client: could not record a page")
+            content_type = next((value for name, value in headers if name.lower() == "content-type"), None)
+            self.recorder.record(lambda: request_view(environ), int(status[:3]), content_type)
             return start_response(status, headers, exc_info)
 
         return self.app(environ, start_and_record)
