@@ -24,6 +24,7 @@ import pytest
 
 from hitstream.client import AsyncClient, Client, Options
 from tests.ports import free_port
+from tests.procs import wait_until
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
@@ -101,6 +102,20 @@ def send(client: Client | AsyncClient, count: int) -> list[str]:
 
 def retry_after_in(seconds: int) -> str:
     return email.utils.formatdate(time.time() + seconds, usegmt=True)
+
+
+def test_a_full_batch_goes_out_at_once_and_a_partial_one_after_the_flush_interval(server: ScriptedServer) -> None:
+    client = Client(server.url, "secret", Options(batch_items=5, flush_interval=1.5))
+    started = time.monotonic()
+    full = send(client, 5)
+    wait_until(lambda: len(server.received) == 1, 10, "the full batch")
+    assert server.received[0].at - started < 1.0  # the size trigger, well before the interval
+    partial = send(client, 2)
+    sent_partial = time.monotonic()
+    wait_until(lambda: len(server.received) == 2, 10, "the partial batch")
+    client.close()
+    assert 0.3 < server.received[1].at - sent_partial <= 1.5 + 1.0  # the time trigger
+    assert server.page_ids() == full + partial
 
 
 @pytest.mark.parametrize(
