@@ -25,7 +25,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,22 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from replay_bench import HITSTREAM, free_port, replay, wait_ready, write_pageviews
+from replay_bench import create_token, replay, start_up, write_pageviews
 
 from hitstream.client import Client, Options
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
-
-
-def token(env: dict[str, str], *extra: str) -> str:
-    created = subprocess.run(
-        [*HITSTREAM, "tokens", "create", "--site", "demo.localhost", "--role", "owner", *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return created.stdout.strip().splitlines()[-1]
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -108,28 +96,12 @@ def main() -> None:
         views = work / "views.ndjson"
         write_pageviews(views, args.pageviews)
         records = [orjson.loads(line) for line in views.read_bytes().splitlines()]
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "HITSTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-            "HITSTREAM_RATE_LIMIT": "1000000",
-            "HITSTREAM_RATE_BURST": "1000000",
-            "HITSTREAM_QUEUE_MAX_DEPTH": "2000000",
-        }
-        env.pop("HITSTREAM_CLICKHOUSE_URL", None)
-        up = subprocess.Popen(
-            [*HITSTREAM, "up", "--port", str(port), "--data-dir", str(work / "var")],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        up, base_url, env = start_up(work)
         latency: dict[str, list[int]] = {"send_pageview": [], "list.append": []}
         rates: dict[str, list[float]] = {"client": [], "replay --endpoint batch": [], "replay (single)": []}
         try:
-            wait_ready(base_url, up)
-            live_secret = token(env)
-            env["HITSTREAM_TOKEN"] = token(env, "--bulk")
+            live_secret = create_token(env)
+            env["HITSTREAM_TOKEN"] = create_token(env, "--bulk")
             sending = Client(base_url, live_secret, Options(max_queue=args.calls))
             for _ in range(args.rounds):
                 latency["send_pageview"] += call_latency(sending, args.calls)

@@ -77,7 +77,12 @@ def stored(store: Path) -> list[list[Any]]:
     )
 
 
-def assert_pages_stored(store: Path) -> None:
+def assert_pages_stored(
+    client: Client | AsyncClient, client_redis: redis.Redis, processes: Processes, store: Path
+) -> None:
+    """The six pages of VISITS were delivered, and stored as they were visited."""
+    assert (client.stats.delivered, client.stats.dropped, client.stats.rejected) == (6, 0, 0)
+    drain(client_redis, processes, store)
     rows = stored(store)
     assert [row[:3] for row in rows] == STORED_PAGES
     assert {tuple(row[3:]) for row in rows} == {("https://news.example.org/", "de-CH")}
@@ -136,11 +141,7 @@ def test_pages_served_by_a_starlette_app_under_uvicorn_land_in_the_store_once_ea
     with served_by_uvicorn(app) as base_url:
         visit(base_url)
     # The server's lifespan shutdown delivered everything before it finished.
-    assert (client.stats.delivered, client.stats.dropped, client.stats.rejected) == (6, 0, 0)
-
-    store = tmp_path / "store"
-    drain(real_redis, processes, store)
-    assert_pages_stored(store)
+    assert_pages_stored(client, real_redis, processes, tmp_path / "store")
 
 
 def test_pages_served_by_a_wsgi_app_land_in_the_store_once_each(
@@ -168,11 +169,7 @@ def test_pages_served_by_a_wsgi_app_land_in_the_store_once_each(
         visit(base_url)
     assert client.flush(timeout=30)
     client.close()
-    assert (client.stats.delivered, client.stats.dropped, client.stats.rejected) == (6, 0, 0)
-
-    store = tmp_path / "store"
-    drain(real_redis, processes, store)
-    assert_pages_stored(store)
+    assert_pages_stored(client, real_redis, processes, tmp_path / "store")
 
 
 def test_an_api_down_for_ten_seconds_loses_and_duplicates_nothing(

@@ -12,12 +12,11 @@ is told shutdown is complete.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from hitstream.client.clients import AsyncClient, Client
-from hitstream.client.pages import PageRecorder, RequestView
-from shared.proxies import Network
+from hitstream.client.clients import AsyncClient
+from hitstream.client.pages import RecordingMiddleware, RequestView
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,19 +39,9 @@ _READ_HEADERS = frozenset(
 )
 
 
-class HitstreamMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        client: Client | AsyncClient,
-        *,
-        trusted_proxies: Iterable[str | Network] = (),
-        skip_paths: Iterable[str] = (),
-        base_url: str | None = None,
-    ) -> None:
-        """See pages.PageRecorder for the options."""
-        self.app = app
-        self.recorder = PageRecorder(client, trusted_proxies=trusted_proxies, skip_paths=skip_paths, base_url=base_url)
+class HitstreamMiddleware(RecordingMiddleware[ASGIApp]):
+    """``HitstreamMiddleware(app, client, trusted_proxies=..., skip_paths=..., base_url=...)``
+    (options: pages.PageRecorder)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

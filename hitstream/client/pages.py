@@ -14,6 +14,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 from urllib.parse import quote
 
 from hitstream.client.clients import AsyncClient, Client
@@ -23,6 +24,8 @@ from shared.proxies import Network, caller_ip, is_trusted
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
 log = logging.getLogger("hitstream.client")
+
+App = TypeVar("App")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,23 @@ class PageRecorder:
         scheme = (headers.get("x-forwarded-proto") if from_proxy else None) or request.scheme
         host = (headers.get("x-forwarded-host") if from_proxy else None) or headers.get("host", "")
         return f"{scheme.split(',')[0].strip()}://{host.split(',')[0].strip()}{path}{query}"
+
+
+class RecordingMiddleware(Generic[App]):
+    """What the ASGI and the WSGI middleware hold: the application they wrap and a recorder."""
+
+    def __init__(
+        self,
+        app: App,
+        client: Client | AsyncClient,
+        *,
+        trusted_proxies: Iterable[str | Network] = (),
+        skip_paths: Iterable[str] = (),
+        base_url: str | None = None,
+    ) -> None:
+        """See PageRecorder for the options."""
+        self.app = app
+        self.recorder = PageRecorder(client, trusted_proxies=trusted_proxies, skip_paths=skip_paths, base_url=base_url)
 
 
 def is_html(content_type: str | None) -> bool:

@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hitstream.client.clients import AsyncClient, Client
-from hitstream.client.pages import PageRecorder, RequestView
-from shared.proxies import Network
+from hitstream.client.pages import RecordingMiddleware, RequestView
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -32,19 +30,9 @@ _READ_HEADERS = {
 }
 
 
-class HitstreamWSGIMiddleware:
-    def __init__(
-        self,
-        app: WSGIApp,
-        client: Client | AsyncClient,
-        *,
-        trusted_proxies: Iterable[str | Network] = (),
-        skip_paths: Iterable[str] = (),
-        base_url: str | None = None,
-    ) -> None:
-        """See pages.PageRecorder for the options."""
-        self.app = app
-        self.recorder = PageRecorder(client, trusted_proxies=trusted_proxies, skip_paths=skip_paths, base_url=base_url)
+class HitstreamWSGIMiddleware(RecordingMiddleware[WSGIApp]):
+    """``HitstreamWSGIMiddleware(app, client, trusted_proxies=..., skip_paths=..., base_url=...)``
+    (options: pages.PageRecorder)."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         def start_and_record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
