@@ -34,12 +34,12 @@ def combined(
     *,
     compress: bool = False,
     sessions: bool = False,
-    log_filter: LogFilter = LogFilter(),
+    log_filter: LogFilter | None = None,
 ) -> list:
     data = ("\n".join(lines) + "\n").encode()
     path = tmp_path / ("access.log.gz" if compress else "access.log")
     path.write_bytes(gzip.compress(data) if compress else data)
-    return list(read_combined(path, SITE, log_filter, Sessionizer("example.com") if sessions else None))
+    return list(read_combined(path, SITE, log_filter or LogFilter(), Sessionizer("example.com") if sessions else None))
 
 
 def test_combined_line_becomes_pageview(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def as_written(columns: Sequence[str], stored: list[tuple[Any, ...]]) -> list[tu
             else str(value)
             if isinstance(value, uuid.UUID)
             else value
-            for name, value in zip(columns, stored_row)
+            for name, value in zip(columns, stored_row, strict=True)
         )
         for stored_row in stored
     ]
@@ -120,7 +120,7 @@ def test_retried_mixed_batch_is_stored_once_in_both_tables(store: Store) -> None
     # Two months, so each table gets two partitions from one insert.
     views = [pageview(site_id, utc(2024, 1 + i % 2, 28, 12, 0, i % 60)) for i in range(300)]
     events = [event(site_id, utc(2024, 1 + i % 2, 28, 12, 0, i % 60), "signup", {"n": str(i)}) for i in range(200)]
-    mixed = [row for pair in zip(views, events) for row in pair] + views[200:]
+    mixed = [row for pair in zip(views, events, strict=False) for row in pair] + views[200:]
     drops = [Drop(site_id, DropReason.SPAM_REFERRER, utc(2024, 1, 28, 12))] * 4
     store.write_batch("b:mixed", mixed, drops)
     store.write_batch("b:mixed", mixed, drops)

@@ -87,7 +87,7 @@ def _record(line: int, header: list[str], row: list[str]) -> ReadResult:
         return Malformed(line, f"CSV record has {len(row)} cells, the header has {len(header)}")
     body: dict[str, Any] = {}
     try:
-        for name, cell in zip(header, row):
+        for name, cell in zip(header, row, strict=False):
             cell = cell.strip()
             if cell:
                 body[name] = PARSERS[name](cell)
