@@ -1,9 +1,10 @@
-"""Turn a request body into a validated pageview, with HitKeep's checks in HitKeep's order.
+"""Turn a request body into a ValidatedBody, with HitKeep's checks in HitKeep's order.
 
-Order (first failure decides): body (size, JSON object, field types, UUIDs; a field of the
-wrong type is ``Bad request body: <field> must be ...``) -> url ->
-timestamp -> visitor_ip -> user_agent -> our extra bounds (referrer, language, screen and
-viewport sizes). Site and grant checks need the control plane and happen in the route.
+Order (first failure decides): body (size, JSON object, then each field's type in the order of
+the field table, ingest_api.fields; a field of the wrong type or a malformed UUID is
+``Bad request body: <field> must be ...``) -> url -> timestamp -> visitor_ip -> user_agent ->
+our extra bounds (referrer, language, screen and viewport sizes). Every limit comes from the
+field table. Site and grant checks need the control plane and happen in the route.
 
 Keys are matched to fields as HitKeep's Go decoder matches them (``fields_of``): an exact
 name, else the same name in another case. Values the store cannot hold (times outside its
@@ -26,25 +27,44 @@ import orjson
 
 from ingest_api import errors
 from ingest_api.errors import BadRequest
+from ingest_api.fields import (
+    EARLIEST_TIMESTAMP_MS,
+    LATEST_TIMESTAMP_MS,
+    MAX_DIMENSION,
+    MAX_FUTURE_HOURS,
+    MIN_DIMENSION,
+    PAGEVIEW_BODY,
+    UNSTORABLE_TIMESTAMP,
+    JsonType,
+    max_length,
+    names,
+)
 from shared.envelope import PropertyValue
-from shared.storable import DIMENSION_COLUMN_TYPE, INTEGER_RANGES, TIMESTAMP_RANGE_MS
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_URL_CHARS = 4096
-MAX_USER_AGENT_CHARS = 2048
-MAX_REFERRER_CHARS = 2048
-MAX_LANGUAGE_CHARS = 64
-# Sizes: what their UInt32 columns hold, capped at 100000 (wider than any screen).
-MIN_DIMENSION = INTEGER_RANGES[DIMENSION_COLUMN_TYPE][0]
-MAX_DIMENSION = min(100_000, INTEGER_RANGES[DIMENSION_COLUMN_TYPE][1])
-MAX_FUTURE_MS = 24 * 3600 * 1000
-# The instants every column a pageview's time lands in can hold (1970 to 2106).
-EARLIEST_TIMESTAMP_MS, LATEST_TIMESTAMP_MS = TIMESTAMP_RANGE_MS
+MAX_URL_CHARS = max_length(PAGEVIEW_BODY, "url")
+MAX_USER_AGENT_CHARS = max_length(PAGEVIEW_BODY, "user_agent")
+MAX_REFERRER_CHARS = max_length(PAGEVIEW_BODY, "referrer")
+MAX_LANGUAGE_CHARS = max_length(PAGEVIEW_BODY, "language")
+MAX_FUTURE_MS = MAX_FUTURE_HOURS * 3600 * 1000
+DIMENSION_FIELDS = names(PAGEVIEW_BODY, JsonType.INTEGER)
+PAGEVIEW_FIELDS = frozenset(names(PAGEVIEW_BODY))
 
-_STRING_FIELDS = ("url", "timestamp", "visitor_ip", "user_agent", "referrer", "language")
-_UUID_FIELDS = ("page_id", "session_id")
-DIMENSION_FIELDS = ("screen_width", "screen_height", "viewport_width", "viewport_height")
-PAGEVIEW_FIELDS = frozenset((*_STRING_FIELDS, *_UUID_FIELDS, *DIMENSION_FIELDS, "dnt"))
+
+class _UuidText:
+    """Stands for a UUID's Python type in ``_TYPE_CHECKS``: no decoded value has it, so every
+    UUID that is present takes the check's second branch, which reads its form."""
+
+
+_PYTHON_TYPE: dict[JsonType, type] = {
+    JsonType.STRING: str,
+    JsonType.UUID: _UuidText,
+    JsonType.INTEGER: int,
+    JsonType.BOOLEAN: bool,
+}
+# (name, the Python type its JSON value decodes to), in table order: the type checks run in it.
+_TYPE_CHECKS = tuple((field.name, _PYTHON_TYPE[field.json_type]) for field in PAGEVIEW_BODY)
+_EXPECTED = {field.name: field.expected for field in PAGEVIEW_BODY}
 
 # Canonical 8-4-4-4-12 form, any case (HitKeep's own example is upper case).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -55,13 +75,6 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-UNSTORABLE_TIMESTAMP = errors.time_out_of_range(
-    "timestamp",
-    *(
-        (_EPOCH + ms * _MILLISECOND).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        for ms in TIMESTAMP_RANGE_MS
-    ),
-)
 _IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 # The only characters outside ASCII that Go's case folding (unicode.SimpleFold orbits) maps
 # onto an ASCII letter: KELVIN SIGN (k) and LATIN SMALL LETTER LONG S (s). Dotted and dotless
@@ -72,8 +85,9 @@ Checked = TypeVar("Checked")
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs twice as much on the hot path
-class Pageview:
-    """A pageview request that passed every check that needs no control-plane data."""
+class ValidatedBody:
+    """A pageview or event body (or batch item) that passed every check that needs no
+    control-plane data."""
 
     url: str
     host: str  # the url's host, lower-cased, without port (not yet a site domain)
@@ -91,7 +105,7 @@ class Pageview:
     event_properties: dict[str, PropertyValue] = field(default_factory=dict)
 
 
-def parse_pageview(body: bytes, now_ms: int) -> Pageview:
+def parse_pageview(body: bytes, now_ms: int) -> ValidatedBody:
     """Validate one pageview body; raise BadRequest with the first failure's message."""
     return checked_body(body, now_ms, pageview_from)
 
@@ -204,12 +218,12 @@ def go_folded(key: str) -> str:
     return key.lower() if key.isascii() else key
 
 
-def pageview_from(decoded: Any, now_ms: int) -> Pageview:
+def pageview_from(decoded: Any, now_ms: int) -> ValidatedBody:
     """Validate one decoded pageview (a request body, or a batch item)."""
     return pageview_of(fields_of(decoded, PAGEVIEW_FIELDS), now_ms)
 
 
-def pageview_of(values: dict[str, Any], now_ms: int) -> Pageview:
+def pageview_of(values: dict[str, Any], now_ms: int) -> ValidatedBody:
     """Validate the fields of one pageview (``fields_of``'s result)."""
     _check_types(values)
     url, host = _url(values.get("url"))
@@ -218,7 +232,7 @@ def pageview_of(values: dict[str, Any], now_ms: int) -> Pageview:
     user_agent = _user_agent(values.get("user_agent"))
     referrer = _bounded_text(values, "referrer", MAX_REFERRER_CHARS)
     language = _bounded_text(values, "language", MAX_LANGUAGE_CHARS)
-    return Pageview(
+    return ValidatedBody(
         url=url,
         host=host,
         timestamp_ms=timestamp_ms,
@@ -234,25 +248,18 @@ def pageview_of(values: dict[str, Any], now_ms: int) -> Pageview:
 
 
 def _check_types(values: dict[str, Any]) -> None:
-    """Every known field of the right type (null counts as absent); UUIDs lower-cased.
+    """Every field of the table of the right type, in table order (null counts as absent);
+    UUIDs lower-cased.
 
-    Exact type checks: JSON decodes to plain str/int/bool, and ``type(x) is T`` costs a
-    fraction of ``isinstance(x, T | None)`` on this hot path."""
-    for name in _STRING_FIELDS:
+    Exact type checks: JSON decodes to plain str/int/bool (bool is an int subtype, not an int
+    here), and ``type(x) is T`` costs a fraction of ``isinstance(x, T | None)`` on this hot path."""
+    for name, python_type in _TYPE_CHECKS:
         value = values.get(name)
-        if value is not None and type(value) is not str:
-            raise BadRequest(errors.wrong_type(name, "a string"))
-    for name in _UUID_FIELDS:
-        value = values.get(name)
-        if value is not None:
-            values[name] = lower_uuid(value, name)
-    for name in DIMENSION_FIELDS:
-        value = values.get(name)
-        if value is not None and type(value) is not int:  # bool is an int subtype, not an int
-            raise BadRequest(errors.wrong_type(name, "an integer"))
-    dnt = values.get("dnt")
-    if dnt is not None and type(dnt) is not bool:
-        raise BadRequest(errors.wrong_type("dnt", "a boolean"))
+        if value is not None and type(value) is not python_type:
+            if python_type is _UuidText:
+                values[name] = lower_uuid(value, name)
+            else:
+                raise BadRequest(errors.wrong_type(name, _EXPECTED[name]))
 
 
 def lower_uuid(value: Any, name: str) -> str:
