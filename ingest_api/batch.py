@@ -52,9 +52,7 @@ class BatchEndpoint:
         if throttled := self._intake.throttled(subject):
             return throttled
         try:
-            if token is None:
-                raise ApiError(401, errors.UNAUTHORIZED)
-            lane = self._intake.lane(request, token)
+            token, lane = self._intake.token_and_lane(request, token)
             body = await request.body(MAX_BATCH_BYTES, TOO_LARGE)
             is_ndjson = _media_type(request) == NDJSON
             items = batch_items(body, is_ndjson=is_ndjson)

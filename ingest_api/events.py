@@ -26,16 +26,21 @@ from ingest_api.fields import (
     names,
 )
 from ingest_api.validation import (
+    PAGEVIEW_FIELDS,
     ValidatedBody,
+    check_types,
     checked_body,
     fields_of,
-    lower_uuid,
     pageview_of,
+    required_text,
+    type_checks,
 )
 from shared.envelope import PropertyValue
 
 EVENT_FIELDS = frozenset(names(EVENT_BODY))
 MAX_NAME_CHARS = max_length(EVENT_BODY, "name")
+# The event's own fields, checked after the pageview's (properties has a check of its own).
+_EVENT_TYPE_CHECKS = type_checks(tuple(field for field in EVENT_BODY if field.name not in PAGEVIEW_FIELDS))
 TOO_MANY_PROPERTIES = f"properties must have at most {MAX_PROPERTIES} keys"
 PROPERTY_KEY_TOO_LONG = f"property keys must be at most {MAX_PROPERTY_KEY_CHARS} characters"
 PROPERTY_VALUE_TOO_LONG = f"property values must be at most {MAX_PROPERTY_VALUE_CHARS} characters"
@@ -50,24 +55,13 @@ def parse_event(body: bytes, now_ms: int) -> ValidatedBody:
 def event_from(decoded: Any, now_ms: int) -> ValidatedBody:
     values = fields_of(decoded, EVENT_FIELDS)
     pageview = pageview_of(values, now_ms)
-    event_id = values.get("event_id")
+    check_types(values, _EVENT_TYPE_CHECKS)
     return dataclasses.replace(
         pageview,
-        event_id=None if event_id is None else lower_uuid(event_id, "event_id"),
-        event_name=_name(values.get("name")),
+        event_id=values.get("event_id"),
+        event_name=required_text(values.get("name"), "name", errors.MISSING_NAME, MAX_NAME_CHARS),
         event_properties=_properties(values.get("properties")),
     )
-
-
-def _name(value: Any) -> str:
-    if value is not None and not isinstance(value, str):
-        raise BadRequest(errors.wrong_type("name", "a string"))
-    name = (value or "").strip()
-    if not name:
-        raise BadRequest(errors.MISSING_NAME)
-    if len(name) > MAX_NAME_CHARS:
-        raise BadRequest(errors.too_long("name", MAX_NAME_CHARS))
-    return name
 
 
 def _properties(value: Any) -> dict[str, PropertyValue]:

@@ -81,13 +81,16 @@ class Intake:
         token = await self._access.usable_token(secret) if secret else None
         return token, self.rate_subject(request, token)
 
-    def lane(self, request: IngestRequest, token: ApiToken) -> Lane:
-        """The token's lane; ApiError 400 for an unknown X-Hitstream-Lane, 403 for one that
-        is not the token's."""
+    def token_and_lane(self, request: IngestRequest, token: ApiToken | None) -> tuple[ApiToken, Lane]:
+        """The caller's token and its lane, the first checks after the rate limit: ApiError 401
+        without a usable token, 400 for an unknown X-Hitstream-Lane, 403 for one that is not the
+        token's."""
+        if token is None:
+            raise ApiError(401, errors.UNAUTHORIZED)
         asked = request.headers.get(_LANE_HEADER)
         lane = Lane.BULK if token.bulk else Lane.LIVE
         if asked is None or asked.strip().lower() == lane:
-            return lane
+            return token, lane
         if asked.strip().lower() not in tuple(Lane):
             raise ApiError(400, BAD_LANE)
         raise ApiError(403, BULK_TOKEN_IN_LIVE if token.bulk else LIVE_TOKEN_IN_BULK)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ingest_api import errors
 from ingest_api.answer import Answer
 from ingest_api.errors import ApiError
 from ingest_api.intake import Intake, queued
@@ -36,9 +35,7 @@ class SingleEndpoint:
         if throttled := self._intake.throttled(subject):
             return throttled
         try:
-            if token is None:
-                raise ApiError(401, errors.UNAUTHORIZED)
-            lane = self._intake.lane(request, token)
+            token, lane = self._intake.token_and_lane(request, token)
             validated = self._parse(await request.body(MAX_BODY_BYTES), received_ms)
             site = await self._intake.site(token, validated)
         except ApiError as refusal:

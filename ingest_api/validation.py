@@ -29,12 +29,14 @@ from ingest_api import errors
 from ingest_api.errors import BadRequest
 from ingest_api.fields import (
     EARLIEST_TIMESTAMP_MS,
+    EVENT_BODY,
     LATEST_TIMESTAMP_MS,
     MAX_DIMENSION,
     MAX_FUTURE_HOURS,
     MIN_DIMENSION,
     PAGEVIEW_BODY,
     UNSTORABLE_TIMESTAMP,
+    BodyField,
     JsonType,
     max_length,
     names,
@@ -52,8 +54,8 @@ PAGEVIEW_FIELDS = frozenset(names(PAGEVIEW_BODY))
 
 
 class _UuidText:
-    """Stands for a UUID's Python type in ``_TYPE_CHECKS``: no decoded value has it, so every
-    UUID that is present takes the check's second branch, which reads its form."""
+    """Stands for a UUID's Python type in a type check: no decoded value has it, so every UUID
+    that is present takes the check's second branch, which reads its form."""
 
 
 _PYTHON_TYPE: dict[JsonType, type] = {
@@ -62,9 +64,18 @@ _PYTHON_TYPE: dict[JsonType, type] = {
     JsonType.INTEGER: int,
     JsonType.BOOLEAN: bool,
 }
-# (name, the Python type its JSON value decodes to), in table order: the type checks run in it.
-_TYPE_CHECKS = tuple((field.name, _PYTHON_TYPE[field.json_type]) for field in PAGEVIEW_BODY)
-_EXPECTED = {field.name: field.expected for field in PAGEVIEW_BODY}
+TypeChecks = tuple[tuple[str, type], ...]
+# What each type check's message says its field must be (pageview and event fields alike).
+_EXPECTED = {field.name: field.expected for field in EVENT_BODY if field.json_type in _PYTHON_TYPE}
+
+
+def type_checks(body: tuple[BodyField, ...]) -> TypeChecks:
+    """(name, the Python type its JSON value decodes to) of the body's fields with a plain JSON
+    type, in table order: ``check_types`` runs them in it."""
+    return tuple((field.name, _PYTHON_TYPE[field.json_type]) for field in body if field.json_type in _PYTHON_TYPE)
+
+
+_PAGEVIEW_TYPE_CHECKS = type_checks(PAGEVIEW_BODY)
 
 # Canonical 8-4-4-4-12 form, any case (HitKeep's own example is upper case).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -225,11 +236,11 @@ def pageview_from(decoded: Any, now_ms: int) -> ValidatedBody:
 
 def pageview_of(values: dict[str, Any], now_ms: int) -> ValidatedBody:
     """Validate the fields of one pageview (``fields_of``'s result)."""
-    _check_types(values)
+    check_types(values, _PAGEVIEW_TYPE_CHECKS)
     url, host = _url(values.get("url"))
     timestamp_ms = _timestamp(values.get("timestamp"), now_ms)
     visitor_ip = _visitor_ip(values.get("visitor_ip"))
-    user_agent = _user_agent(values.get("user_agent"))
+    user_agent = required_text(values.get("user_agent"), "user_agent", errors.MISSING_USER_AGENT, MAX_USER_AGENT_CHARS)
     referrer = _bounded_text(values, "referrer", MAX_REFERRER_CHARS)
     language = _bounded_text(values, "language", MAX_LANGUAGE_CHARS)
     return ValidatedBody(
@@ -247,13 +258,13 @@ def pageview_of(values: dict[str, Any], now_ms: int) -> ValidatedBody:
     )
 
 
-def _check_types(values: dict[str, Any]) -> None:
-    """Every field of the table of the right type, in table order (null counts as absent);
-    UUIDs lower-cased.
+def check_types(values: dict[str, Any], checks: TypeChecks) -> None:
+    """Each checked field of the right type, in table order (null counts as absent); UUIDs
+    lower-cased.
 
     Exact type checks: JSON decodes to plain str/int/bool (bool is an int subtype, not an int
     here), and ``type(x) is T`` costs a fraction of ``isinstance(x, T | None)`` on this hot path."""
-    for name, python_type in _TYPE_CHECKS:
+    for name, python_type in checks:
         value = values.get(name)
         if value is not None and type(value) is not python_type:
             if python_type is _UuidText:
@@ -320,13 +331,15 @@ def _visitor_ip(value: str | None) -> str:
     return socket.inet_ntop(family, packed)
 
 
-def _user_agent(value: str | None) -> str:
-    user_agent = (value or "").strip()
-    if not user_agent:
-        raise BadRequest(errors.MISSING_USER_AGENT)
-    if len(user_agent) > MAX_USER_AGENT_CHARS:
-        raise BadRequest(errors.too_long("user_agent", MAX_USER_AGENT_CHARS))
-    return user_agent
+def required_text(value: str | None, name: str, missing: str, limit: int) -> str:
+    """``value`` (a string or None: its type is checked) trimmed; BadRequest ``missing`` when
+    nothing is left, or naming the limit when it is longer."""
+    text = (value or "").strip()
+    if not text:
+        raise BadRequest(missing)
+    if len(text) > limit:
+        raise BadRequest(errors.too_long(name, limit))
+    return text
 
 
 def _bounded_text(values: dict[str, Any], name: str, limit: int) -> str | None:

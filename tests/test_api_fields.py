@@ -31,6 +31,7 @@ OTHER_TYPE: dict[JsonType, list[Any]] = {
     JsonType.BOOLEAN: ["true", 1, 0, [True]],
 }
 TYPE_CHECKED = [field for field in PAGEVIEW_BODY if field.json_type in OTHER_TYPE]
+EVENT_TYPE_CHECKED = [field for field in EVENT_BODY if field.json_type in OTHER_TYPE]
 
 
 def example(body: tuple[BodyField, ...]) -> dict[str, Any]:
@@ -65,10 +66,19 @@ def test_each_required_field_left_out_is_refused_naming_that_field(
         assert refusal(parse, values).startswith(name + " ")
 
 
-@pytest.mark.parametrize("field", TYPE_CHECKED, ids=lambda field: field.name)
-def test_each_field_of_another_json_type_is_a_bad_request_body_naming_it_as_the_table_says(field: BodyField) -> None:
+@pytest.mark.parametrize(
+    "body, parse, field",
+    [
+        *((PAGEVIEW_BODY, parse_pageview, field) for field in TYPE_CHECKED),
+        *((EVENT_BODY, parse_event, field) for field in EVENT_TYPE_CHECKED),
+    ],
+    ids=lambda value: value.name if isinstance(value, BodyField) else "",
+)
+def test_each_field_of_another_json_type_is_a_bad_request_body_naming_it_as_the_table_says(
+    body: tuple[BodyField, ...], parse: Parse, field: BodyField
+) -> None:
     for value in OTHER_TYPE[field.json_type]:
-        message = refusal(parse_pageview, {**example(PAGEVIEW_BODY), field.name: value})
+        message = refusal(parse, {**example(body), field.name: value})
         assert message == f"Bad request body: {field.name} must be {field.expected}"
 
 
