@@ -27,14 +27,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlparse
 
 import click
 import orjson
 import redis
 from rq import Queue, Worker
 
-from hitstream.redis_server import RedisServer, local_port, redis_answers
+from hitstream.redis_server import NoLocalRedis, RedisServer, ensure_redis
 from shared.config import DEFAULT_REDIS_URL, load_settings
 from shared.control.grants import Permission, Role, can, grant, role_on_site
 from shared.control.sites import Site, add_site, site_for_domain
@@ -103,21 +102,6 @@ class Child:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def start_redis(url: str, data_dir: Path) -> RedisServer | None:
-    """A Redis server of our own when none answers at ``url``; None when one already does."""
-    if redis_answers(url):
-        return None
-    port = local_port(url)
-    if port is None:
-        raise click.ClickException(
-            f"no Redis answers at {urlparse(url).hostname} (HITSTREAM_REDIS_URL) and it is "
-            "not on this machine, so hitstream up cannot start one"
-        )
-    server = RedisServer(port, data_dir / "redis")
-    server.start()
-    return server
 
 
 def demo_token(client: redis.Redis, data_dir: Path) -> str:
@@ -254,7 +238,10 @@ def up(port: int, host: str, data_dir: Path) -> None:
     worker: Child | None = None
     client = redis.Redis.from_url(settings.redis_url)  # connects on first use
     try:
-        redis_server = start_redis(settings.redis_url, data_dir)
+        try:
+            redis_server = ensure_redis(settings.redis_url, data_dir / "redis")
+        except NoLocalRedis as error:
+            raise click.ClickException(str(error)) from None
         check_redis(client, settings)  # a Redis already running may evict (shared.redis_safety)
         # Migrations run in their own process, which closes the chdb store before the worker opens it.
         if subprocess.run([*HITSTREAM, "migrate"], env=env, start_new_session=True).returncode != 0:

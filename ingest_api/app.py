@@ -17,14 +17,14 @@ from ingest_api.access import Access
 from ingest_api.batch import BatchEndpoint
 from ingest_api.empty_buckets import EmptyBuckets
 from ingest_api.events import parse_event
-from ingest_api.front import ERROR_HANDLERS, Front
+from ingest_api.front import ERROR_HANDLERS, Endpoint, Front
 from ingest_api.handoff import HandOff
 from ingest_api.intake import Intake
 from ingest_api.metrics import Metrics
 from ingest_api.openapi import BATCH_PATH, EVENT_PATH, PAGEVIEW_PATH
 from ingest_api.operations import Operations
-from ingest_api.pageview import SingleEndpoint
 from ingest_api.redis_wire import RedisWire
+from ingest_api.single_endpoint import SingleEndpoint
 from ingest_api.validation import parse_pageview
 from shared.config import Settings, load_settings
 from shared.lanes import Lane
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Front:
     operations = Operations(client, metrics, settings.redis_timeout_ms)
     empty_buckets = EmptyBuckets(settings.rate_limit, settings.rate_burst, verdict_age_seconds=timeout)
     intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies, empty_buckets)
-    ingest = {
+    ingest: dict[str, Endpoint] = {
         PAGEVIEW_PATH: SingleEndpoint(intake, parse_pageview),
         EVENT_PATH: SingleEndpoint(intake, parse_event),
         BATCH_PATH: BatchEndpoint(intake),

@@ -277,4 +277,4 @@ def _echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: st
         return
     widths = [max(len(line[column]) for line in (headers, *rows)) for column in range(len(headers))]
     for line in (headers, *rows):
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
