@@ -1,6 +1,6 @@
 """The Python client's cost to the application and its throughput, beside the replay tool's.
 
-    .venv/bin/python bench/client_bench.py [--calls 200000] [--pageviews 50000] [--rounds 3]
+    .venv/bin/python -m bench.client_bench [--calls 200000] [--pageviews 50000] [--rounds 3]
 
 1. Added latency per ``send_pageview`` call, in the application's thread, while the client's
    sender posts to a live API in the background (so its thread competes for the GIL as in
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from replay_bench import create_token, replay, start_up, write_pageviews
 
+from bench.replay_bench import create_token, replay, start_up, write_pageviews
 from hitstream.client import Client, Options
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
