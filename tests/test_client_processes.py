@@ -216,3 +216,33 @@ def test_an_api_down_for_ten_seconds_loses_and_duplicates_nothing(
     pages, drops = stored_pages(store)
     assert (pages, drops) == (Counter(page_ids), {})
     assert set(pages.values()) == {1}
+
+
+def test_events_sent_with_a_pages_id_land_in_the_store_beside_it(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    api = processes.api()
+    client = Client(api.url, ingest_token(real_redis), QUICK)
+    page_id = client.send_pageview("https://example.com/cart", VISITOR_IPS[2], BROWSER, language="en-GB")
+    for name, properties in (("add_to_cart", {"sku": "A-1", "value": 19.5}), ("checkout", {"items": 2})):
+        client.send_event(
+            name,
+            "https://example.com/cart",
+            VISITOR_IPS[2],
+            BROWSER,
+            page_id=page_id,
+            properties=properties,
+            language="en-GB",
+        )
+    assert client.flush(timeout=30)
+    client.close()
+    assert (client.stats.delivered, client.stats.dropped, client.stats.rejected) == (3, 0, 0)
+
+    store = tmp_path / "store"
+    drain(real_redis, processes, store)
+    pages, drops = stored_pages(store)
+    assert (pages, drops) == (Counter({page_id: 1}), {})
+    assert query_store(store, "SELECT toString(page_id), name, properties, language FROM events ORDER BY name") == [
+        [page_id, "add_to_cart", {"sku": "A-1", "value": "19.5"}, "en-GB"],
+        [page_id, "checkout", {"items": "2"}, "en-GB"],
+    ]
