@@ -16,7 +16,7 @@ PACKAGES = ("shared", "ingest_api", "workers", "hitstream")
 
 # Who may import whom, by the longest matching prefix of the importing module's name. The
 # clients (the replay tool, the Python client) are handed to users: they lean on nothing of
-# the server but the wire contract's names in ``shared``.
+# the server but the wire contract's names and the trusted-proxy rule in ``shared``.
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "shared": ("shared",),
     "ingest_api": ("ingest_api", "shared"),
@@ -24,7 +24,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "workers.store": ("workers.store", "shared"),
     "hitstream": PACKAGES,
     "hitstream.replay": ("hitstream.replay", "shared.lanes"),
-    "hitstream.client": ("hitstream.client", "shared.lanes"),
+    "hitstream.client": ("hitstream.client", "shared.lanes", "shared.proxies"),
 }
 
 
