@@ -24,7 +24,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "workers.store": ("workers.store", "shared"),
     "hitstream": PACKAGES,
     "hitstream.replay": ("hitstream.replay", "shared.lanes"),
-    "hitstream.client": ("hitstream.client", "shared.lanes", "shared.proxies"),
+    "hitstream.client": ("hitstream.client", "hitstream.replay.sender", "shared.lanes", "shared.proxies"),
 }
 
 
