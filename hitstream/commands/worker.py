@@ -30,7 +30,27 @@ from workers.queue_stats import collect_queue_stats
     help="Worker processes to start on this host (http:// ClickHouse only).",
 )
 def worker(processes: int) -> None:
-    """Run RQ workers that move pageviews from the Redis stream into ClickHouse."""
+    """Run RQ workers that move pageviews from the Redis stream into ClickHouse (their summed
+    metrics on HITSTREAM_WORKER_METRICS_PORT when set)."""
+    from workers import metrics_endpoint
+
+    port = load_settings().worker_metrics_port
+    # First: the worker processes' metrics go to the endpoint's directory only if it is set
+    # before anything imports prometheus_client (workers.metrics_endpoint).
+    try:
+        endpoint = metrics_endpoint.start(port) if port is not None else None
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot serve worker metrics on port {port} (HITSTREAM_WORKER_METRICS_PORT): {error}"
+        ) from None
+    try:
+        _run_workers(processes)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+
+
+def _run_workers(processes: int) -> None:
     from workers import runtime
     from workers.process import run_processes, run_worker_process
     from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
