@@ -21,6 +21,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import keys
+from shared.config import ConfigError, load_settings
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane
@@ -73,7 +74,9 @@ class WorkerHost:
             **env,
             "HITSTREAM_CLICKHOUSE_URL": dsn,
             "HITSTREAM_BATCH_SIZE": "10",
-            "HITSTREAM_CLAIM_TIMEOUT": "2",
+            # Long enough that no lease expires on a loaded machine: a re-claimed batch is processed
+            # (and counted) twice, though stored once.
+            "HITSTREAM_CLAIM_TIMEOUT": "60",
             "HITSTREAM_WORKER_METRICS_PORT": str(self.port),
         }
         with open(log_path, "ab") as log:
@@ -228,3 +231,14 @@ def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(hitstrea
         f"Error: cannot serve worker metrics on port {port} (HITSTREAM_WORKER_METRICS_PORT): "
         "[Errno 98] Address already in use"
     ]
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "-1", "metrics", "9108.5"])
+def test_a_bad_metrics_port_names_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"HITSTREAM_WORKER_METRICS_PORT={value!r} is invalid"):
+        load_settings({"HITSTREAM_WORKER_METRICS_PORT": value})
+
+
+def test_the_metrics_port_is_off_unless_set() -> None:
+    assert load_settings({}).worker_metrics_port is None
+    assert load_settings({"HITSTREAM_WORKER_METRICS_PORT": "9108"}).worker_metrics_port == 9108
