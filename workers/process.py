@@ -77,8 +77,9 @@ def run_processes(count: int) -> None:
     # Each child as it exits (in any order), so the host's metrics stop counting it as live.
     running = {child.sentinel: child for child in children}
     while running:
-        for sentinel in multiprocessing.connection.wait(list(running)):
-            child = running.pop(sentinel)  # type: ignore[call-overload]
+        exited = multiprocessing.connection.wait(list(running))
+        for sentinel in [sentinel for sentinel in running if sentinel in exited]:
+            child = running.pop(sentinel)
             child.join()
             if child.pid is not None:
                 metrics_endpoint.process_exited(child.pid)

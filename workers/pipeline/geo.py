@@ -79,6 +79,7 @@ def _open(path: Path, required_type: str, setting: str, fields: str) -> maxmindd
 
 
 _FileIdentity = tuple[int, int, int, int]  # device, inode, size, modification time (ns)
+_NEVER_OPENED: _FileIdentity = (-1, -1, -1, -1)  # no file has it: the first check always looks
 
 
 def _identity(path: Path) -> _FileIdentity | None:
@@ -95,11 +96,16 @@ class _WatchedDatabase:
     def __init__(self, path: Path | None, required_type: str, setting: str, fields: str) -> None:
         self.path, self._required_type, self._setting, self._fields = path, required_type, setting, fields
         self.reader: maxminddb.Reader | None = None
-        self._opened: _FileIdentity | None = None
+        self._opened: _FileIdentity | None = _NEVER_OPENED
         if path is None:
             log.warning("%s is not set: %s stay empty", setting, fields)
         else:
             self.reopen_if_replaced()
+
+    def record(self, ip: IPAddress) -> dict[str, Any]:
+        """The database's record for ``ip``; empty when it has none (or no file is open)."""
+        record = self.reader.get(ip) if self.reader is not None else None
+        return record if isinstance(record, dict) else {}
 
     def reopen_if_replaced(self) -> bool:
         """Open the file again if it is not the one last opened; True when the reader changed."""
@@ -197,13 +203,13 @@ class GeoLookup:
             return _NOWHERE
         country = region_code = region_name = city = provider = ""
         asn = 0
-        if self._city.reader is not None and (record := self._city.reader.get(ip)):
+        if record := self._city.record(ip):
             country = record.get("country", {}).get("iso_code") or ""
             if subdivisions := record.get("subdivisions"):
                 region = subdivisions[0]  # the largest one, e.g. a state, not a county
                 region_code, region_name = region.get("iso_code") or "", _name(region)
             city = _name(record.get("city", {}))
-        if self._asn.reader is not None and (record := self._asn.reader.get(ip)):
+        if record := self._asn.record(ip):
             asn = record.get("autonomous_system_number") or 0
             provider = record.get("autonomous_system_organization") or ""
         return Place(country, region_code, region_name, city, asn, provider)
