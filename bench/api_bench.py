@@ -15,12 +15,12 @@ every round beside this tree's, so two designs (the Redis client, the routing) a
 the same run: the script prints this tree's throughput and CPU per request over the baseline's.
 
 Starts its own Redis (AOF on, free port), creates a site, a token and an owner grant through
-shared.control, serves the real API (``hitstream api``: one uvicorn worker, uvloop, httptools)
-and the no-op app (bench/api_noop.py) on the same stack, and drives both with ``wrk`` posting
-the same realistic body; then the batch endpoint gets that body 100 times per request. The
-stream is emptied between runs so Redis memory stays bounded. The rate limit is raised out of
-the way (this measures the hand-off, not the 429 path); everything else uses the defaults.
-Needs ``wrk`` (apt-get install -y wrk).
+shared.control, serves the real API (``hitstream api``: one uvicorn worker, uvloop,
+httptools) and the no-op app (bench/api_noop.py) on the same stack, and drives both with
+``wrk`` posting the same realistic body; then the batch endpoint gets that body 100 times
+per request. The stream is emptied between runs so Redis memory stays bounded. The rate
+limit is raised out of the way (this measures the hand-off, not the 429 path); everything
+else uses the defaults. Needs ``wrk`` (apt-get install -y wrk).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from shared.control.grants import grant
 from shared.control.sites import add_site
 from shared.control.tokens import create_token
 from shared.lanes import LANE_KEYS, Lane
+from tests.ports import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -63,12 +63,6 @@ class Result:
     p99_ms: float
     non_2xx: int
     cpu_us_per_request: float  # server CPU time / requests: stable even on a busy machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def realistic_body() -> bytes:

@@ -3,12 +3,13 @@
     .venv/bin/python -m bench.worker_bench [--pageviews 100000] [--naive 2000] [--batch-size 1000]
 
 Starts its own Redis (AOF on, free port). Batch design: pre-fills the stream with envelopes
-(realistic user-agent mix from bench/ua_mix.py, varied paths, referrers, UTM tags and
-IPs), starts ONE ``hitstream worker`` process on a fresh chdb path and times from its first
-claim (the worker has opened its store and built its pipeline by then) until the stream is
-empty (the last ack follows the last insert), then checks the row count in the store. Naive design: one RQ job per pageview, each running the same
-pipeline and one single-row insert, in one RQ SimpleWorker process on another fresh chdb
-path. Prints both rates and their ratio.
+(realistic user-agent mix from bench/ua_mix.py, varied paths, referrers, UTM tags and IPs),
+starts ONE ``hitstream worker`` process on a fresh chdb path and times from its first claim
+(the worker has opened its store and built its pipeline by then) until the stream is empty
+(the last ack follows the last insert), then checks the row count in the store. Naive
+design: one RQ job per pageview, each running the same pipeline and one single-row insert,
+in one RQ SimpleWorker process on another fresh chdb path. Prints both rates and their
+ratio.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +31,7 @@ from bench.ua_mix import user_agent_stream
 from hitstream.redis_server import RedisServer
 from shared import keys
 from shared.envelope import Envelope
+from tests.ports import free_port
 from workers import runtime
 from workers.pipeline import StepFailed
 from workers.records import PageviewRow
@@ -180,12 +181,6 @@ def main() -> None:
         f"{naive_rate:,.0f} events/s"
     )
     print(f"ratio        : {batch_rate / naive_rate:.1f}x  (targets: >= 10,000 events/s per process, >= 20x)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

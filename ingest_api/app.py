@@ -20,8 +20,8 @@ from ingest_api.intake import Intake
 from ingest_api.metrics import Metrics
 from ingest_api.openapi import BATCH_PATH, EVENT_PATH, PAGEVIEW_PATH
 from ingest_api.operations import Operations
-from ingest_api.pageview import SingleEndpoint
 from ingest_api.redis_wire import RedisWire
+from ingest_api.single_endpoint import SingleEndpoint
 from ingest_api.validation import parse_pageview
 from shared.config import Settings, load_settings
 from shared.lanes import Lane

@@ -66,6 +66,8 @@ class Settings:
     max_connections: int = 1000
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
+    # Where ``hitstream worker`` serves its host's worker metrics (Prometheus text); None: nowhere.
+    worker_metrics_port: int | None = None
 
 
 def _text(value: str) -> str:
@@ -105,6 +107,13 @@ def _existing_file(value: str) -> Path:
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
     return path
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError("must be a port number from 1 to 65535")
+    return number
 
 
 def _redis_url(value: str) -> str:
@@ -157,6 +166,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_MAX_CONNECTIONS": ("max_connections", _positive_int),
     "HITSTREAM_HEADER_TIMEOUT": ("header_timeout_seconds", _positive_float),
     "HITSTREAM_BODY_TIMEOUT": ("body_timeout_seconds", _positive_float),
+    "HITSTREAM_WORKER_METRICS_PORT": ("worker_metrics_port", _port),
 }
 
 

@@ -35,7 +35,7 @@ from rq import Queue
 
 from shared.envelope import Envelope
 from shared.keys import BATCH_QUEUE
-from workers import dead_letters, runtime
+from workers import dead_letters, metrics, runtime
 from workers.dead_letters import DeadLetter
 from workers.queue import Batch, BatchQueue
 from workers.records import Drop, PageviewRow
@@ -90,6 +90,7 @@ class _Processed:
 def _process(batch: Batch) -> _Processed:
     from workers.pipeline import StepFailed
 
+    metrics.batch_claimed(batch)
     pipeline = runtime.pipeline()
     rows: list[PageviewRow] = []
     drops: list[Drop] = []
@@ -127,10 +128,12 @@ def _write(processed: _Processed) -> Refusals:
     delay = STORE_RETRY_FIRST_DELAY
     while True:
         try:
-            return runtime.current_store().write_batch(batch_id, processed.rows, processed.drops)
+            with metrics.timed_insert():
+                return runtime.current_store().write_batch(batch_id, processed.rows, processed.drops)
         except StoreUnavailable as error:
             if time.monotonic() + delay > deadline:
                 raise StoreGaveUp(f"store unavailable for {STORE_RETRY_SECONDS:.0f} s: {error}") from error
+            metrics.store_retried()
             log.warning("batch %s: store unavailable, retrying in %.1f s: %s", batch_id, delay, error)
         if runtime.shutdown_requested.wait(delay):
             raise ShutdownWhileWaiting(batch_id)
@@ -159,7 +162,9 @@ def _acknowledge(queue: BatchQueue, batch: Batch, letters: list[DeadLetter]) -> 
 
 def _store(queue: BatchQueue, processed: _Processed) -> None:
     refusals = _write(processed)
-    _acknowledge(queue, processed.batch, processed.letters + _refused_letters(processed, refusals))
+    letters = processed.letters + _refused_letters(processed, refusals)
+    _acknowledge(queue, processed.batch, letters)
+    metrics.batch_stored(processed.batch, len(processed.rows) - len(refusals.rows), processed.drops, letters)
 
 
 class _Write:

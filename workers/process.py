@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
 from types import FrameType
 
 from rq import Queue, SimpleWorker
 
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
-from workers import runtime
+from workers import metrics, metrics_endpoint, runtime
 from workers.dispatcher import Dispatcher
 from workers.redis_rewrite import RewriteTrigger
 
@@ -44,6 +45,7 @@ def run_worker_process() -> None:
     client = runtime.redis_client()
     _open_store_early()
     runtime.pipeline()  # GeoIP readers, UA parser and spam lists loaded before the first claim
+    metrics.process_started()
     batch_queue = Queue(BATCH_QUEUE, connection=client)
     dispatcher = Dispatcher(client, batch_queue, settings.batch_size)
     rewrites = RewriteTrigger.from_settings(client, settings)
@@ -72,5 +74,12 @@ def run_processes(count: int) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
+    # Each child as it exits (in any order), so the host's metrics stop counting it as live.
+    running = {child.sentinel: child for child in children}
+    while running:
+        exited = multiprocessing.connection.wait(list(running))
+        for sentinel in [sentinel for sentinel in running if sentinel in exited]:
+            child = running.pop(sentinel)
+            child.join()
+            if child.pid is not None:
+                metrics_endpoint.process_exited(child.pid)

@@ -30,11 +30,6 @@ def bump_version(pipe: Pipeline) -> None:
     pipe.incr(keys.CONTROL_VERSION)
 
 
-def control_version(redis: Redis) -> int:
-    """The current control-plane version; 0 before the first change."""
-    return int(redis.get(keys.CONTROL_VERSION) or 0)
-
-
 def text(value: bytes | str) -> str:
     """A Redis reply as text, whether or not the client decodes responses."""
     return value.decode() if isinstance(value, bytes) else value
