@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Front:
         finally:
             await handoff.stop()
             await access.stop()
-            await client.aclose()  # type: ignore[attr-defined]  # types-redis lags redis-py 8
+            await client.aclose()
 
     operated = Starlette(routes=routes, lifespan=lifespan, exception_handlers=ERROR_HANDLERS)
     return Front(operated, ingest, frozenset(route.path for route in routes), metrics)

@@ -137,12 +137,21 @@ class _SentinelAsking(redis.sentinel.SentinelManagedConnection):
       reply pending, and the worker's last command waited behind it (warm shutdown hung)."""
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if not self._sock:  # type: ignore[attr-defined]  # types-redis lags redis-py 8
+        if not self._sock:
             self.connect()
         super().send_packed_command(command, check_health)
 
-    def read_response(self, *args: Any, disconnect_on_error: bool = True, **kwargs: Any) -> Any:
-        return super().read_response(*args, disconnect_on_error=disconnect_on_error, **kwargs)
+    def read_response(
+        self,
+        disable_decoding: Any = False,
+        *,
+        timeout: float | object = redis.connection.SENTINEL,
+        disconnect_on_error: bool | None = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        return super().read_response(
+            disable_decoding, timeout=timeout, disconnect_on_error=disconnect_on_error, push_request=push_request
+        )
 
 
 class _SentinelAskingConnection(_SentinelAsking):
