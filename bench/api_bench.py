@@ -2,17 +2,25 @@
 and items/s of the batch endpoint with 100-item batches.
 
     .venv/bin/python -m bench.api_bench [--seconds 10] [--rounds 3] [--connections 64]
+                                        [--baseline-tree DIR]
 
 The no-op and the ingest endpoint are measured in alternating rounds (no-op, ingest, no-op,
 ...) and the ratio is taken per round, then its median: this machine's speed drifts by 10-30%
 from minute to minute, and a pair of runs close in time sees the same drift.
 
+``--baseline-tree DIR`` is the A/B switch: DIR is another checkout of hitstream (e.g.
+``git worktree add /tmp/base <commit>``, or ``git archive <commit> | tar -x -C DIR``) whose
+ingest API, run by this virtualenv's Python with DIR first on the import path, is measured in
+every round beside this tree's, so two designs (the Redis client, the routing) are compared in
+the same run: the script prints this tree's throughput and CPU per request over the baseline's.
+
 Starts its own Redis (AOF on, free port), creates a site, a token and an owner grant through
-shared.control, serves the real API (``hitstream api``: one uvicorn worker, uvloop, httptools)
-and the no-op app (bench/api_noop.py) on the same stack, and drives both with ``wrk`` posting
-the same realistic body; then the batch endpoint gets that body 100 times per request. The
-stream is emptied between runs so Redis memory stays bounded. The rate limit is raised out of the way (this measures the hand-off,
-not the 429 path); everything else uses the defaults. Needs ``wrk`` (apt-get install -y wrk).
+shared.control, serves the real API (``hitstream api``: one uvicorn worker, uvloop,
+httptools) and the no-op app (bench/api_noop.py) on the same stack, and drives both with
+``wrk`` posting the same realistic body; then the batch endpoint gets that body 100 times
+per request. The stream is emptied between runs so Redis memory stays bounded. The rate
+limit is raised out of the way (this measures the hand-off, not the 429 path); everything
+else uses the defaults. Needs ``wrk`` (apt-get install -y wrk).
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,10 +48,12 @@ from shared.control.grants import grant
 from shared.control.sites import add_site
 from shared.control.tokens import create_token
 from shared.lanes import LANE_KEYS, Lane
+from tests.ports import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 BATCH_ITEMS = 100
+BASELINE = "baseline ingest"
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,6 @@ class Result:
     p99_ms: float
     non_2xx: int
     cpu_us_per_request: float  # server CPU time / requests: stable even on a busy machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def realistic_body() -> bytes:
@@ -143,6 +146,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="length of each measured run")
     parser.add_argument("--rounds", type=int, default=3, help="no-op/ingest pairs")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--baseline-tree", type=Path, help="another hitstream checkout whose ingest API is measured in every round too"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -203,6 +209,14 @@ def main() -> None:
                     batch_body,
                 ),
             }
+            if args.baseline_tree:
+                # `python -m` from inside the tree: its packages come before this tree's install.
+                servers[BASELINE] = (
+                    ["env", "-C", str(args.baseline_tree.resolve()), sys.executable, "-m", "hitstream", "api"]
+                    + ["--port", str(api_port)],
+                    f"http://127.0.0.1:{api_port}/api/ingest/server/pageview",
+                    body,
+                )
             queued: dict[str, int] = {}
 
             def forget_queue() -> None:
@@ -230,8 +244,9 @@ def main() -> None:
             measure("ingest endpoint")
             runs: dict[str, list[Result]] = {name: [] for name in servers}
             for _ in range(args.rounds):
-                for name in ("no-op Starlette", "ingest endpoint"):
-                    runs[name].append(measure(name))
+                for name in ("no-op Starlette", "ingest endpoint", BASELINE):
+                    if name in servers:
+                        runs[name].append(measure(name))
             runs["batch endpoint"].append(measure("batch endpoint"))
         finally:
             server.stop()
@@ -264,6 +279,21 @@ def main() -> None:
         f"{batch_items_per_second / single:.1f}x the single endpoint's median req/s, "
         f"server CPU {batch.cpu_us_per_request / BATCH_ITEMS:.1f} us/item"
     )
+    if runs.get(BASELINE):
+        pairs = list(zip(runs[BASELINE], runs["ingest endpoint"], strict=True))
+        throughput = [api.requests_per_second / base.requests_per_second for base, api in pairs]
+        cpu = [api.cpu_us_per_request / base.cpu_us_per_request for base, api in pairs]
+        baseline_ratio = [
+            base.requests_per_second / noop.requests_per_second
+            for noop, base in zip(runs["no-op Starlette"], runs[BASELINE], strict=True)
+        ]
+        print(
+            f"this tree / baseline ({args.baseline_tree}) throughput per round: "
+            + ", ".join(f"{ratio:.2f}x" for ratio in throughput)
+            + f"; median {statistics.median(throughput):.2f}x; server CPU per request: median "
+            + f"{statistics.median(cpu):.2f}x; baseline / no-op throughput: median "
+            + f"{statistics.median(baseline_ratio):.2f}x"
+        )
     print(f"envelopes queued in Redis by each server's last run: {queued}")
 
 

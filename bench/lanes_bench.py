@@ -134,7 +134,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def describe(name: str, accepted: list[int], latencies: list[float], refused: Counter[int]) -> str:
     if not latencies:
-        return f"{name}: no live pageview was seen stored ({len(accepted)} accepted; refused by status: {dict(refused) or 'none'})"
+        refusals = dict(refused) or "none"
+        return f"{name}: no live pageview was seen stored ({len(accepted)} accepted; refused by status: {refusals})"
     return (
         f"{name}: p50 {percentile(latencies, 0.5):.2f} s, p99 {percentile(latencies, 0.99):.2f} s, "
         f"max {max(latencies):.2f} s over {len(latencies)} pageviews "

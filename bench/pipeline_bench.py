@@ -3,6 +3,8 @@
 
     .venv/bin/python -m bench.pipeline_bench [--envelopes 60000] [--warmup 20000]
 
+Needs the test and bench extras (``pip install -e '.[test,bench]'``: geoip2 for the baseline).
+
 Workload, built once and fed to both sides in the same order:
   user agents  the Zipf-skewed mix of bench/ua_mix.py
   visitors     each visitor address sends a geometric number of pageviews (mean

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,15 +28,10 @@ import orjson
 import redis
 
 from shared import keys
+from tests.ports import free_port
 
 HITSTREAM = [sys.executable, "-m", "hitstream"]
 USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_pageviews(path: Path, lines: int) -> None:
@@ -72,6 +66,47 @@ def wait_ready(base_url: str, up: subprocess.Popen[bytes], seconds: float = 90) 
     raise SystemExit("hitstream up was not ready in time")
 
 
+def start_up(work: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    """``hitstream up`` with its data in ``work``, its own Redis on a free port and the rate
+    limit out of the way, once ready: the process, its base URL, and the environment for
+    further ``hitstream`` commands on it."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "HITSTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "HITSTREAM_RATE_LIMIT": "1000000",
+        "HITSTREAM_RATE_BURST": "1000000",
+        "HITSTREAM_QUEUE_MAX_DEPTH": "2000000",
+    }
+    env.pop("HITSTREAM_CLICKHOUSE_URL", None)
+    up = subprocess.Popen(
+        [*HITSTREAM, "up", "--port", str(port), "--data-dir", str(work / "var")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(base_url, up)
+    except BaseException:
+        up.kill()
+        up.wait()
+        raise
+    return up, base_url, env
+
+
+def create_token(env: dict[str, str], *extra: str) -> str:
+    """A new token's secret for the demo site (``--bulk`` for the bulk lane)."""
+    created = subprocess.run(
+        [*HITSTREAM, "tokens", "create", "--site", "demo.localhost", "--role", "owner", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return created.stdout.strip().splitlines()[-1]
+
+
 def replay(path: Path, base_url: str, env: dict[str, str], *extra: str) -> tuple[float, str]:
     started = time.monotonic()
     result = subprocess.run(
@@ -101,37 +136,11 @@ def main() -> None:
         views, baseline_views = work / "views.ndjson", work / "baseline.ndjson"
         write_pageviews(views, args.lines)
         write_pageviews(baseline_views, args.baseline_lines)
-        redis_url = f"redis://127.0.0.1:{free_port()}/0"
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "HITSTREAM_REDIS_URL": redis_url,
-            "HITSTREAM_RATE_LIMIT": "1000000",
-            "HITSTREAM_RATE_BURST": "1000000",
-            "HITSTREAM_QUEUE_MAX_DEPTH": "2000000",
-        }
-        env.pop("HITSTREAM_CLICKHOUSE_URL", None)
-        up = subprocess.Popen(
-            [*HITSTREAM, "up", "--port", str(port), "--data-dir", str(work / "var")],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        up, base_url, env = start_up(work)
+        redis_url = env["HITSTREAM_REDIS_URL"]
         try:
-            wait_ready(base_url, up)
             # A replay uses the bulk lane, which needs a bulk token (the demo token is a live one).
-            env["HITSTREAM_TOKEN"] = (
-                subprocess.run(
-                    [*HITSTREAM, "tokens", "create", "--site", "demo.localhost", "--role", "owner", "--bulk"],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
+            env["HITSTREAM_TOKEN"] = create_token(env, "--bulk")
             baseline_seconds, _ = replay(baseline_views, base_url, env, "--concurrency", "1")
             seconds, summary = replay(views, base_url, env, "--endpoint", args.endpoint)
             queued = redis.Redis.from_url(redis_url).xlen(keys.BULK_STREAM)

@@ -25,7 +25,7 @@ import redis
 
 from hitstream.redis_server import RedisServer
 from shared import keys
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.procs import Processes, stored_pages, wait_until
 from tests.traffic import (
     UNLIMITED,

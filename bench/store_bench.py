@@ -86,7 +86,7 @@ def column_insert(store: Store, batch_id: str, batch: list[PageviewRow]) -> None
     """The same conversion, handed over column by column (no transposition inside the driver)."""
     store._client.insert(
         PAGEVIEWS.name,
-        [list(column) for column in zip(*map(_values, batch))],
+        [list(column) for column in zip(*map(_values, batch), strict=True)],
         column_names=PAGEVIEWS.column_names,
         column_type_names=PAGEVIEWS.column_types,
         column_oriented=True,

@@ -8,11 +8,11 @@ Starts its own Redis (AOF on, free port). Every end-to-end run starts worker pro
 fresh chdb path; once they are registered (store opened, pipeline built) they drain
 ``--warm-up`` envelopes untimed (steady state: each process's user-agent cache holds the head
 of the mix, as in a service that has run for minutes; cold, each process parses every
-distinct user agent it sees: 2,294 in 30,000 pageviews of the mix). Then ``--pageviews`` envelopes
-(realistic user-agent mix from bench/ua_mix.py, varied paths, referrers, UTM tags and IPs)
-are appended to the live stream in one MULTI, so the whole backlog appears at once; the
-bench times from then until the stream is empty (the last acknowledgement follows the last
-insert), then checks the stored row count.
+distinct user agent it sees: 2,294 in 30,000 pageviews of the mix). Then ``--pageviews``
+envelopes (realistic user-agent mix from bench/ua_mix.py, varied paths, referrers, UTM tags
+and IPs) are appended to the live stream in one MULTI, so the whole backlog appears at once;
+the bench times from then until the stream is empty (the last acknowledgement follows the
+last insert), then checks the stored row count.
 Sections, each printed beside its same-run baseline:
 
 1. breakdown: inside the worker processes of section 2 (no overlaps, and both), the time in
@@ -37,7 +37,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from hitstream.redis_server import RedisServer
 from shared import keys
 from shared.config import load_settings
 from shared.envelope import Envelope
+from tests.ports import free_port
 from workers import delivery, loop
 from workers.context import Overlaps, WorkerContext
 from workers.pipeline import StepFailed
@@ -392,12 +392,6 @@ def print_scale_out(scale_runs: dict[str, list[Run]], counts: list[int], pagevie
         shares = [run.writer_cpu_share for run in runs if run.writer_cpu_share is not None]
         writer = f"writer CPU {statistics.median(shares):4.0%} of wall time" if shares else "stores its own batches"
         print(f"   {n} process(es) {median_rate(runs):9,.0f} events/s  {median_rate(runs) / one:5.2f}x  {writer}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

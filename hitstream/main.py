@@ -14,7 +14,7 @@ import click
 
 from hitstream import up
 from hitstream.arguments import ArgumentError
-from hitstream.commands import api, control, replay, store, worker
+from hitstream.commands import api, control, geoip, replay, store, worker
 from shared.config import ConfigError
 from shared.redis_safety import UnsafeRedis
 
@@ -49,6 +49,7 @@ for command in (
     worker.worker,
     worker.dead_letters,
     worker.queue,
+    geoip.geoip,
     up.up,
     replay.replay,
 ):

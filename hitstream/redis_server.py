@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 import redis
 
+from shared.redis_client import redis_client
+
 
 def server_binary() -> str:
     system = shutil.which("redis-server")
@@ -29,7 +31,7 @@ def server_binary() -> str:
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis_client(url, timeout)
         try:
             return bool(client.ping())
         finally:
@@ -119,13 +121,22 @@ def local_port(url: str) -> int | None:
     return parsed.port or 6379
 
 
+class NoLocalRedis(RuntimeError):
+    """No Redis answers at the URL and it is not on this machine, so none can be started."""
+
+
 def ensure_redis(url: str, data_dir: Path) -> RedisServer | None:
-    """Start a Redis server for ``url`` when none answers there; return it, or None."""
+    """Start a Redis server for ``url`` (its files in ``data_dir``) when none answers there;
+    return it, or None when one already answers (``hitstream up``, CI)."""
     if redis_answers(url):
         return None
     port = local_port(url)
     if port is None:
-        raise RuntimeError(f"no Redis answers at {url} and it is not a local address to start one on")
+        # The host only: the URL may hold a password.
+        raise NoLocalRedis(
+            f"no Redis answers at {urlparse(url).hostname} (HITSTREAM_REDIS_URL) and it is not on "
+            "this machine, so none can be started here"
+        )
     server = RedisServer(port=port, data_dir=data_dir)
     server.start()
     return server

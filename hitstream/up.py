@@ -28,19 +28,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlparse
 
 import click
 import orjson
 import redis
 from rq import Queue, Worker
 
-from hitstream.redis_server import RedisServer, local_port, redis_answers
+from hitstream.geoip_update import database_on_first_start
+from hitstream.redis_server import NoLocalRedis, RedisServer, ensure_redis
 from shared.config import DEFAULT_REDIS_URL, load_settings
 from shared.control.grants import Permission, Role, can, grant, role_on_site
 from shared.control.sites import Site, add_site, site_for_domain
 from shared.control.tokens import ApiToken, create_token, token_key
 from shared.keys import STORE_QUEUE
+from shared.redis_client import redis_client
 from shared.redis_safety import check_redis
 from shared.urls import redacted
 
@@ -104,21 +105,6 @@ class Child:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def start_redis(url: str, data_dir: Path) -> RedisServer | None:
-    """A Redis server of our own when none answers at ``url``; None when one already does."""
-    if redis_answers(url):
-        return None
-    port = local_port(url)
-    if port is None:
-        raise click.ClickException(
-            f"no Redis answers at {urlparse(url).hostname} (HITSTREAM_REDIS_URL) and it is "
-            "not on this machine, so hitstream up cannot start one"
-        )
-    server = RedisServer(port, data_dir / "redis")
-    server.start()
-    return server
 
 
 def demo_token(client: redis.Redis, data_dir: Path) -> str:
@@ -206,7 +192,7 @@ def curl_command(base_url: str, secret: str) -> str:
         "url": f"https://{DEMO_DOMAIN}/pricing?utm_source=newsletter&utm_campaign=launch",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "user_agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        "visitor_ip": "203.0.113.7",
+        "visitor_ip": "81.2.69.160",  # London in DB-IP City Lite: stats show a country and city
         "referrer": "https://news.example.org/",
         "language": "en-US",
         "screen_width": 1920,
@@ -220,12 +206,13 @@ def curl_command(base_url: str, secret: str) -> str:
     )
 
 
-def stats_command(redis_url: str, store_url: str) -> str:
+def stats_command(redis_url: str, store_url: str, geoip_city_db: str) -> str:
     """``hitstream stats`` for the demo site, with whatever a new shell in this directory
-    would not pick up by default."""
+    would not pick up by default (the GeoIP database: for the credit its licence asks for)."""
     defaults = {
         "HITSTREAM_REDIS_URL": (redis_url, DEFAULT_REDIS_URL),
         "HITSTREAM_CLICKHOUSE_URL": (store_url, f"chdb://{Path.cwd() / 'var' / 'chdb'}"),
+        "HITSTREAM_GEOIP_CITY_DB": (geoip_city_db, os.environ.get("HITSTREAM_GEOIP_CITY_DB", "")),
     }
     prefix = "".join(f"{name}={shlex.quote(value)} " for name, (value, default) in defaults.items() if value != default)
     return f"{prefix}hitstream stats --site {DEMO_DOMAIN} --json"
@@ -267,15 +254,22 @@ def up(port: int, host: str, data_dir: Path, workers: int) -> None:
     # An explicit HITSTREAM_CLICKHOUSE_URL (e.g. a ClickHouse server) wins over the embedded store.
     store_url = os.environ.get("HITSTREAM_CLICKHOUSE_URL") or f"chdb://{data_dir / 'chdb'}"
     env = {**os.environ, "HITSTREAM_REDIS_URL": settings.redis_url, "HITSTREAM_CLICKHOUSE_URL": store_url}
+    # Geo out of the box: a configured HITSTREAM_GEOIP_CITY_DB wins, else DB-IP City Lite under the data dir.
+    if settings.geoip_city_db is None and (city_db := database_on_first_start(data_dir / "geoip")) is not None:
+        env["HITSTREAM_GEOIP_CITY_DB"] = str(city_db)
+    geoip_city_db = env.get("HITSTREAM_GEOIP_CITY_DB", "")
     client_host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
     base_url = f"http://{client_host}:{port}"
 
     redis_server: RedisServer | None = None
     api: Child | None = None
     worker: Child | None = None
-    client = redis.Redis.from_url(settings.redis_url)  # connects on first use
+    client = redis_client(settings.redis_url)  # connects on first use
     try:
-        redis_server = start_redis(settings.redis_url, data_dir)
+        try:
+            redis_server = ensure_redis(settings.redis_url, data_dir / "redis")
+        except NoLocalRedis as error:
+            raise click.ClickException(str(error)) from None
         check_redis(client, settings)  # a Redis already running may evict (shared.redis_safety)
         # Migrations run in their own process, which closes the chdb store before the worker opens it.
         if subprocess.run([*HITSTREAM, "migrate"], env=env, start_new_session=True).returncode != 0:
@@ -294,7 +288,7 @@ def up(port: int, host: str, data_dir: Path, workers: int) -> None:
             f"\nhitstream is up: API {base_url}, Redis {redacted(settings.redis_url)} ({origin}),"
             f" store {redacted(store_url)}\n\n"
             f"Send a pageview:\n  {curl_command(base_url, secret)}\n\n"
-            f"See it stored (in another shell):\n  {stats_command(settings.redis_url, store_url)}\n\n"
+            f"See it stored (in another shell):\n  {stats_command(settings.redis_url, store_url, geoip_city_db)}\n\n"
             f"The demo token is kept in {data_dir / 'demo-token'} (mode 0600) so the next up "
             "prints the same command. Ctrl-C stops everything.\n"
         )

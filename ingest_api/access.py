@@ -1,7 +1,7 @@
 """Who may send what: the presented token, the site of a host and the token's grant on it.
 
-Lookups use the control plane's own functions (shared.control) on a synchronous Redis
-client in a worker thread, and are cached in this process for ``control_cache_seconds``,
+Lookups read the control plane's keys (shared.keys; the records' own parsers in
+shared.control) on the process's asyncio Redis client, and are cached for ``control_cache_seconds``,
 so a revocation, expiry or grant change applies in every API process within that time.
 Concurrent misses for one key share one lookup. Every lookup is bounded by the Redis
 timeout; a failure raises ``Unavailable`` (503), never a guess.
@@ -12,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ingest_api.handoff import Unavailable
 from shared import keys
-from shared.control.changes import now_iso
-from shared.control.grants import Permission, can, role_on_site
-from shared.control.sites import Site, site_for_domain
+from shared.control.changes import now_iso, text
+from shared.control.grants import Permission, Role, can
+from shared.control.sites import Site
 from shared.control.tokens import ApiToken, hash_token
+from shared.hosts import normalise_domain
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ def presented_secret(headers: Mapping[str, str]) -> str | None:
 
 class _TtlCache:
     """Answers kept for ``ttl`` seconds from the start of their lookup; concurrent misses of
-    one key share one lookup, run in a worker thread; a failed lookup is never kept.
+    one key share one lookup (a task); a failed lookup is never kept.
 
     A key still in use is looked up again in the background during the last quarter of its
     answer's life, so a steady client is answered from memory throughout and never waits for a
@@ -60,7 +60,7 @@ class _TtlCache:
         self._answers: dict[str, tuple[float, Any]] = {}  # key -> (expires, answer)
         self._lookups: dict[str, asyncio.Future[Any]] = {}  # key -> lookup in flight
 
-    async def get(self, key: str, read: Callable[..., T], *args: str) -> T:
+    async def get(self, key: str, read: Callable[..., Coroutine[Any, Any, T]], *args: str) -> T:
         """The cached answer, else ``read(*args)``'s (Unavailable when it fails or is late)."""
         entry = self._answers.get(key)
         if entry is not None:
@@ -73,11 +73,13 @@ class _TtlCache:
         try:
             async with asyncio.timeout(self._timeout):
                 return await asyncio.shield(lookup)
-        except (TimeoutError, redis.RedisError, OSError):
+        except (TimeoutError, RedisError, OSError):
             raise Unavailable("control-plane lookup failed") from None
 
-    def _look_up(self, key: str, read: Callable[..., Any], args: tuple[str, ...]) -> asyncio.Future[Any]:
-        lookup = self._lookups[key] = asyncio.ensure_future(asyncio.to_thread(read, *args))
+    def _look_up(
+        self, key: str, read: Callable[..., Coroutine[Any, Any, Any]], args: tuple[str, ...]
+    ) -> asyncio.Future[Any]:
+        lookup = self._lookups[key] = asyncio.ensure_future(read(*args))
         lookup.add_done_callback(functools.partial(self._keep, key, time.monotonic() + self._ttl))
         return lookup
 
@@ -94,20 +96,16 @@ class _TtlCache:
 class Access:
     """Cached answers to: which token is this, which site is this host, may it write there."""
 
-    def __init__(self, redis_url: str, cache_seconds: float, timeout_ms: int) -> None:
-        timeout = timeout_ms / 1000
-        self._redis = redis.Redis.from_url(
-            redis_url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._tokens = _TtlCache(cache_seconds, timeout)
-        self._sites = _TtlCache(cache_seconds, timeout)
+    def __init__(self, client: Redis, cache_seconds: float, timeout_seconds: float) -> None:
+        self._redis = client  # bounded by the Redis timeout (shared.redis_client)
+        self._tokens = _TtlCache(cache_seconds, timeout_seconds)
+        self._sites = _TtlCache(cache_seconds, timeout_seconds)
         self._last_used_written: dict[str, float] = {}
+        self._writing: set[asyncio.Task[None]] = set()
 
-    def close(self) -> None:
-        self._redis.close()
+    async def stop(self) -> None:
+        """Wait for the last_used_at writes in flight (the client closes after this)."""
+        await asyncio.gather(*self._writing, return_exceptions=True)
 
     async def usable_token(self, secret: str) -> ApiToken | None:
         """The token for a secret if it exists and is neither revoked nor expired."""
@@ -123,18 +121,26 @@ class Access:
         one cached answer per token and host, so an accepted request does one lookup here."""
         return await self._sites.get(f"{token.id} {host}", self._read_site_for, token.id, host)
 
-    def _read_token(self, token_hash: str) -> ApiToken | None:
-        values = self._redis.hgetall(keys.TOKEN.format(token_hash=token_hash))
+    async def _read_token(self, token_hash: str) -> ApiToken | None:
+        values = await self._redis.hgetall(keys.TOKEN.format(token_hash=token_hash))
         return ApiToken.from_hash(values) if values else None
 
-    def _read_site_for(self, token_id: str, host: str) -> tuple[Site | None, bool]:
+    async def _read_site_for(self, token_id: str, host: str) -> tuple[Site | None, bool]:
+        """As shared.control's site_for_domain and role_on_site read them, in one round trip."""
         try:
-            site = site_for_domain(self._redis, host)
+            domain = normalise_domain(host)
         except ValueError:  # not a valid domain, so no site can have it
             return None, False
-        if site is None:
+        site_id = await self._redis.hget(keys.SITE_BY_DOMAIN, domain)
+        if site_id is None:
             return None, False
-        return site, can(role_on_site(self._redis, token_id, site.id), Permission.SITE_MANAGE_DATA)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.SITE.format(site_id=text(site_id)))
+            pipe.hget(keys.GRANTS.format(token_id=token_id), text(site_id))
+            values, role = await pipe.execute()
+        if not values:  # removed between the two reads
+            return None, False
+        return Site.from_hash(values), role is not None and can(Role(text(role)), Permission.SITE_MANAGE_DATA)
 
     def _note_use(self, token_hash: str) -> None:
         """Record last_used_at at most once a minute per token, without delaying the request."""
@@ -144,13 +150,15 @@ class Access:
         if len(self._last_used_written) >= MAX_CACHED_ENTRIES:
             self._last_used_written.clear()
         self._last_used_written[token_hash] = now
-        asyncio.get_running_loop().run_in_executor(None, self._write_last_used, token_hash)
+        task = asyncio.ensure_future(self._write_last_used(token_hash))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
 
-    def _write_last_used(self, token_hash: str) -> None:
+    async def _write_last_used(self, token_hash: str) -> None:
         key = keys.TOKEN.format(token_hash=token_hash)
         try:
             # Only an existing token: HSET alone would re-create a deleted one as a husk.
-            if self._redis.exists(key):
-                self._redis.hset(key, "last_used_at", now_iso())
-        except (redis.RedisError, OSError):
+            if await self._redis.exists(key):
+                await self._redis.hset(key, "last_used_at", now_iso())
+        except (RedisError, OSError):
             pass  # bookkeeping only; the next minute tries again

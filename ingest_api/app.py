@@ -7,9 +7,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -17,17 +14,18 @@ from ingest_api.access import Access
 from ingest_api.batch import BatchEndpoint
 from ingest_api.empty_buckets import EmptyBuckets
 from ingest_api.events import parse_event
-from ingest_api.front import ERROR_HANDLERS, Front
+from ingest_api.front import ERROR_HANDLERS, Endpoint, Front
 from ingest_api.handoff import HandOff
 from ingest_api.intake import Intake
 from ingest_api.metrics import Metrics
 from ingest_api.openapi import BATCH_PATH, EVENT_PATH, PAGEVIEW_PATH
 from ingest_api.operations import Operations
-from ingest_api.pageview import SingleEndpoint
 from ingest_api.redis_wire import RedisWire
+from ingest_api.single_endpoint import SingleEndpoint
 from ingest_api.validation import parse_pageview
 from shared.config import Settings, load_settings
 from shared.lanes import Lane
+from shared.redis_client import async_redis_client, redis_address
 
 GC_THRESHOLDS = (50_000, 20, 100)  # see lifespan
 
@@ -36,21 +34,16 @@ def create_app(settings: Settings | None = None) -> Front:
     settings = settings or load_settings()
     logging.getLogger("hitstream").setLevel(settings.log_level)
     timeout = settings.redis_timeout_ms / 1000
-    # No retries: past the timeout the client must get a 503 now, not after back-off.
-    client = redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
-    access = Access(settings.redis_url, settings.control_cache_seconds, settings.redis_timeout_ms)
+    # Bounded, without retries: past the timeout the client must get a 503 now, not after back-off.
+    client = async_redis_client(settings.redis_url, timeout)  # lookups, readiness, metrics
+    access = Access(client, settings.control_cache_seconds, timeout)
     metrics = Metrics()
-    wires = {lane: RedisWire(settings.redis_url, timeout) for lane in Lane}
+    wires = {lane: RedisWire(redis_address(settings.redis_url), timeout) for lane in Lane}
     handoff = HandOff(wires, settings, metrics.handoff_seconds)
     operations = Operations(client, metrics, settings.redis_timeout_ms)
     empty_buckets = EmptyBuckets(settings.rate_limit, settings.rate_burst, verdict_age_seconds=timeout)
     intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies, empty_buckets)
-    ingest = {
+    ingest: dict[str, Endpoint] = {
         PAGEVIEW_PATH: SingleEndpoint(intake, parse_pageview),
         EVENT_PATH: SingleEndpoint(intake, parse_event),
         BATCH_PATH: BatchEndpoint(intake),
@@ -73,8 +66,8 @@ def create_app(settings: Settings | None = None) -> Front:
             yield
         finally:
             await handoff.stop()
+            await access.stop()
             await client.aclose()
-            access.close()
 
     operated = Starlette(routes=routes, lifespan=lifespan, exception_handlers=ERROR_HANDLERS)
     return Front(operated, ingest, frozenset(route.path for route in routes), metrics)

@@ -52,9 +52,7 @@ class BatchEndpoint:
         if throttled := self._intake.throttled(subject):
             return throttled
         try:
-            if token is None:
-                raise ApiError(401, errors.UNAUTHORIZED)
-            lane = self._intake.lane(request, token)
+            token, lane = self._intake.token_and_lane(request, token)
             body = await request.body(MAX_BATCH_BYTES, TOO_LARGE)
             is_ndjson = _media_type(request) == NDJSON
             items = batch_items(body, is_ndjson=is_ndjson)
@@ -68,12 +66,12 @@ class BatchEndpoint:
         for index, item in enumerate(items):
             try:
                 try:
-                    pageview = pageview_from(item, received_ms)
+                    validated = pageview_from(item, received_ms)
                 except KeyOrderNeeded:
                     if in_document_order is None:
                         in_document_order = batch_items(body, is_ndjson=is_ndjson, decode=decode_in_order)
-                    pageview = pageview_from(in_document_order[index], received_ms)
-                site = await self._intake.site(token, pageview)
+                    validated = pageview_from(in_document_order[index], received_ms)
+                site = await self._intake.site(token, validated)
             except ApiError as refusal:
                 rejected.append(
                     {
@@ -83,8 +81,8 @@ class BatchEndpoint:
                     }
                 )
                 continue
-            if not pageview.dnt:
-                handed_off.append(queued(pageview, site, received_ms))
+            if not validated.dnt:
+                handed_off.append(queued(validated, site, received_ms))
         accepted = len(items) - len(rejected)
         answer = orjson.dumps({"accepted": accepted, "rejected": rejected})
         # A batch refused whole (400) leaves no stored answer: its retry is decided afresh.

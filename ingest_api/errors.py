@@ -14,7 +14,7 @@ import orjson
 
 from ingest_api.answer import Answer, json_answer
 
-# HitKeep's texts (hitkeep-behaviour.md). Our extra 400s name their field instead.
+# HitKeep's texts (docs/contract.md). Our extra 400s name their field instead.
 BAD_BODY = "Bad request body"
 BAD_URL = "url must be an absolute http or https URL"
 BAD_TIMESTAMP = "timestamp must be RFC3339"

@@ -31,8 +31,7 @@ local share = tonumber(ARGV[5])
 local field, token_field = ARGV[6], ARGV[7]
 local window = tonumber(ARGV[8])
 
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_ms = now_ms()  -- shared.lua.NOW_MS, prepended by ingest_api.handoff
 local replies = {}
 local at = 9
 local tokens_of = {}  -- KEYS index -> the bucket's tokens now

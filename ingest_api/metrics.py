@@ -68,7 +68,7 @@ class Metrics:
         yield from self._queue_families()
 
     def _queue_families(self) -> Iterator[Metric]:
-        families = (
+        families: tuple[GaugeMetricFamily | CounterMetricFamily, ...] = (
             GaugeMetricFamily(
                 "hitstream_queue_depth", "Pageviews in the lane's stream (waiting or being processed).", labels=["lane"]
             ),

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 description of what the API really does, served at /api/openapi.json.
 
-Limits come from ingest_api.validation, so the document cannot disagree with the checks.
+The body schemas come from the field table (ingest_api.fields) that the checks use, so the
+document cannot disagree with them.
 """
 
 from __future__ import annotations
@@ -9,156 +10,22 @@ from typing import Any
 
 from ingest_api import errors
 from ingest_api.batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, NDJSON, TOO_MANY
-from ingest_api.events import (
-    MAX_NAME_CHARS,
-    MAX_PROPERTIES,
-    MAX_PROPERTY_KEY_CHARS,
-    MAX_PROPERTY_NUMBER,
-    MAX_PROPERTY_VALUE_CHARS,
-)
+from ingest_api.fields import EVENT_BODY, PAGEVIEW_BODY, body_schema
 from ingest_api.front import MAX_HEADER_BYTES
 from ingest_api.intake import LIVE_TOKEN_IN_BULK
-from ingest_api.validation import (
-    MAX_BODY_BYTES,
-    MAX_DIMENSION,
-    MAX_LANGUAGE_CHARS,
-    MAX_REFERRER_CHARS,
-    MAX_URL_CHARS,
-    MAX_USER_AGENT_CHARS,
-    MIN_DIMENSION,
-    UNSTORABLE_TIMESTAMP,
-)
+from ingest_api.validation import MAX_BODY_BYTES
 from shared.lanes import LANE_HEADER, Lane
 
 PAGEVIEW_PATH = "/api/ingest/server/pageview"
 EVENT_PATH = "/api/ingest/server/event"
 BATCH_PATH = "/api/ingest/server/pageviews"
 
-_UUID = {
-    "type": ["string", "null"],
-    "format": "uuid",
-    "description": "Optional UUID (8-4-4-4-12 hex, any case); generated when absent or null. "
-    f"Anything else answers 400 `{errors.BAD_BODY}`.",
-}
-_WINDOW = "within the idempotency window (HITSTREAM_IDEMPOTENCY_WINDOW, default 24 h)"
-_PAGE_ID = {
-    **_UUID,
-    "description": _UUID["description"]
-    + f" A pageview with a page_id sent again {_WINDOW} is answered 202 and stored once.",
-}
-_DIMENSION = {"type": ["integer", "null"], "minimum": MIN_DIMENSION, "maximum": MAX_DIMENSION}
 # Keys, as HitKeep's Go decoder reads them; said once for every body schema.
 _KEYS = (
     "Keys match fields as Go's encoding/json (HitKeep) matches them: an exact name, else the "
     "same name in another case (`URL`, `Visitor_IP`); when several keys name one field, the "
     "last in the document wins (null included). Unknown keys are ignored."
 )
-
-_PAGEVIEW = {
-    "type": "object",
-    "description": _KEYS,
-    "required": ["url", "timestamp", "visitor_ip", "user_agent"],
-    "properties": {
-        "url": {
-            "type": "string",
-            "format": "uri",
-            "maxLength": MAX_URL_CHARS,
-            "description": "Absolute http(s) URL; its host (lower-cased, port, trailing dot and "
-            "one leading `www.` removed, IDNA-encoded) selects the site. UTM values and hk_qr are "
-            "read from its query string.",
-        },
-        "timestamp": {
-            "type": "string",
-            "format": "date-time",
-            "description": "RFC 3339 (`T`, seconds, optional fraction, `Z` or `±HH:MM`); at "
-            "most 24 hours in the future. Past times are accepted (replay) back to the epoch, "
-            f"the earliest the store holds: otherwise 400 `{UNSTORABLE_TIMESTAMP}`.",
-        },
-        "visitor_ip": {
-            "type": "string",
-            "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
-            "description": "The visitor's IPv4 or IPv6 address (no port, no zone). Used for "
-            "exclusions, spam checks and geo lookup, never stored.",
-        },
-        "user_agent": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_USER_AGENT_CHARS,
-            "description": "The visitor's user agent; must not be empty after trimming.",
-        },
-        "referrer": {"type": ["string", "null"], "maxLength": MAX_REFERRER_CHARS},
-        "language": {"type": ["string", "null"], "maxLength": MAX_LANGUAGE_CHARS},
-        "session_id": _UUID,
-        "page_id": _PAGE_ID,
-        "screen_width": _DIMENSION,
-        "screen_height": _DIMENSION,
-        "viewport_width": _DIMENSION,
-        "viewport_height": _DIMENSION,
-        "dnt": {
-            "type": ["boolean", "null"],
-            "description": "When true the pageview is answered 202 and not recorded.",
-        },
-    },
-    "example": {
-        "url": "https://example.com/pricing?utm_source=newsletter",
-        "timestamp": "2026-04-15T12:00:00Z",
-        "visitor_ip": "203.0.113.7",
-        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
-        "referrer": "https://news.example.org/",
-        "language": "en-GB",
-        "screen_width": 1920,
-        "screen_height": 1080,
-    },
-}
-
-
-_EVENT = {
-    "type": "object",
-    "description": _KEYS + " Keys inside `properties` are data, kept as sent.",
-    "required": [*_PAGEVIEW["required"], "name"],
-    "properties": {
-        **_PAGEVIEW["properties"],
-        "page_id": {
-            **_UUID,
-            "description": "The page the event happened on: the page_id of its pageview, if "
-            "the client chose one. " + _UUID["description"],
-        },
-        "event_id": {
-            **_UUID,
-            "description": "Optional UUID naming this event (used to recognise retries, not "
-            "stored). Two events are the same when both carry the same event_id, or, without "
-            "event_id, the same page_id and the same trimmed name; the same event sent again "
-            f"{_WINDOW} is answered 202 and stored once. Send event_id when one page can have "
-            "several events of one name.",
-        },
-        "name": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_NAME_CHARS,
-            "description": "The event's name; trimmed, must not be empty.",
-        },
-        "properties": {
-            "type": ["object", "null"],
-            "maxProperties": MAX_PROPERTIES,
-            "propertyNames": {"maxLength": MAX_PROPERTY_KEY_CHARS},
-            "additionalProperties": {
-                "anyOf": [
-                    {"type": "string", "maxLength": MAX_PROPERTY_VALUE_CHARS},
-                    {"type": "number", "minimum": -MAX_PROPERTY_NUMBER, "maximum": MAX_PROPERTY_NUMBER},
-                    {"type": "boolean"},
-                ]
-            },
-            "description": "Flat; stored as a Map(String, String) (booleans as true/false, numbers "
-            "as their JSON text). Numbers must fit a double; integers beyond 64 bits are read "
-            "as doubles.",
-        },
-    },
-    "example": {
-        **_PAGEVIEW["example"],
-        "name": "signup",
-        "properties": {"plan": "pro", "seats": 3},
-    },
-}
 
 _BATCH_ANSWER = {
     "type": "object",
@@ -270,7 +137,7 @@ def _ingest_operation(
 ) -> dict[str, Any]:
     """An ingest route: same security and the same error answers on every one (the batch
     route reports 403 and 404 per item, inside its 202 or 400)."""
-    operation = {
+    operation: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
         "description": description,
@@ -456,8 +323,8 @@ DOCUMENT: dict[str, Any] = {
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
         },
         "schemas": {
-            "Pageview": _PAGEVIEW,
-            "Event": _EVENT,
+            "Pageview": body_schema(PAGEVIEW_BODY, _KEYS),
+            "Event": body_schema(EVENT_BODY, _KEYS + " Keys inside `properties` are data, kept as sent."),
             "BatchAnswer": _BATCH_ANSWER,
             "Error": {
                 "type": "object",

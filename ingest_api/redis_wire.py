@@ -1,15 +1,24 @@
 """A lean pipelined Redis connection for the hand-off's hot path.
 
-redis-py's asyncio client costs ~40 µs of CPU per command (connection pool, command packing,
-response callbacks), more than the rest of a request. This connection packs commands and
-parses replies with hiredis (C), and lets any number of commands be in flight at once: each
-``execute`` writes its command immediately and awaits its own reply, which arrives in order.
+This connection packs commands and parses replies with hiredis (C), and lets any number of
+commands be in flight at once: each ``execute`` writes its command immediately and awaits its
+own reply, which arrives in order. It is kept because it pays: with the hand-off on redis-py's
+asyncio client instead (its pool's connection, hiredis-packed; commit e3ab82d), the
+ingest endpoint used 1.15x the server CPU per request and served 0.76x the requests/s, all
+else equal (bench/api_bench.py --baseline-tree, 4 rounds of 5 s, same run, busy 2-core
+machine; the rule was: keep it only if it is worth more than 5%). In process, one 32-request
+script call cost 41 µs of CPU here, 54 µs on a redis-py connection and 89 µs through
+``execute_command``; under load redis-py's connection also waits more loop iterations before
+it writes. Where it connects comes from shared.redis_client, like every other client: the
+URL's host, port or socket, user, password, database and TLS options (an SSL context built
+by redis-py from the URL's ``ssl_*`` options), or, for a Sentinel URL, the primary the
+sentinels name at each connection (redis-py's ``discover_master``).
 
 Failure rules, so the caller can always answer (503) instead of hanging: connecting and every
 reply are bounded by ``timeout``; a timeout or a broken connection closes the connection and
 fails every command still waiting on it with ``ConnectionError``; the next command connects
 again. An error reply (``-ERR …``) is returned to its caller as a ``ReplyError``, it does not
-break the connection. The rest of the API keeps using redis-py (lookups, readyz, metrics).
+break the connection. The rest of the API uses redis-py (lookups, readyz, metrics).
 """
 
 from __future__ import annotations
@@ -21,8 +30,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 import hiredis
+import redis.asyncio.connection
+import redis.asyncio.sentinel
+import redis.connection
+import redis.exceptions
 from hiredis import ReplyError
-from redis.connection import SSLConnection, parse_url
+
+from shared.redis_client import RedisAddress
 
 __all__ = ["RedisWire", "ReplyError"]
 
@@ -81,11 +95,25 @@ class _Connection(asyncio.Protocol):
 
 
 class RedisWire:
-    """Pipelined commands on one connection to ``url`` (redis://, rediss:// or unix://)."""
+    """Pipelined commands on one connection to ``address`` (shared.redis_client)."""
 
-    def __init__(self, url: str, timeout_seconds: float) -> None:
-        self._options = parse_url(url)
+    def __init__(self, address: RedisAddress, timeout_seconds: float) -> None:
+        self._address = address
+        self._options = address.options
         self._timeout = timeout_seconds
+        self._ssl = _ssl_context(address.options)
+        self._sentinels = (
+            redis.asyncio.sentinel.Sentinel(
+                address.sentinels,
+                sentinel_kwargs={
+                    "socket_timeout": timeout_seconds,
+                    "socket_connect_timeout": timeout_seconds,
+                    **address.sentinel_options,
+                },
+            )
+            if address.sentinels
+            else None
+        )
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
 
@@ -96,7 +124,7 @@ class RedisWire:
         while the caller goes on; otherwise it is written once connected. The reply is awaited
         within ``timeout`` of this call. Raises ConnectionError or TimeoutError (and then
         closes the connection)."""
-        payload = hiredis.pack_command(arguments)
+        payload = hiredis.pack_command(arguments)  # type: ignore[arg-type]  # hiredis's stub: a 1-tuple
         connection = self._connection
         if connection is None or connection.closed:
             return self._connect_and_send(payload)
@@ -146,16 +174,18 @@ class RedisWire:
                 if "path" in options:
                     _, connection = await loop.create_unix_connection(_Connection, options["path"])
                 else:
-                    secure = options.get("connection_class") is SSLConnection
+                    if self._sentinels is not None:
+                        host, port = await self._sentinels.discover_master(self._address.service)
+                    else:
+                        host, port = options.get("host", "localhost"), options.get("port", 6379)
                     _, connection = await loop.create_connection(
-                        _Connection,
-                        options.get("host", "localhost"),
-                        options.get("port", 6379),
-                        ssl=ssl.create_default_context() if secure else None,
+                        _Connection, host, port, ssl=self._ssl, server_hostname=host if self._ssl else None
                     )
                 await self._handshake(connection)
         except TimeoutError:
             raise ConnectionError("could not connect to Redis in time") from None
+        except redis.exceptions.ConnectionError as error:  # no sentinel knows a primary now
+            raise ConnectionError(str(error)) from None
         return connection
 
     async def _handshake(self, connection: _Connection) -> None:
@@ -166,10 +196,19 @@ class RedisWire:
             credentials = (username, self._options["password"]) if username else (self._options["password"],)
             commands.append(hiredis.pack_command(("AUTH", *credentials)))
         if self._options.get("db"):
-            commands.append(hiredis.pack_command(("SELECT", self._options["db"])))
+            commands.append(hiredis.pack_command(("SELECT", self._options["db"])))  # type: ignore[arg-type]
         if not commands:
             return
         for reply in await asyncio.gather(*connection.send(b"".join(commands), len(commands))):
             if isinstance(reply, ReplyError):
                 connection.close()
                 raise ConnectionError(f"Redis refused the connection setup: {reply}")
+
+
+def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context redis-py would use for these URL options (``ssl_cert_reqs``, ...); None
+    without TLS."""
+    if options.get("connection_class") is not redis.connection.SSLConnection and not options.get("ssl"):
+        return None
+    tls_options = {name: value for name, value in options.items() if name.startswith("ssl_")}
+    return redis.asyncio.connection.SSLConnection(**tls_options).ssl_context.get()

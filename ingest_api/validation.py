@@ -1,9 +1,10 @@
-"""Turn a request body into a validated pageview, with HitKeep's checks in HitKeep's order.
+"""Turn a request body into a ValidatedBody, with HitKeep's checks in HitKeep's order.
 
-Order (first failure decides): body (size, JSON object, field types, UUIDs; a field of the
-wrong type is ``Bad request body: <field> must be ...``) -> url ->
-timestamp -> visitor_ip -> user_agent -> our extra bounds (referrer, language, screen and
-viewport sizes). Site and grant checks need the control plane and happen in the route.
+Order (first failure decides): body (size, JSON object, then each field's type in the order of
+the field table, ingest_api.fields; a field of the wrong type or a malformed UUID is
+``Bad request body: <field> must be ...``) -> url -> timestamp -> visitor_ip -> user_agent ->
+our extra bounds (referrer, language, screen and viewport sizes). Every limit comes from the
+field table. Site and grant checks need the control plane and happen in the route.
 
 Keys are matched to fields as HitKeep's Go decoder matches them (``fields_of``): an exact
 name, else the same name in another case. Values the store cannot hold (times outside its
@@ -26,25 +27,55 @@ import orjson
 
 from ingest_api import errors
 from ingest_api.errors import BadRequest
+from ingest_api.fields import (
+    EARLIEST_TIMESTAMP_MS,
+    EVENT_BODY,
+    LATEST_TIMESTAMP_MS,
+    MAX_DIMENSION,
+    MAX_FUTURE_HOURS,
+    MIN_DIMENSION,
+    PAGEVIEW_BODY,
+    UNSTORABLE_TIMESTAMP,
+    BodyField,
+    JsonType,
+    max_length,
+    names,
+)
 from shared.envelope import PropertyValue
-from shared.storable import DIMENSION_COLUMN_TYPE, INTEGER_RANGES, TIMESTAMP_RANGE_MS
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_URL_CHARS = 4096
-MAX_USER_AGENT_CHARS = 2048
-MAX_REFERRER_CHARS = 2048
-MAX_LANGUAGE_CHARS = 64
-# Sizes: what their UInt32 columns hold, capped at 100000 (wider than any screen).
-MIN_DIMENSION = INTEGER_RANGES[DIMENSION_COLUMN_TYPE][0]
-MAX_DIMENSION = min(100_000, INTEGER_RANGES[DIMENSION_COLUMN_TYPE][1])
-MAX_FUTURE_MS = 24 * 3600 * 1000
-# The instants every column a pageview's time lands in can hold (1970 to 2106).
-EARLIEST_TIMESTAMP_MS, LATEST_TIMESTAMP_MS = TIMESTAMP_RANGE_MS
+MAX_URL_CHARS = max_length(PAGEVIEW_BODY, "url")
+MAX_USER_AGENT_CHARS = max_length(PAGEVIEW_BODY, "user_agent")
+MAX_REFERRER_CHARS = max_length(PAGEVIEW_BODY, "referrer")
+MAX_LANGUAGE_CHARS = max_length(PAGEVIEW_BODY, "language")
+MAX_FUTURE_MS = MAX_FUTURE_HOURS * 3600 * 1000
+DIMENSION_FIELDS = names(PAGEVIEW_BODY, JsonType.INTEGER)
+PAGEVIEW_FIELDS = frozenset(names(PAGEVIEW_BODY))
 
-_STRING_FIELDS = ("url", "timestamp", "visitor_ip", "user_agent", "referrer", "language")
-_UUID_FIELDS = ("page_id", "session_id")
-DIMENSION_FIELDS = ("screen_width", "screen_height", "viewport_width", "viewport_height")
-PAGEVIEW_FIELDS = frozenset((*_STRING_FIELDS, *_UUID_FIELDS, *DIMENSION_FIELDS, "dnt"))
+
+class _UuidText:
+    """Stands for a UUID's Python type in a type check: no decoded value has it, so every UUID
+    that is present takes the check's second branch, which reads its form."""
+
+
+_PYTHON_TYPE: dict[JsonType, type] = {
+    JsonType.STRING: str,
+    JsonType.UUID: _UuidText,
+    JsonType.INTEGER: int,
+    JsonType.BOOLEAN: bool,
+}
+TypeChecks = tuple[tuple[str, type], ...]
+# What each type check's message says its field must be (pageview and event fields alike).
+_EXPECTED = {field.name: field.expected for field in EVENT_BODY if field.json_type in _PYTHON_TYPE}
+
+
+def type_checks(body: tuple[BodyField, ...]) -> TypeChecks:
+    """(name, the Python type its JSON value decodes to) of the body's fields with a plain JSON
+    type, in table order: ``check_types`` runs them in it."""
+    return tuple((field.name, _PYTHON_TYPE[field.json_type]) for field in body if field.json_type in _PYTHON_TYPE)
+
+
+_PAGEVIEW_TYPE_CHECKS = type_checks(PAGEVIEW_BODY)
 
 # Canonical 8-4-4-4-12 form, any case (HitKeep's own example is upper case).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -55,13 +86,6 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-UNSTORABLE_TIMESTAMP = errors.time_out_of_range(
-    "timestamp",
-    *(
-        (_EPOCH + ms * _MILLISECOND).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        for ms in TIMESTAMP_RANGE_MS
-    ),
-)
 _IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 # The only characters outside ASCII that Go's case folding (unicode.SimpleFold orbits) maps
 # onto an ASCII letter: KELVIN SIGN (k) and LATIN SMALL LETTER LONG S (s). Dotted and dotless
@@ -72,8 +96,9 @@ Checked = TypeVar("Checked")
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs twice as much on the hot path
-class Pageview:
-    """A pageview request that passed every check that needs no control-plane data."""
+class ValidatedBody:
+    """A pageview or event body (or batch item) that passed every check that needs no
+    control-plane data."""
 
     url: str
     host: str  # the url's host, lower-cased, without port (not yet a site domain)
@@ -91,7 +116,7 @@ class Pageview:
     event_properties: dict[str, PropertyValue] = field(default_factory=dict)
 
 
-def parse_pageview(body: bytes, now_ms: int) -> Pageview:
+def parse_pageview(body: bytes, now_ms: int) -> ValidatedBody:
     """Validate one pageview body; raise BadRequest with the first failure's message."""
     return checked_body(body, now_ms, pageview_from)
 
@@ -204,21 +229,21 @@ def go_folded(key: str) -> str:
     return key.lower() if key.isascii() else key
 
 
-def pageview_from(decoded: Any, now_ms: int) -> Pageview:
+def pageview_from(decoded: Any, now_ms: int) -> ValidatedBody:
     """Validate one decoded pageview (a request body, or a batch item)."""
     return pageview_of(fields_of(decoded, PAGEVIEW_FIELDS), now_ms)
 
 
-def pageview_of(values: dict[str, Any], now_ms: int) -> Pageview:
+def pageview_of(values: dict[str, Any], now_ms: int) -> ValidatedBody:
     """Validate the fields of one pageview (``fields_of``'s result)."""
-    _check_types(values)
+    check_types(values, _PAGEVIEW_TYPE_CHECKS)
     url, host = _url(values.get("url"))
     timestamp_ms = _timestamp(values.get("timestamp"), now_ms)
     visitor_ip = _visitor_ip(values.get("visitor_ip"))
-    user_agent = _user_agent(values.get("user_agent"))
+    user_agent = required_text(values.get("user_agent"), "user_agent", errors.MISSING_USER_AGENT, MAX_USER_AGENT_CHARS)
     referrer = _bounded_text(values, "referrer", MAX_REFERRER_CHARS)
     language = _bounded_text(values, "language", MAX_LANGUAGE_CHARS)
-    return Pageview(
+    return ValidatedBody(
         url=url,
         host=host,
         timestamp_ms=timestamp_ms,
@@ -233,26 +258,19 @@ def pageview_of(values: dict[str, Any], now_ms: int) -> Pageview:
     )
 
 
-def _check_types(values: dict[str, Any]) -> None:
-    """Every known field of the right type (null counts as absent); UUIDs lower-cased.
+def check_types(values: dict[str, Any], checks: TypeChecks) -> None:
+    """Each checked field of the right type, in table order (null counts as absent); UUIDs
+    lower-cased.
 
-    Exact type checks: JSON decodes to plain str/int/bool, and ``type(x) is T`` costs a
-    fraction of ``isinstance(x, T | None)`` on this hot path."""
-    for name in _STRING_FIELDS:
+    Exact type checks: JSON decodes to plain str/int/bool (bool is an int subtype, not an int
+    here), and ``type(x) is T`` costs a fraction of ``isinstance(x, T | None)`` on this hot path."""
+    for name, python_type in checks:
         value = values.get(name)
-        if value is not None and type(value) is not str:
-            raise BadRequest(errors.wrong_type(name, "a string"))
-    for name in _UUID_FIELDS:
-        value = values.get(name)
-        if value is not None:
-            values[name] = lower_uuid(value, name)
-    for name in DIMENSION_FIELDS:
-        value = values.get(name)
-        if value is not None and type(value) is not int:  # bool is an int subtype, not an int
-            raise BadRequest(errors.wrong_type(name, "an integer"))
-    dnt = values.get("dnt")
-    if dnt is not None and type(dnt) is not bool:
-        raise BadRequest(errors.wrong_type("dnt", "a boolean"))
+        if value is not None and type(value) is not python_type:
+            if python_type is _UuidText:
+                values[name] = lower_uuid(value, name)
+            else:
+                raise BadRequest(errors.wrong_type(name, _EXPECTED[name]))
 
 
 def lower_uuid(value: Any, name: str) -> str:
@@ -313,13 +331,15 @@ def _visitor_ip(value: str | None) -> str:
     return socket.inet_ntop(family, packed)
 
 
-def _user_agent(value: str | None) -> str:
-    user_agent = (value or "").strip()
-    if not user_agent:
-        raise BadRequest(errors.MISSING_USER_AGENT)
-    if len(user_agent) > MAX_USER_AGENT_CHARS:
-        raise BadRequest(errors.too_long("user_agent", MAX_USER_AGENT_CHARS))
-    return user_agent
+def required_text(value: str | None, name: str, missing: str, limit: int) -> str:
+    """``value`` (a string or None: its type is checked) trimmed; BadRequest ``missing`` when
+    nothing is left, or naming the limit when it is longer."""
+    text = (value or "").strip()
+    if not text:
+        raise BadRequest(missing)
+    if len(text) > limit:
+        raise BadRequest(errors.too_long(name, limit))
+    return text
 
 
 def _bounded_text(values: dict[str, Any], name: str, limit: int) -> str | None:

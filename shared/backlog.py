@@ -13,13 +13,15 @@ import redis
 
 from shared import keys
 from shared.lanes import LANE_KEYS, LANES, Lane
+from shared.lua import NOW_MS
 
 # KEYS: per lane, live first: stream, leases. ARGV: group.
 # Returns {Redis time ms, then per lane: depth, claimed (pending) entries, expired leases,
 # entries ever added, ms of the oldest entry no batch has read yet (-1: none)}.
-BACKLOG_SCRIPT = """
-local t = redis.call('TIME')
-local figures = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+BACKLOG_SCRIPT = (
+    NOW_MS
+    + """
+local figures = {now_ms()}
 for lane = 1, #KEYS / 2 do
   local stream, leases = KEYS[2 * lane - 1], KEYS[2 * lane]
   local pending, added, start, oldest = 0, 0, '-', -1
@@ -45,6 +47,7 @@ for lane = 1, #KEYS / 2 do
 end
 return figures
 """
+)
 BACKLOG_KEYS: tuple[str, ...] = tuple(key for lane in LANES for key in (LANE_KEYS[lane].stream, LANE_KEYS[lane].leases))
 _FIGURES_PER_LANE = 5
 

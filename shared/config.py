@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.redis_client import redis_address
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CLICKHOUSE_URL = "chdb://./var/chdb"
 
@@ -22,6 +24,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
+    # One server (redis://, rediss://, unix://, redis-py's URL options) or a Sentinel service
+    # (redis+sentinel://host1:26379,host2:26379/SERVICE/DB; shared.redis_client reads it).
     redis_url: str = DEFAULT_REDIS_URL
     clickhouse_url: str = DEFAULT_CLICKHOUSE_URL
     geoip_city_db: Path | None = None
@@ -62,6 +66,8 @@ class Settings:
     max_connections: int = 1000
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
+    # Where ``hitstream worker`` serves its host's worker metrics (Prometheus text); None: nowhere.
+    worker_metrics_port: int | None = None
 
 
 def _text(value: str) -> str:
@@ -103,9 +109,15 @@ def _existing_file(value: str) -> Path:
     return path
 
 
+def _port(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError("must be a port number from 1 to 65535")
+    return number
+
+
 def _redis_url(value: str) -> str:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    redis_address(value)  # one server or a Sentinel service (shared.redis_client); ValueError says why not
     return value
 
 
@@ -154,6 +166,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_MAX_CONNECTIONS": ("max_connections", _positive_int),
     "HITSTREAM_HEADER_TIMEOUT": ("header_timeout_seconds", _positive_float),
     "HITSTREAM_BODY_TIMEOUT": ("body_timeout_seconds", _positive_float),
+    "HITSTREAM_WORKER_METRICS_PORT": ("worker_metrics_port", _port),
 }
 
 

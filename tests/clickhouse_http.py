@@ -382,9 +382,8 @@ class ClickHouseHttp:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
-        ARTIFACTS.logs.append(log)
-        if store not in ARTIFACTS.stores:
-            ARTIFACTS.stores.append(store)
+        ARTIFACTS.add_log(log)
+        ARTIFACTS.add_store(store)
 
     def dsn(self, send_receive_timeout: int = SEND_RECEIVE_TIMEOUT) -> str:
         """The DSN hitstream processes use, shaped like deploy/'s (user, password, database)."""

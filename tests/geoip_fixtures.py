@@ -85,10 +85,11 @@ def _writer(database_type: str) -> MMDBWriter:
     )
 
 
-def build_city_db(path: Path) -> Path:
-    """Write a City database (type ``GeoLite2-City``) to ``path`` and return ``path``."""
-    writer = _writer("GeoLite2-City")
-    for place in [LONDON, MUNICH, *_PRIVATE]:
+def build_city_db(path: Path, places: list[Place] | None = None, database_type: str = "GeoLite2-City") -> Path:
+    """Write a City database (type ``GeoLite2-City``) to ``path`` and return ``path``;
+    ``places`` replaces LONDON and MUNICH (a database whose answers changed)."""
+    writer = _writer(database_type)
+    for place in [*(places or [LONDON, MUNICH]), *_PRIVATE]:
         writer.insert_network(
             IPSet([place.network]),
             _city_record(place),

@@ -10,6 +10,7 @@ path may be open in one process only and the test process must never hold one.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,12 +35,48 @@ HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
 START_SECONDS = 30.0
 
 
+# With several pytest processes (pytest-xdist, as .ci/run runs the suite) each one appends
+# what its tests left behind to this file, and the privacy scan, run last, reads them all.
+ARTIFACTS_FILE_VARIABLE = "HITSTREAM_TEST_ARTIFACTS"
+
+
 @dataclass
 class Artifacts:
-    """What test processes left behind, for the privacy scan at the end of the run."""
+    """What test processes left behind (logs, metrics pages, stores), for the privacy scan
+    at the end of the run: this process's, plus those listed in $HITSTREAM_TEST_ARTIFACTS."""
 
-    logs: list[Path] = field(default_factory=list)
-    stores: list[Path] = field(default_factory=list)
+    _logs: list[Path] = field(default_factory=list)
+    _stores: list[Path] = field(default_factory=list)
+
+    def add_log(self, path: Path) -> None:
+        self._logs.append(path)
+        self._share("log", path)
+
+    def add_store(self, path: Path) -> None:
+        if path not in self._stores:
+            self._stores.append(path)
+            self._share("store", path)
+
+    @property
+    def logs(self) -> list[Path]:
+        return self._with_shared("log", self._logs)
+
+    @property
+    def stores(self) -> list[Path]:
+        return self._with_shared("store", self._stores)
+
+    def _share(self, kind: str, path: Path) -> None:
+        if shared := os.environ.get(ARTIFACTS_FILE_VARIABLE):
+            with open(shared, "a") as listing:  # one short line per write: appends never interleave
+                listing.write(f"{kind}\t{path}\n")
+
+    def _with_shared(self, kind: str, own: list[Path]) -> list[Path]:
+        shared = os.environ.get(ARTIFACTS_FILE_VARIABLE)
+        listed = Path(shared).read_text().splitlines() if shared and Path(shared).exists() else []
+        paths = dict.fromkeys(
+            [*own, *(Path(line.split("\t", 1)[1]) for line in listed if line.startswith(kind + "\t"))]
+        )
+        return list(paths)
 
 
 ARTIFACTS = Artifacts()
@@ -64,7 +101,7 @@ class HitstreamProcess:
 
     def __init__(self, arguments: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
-        ARTIFACTS.logs.append(log)
+        ARTIFACTS.add_log(log)
         with open(log, "ab") as output:
             self.process = subprocess.Popen([HITSTREAM, *arguments], env=env, stdout=output, stderr=output)
 
@@ -123,7 +160,7 @@ class Api(HitstreamProcess):
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
         saved = self.log.with_suffix(f".metrics-{time.monotonic_ns()}.txt")
         saved.write_text(text)
-        ARTIFACTS.logs.append(saved)
+        ARTIFACTS.add_log(saved)
         return text
 
 
@@ -141,8 +178,8 @@ class Worker(HitstreamProcess):
         processes: int = 1,
     ) -> None:
         self.store = store
-        if isinstance(store, Path) and store not in ARTIFACTS.stores:
-            ARTIFACTS.stores.append(store)
+        if isinstance(store, Path):
+            ARTIFACTS.add_store(store)
         env = {
             **env,
             "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}" if isinstance(store, Path) else store,
@@ -239,8 +276,7 @@ print(json.dumps(rows, default=str))
 
 
 def _on_store(store: Path, sql: str, kind: str) -> list[list[Any]]:
-    if store not in ARTIFACTS.stores:
-        ARTIFACTS.stores.append(store)
+    ARTIFACTS.add_store(store)
     output = subprocess.run(
         [sys.executable, "-c", _STORE_STATEMENT, str(store), sql, kind], capture_output=True, check=True, text=True
     )

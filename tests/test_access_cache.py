@@ -19,9 +19,9 @@ def test_a_key_in_use_is_looked_up_again_before_its_answer_expires_and_never_wai
     answers = iter(["first", "second", "third"])
     reads: list[str] = []
 
-    def read(key: str) -> str:
+    async def read(key: str) -> str:
         reads.append(key)
-        time.sleep(0.05)  # a lookup takes a while: whoever waits for it, waits this long
+        await asyncio.sleep(0.05)  # a lookup takes a while: whoever waits for it, waits this long
         return next(answers)
 
     async def scenario() -> list[str]:
@@ -44,11 +44,14 @@ def test_a_key_in_use_is_looked_up_again_before_its_answer_expires_and_never_wai
 def test_an_answer_is_not_served_past_its_time_to_live_when_the_key_went_unused() -> None:
     answers = iter(["before", "after"])
 
+    async def read(key: str) -> str:
+        return next(answers)
+
     async def scenario() -> list[str]:
         cache = _TtlCache(TTL, timeout_seconds=1.0)
-        first = await cache.get("k", lambda key: next(answers), "k")
+        first = await cache.get("k", read, "k")
         await asyncio.sleep(TTL * 1.1)
-        return [first, await cache.get("k", lambda key: next(answers), "k")]
+        return [first, await cache.get("k", read, "k")]
 
     assert asyncio.run(scenario()) == ["before", "after"]
 
@@ -56,7 +59,7 @@ def test_an_answer_is_not_served_past_its_time_to_live_when_the_key_went_unused(
 def test_a_failed_background_lookup_keeps_nothing_and_the_next_miss_reports_it() -> None:
     failing = threading.Event()
 
-    def read(key: str) -> str:
+    async def read(key: str) -> str:
         if failing.is_set():
             raise OSError("Redis went away")
         return "answer"

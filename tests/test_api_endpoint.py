@@ -221,6 +221,25 @@ def test_other_methods_on_an_ingest_path_answer_405_json_with_allow(api: TestCli
     assert response.headers["Allow"] == "POST"
 
 
+@pytest.mark.parametrize("path", INGEST_PATHS)
+def test_head_on_an_ingest_path_answers_405_with_allow_and_no_body(api: TestClient, path: str) -> None:
+    response = api.head(path)
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["Allow"] == "POST"
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/", "/nope", "/api/ingest/server/pageview/"])
+def test_head_and_options_on_an_unknown_path_answer_404(api: TestClient, method: str, path: str) -> None:
+    response = api.request(method, path)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    if method == "OPTIONS":
+        assert response.json() == {"message": "Not Found"}
+
+
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
 @pytest.mark.parametrize(
     "path", ["/", "/nope", "/api/ingest/server", "/api/ingest/server/pageview/", "/HEALTHZ", "/api/openapi.yaml"]

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from ingest_api.proxies import caller_ip
+from shared.proxies import caller_ip
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
 

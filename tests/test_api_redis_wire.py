@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 import redis
 
 from hitstream.redis_server import RedisServer
-from ingest_api.redis_wire import RedisWire, ReplyError
-from tests.conftest import free_port
+from ingest_api.redis_wire import RedisWire, ReplyError, _ssl_context
+from shared.redis_client import redis_address
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def run(coroutine_function, *args):  # type: ignore[no-untyped-def]
 
 def test_concurrent_commands_each_get_their_own_reply(own_redis: RedisServer) -> None:
     async def scenario() -> list[object]:
-        wire = RedisWire(own_redis.url, 2.0)
+        wire = RedisWire(redis_address(own_redis.url), 2.0)
         try:
             return await asyncio.gather(*(wire.execute("INCRBY", "counter", n) for n in range(1, 201)))
         finally:
@@ -48,7 +50,7 @@ def test_concurrent_commands_each_get_their_own_reply(own_redis: RedisServer) ->
 
 def test_an_error_reply_is_returned_and_the_connection_stays_usable(own_redis: RedisServer) -> None:
     async def scenario() -> tuple[object, object]:
-        wire = RedisWire(own_redis.url, 2.0)
+        wire = RedisWire(redis_address(own_redis.url), 2.0)
         try:
             error = await wire.execute("EVALSHA", "0" * 40, 0)
             return error, await wire.execute("PING")
@@ -65,7 +67,7 @@ def test_the_urls_database_and_password_apply(own_redis: RedisServer) -> None:
     control.config_set("requirepass", "s3cret")
 
     async def scenario(url: str) -> object:
-        wire = RedisWire(url, 2.0)
+        wire = RedisWire(redis_address(url), 2.0)
         try:
             return await wire.execute("SET", "where", "here")
         finally:
@@ -83,7 +85,7 @@ def test_the_urls_database_and_password_apply(own_redis: RedisServer) -> None:
 def test_a_closed_port_fails_fast() -> None:
     started = time.monotonic()
     with pytest.raises(ConnectionError):
-        run(RedisWire(f"redis://127.0.0.1:{free_port()}/0", 2.0).execute, "PING")
+        run(RedisWire(redis_address(f"redis://127.0.0.1:{free_port()}/0"), 2.0).execute, "PING")
     assert time.monotonic() - started < 1.0
 
 
@@ -91,7 +93,7 @@ def test_a_frozen_redis_times_out_and_the_next_command_reconnects(own_redis: Red
     assert own_redis.process is not None
 
     async def scenario() -> tuple[float, object]:
-        wire = RedisWire(own_redis.url, 0.3)
+        wire = RedisWire(redis_address(own_redis.url), 0.3)
         try:
             assert await wire.execute("PING") == b"PONG"
             os.kill(own_redis.process.pid, signal.SIGSTOP)
@@ -107,3 +109,23 @@ def test_a_frozen_redis_times_out_and_the_next_command_reconnects(own_redis: Red
     waited, pong = run(scenario)
     assert 0.25 < waited < 1.0
     assert pong == b"PONG"
+
+
+@pytest.mark.parametrize(
+    ("query", "verify_mode", "check_hostname"),
+    [
+        ("", ssl.CERT_REQUIRED, True),
+        ("?ssl_cert_reqs=none", ssl.CERT_NONE, False),
+        ("?ssl_cert_reqs=optional&ssl_check_hostname=false", ssl.CERT_OPTIONAL, False),
+    ],
+)
+def test_a_tls_urls_options_shape_the_connection_as_redis_py_reads_them(
+    query: str, verify_mode: ssl.VerifyMode, check_hostname: bool
+) -> None:
+    """The hand-off's connection and redis-py's clients (readiness, lookups) read one rediss://
+    URL alike: a /readyz that is green while every ingest answers 503 is not possible."""
+    for url in (f"rediss://:pw@redis.example:6380/0{query}", f"rediss+sentinel://s1:26379/mymaster/0{query}"):
+        context = _ssl_context(redis_address(url).options)
+        assert context is not None
+        assert (context.verify_mode, context.check_hostname) == (verify_mode, check_hostname)
+    assert _ssl_context(redis_address(f"redis://redis.example:6379/0{query}").options) is None

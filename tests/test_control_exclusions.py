@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from shared import keys
-from shared.control.changes import ControlError, control_version
+from shared.control.changes import ControlError
 from shared.control.exclusions import (
     INSTANCE_SCOPE,
     ExclusionKind,
@@ -17,6 +17,7 @@ from shared.control.exclusions import (
     remove_exclusion,
 )
 from shared.control.sites import add_site
+from tests.control_version import control_version
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from shared.control.changes import ControlError, control_version
+from shared.control.changes import ControlError
 from shared.control.grants import Permission, Role, can, grant, grants_of, role_on_site
 from shared.control.sites import add_site
 from shared.control.tokens import create_token
+from tests.control_version import control_version
 
 
 @pytest.mark.parametrize(

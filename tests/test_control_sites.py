@@ -6,11 +6,12 @@ import fakeredis
 import pytest
 
 from shared import keys
-from shared.control.changes import ControlError, control_version
+from shared.control.changes import ControlError
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion, list_exclusions
 from shared.control.grants import Role, grant, grants_of
 from shared.control.sites import add_site, get_site, list_sites, remove_site, site_for_domain
 from shared.control.tokens import create_token
+from tests.control_version import control_version
 
 
 def test_add_site_stores_the_normalised_domain(fake_redis: fakeredis.FakeRedis) -> None:

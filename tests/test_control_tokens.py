@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 
 from shared import keys
-from shared.control.changes import ControlError, control_version
+from shared.control.changes import ControlError
 from shared.control.tokens import (
     ApiToken,
     create_token,
@@ -19,6 +19,7 @@ from shared.control.tokens import (
     revoke_token,
     token_key,
 )
+from tests.control_version import control_version
 
 
 def _everything_stored(redis: fakeredis.FakeRedis) -> bytes:

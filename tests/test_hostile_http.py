@@ -206,7 +206,7 @@ def test_slow_clients_do_not_block_other_clients(hostile: Hostile) -> None:
         for sock in slow:
             sock.sendall(f"POST {PAGEVIEW_PATH} HTTP/1.1\r\nHost: loc".encode())
         started = time.monotonic()
-        for round_ in range(5):
+        for _ in range(5):
             for sock in slow:
                 sock.sendall(b"a")
             assert hostile.post_valid() == 202

@@ -213,7 +213,7 @@ def test_two_replays_of_different_tokens_progress_side_by_side_and_a_third_still
     worker = processes.worker(tmp_path / "store")
     worker.wait_ready(real_redis)
 
-    floods = [replays.start(path, api.url, secret) for path, secret in zip(files, secrets)]
+    floods = [replays.start(path, api.url, secret) for path, secret in zip(files, secrets, strict=False)]
     samples: list[dict[str, int]] = []
     third_answers: list[httpx.Response] = []
     third_id, third_body = pageview(999_999)

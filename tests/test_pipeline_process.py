@@ -361,7 +361,7 @@ def test_own_site_and_unlisted_hosts_are_not_spam(pipeline: Pipeline, referrer: 
 
 
 def test_the_bundled_referrer_spam_list_is_used_by_default(settings: Settings) -> None:
-    bundled = Path(__file__).parents[1] / "shared" / "data" / "referrer-spammers.txt"
+    bundled = Path(__file__).parents[1] / "workers" / "data" / "referrer-spammers.txt"
     listed = next(line.strip() for line in bundled.read_text().splitlines() if line.strip())
     pipeline = build_pipeline(dataclasses.replace(settings, referrer_spam_file=None))
     assert dropped(pipeline, referrer=f"https://{listed}/") == DropReason.SPAM_REFERRER

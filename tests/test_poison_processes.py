@@ -104,8 +104,8 @@ def test_rows_the_store_refuses_are_dead_lettered_and_the_batches_behind_them_st
     started = time.monotonic()
     wait_until(lambda: drained(real_redis), claim_timeout, "the queue to drain before any lease expires", interval=0.1)
     print(
-        f"refused rows in table {table}: 500 envelopes drained {time.monotonic() - started:.1f} s"
-        " after the worker was ready"
+        f"refused rows in table {table}: 500 envelopes drained "
+        f"{time.monotonic() - started:.1f} s after the worker was ready"
     )
     assert worker.stop() == 0
 
@@ -217,8 +217,8 @@ def test_a_historical_replay_spread_over_20_years_in_random_order_lands_complete
     started = time.monotonic()
     wait_until(lambda: drained(real_redis), 240, "the replay to be stored", interval=0.2)
     print(
-        f"20-year replay: {lines} pageviews over 240 months stored {time.monotonic() - started:.1f} s"
-        " after the replay ended"
+        f"20-year replay: {lines} pageviews over 240 months stored "
+        f"{time.monotonic() - started:.1f} s after the replay ended"
     )
     assert worker.stop() == 0
 

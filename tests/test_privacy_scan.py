@@ -1,9 +1,12 @@
-"""Privacy scan, run after every other test (tests/conftest.py orders it last): no visitor
-IP and no token secret in any stored column, dead letter, Redis key, log line or /metrics page.
+"""Privacy scan, run after every other test (tests/conftest.py orders it last; .ci/run runs
+it alone after the rest): no visitor IP and no token secret in any stored column, dead
+letter, Redis key, log line or /metrics page.
 
 It runs its own flow first at DEBUG log level, with a drop rule, a poison record (a dead
-letter) and every distinctive visitor IP, then scans that flow's output together with every
-log, metrics page and store the earlier tests registered in ``tests.procs.ARTIFACTS``.
+letter) and every distinctive visitor IP, then scans that flow's output and Redis keys
+together with every log, metrics page and store the earlier tests registered in
+``tests.procs.ARTIFACTS`` (in this process, or listed in $HITSTREAM_TEST_ARTIFACTS by the
+pytest processes that ran them).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from workers.queue_stats import collect_queue_stats
 
 
 def fill(client: redis.Redis, count: int) -> None:
-    for n in range(count):
+    for _ in range(count):
         client.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: b"{}"})
 
 

@@ -107,14 +107,16 @@ def test_replay_with_429s_killed_and_resumed_sends_every_line_once(
     assert len(rejects) == len(BAD_LINES)
 
 
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
 COMBINED_LOG = [
-    '203.0.113.9 - - [10/Oct/2025:13:55:36 +0000] "GET /pricing?utm_source=ads HTTP/1.1" 200 2326 "https://www.google.com/" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
-    '203.0.113.9 - - [10/Oct/2025:13:56:01 +0000] "GET /app.css HTTP/1.1" 200 512 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
+    f'203.0.113.9 - - [10/Oct/2025:13:55:36 +0000] "GET /pricing?utm_source=ads HTTP/1.1" 200 2326 '
+    f'"https://www.google.com/" "{FIREFOX}"',
+    f'203.0.113.9 - - [10/Oct/2025:13:56:01 +0000] "GET /app.css HTTP/1.1" 200 512 "-" "{FIREFOX}"',
     '2001:db8::42 - - [10/Oct/2025:13:57:00 +0000] "GET /docs HTTP/2.0" 200 900 "-" "curl/8.5.0"',
-    '203.0.113.9 - - [10/Oct/2025:13:58:10 +0000] "GET /old HTTP/1.1" 301 0 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
+    f'203.0.113.9 - - [10/Oct/2025:13:58:10 +0000] "GET /old HTTP/1.1" 301 0 "-" "{FIREFOX}"',
     "this is not a log line",
-    '203.0.113.9 - - [10/Oct/2025:13:59:00 +0000] "GET /blog HTTP/1.1" 200 4000 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
-    '203.0.113.9 - - [10/Oct/2025:15:00:00 +0000] "GET /blog/2 HTTP/1.1" 200 4000 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"',
+    f'203.0.113.9 - - [10/Oct/2025:13:59:00 +0000] "GET /blog HTTP/1.1" 200 4000 "-" "{FIREFOX}"',
+    f'203.0.113.9 - - [10/Oct/2025:15:00:00 +0000] "GET /blog/2 HTTP/1.1" 200 4000 "-" "{FIREFOX}"',
 ]
 
 

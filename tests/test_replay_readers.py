@@ -10,7 +10,7 @@ import pytest
 from hitstream.replay.combined import LogFilter, read_combined
 from hitstream.replay.csvfile import read_csv
 from hitstream.replay.ndjson import read_ndjson
-from hitstream.replay.records import Malformed, Pageview, ReplayInputError, Skipped
+from hitstream.replay.records import Malformed, ReplayInputError, Sendable, Skipped
 from hitstream.replay.sessions import Sessionizer
 
 SITE = "https://example.com"
@@ -34,17 +34,18 @@ def combined(
     *,
     compress: bool = False,
     sessions: bool = False,
-    log_filter: LogFilter = LogFilter(),
+    log_filter: LogFilter | None = None,
 ) -> list:
     data = ("\n".join(lines) + "\n").encode()
     path = tmp_path / ("access.log.gz" if compress else "access.log")
     path.write_bytes(gzip.compress(data) if compress else data)
-    return list(read_combined(path, SITE, log_filter, Sessionizer("example.com") if sessions else None))
+    sessionizer = Sessionizer("example.com") if sessions else None
+    return list(read_combined(path, SITE, log_filter or LogFilter(), sessionizer))
 
 
 def test_combined_line_becomes_pageview(tmp_path: Path) -> None:
     [result] = combined(tmp_path, [log_line()])
-    assert result == Pageview(
+    assert result == Sendable(
         1,
         {
             "url": "https://example.com/pricing?plan=pro",
@@ -58,7 +59,7 @@ def test_combined_line_becomes_pageview(tmp_path: Path) -> None:
 
 def test_combined_ipv6_gzip_and_absent_referrer(tmp_path: Path) -> None:
     [result] = combined(tmp_path, [log_line(ip="2001:DB8::1", referrer="-")], compress=True)
-    assert isinstance(result, Pageview)
+    assert isinstance(result, Sendable)
     assert result.body["visitor_ip"] == "2001:db8::1"
     assert "referrer" not in result.body
 
@@ -84,7 +85,7 @@ def test_combined_keeps_only_page_requests(tmp_path: Path) -> None:
         Skipped(4, "status 404"),
         Skipped(5, "method POST"),
         Skipped(6, "no user agent"),
-        Pageview(7, results[6].body),
+        Sendable(7, results[6].body),
         Skipped(8, "blank line"),
     ]
     assert results[6].body["url"] == "https://example.com/docs/v1.2/"
@@ -95,7 +96,7 @@ def test_combined_filters_are_configurable(tmp_path: Path) -> None:
         methods=frozenset({"GET", "POST"}), statuses=frozenset({200, 301}), skip_extensions=frozenset()
     )
     results = combined(tmp_path, [log_line(request="POST /a.css HTTP/1.1", status=301)], log_filter=log_filter)
-    assert [type(r) for r in results] == [Pageview]
+    assert [type(r) for r in results] == [Sendable]
 
 
 def test_combined_malformed_lines_are_rejected_with_reason(tmp_path: Path) -> None:
@@ -125,7 +126,7 @@ def test_combined_malformed_lines_are_rejected_with_reason(tmp_path: Path) -> No
 def test_combined_unescapes_quotes_and_utf8_and_ignores_trailing_fields(tmp_path: Path) -> None:
     agent = 'Bot \\"quoted\\" caf\\xC3\\xA9'
     [result] = combined(tmp_path, [log_line(agent=agent) + ' "extra" 0.123'])
-    assert isinstance(result, Pageview)
+    assert isinstance(result, Sendable)
     assert result.body["user_agent"] == 'Bot "quoted" café'
 
 
@@ -167,18 +168,18 @@ def test_ndjson_lines(tmp_path: Path) -> None:
     path = tmp_path / "views.ndjson"
     path.write_bytes(b'{"url": "https://example.com/"}\n\n[1, 2]\n{"url": \n{"a": 1}')
     assert list(read_ndjson(path)) == [
-        Pageview(1, {"url": "https://example.com/"}),
+        Sendable(1, {"url": "https://example.com/"}),
         Skipped(2, "blank line"),
         Malformed(3, "not a JSON object"),
         Malformed(4, "not valid JSON"),
-        Pageview(5, {"a": 1}),
+        Sendable(5, {"a": 1}),
     ]
 
 
 def test_ndjson_gzip(tmp_path: Path) -> None:
     path = tmp_path / "views.ndjson.gz"
     path.write_bytes(gzip.compress(b'{"url": "https://example.com/"}\n'))
-    assert list(read_ndjson(path)) == [Pageview(1, {"url": "https://example.com/"})]
+    assert list(read_ndjson(path)) == [Sendable(1, {"url": "https://example.com/"})]
 
 
 def test_csv_records_typed_like_the_json_body(tmp_path: Path) -> None:
@@ -193,7 +194,7 @@ def test_csv_records_typed_like_the_json_body(tmp_path: Path) -> None:
         ",,,,,,\n"
     )
     assert list(read_csv(path)) == [
-        Pageview(
+        Sendable(
             2,
             {
                 "url": "https://example.com/",
@@ -204,7 +205,7 @@ def test_csv_records_typed_like_the_json_body(tmp_path: Path) -> None:
                 "dnt": False,
             },
         ),
-        Pageview(
+        Sendable(
             3,
             {
                 "url": "https://example.com/a,b",

@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from shared import keys
+from tests.geoip_fixtures import build_city_db
 from tests.ports import free_port
 
 HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
@@ -90,10 +91,12 @@ class Up:
 
 
 @pytest.fixture
-def up_env() -> dict[str, str]:
-    """No HITSTREAM_* settings but a Redis URL on a free port where nothing listens yet."""
+def up_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """No HITSTREAM_* settings but a Redis URL on a free port where nothing listens yet, and
+    a test City database (so ``up`` fetches none: tests/test_up_geoip.py covers that)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("HITSTREAM_")}
     env["HITSTREAM_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    env["HITSTREAM_GEOIP_CITY_DB"] = str(build_city_db(tmp_path_factory.mktemp("geoip") / "city.mmdb"))
     return env
 
 

@@ -45,6 +45,7 @@ class EnrichedBatch:
     letters: list[DeadLetter]
     row_entries: list[str]
     drop_entries: list[str]
+    drops: list[Drop]  # for the writer's metrics (drops by reason); rows travel only in ``prepared``
     prepared: PreparedBatch
 
     @classmethod
@@ -55,6 +56,7 @@ class EnrichedBatch:
             processed.letters,
             processed.row_entries,
             processed.drop_entries,
+            processed.drops,
             prepare_batch(processed.batch.id, processed.rows, processed.drops),
         )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from shared import keys
+from shared import redis_client as clients
 from shared.config import Settings
 from shared.control.exclusions import list_exclusions
 from workers.delivery import Delivery, HandOff, StoreAndAcknowledge
@@ -30,7 +31,7 @@ EXCLUSIONS_CHECK_SECONDS = 1.0
 
 def redis_client(settings: Settings) -> redis.Redis:
     """The one place a worker process makes its Redis client."""
-    return redis.Redis.from_url(settings.redis_url)
+    return clients.redis_client(settings.redis_url, patient=True)
 
 
 class ExclusionsWatch:

@@ -19,8 +19,7 @@ import redis
 from shared import keys
 from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane, lane_of_batch
-
-IP_PLACEHOLDER = "<visitor_ip>"
+from workers.redaction import without_ip
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +40,6 @@ class DeadLetter:
         return cls(**orjson.loads(data))
 
 
-def _scrub(text: str, ip: object) -> str:
-    if isinstance(ip, str) and ip:
-        return text.replace(ip, IP_PLACEHOLDER)
-    return text
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -64,7 +57,7 @@ def for_failed_step(entry_id: str, batch_id: str, envelope: Envelope, step: str,
         id=_letter_id(entry_id, batch_id),
         failed_at=_now(),
         step=step,
-        error=_scrub(error, envelope.visitor_ip),
+        error=without_ip(error, envelope.visitor_ip),
         site_id=envelope.site_id,
         batch_id=batch_id,
         envelope=envelope.without_ip(),
@@ -85,7 +78,7 @@ def for_undecodable(entry_id: str, batch_id: str, data: bytes, error: str) -> De
         id=_letter_id(entry_id, batch_id),
         failed_at=_now(),
         step="decode",
-        error=_scrub(error, ip),
+        error=without_ip(error, ip),
         site_id=site_id if isinstance(site_id, str) else None,
         batch_id=batch_id,
         envelope={**values, "visitor_ip": None},

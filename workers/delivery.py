@@ -31,7 +31,7 @@ import redis
 
 from shared import keys
 from shared.lanes import LANE_KEYS
-from workers import dead_letters
+from workers import dead_letters, metrics
 from workers.batches import EnrichedBatch, Processed, refused_letters
 from workers.dead_letters import DeadLetter
 from workers.queue import Batch, BatchQueue
@@ -73,10 +73,12 @@ def write_with_retry(
     delay = STORE_RETRY_FIRST_DELAY
     while True:
         try:
-            return write(store.get())
+            with metrics.timed_insert():
+                return write(store.get())
         except StoreUnavailable as error:
             if time.monotonic() + delay > deadline:
                 raise StoreGaveUp(f"store unavailable for {STORE_RETRY_SECONDS:.0f} s: {error}") from error
+            metrics.store_retried()
             log.warning("batch %s: store unavailable, retrying in %.1f s: %s", batch_id, delay, error)
         if shutdown.wait(delay):
             raise ShutdownWhileWaiting(batch_id)
@@ -120,8 +122,11 @@ class StoreAndAcknowledge:
             lambda store: store.write_batch(batch.id, processed.rows, processed.drops),
             self.shutdown,
         )
-        letters = refused_letters(self.redis, batch, processed.row_entries, processed.drop_entries, refusals)
-        acknowledge(self.redis, self.queue, batch, processed.letters + letters)
+        letters = processed.letters + refused_letters(
+            self.redis, batch, processed.row_entries, processed.drop_entries, refusals
+        )
+        acknowledge(self.redis, self.queue, batch, letters)
+        metrics.batch_stored(batch, len(processed.rows) - len(refusals.rows), processed.drops, letters)
 
 
 class HandOff:

@@ -4,7 +4,7 @@ passed by the worker that runs it (workers.process.ContextJob); the rest are the
 - ``process_batch``: one run of the batch loop (workers.loop); under load it enqueues its
   successor, so a backlog does not wait for the dispatcher.
 - ``site_stats``: the stats query, run by the process that owns an embedded store
-  (``hitstream stats`` sends it there: workers.store.reader).
+  (``hitstream stats`` sends it there: workers.stats_reader).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from workers import metrics
 from workers.batches import Processed, process
 from workers.context import WorkerContext
 from workers.delivery import ShutdownWhileWaiting, StoreGaveUp
@@ -97,6 +98,7 @@ class BatchLoop:
                     if batch is None:
                         break
                     held.add(batch.id)
+                    metrics.batch_claimed(batch)
                     backlog = len(batch.entries) >= self.batch_size or batch.more_waiting
                     keep_going = backlog and time.monotonic() < chain_until and not context.shutdown_requested.is_set()
                     # Claim-ahead: submitted before processing, so a claimer thread overlaps it.

@@ -26,6 +26,7 @@ from rq.job import Job
 
 from shared.config import load_settings
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
+from workers import metrics, metrics_endpoint
 from workers.context import Overlaps, WorkerContext
 from workers.dispatcher import Dispatcher
 from workers.redis_rewrite import RewriteTrigger
@@ -111,6 +112,7 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
             RewriteTrigger.from_settings(client, settings),
         ]
         queues.insert(0, batch_queue)
+    metrics.process_started()
     worker = BatchWorker(context, queues, supervised)
     for thread in threads:
         thread.start()
@@ -166,6 +168,7 @@ def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
         for n, child in enumerate(children):
             if child.exitcode not in (None, 0) and not stopping.is_set():
                 log.warning("%s died (exit code %s); starting its replacement", child.name, child.exitcode)
+                _exited(child)
                 children[n] = start(n, roles[n])
         if all(child.exitcode == 0 for child in children):
             break
@@ -174,5 +177,12 @@ def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
             child.terminate()
     for child in children:
         child.join()
+        _exited(child)
         if child.exitcode != 0:
             log.warning("%s stopped with exit code %s", child.name, child.exitcode)
+
+
+def _exited(child: BaseProcess) -> None:
+    """The host's metrics stop counting ``child`` as live."""
+    if child.pid is not None:
+        metrics_endpoint.process_exited(child.pid)

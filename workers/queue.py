@@ -26,16 +26,10 @@ import redis
 from shared import keys
 from shared.config import Settings
 from shared.lanes import LANE_KEYS, LANES, Lane, lane_of_batch, new_batch_id
+from shared.lua import NOW_MS
 
 # Lua's unpack() has a stack limit (~8000); entry ids are passed to commands in chunks.
 _CHUNK = 500
-
-_NOW_MS = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
 
 _FOR_CHUNKS = f"""
 local function for_chunks(ids, first, fn)
@@ -51,7 +45,7 @@ end
 # {0, entries waiting in each lane...}, for the caller to pick a lane to read. Also creates
 # the groups on first use.
 _RECLAIM = (
-    _NOW_MS
+    NOW_MS
     + _FOR_CHUNKS
     + """
 local group, timeout = ARGV[1], tonumber(ARGV[2])
@@ -94,7 +88,7 @@ return waiting
 # Runs in the same MULTI right after XREADGROUP of a new batch, so a batch never exists
 # without its lease. KEYS: stream, leases. ARGV: group, batch id, claim timeout ms.
 _LEASE_NEW = (
-    _NOW_MS
+    NOW_MS
     + """
 local stream, leases, group, batch = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 if #redis.call('XPENDING', stream, group, '-', '+', 1, batch) == 0 then
@@ -109,7 +103,7 @@ return 1
 # KEYS: the lanes' lease sets. ARGV: claim timeout ms, then per lane: the number of its
 # batch ids, the ids. Renews only leases that still exist.
 _HEARTBEAT = (
-    _NOW_MS
+    NOW_MS
     + """
 local deadline = now_ms() + tonumber(ARGV[1])
 local at = 2

@@ -13,9 +13,9 @@ from datetime import datetime
 
 
 class DropReason(enum.StrEnum):
-    """Why a pageview was not stored. A closed set: counted per site, reason and minute."""
+    """Why a pageview was not stored. A closed set: counted per site, reason and minute.
+    (dnt is no reason here: the API answers 202 and never queues such pageviews.)"""
 
-    DNT = "dnt"  # reserved: the API answers 202 and never queues DNT pageviews
     INSTANCE_CIDR = "instance_cidr"
     INSTANCE_COUNTRY = "instance_country"
     INSTANCE_USER_AGENT = "instance_user_agent"

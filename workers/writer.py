@@ -18,6 +18,7 @@ import threading
 import redis
 
 from shared import keys
+from workers import metrics
 from workers.batches import EnrichedBatch, refused_letters
 from workers.context import WorkerContext
 from workers.delivery import ShutdownWhileWaiting, StoreGaveUp, acknowledge, write_with_retry
@@ -80,5 +81,8 @@ class StoreWriter(threading.Thread):
                 break
             except StoreGaveUp as error:
                 log.error("store writer: %s; still holding batch %s, trying again", error, batch.id)
-        letters = refused_letters(context.redis, batch, enriched.row_entries, enriched.drop_entries, refusals)
-        acknowledge(context.redis, context.batch_queue, batch, enriched.letters + letters, entry_id)
+        letters = enriched.letters + refused_letters(
+            context.redis, batch, enriched.row_entries, enriched.drop_entries, refusals
+        )
+        acknowledge(context.redis, context.batch_queue, batch, letters, entry_id)
+        metrics.batch_stored(batch, len(enriched.row_entries) - len(refusals.rows), enriched.drops, letters)

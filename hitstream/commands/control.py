@@ -37,6 +37,7 @@ from shared.control.sites import (
 from shared.control.tokens import MAX_EXPIRES_IN_DAYS, ApiToken, create_token, list_tokens, revoke_token
 from shared.hosts import normalise_domain
 from shared.lanes import Lane
+from shared.redis_client import redis_client
 from shared.redis_safety import check_redis
 from shared.urls import redacted
 
@@ -49,7 +50,7 @@ class ControlGroup(click.Group):
         try:
             settings = load_settings()
             redis_url = settings.redis_url
-            client = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+            client = redis_client(redis_url, timeout_seconds=5)
             ctx.call_on_close(client.close)
             check_redis(client, settings)  # a token on an evicting Redis may vanish (401)
             ctx.obj = client
@@ -277,4 +278,4 @@ def _echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: st
         return
     widths = [max(len(line[column]) for line in (headers, *rows)) for column in range(len(headers))]
     for line in (headers, *rows):
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())

@@ -1,12 +1,14 @@
 """``hitstream migrate`` and ``hitstream stats``.
 
 The store modules are imported inside the commands: they load clickhouse-connect and Arrow
-(~55 MB), which every other sub-command, ``hitstream api`` above all, does without.
+(~55 MB), which every other sub-command, ``hitstream api`` above all, does without (and so
+is ``rich``, which only the text report's chart uses).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +18,7 @@ import redis
 from hitstream.arguments import DOMAIN
 from hitstream.terminal import json_for_terminal, printable
 from shared.config import load_settings
+from shared.redis_client import redis_client
 from shared.storable import TIME_RANGES_MS
 
 LIST_TITLES = {
@@ -103,7 +106,7 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
     if first and last and first > last:
         raise click.BadParameter("must not be before --from", param_hint="--to")
     settings = load_settings()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     try:
         site = site_for_domain(client, domain)
         if site is None:
@@ -115,18 +118,44 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
         raise click.ClickException(f"cannot reach Redis at HITSTREAM_REDIS_URL: {error}") from None
     finally:
         client.close()
+    over_time = report.pop("pageviews_over_time")  # for the chart only: the JSON output stays as it was
+    geo_credit = _geo_credit(settings.geoip_city_db)
     if as_json:
         click.echo(json_for_terminal(orjson.dumps({"site": site.domain, **report}).decode()))
-    else:
-        click.echo(format_report(site.domain, first, last, report))
-
-
-def format_report(domain: str, first: date | None, last: date | None, report: dict[str, Any]) -> str:
+        if geo_credit:
+            click.echo(geo_credit, err=True)  # the licence's attribution, off the JSON document
+        return
     period = " ".join(part for part in (first and f"from {first}", last and f"to {last}") if part) or "all time"
-    lines = [f"{domain}  ({period})", f"Pageviews  {report['pageviews']}", f"Visitors   {report['visitors']}"]
+    click.echo(f"{site.domain}  ({period})\nPageviews  {report['pageviews']}\nVisitors   {report['visitors']}\n")
+    from rich.console import Console
+
+    from hitstream.charts import series_chart
+
+    Console(highlight=False).print(series_chart("Pageviews", over_time["unit"], over_time["points"]))
+    click.echo(format_lists(report))
+    if geo_credit:
+        click.echo(f"\n{geo_credit}")
+
+
+def _geo_credit(city_db: Path | None) -> str:
+    """Which City database placed the visitors, and the credit its licence asks for ("" when
+    none is configured or it cannot be read)."""
+    from hitstream.geoip_update import UnusableDatabase, inspect_database
+
+    if city_db is None:
+        return ""
+    try:
+        return f"Geo: {inspect_database(city_db).describe()}"
+    except UnusableDatabase:
+        return ""
+
+
+def format_lists(report: dict[str, Any]) -> str:
+    """The top lists and the drops, as text tables."""
+    lines: list[str] = []
     for key, title in LIST_TITLES.items():
-        lines.extend(["", *_table(title, [(printable(item["value"]), item["pageviews"]) for item in report[key]])])
-    lines.extend(["", *_table("Dropped (reason)", list(report["drops"].items()))])
+        lines.extend([*_table(title, [(printable(item["value"]), item["pageviews"]) for item in report[key]]), ""])
+    lines.extend(_table("Dropped (reason)", list(report["drops"].items())))
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""``hitstream worker``, ``hitstream dead-letters`` and ``hitstream queue``.
+"""``hitstream worker``, ``hitstream dead-letters`` and ``hitstream queue`` (``--watch``: redrawn live).
 
 ``hitstream worker`` imports the worker inside the command: the store and the pipeline load
 clickhouse-connect, Arrow and the parsers, which the other sub-commands do without.
@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from datetime import UTC, datetime
 
 import click
 import orjson
 import redis
 
 from shared.config import load_settings
-from shared.redis_safety import check_redis, inspect_redis
+from shared.redis_client import redis_client
+from shared.redis_safety import RedisSafety, check_redis, inspect_redis
 from shared.urls import redacted
 from workers import dead_letters as dead_letter_store
-from workers.queue_stats import collect_queue_stats
+from workers.queue_stats import QueueStats, collect_queue_stats
 
 
 @click.command()
@@ -31,7 +33,27 @@ from workers.queue_stats import collect_queue_stats
     " more process owns the store and writes for them all).",
 )
 def worker(processes: int) -> None:
-    """Run RQ workers that move pageviews from the Redis stream into ClickHouse."""
+    """Run RQ workers that move pageviews from the Redis stream into ClickHouse (their summed
+    metrics on HITSTREAM_WORKER_METRICS_PORT when set)."""
+    from workers import metrics_endpoint
+
+    port = load_settings().worker_metrics_port
+    # First: the worker processes' metrics go to the endpoint's directory only if it is set
+    # before anything imports prometheus_client (workers.metrics_endpoint).
+    try:
+        endpoint = metrics_endpoint.start(port) if port is not None else None
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot serve worker metrics on port {port} (HITSTREAM_WORKER_METRICS_PORT): {error}"
+        ) from None
+    try:
+        _run_workers(processes)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+
+
+def _run_workers(processes: int) -> None:
     from workers.process import Role, run_processes, run_worker_process
     from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
 
@@ -66,7 +88,7 @@ def dead_letters() -> None:
 
 def _redis() -> redis.Redis:
     """A client for one CLI command (the per-process worker singletons are for workers)."""
-    return redis.Redis.from_url(load_settings().redis_url)
+    return redis_client(load_settings().redis_url)
 
 
 def _checked_redis() -> redis.Redis:
@@ -138,10 +160,18 @@ def _rate(per_second: float | None) -> str:
     metavar="SECONDS",
     help="Measure the lanes' rates over this long (0: no rates).",
 )
-def queue(as_json: bool, rate_interval: float) -> None:
+@click.option("--watch", is_flag=True, help="Redraw the figures after every rate interval until Ctrl-C.")
+def queue(as_json: bool, rate_interval: float, watch: bool) -> None:
     """Per lane: depth, waiting, oldest waiting pageview, rates, claimed batches; then workers,
     failures, and what Redis's settings put at risk."""
+    if watch and as_json:
+        raise click.UsageError("--watch draws the figures for a person; for a program, run --json repeatedly")
+    if watch and rate_interval == 0:
+        raise click.UsageError("--watch redraws after every --rate-interval, which must be above 0")
     client = _redis()
+    if watch:
+        _watch(client, rate_interval)
+        return
     stats = collect_queue_stats(client, rate_interval)
     safety = inspect_redis(client)
     if as_json:
@@ -151,25 +181,57 @@ def queue(as_json: bool, rate_interval: float) -> None:
         }
         click.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
         return
+    click.echo(_queue_text(stats, safety))
+
+
+def _watch(client: redis.Redis, interval: float) -> None:
+    """``hitstream queue`` redrawn in place on a terminal (rich's Live); elsewhere (a pipe, a
+    file) each sample is printed below the last, as plain text."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    def sample() -> str:
+        stats = collect_queue_stats(client, interval)  # takes ``interval``: the rates' sampling
+        taken = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"hitstream queue at {taken}, rates over {interval:g} s (Ctrl-C stops)\n" + _queue_text(
+            stats, inspect_redis(client)
+        )
+
+    console = Console(highlight=False)
+    try:
+        if console.is_terminal:
+            with Live(Text("measuring ..."), console=console, auto_refresh=False) as live:
+                while True:
+                    live.update(Text(sample()), refresh=True)
+        else:
+            while True:
+                click.echo(sample() + "\n")
+    except KeyboardInterrupt:
+        pass
+
+
+def _queue_text(stats: QueueStats, safety: RedisSafety) -> str:
+    lines = []
     for lane, figures in stats.lanes.items():
         backlog = figures.backlog
-        click.echo(f"{lane} lane")
-        click.echo(f"  depth              {backlog.depth}")
-        click.echo(f"  waiting            {backlog.waiting}")
-        click.echo(f"  oldest waiting     {_age(backlog.oldest_waiting_age_seconds)}")
-        click.echo(f"  added/s            {_rate(figures.added_per_second)}")
-        click.echo(f"  acknowledged/s     {_rate(figures.acknowledged_per_second)}")
-        click.echo(f"  claimed batches    {len(figures.claimed_batches)}")
+        lines.append(f"{lane} lane")
+        lines.append(f"  depth              {backlog.depth}")
+        lines.append(f"  waiting            {backlog.waiting}")
+        lines.append(f"  oldest waiting     {_age(backlog.oldest_waiting_age_seconds)}")
+        lines.append(f"  added/s            {_rate(figures.added_per_second)}")
+        lines.append(f"  acknowledged/s     {_rate(figures.acknowledged_per_second)}")
+        lines.append(f"  claimed batches    {len(figures.claimed_batches)}")
         for batch in figures.claimed_batches:
             state = "lease expired" if batch.lease_expired else "leased"
-            click.echo(f"    {batch.id}  {batch.entries} entries  {_age(batch.age_seconds)}  {state}")
-    click.echo(f"live workers         {stats.live_workers}")
-    click.echo(f"failed jobs          {stats.failed_jobs}")
-    click.echo(f"dead letters         {stats.dead_letters}")
-    click.echo(f"redis eviction       {safety.maxmemory_policy or 'unknown'}")
-    click.echo(f"redis AOF            {_on_off(safety.aof_enabled)}")
-    for problem in filter(None, [safety.refusal(), *safety.warnings()]):
-        click.echo(f"WARNING: {problem}")
+            lines.append(f"    {batch.id}  {batch.entries} entries  {_age(batch.age_seconds)}  {state}")
+    lines.append(f"live workers         {stats.live_workers}")
+    lines.append(f"failed jobs          {stats.failed_jobs}")
+    lines.append(f"dead letters         {stats.dead_letters}")
+    lines.append(f"redis eviction       {safety.maxmemory_policy or 'unknown'}")
+    lines.append(f"redis AOF            {_on_off(safety.aof_enabled)}")
+    lines.extend(f"WARNING: {problem}" for problem in filter(None, [safety.refusal(), *safety.warnings()]))
+    return "\n".join(lines)
 
 
 def _on_off(value: bool | None) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hitstream.replay.inputfile import open_binary
-from hitstream.replay.records import Malformed, Pageview, ReadResult, Skipped
+from hitstream.replay.records import Malformed, ReadResult, Sendable, Skipped
 from hitstream.replay.sessions import Sessionizer
 
 DEFAULT_METHODS = frozenset({"GET"})
@@ -98,7 +98,7 @@ def parse_line(line: int, text: str, site_root: str, log_filter: LogFilter, sess
         body["referrer"] = referrer
     if sessions is not None:
         body["session_id"] = sessions.session_id(visitor_ip, user_agent, at.timestamp())
-    return Pageview(line, body)
+    return Sendable(line, body)
 
 
 def _parse_time(text: str) -> datetime | None:

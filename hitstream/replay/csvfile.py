@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hitstream.replay.inputfile import open_binary
-from hitstream.replay.records import Malformed, Pageview, ReadResult, ReplayInputError, Skipped
+from hitstream.replay.records import Malformed, ReadResult, ReplayInputError, Sendable, Skipped
 
 REQUIRED_FIELDS = ("url", "timestamp", "visitor_ip", "user_agent")
 TEXT_FIELDS = (*REQUIRED_FIELDS, "referrer", "language", "session_id", "page_id")
@@ -87,10 +87,10 @@ def _record(line: int, header: list[str], row: list[str]) -> ReadResult:
         return Malformed(line, f"CSV record has {len(row)} cells, the header has {len(header)}")
     body: dict[str, Any] = {}
     try:
-        for name, cell in zip(header, row):
+        for name, cell in zip(header, row, strict=True):  # lengths checked above
             cell = cell.strip()
             if cell:
                 body[name] = PARSERS[name](cell)
     except CellError as error:
         return Malformed(line, str(error))
-    return Pageview(line, body)
+    return Sendable(line, body)

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 
 from hitstream.replay.inputfile import open_binary
-from hitstream.replay.records import Malformed, Pageview, ReadResult, Skipped
+from hitstream.replay.records import Malformed, ReadResult, Sendable, Skipped
 
 
 def read_ndjson(path: Path) -> Iterator[ReadResult]:
@@ -23,6 +23,6 @@ def read_ndjson(path: Path) -> Iterator[ReadResult]:
                 yield Malformed(line, "not valid JSON")
                 continue
             if isinstance(body, dict):
-                yield Pageview(line, body)
+                yield Sendable(line, body)
             else:
                 yield Malformed(line, "not a JSON object")

@@ -7,8 +7,9 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
-class Pageview:
-    """A request body to send (the endpoint validates its fields)."""
+class Sendable:
+    """A line that became a pageview request body, to send (the endpoint validates its
+    fields)."""
 
     line: int
     body: dict[str, Any]
@@ -30,7 +31,7 @@ class Skipped:
     reason: str
 
 
-ReadResult = Pageview | Malformed | Skipped
+ReadResult = Sendable | Malformed | Skipped
 
 
 class ReplayInputError(ValueError):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from hitstream.replay.inputfile import page_id_for
 from hitstream.replay.journal import Journal
-from hitstream.replay.records import Malformed, Pageview, ReadResult, Skipped
+from hitstream.replay.records import Malformed, ReadResult, Sendable, Skipped
 from hitstream.replay.rejects import RejectsFile
 from hitstream.replay.sender import Answer, Batch, Sender
 from hitstream.replay.tally import Tally
@@ -79,7 +79,7 @@ class Replayer:
                 self._tally.already_done += 1
                 self._progress.update()
                 continue
-            if isinstance(result, Pageview):
+            if isinstance(result, Sendable):
                 body = orjson.dumps(self._with_page_id(result))
                 if batch.bodies and not batch.fits(body, self._batch_size):
                     await queue.put(batch)
@@ -98,10 +98,10 @@ class Replayer:
         if batch.bodies:
             await queue.put(batch)
 
-    def _with_page_id(self, pageview: Pageview) -> dict[str, Any]:
-        if pageview.body.get("page_id"):
-            return pageview.body
-        return {**pageview.body, "page_id": page_id_for(self._identity, pageview.line)}
+    def _with_page_id(self, sendable: Sendable) -> dict[str, Any]:
+        if sendable.body.get("page_id"):
+            return sendable.body
+        return {**sendable.body, "page_id": page_id_for(self._identity, sendable.line)}
 
     async def _work(self, queue: asyncio.Queue[Batch | None]) -> None:
         while (batch := await queue.get()) is not None:

@@ -7,11 +7,13 @@ every change INCRs it in the same MULTI/EXEC as the change itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import TypeVar, cast
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from shared import keys
 
@@ -25,14 +27,22 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+# A record as the fields of a Redis hash, typed as redis-py's ``hset(mapping=...)`` takes it
+# (its keys are invariant: a ``dict[str, str]`` does not fit).
+HashFields = dict[FieldT, EncodableT]
+T = TypeVar("T")
+
+
+def transaction_value(redis: Redis, write: Callable[[Pipeline], T], *watched: str) -> T:
+    """``redis.transaction(write, *watched)``: ``write`` runs (again after a WATCH conflict)
+    and what it returns is returned. redis-py types the callable as returning nothing and the
+    call as returning the replies, so this one place tells the type checker otherwise."""
+    return cast(T, redis.transaction(write, *watched, value_from_callable=True))  # type: ignore[arg-type]
+
+
 def bump_version(pipe: Pipeline) -> None:
     """Queue the version INCR inside the caller's MULTI, so readers see change and bump together."""
     pipe.incr(keys.CONTROL_VERSION)
-
-
-def control_version(redis: Redis) -> int:
-    """The current control-plane version; 0 before the first change."""
-    return int(redis.get(keys.CONTROL_VERSION) or 0)
 
 
 def text(value: bytes | str) -> str:

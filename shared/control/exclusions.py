@@ -25,7 +25,7 @@ from shared.control.changes import ControlError, bump_version, now_iso, text
 
 INSTANCE_SCOPE = "instance"
 
-_IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _COUNTRY_CODE = re.compile(r"[A-Z]{2}")
 
 

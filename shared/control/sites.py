@@ -14,7 +14,16 @@ from redis import Redis
 from redis.client import Pipeline
 
 from shared import keys
-from shared.control.changes import ControlError, bump_version, now_iso, read_hashes, text, text_hash
+from shared.control.changes import (
+    ControlError,
+    HashFields,
+    bump_version,
+    now_iso,
+    read_hashes,
+    text,
+    text_hash,
+    transaction_value,
+)
 from shared.control.exclusions import list_exclusions
 from shared.hosts import normalise_domain
 
@@ -25,8 +34,8 @@ class Site:
     domain: str  # normalised (shared.hosts.normalise_domain)
     created_at: str  # ISO 8601, UTC
 
-    def to_hash(self) -> dict[str, str]:
-        return asdict(self)
+    def to_hash(self) -> HashFields:
+        return {name: value for name, value in asdict(self).items()}
 
     @classmethod
     def from_hash(cls, values: Mapping[bytes | str, bytes | str]) -> Site:
@@ -93,4 +102,4 @@ def remove_site(redis: Redis, domain: str) -> Site:
         return site
 
     watched = (keys.SITE_BY_DOMAIN, keys.TOKEN_HASH_BY_ID, keys.EXCLUSIONS)
-    return redis.transaction(write, *watched, value_from_callable=True)
+    return transaction_value(redis, write, *watched)

@@ -23,7 +23,16 @@ from redis import Redis
 from redis.client import Pipeline
 
 from shared import keys
-from shared.control.changes import ControlError, bump_version, now_iso, read_hashes, text, text_hash
+from shared.control.changes import (
+    ControlError,
+    HashFields,
+    bump_version,
+    now_iso,
+    read_hashes,
+    text,
+    text_hash,
+    transaction_value,
+)
 
 
 def hash_token(secret: str) -> str:
@@ -46,7 +55,7 @@ class ApiToken:
     revoked_at: str | None = None
     bulk: bool = False  # a bulk token's pageviews go to the bulk lane (shared.lanes), always
 
-    def to_hash(self) -> dict[str, str]:
+    def to_hash(self) -> HashFields:
         """Redis hash fields; a missing time is stored as ""."""
         return {
             "id": self.id,
@@ -139,4 +148,4 @@ def revoke_token(redis: Redis, token_id: str) -> ApiToken:
         bump_version(pipe)
         return revoked
 
-    return redis.transaction(write, keys.TOKEN_HASH_BY_ID, value_from_callable=True)
+    return transaction_value(redis, write, keys.TOKEN_HASH_BY_ID)

@@ -10,6 +10,13 @@ address: nothing logs, dumps or persists it, and entries fall out as new visitor
 Either database may be absent. Then its fields stay empty and one warning is logged when the
 pipeline is built, never per pageview, and the worker keeps running. Addresses that are not
 public (private, loopback, link-local) are never looked up.
+
+A database file replaced on disk (``hitstream geoip update`` renames a new one over it, a
+``geoipupdate`` cron job does the same) or created after start-up is opened again within
+FILE_CHECK_SECONDS, without a restart: every so often the lookup compares each file's inode,
+size and modification time with those it opened, and on a change opens the new file and
+empties the cache. A new file that cannot be read (e.g. still being copied in place) leaves
+the old reader in use until the file changes again.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +38,8 @@ from workers.pipeline.visit import Visit
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 32_768
+# How often the lookup checks whether a database file was replaced: one stat() per file.
+FILE_CHECK_SECONDS = 10.0
 _LOCALE = "en"  # names are stored in English, as geoip2's default locale gave them
 
 
@@ -45,14 +56,11 @@ class Place:
 _NOWHERE = Place()
 
 
-def _open(path: Path | None, required_type: str, setting: str, fields: str) -> maxminddb.Reader | None:
+def _open(path: Path, required_type: str, setting: str, fields: str) -> maxminddb.Reader | None:
     """The reader for ``path``, or None with a warning (never an exception) when unusable."""
-    if path is None:
-        log.warning("%s is not set: %s stay empty", setting, fields)
-        return None
     try:
         reader = maxminddb.open_database(str(path))
-    except (OSError, maxminddb.InvalidDatabaseError) as error:
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as error:
         log.warning("%s=%s cannot be read (%s): %s stay empty", setting, path, error, fields)
         return None
     database_type = reader.metadata().database_type
@@ -68,6 +76,57 @@ def _open(path: Path | None, required_type: str, setting: str, fields: str) -> m
         )
         return None
     return reader
+
+
+_FileIdentity = tuple[int, int, int, int]  # device, inode, size, modification time (ns)
+_NEVER_OPENED: _FileIdentity = (-1, -1, -1, -1)  # no file has it: the first check always looks
+
+
+def _identity(path: Path) -> _FileIdentity | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+class _WatchedDatabase:
+    """One database setting's reader, opened again when its file is replaced or appears."""
+
+    def __init__(self, path: Path | None, required_type: str, setting: str, fields: str) -> None:
+        self.path, self._required_type, self._setting, self._fields = path, required_type, setting, fields
+        self.reader: maxminddb.Reader | None = None
+        self._opened: _FileIdentity | None = _NEVER_OPENED
+        if path is None:
+            log.warning("%s is not set: %s stay empty", setting, fields)
+        else:
+            self.reopen_if_replaced()
+
+    def record(self, ip: IPAddress) -> dict[str, Any]:
+        """The database's record for ``ip``; empty when it has none (or no file is open)."""
+        record = self.reader.get(ip) if self.reader is not None else None
+        return record if isinstance(record, dict) else {}
+
+    def reopen_if_replaced(self) -> bool:
+        """Open the file again if it is not the one last opened; True when the reader changed."""
+        if self.path is None:
+            return False
+        identity = _identity(self.path)
+        if identity == self._opened:
+            return False
+        self._opened = identity
+        if identity is None:
+            if self.reader is None:
+                log.warning("%s=%s does not exist (yet): %s stay empty", self._setting, self.path, self._fields)
+            return False
+        reader = _open(self.path, self._required_type, self._setting, self._fields)
+        if reader is None:
+            return False
+        if self.reader is not None:
+            self.reader.close()
+            log.info("%s=%s was replaced: opened the new file", self._setting, self.path)
+        self.reader = reader
+        return True
 
 
 # Private, loopback and link-local addresses and the other special-purpose ranges Python's
@@ -120,28 +179,44 @@ def _name(record: dict[str, Any]) -> str:
 
 
 class GeoLookup:
-    def __init__(self, city_db: Path | None, asn_db: Path | None, cache_size: int = CACHE_SIZE) -> None:
-        self._city = _open(city_db, "City", "HITSTREAM_GEOIP_CITY_DB", "country, region and city")
-        self._asn = _open(asn_db, "ASN", "HITSTREAM_GEOIP_ASN_DB", "ASN and provider")
+    def __init__(
+        self,
+        city_db: Path | None,
+        asn_db: Path | None,
+        cache_size: int = CACHE_SIZE,
+        file_check_seconds: float | None = None,
+    ) -> None:
+        self._city = _WatchedDatabase(city_db, "City", "HITSTREAM_GEOIP_CITY_DB", "country, region and city")
+        self._asn = _WatchedDatabase(asn_db, "ASN", "HITSTREAM_GEOIP_ASN_DB", "ASN and provider")
+        self._file_check_seconds = FILE_CHECK_SECONDS if file_check_seconds is None else file_check_seconds
+        self._next_file_check = time.monotonic() + self._file_check_seconds
         self.locate = functools.lru_cache(maxsize=cache_size)(self._locate)
+
+    def _reopen_replaced_files(self) -> None:
+        self._next_file_check = time.monotonic() + self._file_check_seconds
+        # Both files are checked (no short-circuit); answers from an old file leave the cache.
+        if any([self._city.reopen_if_replaced(), self._asn.reopen_if_replaced()]):
+            self.locate.cache_clear()
 
     def _locate(self, ip: IPAddress) -> Place:
         if not is_public(ip):
             return _NOWHERE
         country = region_code = region_name = city = provider = ""
         asn = 0
-        if self._city is not None and (record := self._city.get(ip)):
+        if record := self._city.record(ip):
             country = record.get("country", {}).get("iso_code") or ""
             if subdivisions := record.get("subdivisions"):
                 region = subdivisions[0]  # the largest one, e.g. a state, not a county
                 region_code, region_name = region.get("iso_code") or "", _name(region)
             city = _name(record.get("city", {}))
-        if self._asn is not None and (record := self._asn.get(ip)):
+        if record := self._asn.record(ip):
             asn = record.get("autonomous_system_number") or 0
             provider = record.get("autonomous_system_organization") or ""
         return Place(country, region_code, region_name, city, asn, provider)
 
     def enrich(self, visit: Visit) -> None:
+        if time.monotonic() >= self._next_file_check:
+            self._reopen_replaced_files()
         if visit.ip is None:
             return
         place, row = self.locate(visit.ip), visit.row

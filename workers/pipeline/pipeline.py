@@ -24,7 +24,6 @@ malformed visitor IP, an event without a name or with a nested property).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -41,6 +40,7 @@ from workers.pipeline.url import parse_page_url
 from workers.pipeline.user_agent import UserAgentParser
 from workers.pipeline.visit import Visit, forget_ip
 from workers.records import Drop, DropReason, PageviewRow
+from workers.redaction import without_ip
 
 
 class StepFailed(Exception):
@@ -60,20 +60,6 @@ class StepFailed(Exception):
 class Step:
     name: str
     run: Callable[[Visit], DropReason | None]
-
-
-def _redacted(error: Exception, visitor_ip: str | None) -> str:
-    """The error's type and message, without the visitor IP in any spelling."""
-    message = f"{type(error).__name__}: {error}"
-    if visitor_ip:
-        spellings = {visitor_ip}
-        try:
-            spellings.add(ipaddress.ip_address(visitor_ip).exploded)
-        except ValueError:
-            pass
-        for spelling in spellings:
-            message = message.replace(spelling, "<visitor ip>")
-    return message
 
 
 class Pipeline:
@@ -107,7 +93,7 @@ class Pipeline:
                     return Drop(site_id=envelope.site_id, reason=reason, timestamp=visit.row.timestamp)
             return visit.row
         except Exception as error:
-            raise StepFailed(step_name, _redacted(error, envelope.visitor_ip)) from None
+            raise StepFailed(step_name, without_ip(f"{type(error).__name__}: {error}", envelope.visitor_ip)) from None
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -8,7 +8,8 @@ job (workers.jobs.site_stats, through workers.stats_reader).
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -39,7 +40,8 @@ def query_site_stats(
     pageviews_filter, parameters = _site_and_dates("timestamp", site_id, date_from, date_to)
     drops_filter, _ = _site_and_dates("minute", site_id, date_from, date_to)
     totals = client.query(
-        f"SELECT count(), uniqExact(session_id) FROM {PAGEVIEWS.name} WHERE {pageviews_filter}",
+        f"SELECT count(), uniqExact(session_id), min(timestamp), max(timestamp) FROM {PAGEVIEWS.name}"
+        f" WHERE {pageviews_filter}",
         parameters=parameters,
     ).result_rows[0]
     report: dict[str, Any] = {
@@ -50,6 +52,7 @@ def query_site_stats(
         "visitors": totals[1],
     }
     report.update(_top_lists(client, pageviews_filter, parameters, limit))
+    report["pageviews_over_time"] = _pageviews_over_time(client, pageviews_filter, parameters, totals)
     events = client.query(
         f"SELECT name, count() AS events FROM {EVENTS.name} WHERE {pageviews_filter}"
         f" GROUP BY name ORDER BY events DESC, name LIMIT {int(limit)}",
@@ -85,6 +88,40 @@ def _top_lists(client: Client, where: str, parameters: dict[str, Any], limit: in
     for name, value, pageviews in result.result_rows:
         lists[name].append({"value": value, "pageviews": pageviews})
     return lists
+
+
+# Chart resolution by the time the pageviews span: hours up to two days, days up to a quarter,
+# then months (so a chart has at most ~90 bars). Bucket function and WITH FILL step per unit.
+_TIME_UNITS: tuple[tuple[str, timedelta | None, str, str], ...] = (
+    ("hour", timedelta(days=2), "toStartOfHour", "INTERVAL 1 HOUR"),
+    ("day", timedelta(days=92), "toDate", "1"),
+    ("month", None, "toStartOfMonth", "INTERVAL 1 MONTH"),
+)
+
+
+def _pageviews_over_time(
+    client: Client, where: str, parameters: dict[str, Any], totals: Sequence[Any]
+) -> dict[str, Any]:
+    """Pageviews per hour, day or month (by the span of the pageviews), gaps filled with 0:
+    ``{"unit": ..., "points": [[start as ISO text in UTC, pageviews], ...]}``."""
+    count, _, first, last = totals
+    unit, _, bucket, step = next(item for item in _TIME_UNITS if item[1] is None or last - first <= item[1])
+    if count == 0:
+        return {"unit": unit, "points": []}
+    result = client.query(
+        f"SELECT {bucket}(timestamp) AS start, count() FROM {PAGEVIEWS.name} WHERE {where}"
+        f" GROUP BY start ORDER BY start WITH FILL STEP {step}",
+        parameters=parameters,
+    )
+    # Starts are UTC (the column's time zone); hours may come back with or without tzinfo.
+    points = [[_utc_text(start), pageviews] for start, pageviews in result.result_rows]
+    return {"unit": unit, "points": points}
+
+
+def _utc_text(start: date) -> str:
+    if isinstance(start, datetime):
+        return start.replace(tzinfo=None).isoformat(timespec="minutes")
+    return start.isoformat()
 
 
 def _site_and_dates(

@@ -1,6 +1,6 @@
 """``POST /api/ingest/server/pageview`` and ``/event``: check one body and hand it to Redis.
 
-Checks run in HitKeep's order (hitkeep-behaviour.md): token (and its lane), body, url, timestamp,
+Checks run in HitKeep's order (docs/contract.md): token (and its lane), body, url, timestamp,
 visitor_ip, user_agent (then, for an event, name and properties), site, grant, dnt. Every
 refusal is charged to the rate bucket first (ingest_api.intake). A page_id the client sent
 again within the idempotency window is answered 202 and not queued twice.
@@ -11,14 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ingest_api import errors
 from ingest_api.answer import Answer
 from ingest_api.errors import ApiError
 from ingest_api.intake import Intake, queued
 from ingest_api.request import IngestRequest
-from ingest_api.validation import MAX_BODY_BYTES, Pageview
+from ingest_api.validation import MAX_BODY_BYTES, ValidatedBody
 
-Parse = Callable[[bytes, int], Pageview]
+Parse = Callable[[bytes, int], ValidatedBody]
 _EMPTY = (b"content-length", b"0")
 
 
@@ -36,14 +35,12 @@ class SingleEndpoint:
         if throttled := self._intake.throttled(subject):
             return throttled
         try:
-            if token is None:
-                raise ApiError(401, errors.UNAUTHORIZED)
-            lane = self._intake.lane(request, token)
-            pageview = self._parse(await request.body(MAX_BODY_BYTES), received_ms)
-            site = await self._intake.site(token, pageview)
+            token, lane = self._intake.token_and_lane(request, token)
+            validated = self._parse(await request.body(MAX_BODY_BYTES), received_ms)
+            site = await self._intake.site(token, validated)
         except ApiError as refusal:
             return await self._intake.refuse(subject, refusal)
         # dnt: charged like any request, nothing queued.
-        handed_off = () if pageview.dnt else (queued(pageview, site, received_ms),)
+        handed_off = () if validated.dnt else (queued(validated, site, received_ms),)
         verdict = await self._intake.admit(subject, handed_off, lane=lane, token_id=token.id)
         return self._intake.answer(subject, verdict, Answer(202, [_EMPTY], site_id=site.id))
