@@ -65,14 +65,15 @@ class ExclusionsWatch:
 class Overlaps:
     """Which stages of the batch loop (workers.loop) run on their own thread beside processing.
 
-    bench/worker_bench.py, one worker process, warm caches, events/s against no overlap, three
-    runs on the shared 2-core machine (2026-11-28; the first with cold caches):
-    write-behind 1.47x, 0.95x, 1.13x; claim-ahead 1.27x, 1.01x, 1.08x; both 1.16x, 0.93x,
-    1.07x. Both together were below write-behind alone in every run: a claim's reply is
-    parsed into ~1,000 entries holding the GIL, which the processing thread then waits for
-    (inside the worker, the claim went from 6 to 27 µs per event, the Arrow build from 2 to
-    17). So write-behind is on (the insert runs in ClickHouse without the GIL) and
-    claim-ahead is off; both stay switches for the benchmark's A/B.
+    bench/worker_bench.py, one worker process, events/s against no overlap, five runs on the
+    shared 2-core machine (2026-11-28; the first with cold caches, the last two with the
+    machine nearly idle): write-behind 1.47x, 0.95x, 1.13x, 1.03x, 1.11x (median 1.11x);
+    claim-ahead 1.27x, 1.01x, 1.08x, 1.10x, 1.06x (1.08x); both 1.16x, 0.93x, 1.07x, 1.04x,
+    1.00x (1.04x). Both together never beat the better one alone: a claim's reply is parsed
+    into ~1,000 entries holding the GIL, which the processing thread then waits for (inside
+    the worker, the claim went from 6-9 to 27 µs per event, the Arrow build from 2 to 12-17).
+    So write-behind is on (the insert runs in ClickHouse without the GIL) and claim-ahead is
+    off; both stay switches for the benchmark's A/B.
     """
 
     claim_ahead: bool = False
