@@ -179,6 +179,16 @@ def _reclaimed_entry(raw: list) -> Entry:
     return _entry(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {})
 
 
+def in_transaction(pipe: redis.client.Pipeline, script: str, script_keys: list[str], args: list[str | int]) -> None:
+    """Queue ``script`` in ``pipe``'s MULTI as EVAL, never EVALSHA: redis-py checks a
+    pipeline's scripts (SCRIPT EXISTS) before sending it, but not again when it retries on a
+    new connection, and a Redis restarted or failed over (Sentinel) has an empty script
+    cache. EVALSHA then fails inside an EXEC whose other commands ran: a claim's XREADGROUP
+    without its lease left a batch no worker re-claims (tests/test_sentinel.py found it).
+    The script's text costs a few hundred bytes per batch of up to 1000 entries."""
+    pipe.eval(script, len(script_keys), *script_keys, *args)
+
+
 class BatchQueue:
     """Claim, heart-beat, acknowledge and release batches of the ingest lanes."""
 
@@ -190,7 +200,6 @@ class BatchQueue:
         self.bulk_min_share = bulk_min_share
         self._bulk_credit = 0.0  # grows by bulk_min_share per claim while both lanes wait
         self._reclaim = client.register_script(_RECLAIM)
-        self._lease_new = client.register_script(_LEASE_NEW)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._ack = client.register_script(_ACK)
 
@@ -227,10 +236,8 @@ class BatchQueue:
         batch_id = new_batch_id(lane)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xreadgroup(keys.GROUP, batch_id, {lane_keys.stream: ">"}, count=batch_size)
-            self._lease_new(
-                keys=[lane_keys.stream, lane_keys.leases],
-                args=[keys.GROUP, batch_id, self.claim_timeout_ms],
-                client=pipe,
+            in_transaction(
+                pipe, _LEASE_NEW, [lane_keys.stream, lane_keys.leases], [keys.GROUP, batch_id, self.claim_timeout_ms]
             )
             read, leased = pipe.execute()
         if not leased:
@@ -289,7 +296,11 @@ class BatchQueue:
         for token_id, entry_ids in by_token.items():
             args += (token_id, len(entry_ids), *entry_ids)
         lane_keys = LANE_KEYS[batch.lane]
-        self._ack(keys=[lane_keys.stream, lane_keys.leases, lane_keys.queued_by_token], args=args, client=pipe)
+        script_keys = [lane_keys.stream, lane_keys.leases, lane_keys.queued_by_token]
+        if pipe is None:
+            self._ack(keys=script_keys, args=args)
+        else:
+            in_transaction(pipe, _ACK, script_keys, args)
 
     def release(self, *batch_ids: str) -> None:
         """Expire leases now, so the next claims pick those batches up again immediately."""
