@@ -97,7 +97,8 @@ def refused_letters(
     letters = []
     for entry_id, error in refused:
         found = client.xrange(stream, entry_id, entry_id)
-        if found:  # gone only if a duplicate delivery of this batch acknowledged it already
-            envelope = Envelope.from_json(found[0][1][keys.ENVELOPE_FIELD.encode()])
+        fields = found[0][1] if found else None
+        if fields:  # gone only if a duplicate delivery of this batch acknowledged it already
+            envelope = Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()])
             letters.append(dead_letters.for_failed_step(entry_id, batch.id, envelope, "store", error))
     return letters

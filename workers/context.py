@@ -43,7 +43,7 @@ class ExclusionsWatch:
         self.pipeline: Pipeline | None = None
         self.redis = client
         self.loaded = False
-        self.version: bytes | None = None
+        self.version: bytes | str | None = None
         self.checked_at = float("-inf")
 
     def refreshed(self) -> Pipeline:

@@ -17,6 +17,7 @@ import orjson
 import redis
 
 from shared import keys
+from shared.control.changes import text
 from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane, lane_of_batch
 from workers.redaction import without_ip
@@ -36,7 +37,7 @@ class DeadLetter:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, data: bytes) -> DeadLetter:
+    def from_json(cls, data: bytes | str) -> DeadLetter:
         return cls(**orjson.loads(data))
 
 
@@ -101,10 +102,10 @@ def count(client: redis.Redis) -> int:
     return int(client.hlen(keys.DEAD_LETTERS))
 
 
-def _selected(client: redis.Redis, ids: list[str] | None) -> dict[str, bytes]:
+def _selected(client: redis.Redis, ids: list[str] | None) -> dict[str, bytes | str]:
     """The stored records for ``ids`` (all of them for None); unknown ids are left out."""
     if ids is None:
-        return {key.decode(): value for key, value in client.hgetall(keys.DEAD_LETTERS).items()}
+        return {text(key): value for key, value in client.hgetall(keys.DEAD_LETTERS).items()}
     values = client.hmget(keys.DEAD_LETTERS, ids) if ids else []
     return {dead_id: value for dead_id, value in zip(ids, values, strict=True) if value is not None}
 
@@ -135,6 +136,8 @@ def purge(client: redis.Redis, ids: list[str] | None) -> int:
     """Delete dead letters (all of them for None); returns how many were deleted."""
     if ids is None:
         with client.pipeline(transaction=True) as pipe:
-            deleted, _ = pipe.hlen(keys.DEAD_LETTERS).delete(keys.DEAD_LETTERS).execute()
+            pipe.hlen(keys.DEAD_LETTERS)
+            pipe.delete(keys.DEAD_LETTERS)
+            deleted, _ = pipe.execute()
         return int(deleted)
     return int(client.hdel(keys.DEAD_LETTERS, *ids)) if ids else 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from rq import Queue, Worker
@@ -14,6 +15,7 @@ from rq.registry import FailedJobRegistry
 
 from shared import keys
 from shared.backlog import LaneBacklog, queue_backlog
+from shared.control.changes import text
 from shared.keys import BATCH_QUEUE
 from shared.lanes import LANE_KEYS, Lane
 
@@ -44,7 +46,10 @@ class QueueStats:
 
 def _claimed_batches(client: redis.Redis, lane: Lane, now_ms: int) -> list[ClaimedBatch]:
     lane_keys = LANE_KEYS[lane]
-    leases = {member.decode(): score for member, score in client.zrange(lane_keys.leases, 0, -1, withscores=True)}
+    # redis-py types ZRANGE's reply alike for every option (members alone among them); WITHSCORES
+    # makes it (member, score) pairs.
+    pairs = cast(list[tuple[bytes | str, float]], client.zrange(lane_keys.leases, 0, -1, withscores=True))
+    leases = {text(member): score for member, score in pairs}
     try:
         consumers = client.xinfo_consumers(lane_keys.stream, keys.GROUP)
     except redis.ResponseError:  # no stream or group yet

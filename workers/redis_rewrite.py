@@ -27,6 +27,7 @@ import redis
 
 from shared import keys
 from shared.config import Settings
+from shared.control.changes import text_hash
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,13 @@ class RewriteTrigger:
             return False
         seconds, microseconds = self.redis.time()
         now_ms = seconds * 1000 + microseconds // 1000
-        state = self.redis.hgetall(keys.REWRITE_STATE)
-        if not state:
+        state = text_hash(self.redis.hgetall(keys.REWRITE_STATE))
+        if state:
+            last_processed, last_ms = int(state["processed"]), int(state["at_ms"])
+        else:
             # The first check ever: the time bound starts now, every processed entry counts.
-            state = {b"processed": b"0", b"at_ms": str(now_ms).encode()}
-            self.redis.hset(keys.REWRITE_STATE, mapping=state)
-        last_processed = int(state[b"processed"])
-        last_ms = int(state[b"at_ms"])
+            last_processed, last_ms = 0, now_ms
+            self.redis.hset(keys.REWRITE_STATE, mapping={"processed": last_processed, "at_ms": last_ms})
         # A smaller count than last time: the stream was deleted and began again.
         since = processed - last_processed if processed >= last_processed else processed
         due = since >= self.after_entries or (since > 0 and now_ms - last_ms >= self.after_ms)

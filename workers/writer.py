@@ -68,7 +68,11 @@ class StoreWriter(threading.Thread):
         reply = self.context.redis.xreadgroup(
             keys.ENRICHED_GROUP, keys.ENRICHED_CONSUMER, {keys.ENRICHED_STREAM: after}, count=1, block=block
         )
-        return reply[0][1] if reply else []
+        if not reply:
+            return []
+        # [[stream, entries]], the RESP2 reply these clients get; redis-py's type also admits RESP3's map.
+        assert isinstance(reply, list)
+        return reply[0][1]
 
     def _store(self, entry_id: str, enriched: EnrichedBatch) -> None:
         context = self.context

@@ -10,16 +10,19 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_right
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# One IP version's networks: collapse_addresses takes either kind, never a mix.
+VersionNetwork = TypeVar("VersionNetwork", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
-class _Ranges:
+class _Ranges(Generic[VersionNetwork]):
     """Disjoint, sorted [first, last] address ranges of one IP version."""
 
-    def __init__(self, networks: list[IPNetwork]) -> None:
-        merged = list(ipaddress.collapse_addresses(networks))  # type: ignore[arg-type]
+    def __init__(self, networks: list[VersionNetwork]) -> None:
+        merged = list(ipaddress.collapse_addresses(networks))
         self.firsts = [int(network.network_address) for network in merged]
         self.lasts = [int(network.broadcast_address) for network in merged]
 
@@ -31,8 +34,8 @@ class _Ranges:
 class NetworkSet:
     def __init__(self, networks: Iterable[IPNetwork] = ()) -> None:
         networks = list(networks)
-        self._v4 = _Ranges([n for n in networks if n.version == 4])
-        self._v6 = _Ranges([n for n in networks if n.version == 6])
+        self._v4 = _Ranges([n for n in networks if isinstance(n, ipaddress.IPv4Network)])
+        self._v6 = _Ranges([n for n in networks if isinstance(n, ipaddress.IPv6Network)])
 
     def __bool__(self) -> bool:
         return bool(self._v4.firsts or self._v6.firsts)

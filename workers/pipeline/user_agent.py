@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import crawleruseragents
 import ua_parser
-import ua_parser_rs  # type: ignore[import-untyped]
+import ua_parser_rs
 from ua_parser import Domain, load_lazy_builtins
 from user_agents.parsers import UserAgent, parse_browser, parse_device, parse_operating_system
 
