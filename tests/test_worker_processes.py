@@ -1,5 +1,6 @@
 """Real ``hitstream worker`` processes on the real Redis and chdb stores: crashes (SIGKILL),
-competing workers, an unavailable store, poison records and drops."""
+an unavailable store, poison records and drops. Competing workers killed at random on one
+store: tests/test_worker_scale_out.py (embedded) and tests/test_faults_http.py (server)."""
 
 from __future__ import annotations
 
@@ -92,28 +93,6 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(
     assert pages == Counter(sent)
     assert real_redis.zcard(LANE_KEYS[lane].leases) == 0
     assert real_redis.hlen(LANE_KEYS[lane].queued_by_token) == 0  # each entry counted off exactly once
-
-
-def test_competing_workers_with_kills_store_each_pageview_once(
-    processes: Processes, real_redis: redis.Redis, tmp_path: Path
-) -> None:
-    sent = send(real_redis, [envelope(f"/{n}") for n in range(12_000)])
-    stores = [tmp_path / f"store-{n}" for n in range(3)]
-
-    first = processes.worker(stores[0], batch_size=1000)
-    second = processes.worker(stores[1], batch_size=1000)
-    kill_inside_a_batch(real_redis, first)
-    third = processes.worker(stores[2], batch_size=1000)
-    kill_inside_a_batch(real_redis, second)
-    replacement = processes.worker(stores[0], batch_size=1000)
-    wait_until(lambda: drained(real_redis), 60, "the queue to drain")
-    assert third.stop() == 0
-    assert replacement.stop() == 0
-
-    union: Counter[str] = Counter()
-    for store in stores:
-        union.update(stored_pages(store)[0])
-    assert union == Counter(sent)
 
 
 def test_store_unavailable_then_back_stores_everything_once(
