@@ -12,8 +12,6 @@ pytest processes that ran them).
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from pathlib import Path
 
 import redis
@@ -23,23 +21,12 @@ from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusi
 from shared.envelope import Envelope
 from tests.privacy import scan_files, scan_redis, scan_store
 from tests.procs import ARTIFACTS, Processes, wait_until
-from tests.traffic import VISITOR_IPS, ingest_token, post_pageviews
+from tests.traffic import VISITOR_IPS, ingest_token, post_pageviews, queued_envelope
 
 
 def poison(site_id: str) -> Envelope:
     """An envelope whose URL breaks the pipeline's url step: it becomes a dead letter."""
-    now = int(time.time() * 1000)
-    return Envelope(
-        site_id=site_id,
-        site_domain="example.com",
-        page_id=str(uuid.uuid4()),
-        session_id=str(uuid.uuid4()),
-        timestamp_ms=now,
-        received_ms=now,
-        url="http://[::1/x",
-        visitor_ip=VISITOR_IPS[2],
-        user_agent="Mozilla/5.0 poison",
-    )
+    return queued_envelope(site_id, "http://[::1/x", VISITOR_IPS[2])
 
 
 def test_no_visitor_ip_or_token_anywhere_after_the_suite(

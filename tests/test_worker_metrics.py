@@ -28,6 +28,7 @@ from shared.lanes import LANE_KEYS, Lane
 from tests.clickhouse_http import ClickHouseHttp
 from tests.ports import free_port
 from tests.procs import ARTIFACTS, HITSTREAM, drained, wait_until
+from tests.traffic import queued_envelope
 from workers.records import DropReason
 
 SITE = str(uuid.uuid4())
@@ -37,18 +38,7 @@ LABELS = {"lane", "reason", "step", "le"}  # every label a worker metric may car
 
 
 def envelope(path: str) -> Envelope:
-    now = int(time.time() * 1000)
-    return Envelope(
-        site_id=SITE,
-        site_domain="metrics.example",
-        page_id=str(uuid.uuid4()),
-        session_id=str(uuid.uuid4()),
-        timestamp_ms=now,
-        received_ms=now,
-        url=f"https://metrics.example{path}",
-        visitor_ip=IP,
-        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-    )
+    return queued_envelope(SITE, f"https://metrics.example{path}", IP, site_domain="metrics.example")
 
 
 def send(client: redis.Redis, lane: Lane, paths: list[str], poison: int = 0) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusi
 from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane
 from tests.procs import Processes, Worker, drained, stored_pages, wait_until
+from tests.traffic import queued_envelope
 from workers import dead_letters
 
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
@@ -26,18 +26,7 @@ IP = "198.51.100.23"
 
 
 def envelope(path: str = "/", visitor_ip: str = IP) -> Envelope:
-    now = int(time.time() * 1000)
-    return Envelope(
-        site_id=SITE,
-        site_domain="example.com",
-        page_id=str(uuid.uuid4()),
-        session_id=str(uuid.uuid4()),
-        timestamp_ms=now,
-        received_ms=now,
-        url=f"https://example.com{path}",
-        visitor_ip=visitor_ip,
-        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-    )
+    return queued_envelope(SITE, f"https://example.com{path}", visitor_ip)
 
 
 def send(client: redis.Redis, envelopes: list[Envelope], lane: Lane = Lane.LIVE) -> list[str]:

@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import date
@@ -25,6 +24,7 @@ from shared.envelope import Envelope
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
 from shared.lanes import LANE_KEYS, Lane
 from tests.procs import Processes, Worker, drained, stored_pages, wait_until
+from tests.traffic import queued_envelope
 from workers.stats_reader import read_site_stats
 
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
@@ -37,17 +37,8 @@ def private_paths_dropped(real_redis: redis.Redis) -> None:
 
 
 def envelope(n: int) -> Envelope:
-    now = int(time.time() * 1000)
-    return Envelope(
-        site_id=SITE,
-        site_domain="example.com",
-        page_id=str(uuid.uuid4()),
-        session_id=str(uuid.uuid4()),
-        timestamp_ms=now,
-        received_ms=now,
-        url=f"https://example.com/{n}" if n % 50 else "https://example.com/private",
-        visitor_ip="198.51.100.23",
-        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    return queued_envelope(
+        SITE, f"https://example.com/{n}" if n % 50 else "https://example.com/private", "198.51.100.23"
     )
 
 

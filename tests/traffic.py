@@ -36,6 +36,25 @@ VISITOR_IPS = (
 UNLIMITED = {"HITSTREAM_RATE_LIMIT": "1000000000", "HITSTREAM_RATE_BURST": "1000000000"}
 
 
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+def queued_envelope(site_id: str, url: str, visitor_ip: str, site_domain: str = "example.com") -> Envelope:
+    """An envelope as the API queues it (fresh ids, now), for tests that fill a lane directly."""
+    now = int(time.time() * 1000)
+    return Envelope(
+        site_id=site_id,
+        site_domain=site_domain,
+        page_id=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        timestamp_ms=now,
+        received_ms=now,
+        url=url,
+        visitor_ip=visitor_ip,
+        user_agent=FIREFOX,
+    )
+
+
 def ingest_token(client: redis.Redis, domain: str = "example.com", bulk: bool = False) -> str:
     """A site for ``domain`` (added unless it exists) and the secret of a new token that owns
     it (a bulk-lane token with ``bulk``)."""
