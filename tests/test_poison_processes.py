@@ -18,8 +18,8 @@ import json
 import random
 import subprocess
 import time
-import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,26 +34,14 @@ from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusi
 from shared.control.sites import site_for_domain
 from shared.envelope import Envelope
 from tests.procs import HITSTREAM, START_SECONDS, Processes, alter_store, drained, query_store, stored_pages, wait_until
-from tests.traffic import VISITOR_IPS, ingest_token
+from tests.traffic import VISITOR_IPS, ingest_token, queued_envelope
 from workers import dead_letters
 
 DOMAIN = "example.com"
 
 
 def envelope(site_id: str, path: str = "/", **fields: Any) -> Envelope:
-    now = int(time.time() * 1000)
-    return Envelope(
-        site_id=site_id,
-        site_domain=DOMAIN,
-        page_id=str(uuid.uuid4()),
-        session_id=str(uuid.uuid4()),
-        timestamp_ms=now,
-        received_ms=now,
-        url=f"https://{DOMAIN}{path}",
-        visitor_ip=VISITOR_IPS[0],
-        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        **fields,
-    )
+    return replace(queued_envelope(site_id, f"https://{DOMAIN}{path}", VISITOR_IPS[0]), **fields)
 
 
 def send(client: redis.Redis, entries: list[bytes]) -> list[str]:

@@ -100,12 +100,12 @@ def up_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def start_up(tmp_path: Path, up_env: dict[str, str]) -> Iterator[Callable[[], Up]]:
+def up_starter(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[[], Up]]:
+    """A fixture's body: starts ``hitstream up`` on demand, kills what still runs at the end."""
     started: list[Up] = []
 
     def start() -> Up:
-        up = Up(tmp_path, up_env, free_port())
+        up = Up(tmp_path, env, free_port())
         started.append(up)
         return up
 
@@ -113,6 +113,11 @@ def start_up(tmp_path: Path, up_env: dict[str, str]) -> Iterator[Callable[[], Up
     for up in started:
         if up.process.poll() is None:
             up.kill()
+
+
+@pytest.fixture
+def start_up(tmp_path: Path, up_env: dict[str, str]) -> Iterator[Callable[[], Up]]:
+    yield from up_starter(tmp_path, up_env)
 
 
 def send(curl_line: str, count: int = 1) -> list[int]:

@@ -19,7 +19,7 @@ import pytest
 
 from hitstream.geoip_update import DATABASE_NAME, DBIP_CREDIT
 from tests.ports import free_port
-from tests.test_up import HITSTREAM, Up, send
+from tests.test_up import HITSTREAM, Up, send, up_starter
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +34,7 @@ def fresh_env() -> dict[str, str]:
 
 @pytest.fixture
 def start_up(tmp_path: Path, fresh_env: dict[str, str]) -> Iterator[Callable[[], Up]]:
-    started: list[Up] = []
-
-    def start() -> Up:
-        up = Up(tmp_path, fresh_env, free_port())
-        started.append(up)
-        return up
-
-    yield start
-    for up in started:
-        if up.process.poll() is None:
-            up.kill()
+    yield from up_starter(tmp_path, fresh_env)
 
 
 def run_stats(stats_line: str, cwd: Path, env: dict[str, str]) -> tuple[dict[str, Any], str]:
