@@ -77,6 +77,15 @@ class BatchWorker(SimpleWorker):
         self.context.shutdown_requested.set()
         super().handle_warm_shutdown_request()
 
+    def teardown(self) -> None:
+        # RQ stops an idle worker by raising StopRequested from its signal handler, wherever
+        # the main thread is: between a command and its reply, the connection went back to the
+        # pool with the reply unread, and registering the worker's death read it ("Wrong number
+        # of response items", exit 1). The pool's idle connections are dropped first; the ones
+        # this process's threads hold at the moment are theirs, and in step.
+        self.connection.connection_pool.disconnect(inuse_connections=False)
+        super().teardown()
+
 
 def _open_store_early(context: WorkerContext) -> None:
     """Open and migrate the store now, so stats queries work before the first batch. A store
