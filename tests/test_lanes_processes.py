@@ -241,8 +241,12 @@ def test_two_replays_of_different_tokens_progress_side_by_side_and_a_third_still
     assert worker.stop() == 0
 
     assert all(count <= 2400 for sample in samples for count in sample.values())  # the shares held
+    # Side by side: both tokens held most of their share at the same moment, and the slower
+    # replay had come a long way when the faster one finished. Its pace is also its own
+    # process's: beside another test's processes on two cores it had 6,500 of 15,000.
+    assert any(all(sample.get(token, 0) >= 2000 for token in token_ids[:2]) for sample in samples)
     assert accepted_when_first_finished is not None
-    assert min(accepted_when_first_finished) >= 15_000 // 2, accepted_when_first_finished  # side by side
+    assert min(accepted_when_first_finished) >= 15_000 // 4, accepted_when_first_finished
     assert any("503" in summary for summary in summaries)  # the shares did refuse
     # A plain 503 (Redis slower than the API's timeout on a loaded machine) may come first and
     # is retried, as any client does; the lane and the shares never refused the third token.
