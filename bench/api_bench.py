@@ -63,6 +63,7 @@ class Result:
     p99_ms: float
     non_2xx: int
     cpu_us_per_request: float  # server CPU time / requests: stable even on a busy machine
+    redis_cpu_us_per_request: float  # Redis's CPU time / requests (Redis shares the 2 cores)
 
 
 def realistic_body() -> bytes:
@@ -103,8 +104,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_wrk(url: str, env: dict[str, str], seconds: int, connections: int, server_pid: int) -> Result:
+def redis_cpu_seconds(control: redis.Redis) -> float:
+    info = control.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def run_wrk(
+    url: str, env: dict[str, str], seconds: int, connections: int, server_pid: int, control: redis.Redis
+) -> Result:
     cpu_before = cpu_seconds(server_pid)
+    redis_cpu_before = redis_cpu_seconds(control)
     output = subprocess.run(
         [
             "wrk",
@@ -122,6 +131,7 @@ def run_wrk(url: str, env: dict[str, str], seconds: int, connections: int, serve
         text=True,
     ).stdout
     cpu_used = cpu_seconds(server_pid) - cpu_before
+    redis_cpu_used = redis_cpu_seconds(control) - redis_cpu_before
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     requests = int(re.search(r"(\d+) requests in", output).group(1))
     return Result(
@@ -130,6 +140,7 @@ def run_wrk(url: str, env: dict[str, str], seconds: int, connections: int, serve
         p99_ms=_latency_ms(output, "99%"),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         cpu_us_per_request=cpu_used / requests * 1e6,
+        redis_cpu_us_per_request=redis_cpu_used / requests * 1e6,
     )
 
 
@@ -234,9 +245,9 @@ def main() -> None:
                 run_env = {**env, "API_BENCH_BODY": posted.decode()}
                 process = serve(command, port, run_env)
                 try:
-                    run_wrk(url, run_env, 2, args.connections, process.pid)  # warm-up
+                    run_wrk(url, run_env, 2, args.connections, process.pid, control)  # warm-up
                     forget_queue()
-                    return run_wrk(url, run_env, args.seconds, args.connections, process.pid)
+                    return run_wrk(url, run_env, args.seconds, args.connections, process.pid, control)
                 finally:
                     process.terminate()
                     process.wait()
@@ -255,12 +266,13 @@ def main() -> None:
         finally:
             server.stop()
 
-    print(f"{'run':<20}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}")
+    print(f"{'run':<20}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}{'Redis us/req':>14}")
     for name, results in runs.items():
         for number, result in enumerate(results, 1):
             print(
                 f"{name + ' ' + str(number):<20}{result.requests_per_second:>10.0f}{result.p50_ms:>9.2f}"
                 f"{result.p99_ms:>9.2f}{result.non_2xx:>9}{result.cpu_us_per_request:>12.1f}"
+                f"{result.redis_cpu_us_per_request:>14.1f}"
             )
     pairs = list(zip(runs["no-op Starlette"], runs["ingest endpoint"], strict=True))
     throughput = [api.requests_per_second / noop.requests_per_second for noop, api in pairs]

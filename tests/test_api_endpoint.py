@@ -22,6 +22,7 @@ from shared.config import Settings
 from shared.control.grants import grant
 from shared.control.sites import add_site
 from shared.control.tokens import create_token, hash_token, revoke_token
+from shared.lanes import LANE_KEYS, Lane
 from tests.endpoint import BODY, PATH, World, assert_error, client_for, post
 
 # --- 202 and what reaches the queue ------------------------------------------------------
@@ -342,6 +343,9 @@ def test_concurrent_requests_of_two_tokens_share_a_script_call_but_not_a_budget(
     statuses = asyncio.run(scenario())
     assert statuses == {secret: [202] * 5 + [429] * 3 for secret in (world.secret, other_secret)}
     assert len(world.queued()) == 12
+    # Each token's count in its lane (its share) is exactly what the call appended for it.
+    counts = world.redis.hgetall(LANE_KEYS[Lane.LIVE].queued_by_token)
+    assert {token.decode(): int(count) for token, count in counts.items()} == {world.token.id: 6, other.id: 6}
 
 
 def test_a_script_call_stops_growing_at_its_envelope_bound_so_big_batches_do_not_hold_redis(
