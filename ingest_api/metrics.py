@@ -2,8 +2,9 @@
 
 Each process keeps its own registry (no multiprocess directory): with ``--workers N`` a scrape
 of ``/metrics`` sees the process that accepted the connection, so scrape each process (one
-per port or container) or sum what you see. The queue figures, per lane (shared.backlog),
-are read from Redis at scrape time and are the same from every process.
+per port or container) or sum what you see. The queue figures, per lane, and the batches
+waiting for the store writer (shared.backlog) are read from Redis at scrape time and are the
+same from every process.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class Metrics:
         self._answered[route, status] += 1
 
     def collect(self) -> Iterator[Metric]:
-        """The request counter and the queue figures per lane, for the registry (a
-        prometheus_client custom collector)."""
+        """The request counter, the queue figures per lane and the batches waiting for the store
+        writer, for the registry (a prometheus_client custom collector)."""
         requests = CounterMetricFamily(
             "hitstream_api_requests", "HTTP requests answered, by route and status code.", labels=["route", "status"]
         )
@@ -66,6 +67,7 @@ class Metrics:
             requests.add_metric([route, str(status)], count)
         yield requests
         yield from self._queue_families()
+        yield from self._enriched_families()
 
     def _queue_families(self) -> Iterator[Metric]:
         families: tuple[GaugeMetricFamily | CounterMetricFamily, ...] = (
@@ -102,6 +104,29 @@ class Metrics:
             )
             for family, value in zip(families, values, strict=True):
                 family.add_metric([lane], value)
+        yield from families
+
+    def _enriched_families(self) -> Iterator[Metric]:
+        """Batches enrichers handed to the store writer and it has not stored yet (0 without
+        enrichers: a ClickHouse server, or one worker process on an embedded store)."""
+        families = (
+            GaugeMetricFamily("hitstream_enriched_batches", "Enriched batches waiting for the store writer."),
+            GaugeMetricFamily(
+                "hitstream_enriched_pageviews", "Pageviews in the enriched batches waiting for the store writer."
+            ),
+            GaugeMetricFamily(
+                "hitstream_enriched_oldest_age_seconds",
+                "Time since the longest-waiting batch for the store writer was claimed (0 when none waits).",
+            ),
+        )
+        enriched = self.backlog.enriched if self.backlog is not None else None
+        values = (
+            (enriched.batches, enriched.pageviews, enriched.oldest_age_seconds or 0.0)
+            if enriched is not None
+            else (float("nan"),) * len(families)  # unknown, not "empty"
+        )
+        for family, value in zip(families, values, strict=True):
+            family.add_metric([], value)
         yield from families
 
     def render(self) -> bytes:

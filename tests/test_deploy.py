@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,35 @@ def test_kubernetes_workers_are_scaled_by_keda_on_each_lanes_stream() -> None:
 
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > float(config["data"]["HITSTREAM_CLAIM_TIMEOUT"])
+
+
+def test_compose_workers_serve_their_metrics_on_a_published_port() -> None:
+    worker = compose_services()["worker"]
+    port = worker["environment"]["HITSTREAM_WORKER_METRICS_PORT"]
+    assert [mapping.rsplit(":", 1)[1] for mapping in worker["ports"]] == [port]
+
+
+@pytest.mark.parametrize(
+    ("name", "port_name"), [("hitstream-api", "http"), ("hitstream-worker", "metrics")], ids=["api", "worker"]
+)
+def test_kubernetes_pods_announce_the_port_their_metrics_are_served_on(name: str, port_name: str) -> None:
+    workload = kubernetes_object("Deployment", name)
+    (container,) = pod_containers(workload)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == str(ports[port_name])
+    if name == "hitstream-worker":
+        settings = {variable["name"]: variable["value"] for variable in container["env"]}
+        assert settings["HITSTREAM_WORKER_METRICS_PORT"] == str(ports[port_name])
+
+
+def test_the_image_holds_every_package_the_project_installs() -> None:
+    included = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in included}
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE))
+    assert packages - copied == set()
 
 
 def test_kubernetes_migrate_job_and_every_pod_gets_its_settings() -> None:

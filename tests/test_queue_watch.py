@@ -57,6 +57,7 @@ def test_piped_watch_prints_each_sample_as_plain_text_and_stops_on_ctrl_c(
     text = "".join(output)
     assert text.count("hitstream queue at ") >= 2
     assert "added/s            " in text and "redis AOF            on" in text
+    assert "waiting for the store writer (enriched)\n  batches            0\n  pageviews          0\n" in text
     assert "\x1b" not in text
 
 

@@ -1,6 +1,7 @@
 """``hitstream worker -n N`` on an embedded store: N enricher processes hand their batches to
 one writer process, on the real Redis and a real chdb store. Exact counts after SIGKILLs of
-any process at many moments; stats while they run; SIGTERM stops them all."""
+any process at many moments; stats while they run; what ``hitstream queue`` and /metrics show
+of the batches a stopped writer holds back; SIGTERM stops them all."""
 
 from __future__ import annotations
 
@@ -12,17 +13,24 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import orjson
 import psutil
 import pytest
 import redis
 import rq
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
+from hitstream.main import cli
 from shared import keys
+from shared.backlog import queue_backlog
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
 from shared.lanes import LANE_KEYS, Lane
+from tests.endpoint import client_for
 from tests.procs import Processes, Worker, drained, stored_pages, wait_until
 from tests.traffic import queued_envelope
 from workers.stats_reader import read_site_stats
@@ -42,9 +50,11 @@ def envelope(n: int) -> Envelope:
     )
 
 
-def send(client: redis.Redis, count: int, lane: Lane = Lane.LIVE) -> list[str]:
+def send(client: redis.Redis, count: int, lane: Lane = Lane.LIVE, at_once: bool = False) -> list[str]:
+    """``count`` pageviews into ``lane``; ``at_once``: in one transaction, so every claim
+    takes a full batch."""
     envelopes = [envelope(n) for n in range(count)]
-    with client.pipeline(transaction=False) as pipe:
+    with client.pipeline(transaction=at_once) as pipe:
         for env in envelopes:
             pipe.xadd(LANE_KEYS[lane].stream, {keys.ENVELOPE_FIELD: env.to_json(), keys.TOKEN_FIELD: "sender"})
         pipe.hincrby(LANE_KEYS[lane].queued_by_token, "sender", count)  # as the API counts them
@@ -228,3 +238,45 @@ def test_ctrl_c_stops_every_process_warm_and_the_next_worker_stores_the_rest_onc
     second = processes.worker(store, batch_size=500, processes=2)
     wait_for_roles(real_redis, second, 2)
     assert_stored_exactly_once(real_redis, second, store, sent)
+
+
+def writer_figures(redis_url: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """What ``hitstream queue --json`` and the API's /metrics show of the batches waiting for
+    the store writer."""
+    result = CliRunner().invoke(cli, ["queue", "--json", "--rate-interval", "0"])
+    assert result.exit_code == 0, result.output
+    with client_for(redis_url) as api:
+        text = api.get("/metrics").text
+    samples = {
+        sample.name: sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+    return orjson.loads(result.stdout)["enriched"], {
+        name: samples[f"hitstream_enriched_{name}"] for name in ("batches", "pageviews")
+    }
+
+
+def test_queue_and_metrics_show_what_a_stopped_writer_has_not_stored_and_nothing_once_it_has(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path, hitstream_env: dict[str, str], redis_url: str
+) -> None:
+    store = tmp_path / "store"
+    worker = processes.worker(store, batch_size=5, processes=2)
+    writer, _ = wait_for_roles(real_redis, worker, 2)
+
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        sent = send(real_redis, 15, at_once=True)
+        wait_until(
+            lambda: queue_backlog(real_redis).enriched.batches == 3, 30, "three batches handed to the stopped writer"
+        )
+        time.sleep(0.2)
+        enriched, metrics = writer_figures(redis_url)
+    finally:
+        os.kill(writer, signal.SIGCONT)
+
+    assert (enriched["batches"], enriched["pageviews"]) == (3, 15)
+    assert 0.2 <= enriched["oldest_age_seconds"] < 60
+    assert metrics == {"batches": 3.0, "pageviews": 15.0}
+    assert_stored_exactly_once(real_redis, worker, store, sent)
+    enriched, metrics = writer_figures(redis_url)
+    assert enriched == {"batches": 0, "pageviews": 0, "oldest_age_seconds": None}
+    assert metrics == {"batches": 0.0, "pageviews": 0.0}

@@ -1,6 +1,7 @@
-"""Every figure ``hitstream queue`` prints: the lanes' backlog (``shared.backlog``) plus
-rates, the claimed batches and the RQ figures an operator reads. Entries added minus depth
-is the number acknowledged: two counters per lane whose rates are its inflow and outflow.
+"""Every figure ``hitstream queue`` prints: the lanes' backlog and the batches handed to the
+store writer (``shared.backlog``) plus rates, the claimed batches and the RQ figures an
+operator reads. Entries added minus depth is the number acknowledged: two counters per lane
+whose rates are its inflow and outflow.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
 from shared import keys
-from shared.backlog import LaneBacklog, queue_backlog
+from shared.backlog import EnrichedBacklog, LaneBacklog, queue_backlog
 from shared.control.changes import text
 from shared.keys import BATCH_QUEUE
 from shared.lanes import LANE_KEYS, Lane
@@ -26,6 +27,8 @@ class ClaimedBatch:
     entries: int
     age_seconds: float  # since the batch was (re-)claimed
     lease_expired: bool
+    # Handed to the store writer (no lease: no worker holds it, nothing re-claims it).
+    with_writer: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class LaneStats:
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     lanes: dict[Lane, LaneStats]
+    enriched: EnrichedBacklog
     live_workers: int
     failed_jobs: int
     dead_letters: int
@@ -46,24 +50,29 @@ class QueueStats:
 
 def _claimed_batches(client: redis.Redis, lane: Lane, now_ms: int) -> list[ClaimedBatch]:
     lane_keys = LANE_KEYS[lane]
+    # One transaction, so a batch claimed or acknowledged in between cannot show without its lease.
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zrange(lane_keys.leases, 0, -1, withscores=True)
+        pipe.xinfo_consumers(lane_keys.stream, keys.GROUP)
+        pairs, consumers = pipe.execute(raise_on_error=False)
+    if isinstance(consumers, redis.ResponseError):  # no stream or group yet
+        return []
     # redis-py types ZRANGE's reply alike for every option (members alone among them); WITHSCORES
     # makes it (member, score) pairs.
-    pairs = cast(list[tuple[bytes | str, float]], client.zrange(lane_keys.leases, 0, -1, withscores=True))
-    leases = {text(member): score for member, score in pairs}
-    try:
-        consumers = client.xinfo_consumers(lane_keys.stream, keys.GROUP)
-    except redis.ResponseError:  # no stream or group yet
-        return []
-    batches = [
-        ClaimedBatch(
-            id=consumer["name"].decode(),
-            entries=consumer["pending"],
-            age_seconds=consumer["idle"] / 1000,
-            lease_expired=leases.get(consumer["name"].decode(), 0) <= now_ms,
-        )
-        for consumer in consumers
-        if consumer["pending"]
-    ]
+    leases = {text(member): score for member, score in cast(list[tuple[bytes | str, float]], pairs)}
+    batches = []
+    for consumer in consumers:
+        if consumer["pending"]:
+            lease = leases.get(consumer["name"].decode())
+            batches.append(
+                ClaimedBatch(
+                    id=consumer["name"].decode(),
+                    entries=consumer["pending"],
+                    age_seconds=consumer["idle"] / 1000,
+                    lease_expired=lease is not None and lease <= now_ms,
+                    with_writer=lease is None,
+                )
+            )
     return sorted(batches, key=lambda batch: -batch.age_seconds)
 
 
@@ -91,6 +100,7 @@ def collect_queue_stats(client: redis.Redis, rate_seconds: float = 0.0) -> Queue
             )
             for lane, figures in backlog.lanes.items()
         },
+        enriched=backlog.enriched,
         live_workers=len(Worker.all(connection=client, queue=rq_queue)),
         failed_jobs=FailedJobRegistry(queue=rq_queue).count,
         dead_letters=int(client.hlen(keys.DEAD_LETTERS)),

@@ -162,8 +162,8 @@ def _rate(per_second: float | None) -> str:
 )
 @click.option("--watch", is_flag=True, help="Redraw the figures after every rate interval until Ctrl-C.")
 def queue(as_json: bool, rate_interval: float, watch: bool) -> None:
-    """Per lane: depth, waiting, oldest waiting pageview, rates, claimed batches; then workers,
-    failures, and what Redis's settings put at risk."""
+    """Per lane: depth, waiting, oldest waiting pageview, rates, claimed batches; the batches
+    handed to the store writer; then workers, failures, and what Redis's settings put at risk."""
     if watch and as_json:
         raise click.UsageError("--watch draws the figures for a person; for a program, run --json repeatedly")
     if watch and rate_interval == 0:
@@ -223,8 +223,12 @@ def _queue_text(stats: QueueStats, safety: RedisSafety) -> str:
         lines.append(f"  acknowledged/s     {_rate(figures.acknowledged_per_second)}")
         lines.append(f"  claimed batches    {len(figures.claimed_batches)}")
         for batch in figures.claimed_batches:
-            state = "lease expired" if batch.lease_expired else "leased"
+            state = "with the writer" if batch.with_writer else "lease expired" if batch.lease_expired else "leased"
             lines.append(f"    {batch.id}  {batch.entries} entries  {_age(batch.age_seconds)}  {state}")
+    lines.append("waiting for the store writer (enriched)")
+    lines.append(f"  batches            {stats.enriched.batches}")
+    lines.append(f"  pageviews          {stats.enriched.pageviews}")
+    lines.append(f"  oldest batch       {_age(stats.enriched.oldest_age_seconds)}")
     lines.append(f"live workers         {stats.live_workers}")
     lines.append(f"failed jobs          {stats.failed_jobs}")
     lines.append(f"dead letters         {stats.dead_letters}")
