@@ -1,5 +1,7 @@
 """Worker processes: build the context, open the store, then work RQ queues until a warm
-shutdown; ``run_processes`` runs several and forwards SIGTERM/SIGINT to each.
+shutdown (RQ's work loop started again whenever it quits without one: a Redis outage longer
+than the client's patience makes it quit); ``run_processes`` runs several and forwards
+SIGTERM/SIGINT to each.
 
 Three roles (``Role``):
 - ``WORKER``: claims, processes, stores and acknowledges (one process on an embedded store,
@@ -21,6 +23,7 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
@@ -67,6 +70,9 @@ class BatchWorker(SimpleWorker):
             # A terminal's Ctrl-C reaches the whole process group; the supervisor turns it into
             # one SIGTERM each, so this process shuts down warm instead of seeing two signals.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.context.shutdown_requested.is_set():
+            # The stop came between two work loops (_work_until_shutdown): this one ends at once.
+            self._stop_requested = True
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if isinstance(job, ContextJob):
@@ -122,11 +128,10 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
         ]
         queues.insert(0, batch_queue)
     metrics.process_started()
-    worker = BatchWorker(context, queues, supervised)
     for thread in threads:
         thread.start()
     try:
-        worker.work(logging_level=settings.log_level)
+        _work_until_shutdown(context, queues, supervised)
     finally:
         context.shutdown_requested.set()
         for thread in threads:
@@ -134,6 +139,37 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
                 thread.join()
             else:
                 thread.stop()
+
+
+# After RQ's work loop quit without a warm shutdown, the pause before the next one starts: a
+# loop that quits at once (a bug) then costs one logged traceback a second, not a busy loop.
+WORK_LOOP_RESTART_SECONDS = 1.0
+
+
+def _work_until_shutdown(context: WorkerContext, queues: list[Queue], supervised: bool) -> None:
+    """RQ's work loop, on a new RQ worker each time it quits without a warm shutdown.
+
+    RQ 2.12 quits its loop on any error it does not expect, which a Redis outage longer than
+    the client's patience becomes: the running job gives up (~17 s after its first refused
+    command), then so does recording the job's failure (~17 s more). Ending the process then
+    would stop a single ``hitstream worker`` for good (nothing restarts it), and a supervisor
+    replaces only children that crash, not one that returns (tests/test_faults_redis.py)."""
+    log = logging.getLogger(__name__)
+    while True:
+        try:
+            BatchWorker(context, queues, supervised).work(logging_level=context.settings.log_level)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            # Registering or unregistering the RQ worker gave up too: Redis is still away.
+            log.warning("RQ's worker could not reach Redis: %s", error)
+        if context.shutdown_requested.is_set():
+            return
+        # Until the next RQ worker installs its handlers, a stop only sets the flag: the last
+        # worker's handlers would ask Redis, or raise, wherever this thread happens to be.
+        for signum in (signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, frame: context.shutdown_requested.set())
+        log.warning("RQ's work loop quit without a shutdown request; starting a new one")
+        if context.shutdown_requested.wait(WORK_LOOP_RESTART_SECONDS):
+            return
 
 
 # How often the supervisor looks for a child that died (and starts its replacement).

@@ -1,8 +1,8 @@
 """The store writer: the one process that owns an embedded store while enrichers hand it their
 processed batches (workers.delivery.HandOff).
 
-It reads the enriched stream through its consumer group, first what it held when it last
-stopped (its pending entries: a writer killed mid-batch re-reads them), then new batches.
+It reads the enriched stream through its consumer group, first what it holds (its pending
+entries: a writer killed mid-batch, or cut off from Redis, re-reads them), then new batches.
 Each batch is inserted (retrying while the store is unavailable, for as long as it takes:
 the batch is safe in Redis meanwhile) and then acknowledged in one transaction: the batch's
 lane entries, its dead letters, and its enriched entry. The insert carries the batch id as
@@ -59,6 +59,9 @@ class StoreWriter(threading.Thread):
                         self.context.redis.xack(keys.ENRICHED_STREAM, keys.ENRICHED_GROUP, entry_id)
             except redis.RedisError as error:
                 log.warning("store writer: Redis error, retrying: %s", error)
+                # The batch being stored or acknowledged stays pending in the group, which
+                # only a read from "0" returns: without it the batch waited for a restart.
+                held_first = True
                 self.stopped.wait(1.0)
             except ShutdownWhileWaiting:
                 return
