@@ -4,6 +4,7 @@ a free port (AOF on), never the developer's Redis and never fakeredis."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own (AOF on, free port): the test may stop, kill, restart
+    or freeze it (SIGSTOP) without stalling the tests sharing the session's server."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
+    server.start()
+    yield server
+    if server.process is not None:
+        os.kill(server.process.pid, signal.SIGCONT)  # in case the test left it frozen
+        server.stop()
 
 
 @pytest.fixture

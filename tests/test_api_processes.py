@@ -125,18 +125,14 @@ class OwnRedis:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path, hitstream_env: dict[str, str]) -> Iterator[OwnRedis]:
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    try:
-        control = redis.Redis.from_url(server.url)
-        site = add_site(control, "example.com")
-        secret, token = create_token(control, "outage")
-        grant(control, token.id, site.id, "owner")
-        env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url, "HITSTREAM_REDIS_TIMEOUT_MS": "250"}
-        yield OwnRedis(server, control, secret, env)
-    finally:
-        server.stop()
+def own_redis(own_redis: RedisServer, hitstream_env: dict[str, str]) -> OwnRedis:
+    """tests/conftest.py's own Redis, with a site and an owner token."""
+    control = redis.Redis.from_url(own_redis.url)
+    site = add_site(control, "example.com")
+    secret, token = create_token(control, "outage")
+    grant(control, token.id, site.id, "owner")
+    env = {**hitstream_env, "HITSTREAM_REDIS_URL": own_redis.url, "HITSTREAM_REDIS_TIMEOUT_MS": "250"}
+    return OwnRedis(own_redis, control, secret, env)
 
 
 def test_redis_outage_answers_503_within_the_timeout_and_recovers(own_redis: OwnRedis) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -26,16 +24,6 @@ from tests.ports import free_port
 from tests.traffic import ingest_token
 
 PASSWORD = "s3cret"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), data_dir=tmp_path)
-    server.start()
-    yield server
-    if server.process is not None:
-        os.kill(server.process.pid, signal.SIGCONT)  # in case a test left it frozen
-        server.stop()
 
 
 def assert_unavailable(response: object) -> None:

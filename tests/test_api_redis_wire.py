@@ -10,8 +10,6 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -20,16 +18,6 @@ from hitstream.redis_server import RedisServer
 from ingest_api.redis_wire import RedisWire, ReplyError, _ssl_context
 from shared.redis_client import redis_address
 from tests.ports import free_port
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), data_dir=tmp_path)
-    server.start()
-    yield server
-    if server.process is not None:
-        os.kill(server.process.pid, signal.SIGCONT)
-        server.stop()
 
 
 def run(coroutine_function, *args):  # type: ignore[no-untyped-def]

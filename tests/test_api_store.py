@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,6 @@ import redis
 
 from hitstream.redis_server import RedisServer
 from shared import keys
-from tests.conftest import free_port
 from tests.procs import Processes, query_store, stored_pages, wait_until
 from tests.traffic import ingest_token, pageview
 
@@ -57,16 +55,6 @@ def test_events_with_properties_round_trip_to_the_store(
         [bare["page_id"], "click", {}],
         [page_id, "signup", {"plan": "pro", "seats": "3", "trial": "true"}],
     ]
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own: it is paused (SIGSTOP), which must not stall other tests."""
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    yield server
-    os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 def test_pageview_retried_after_a_client_timeout_is_stored_once(

@@ -10,7 +10,6 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from shared import keys
 from shared.control.sites import site_for_domain
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
 from shared.lanes import LANE_KEYS, Lane
-from tests.ports import free_port
 from tests.procs import Api, Processes, Worker, drained, stored_pages, wait_until
 from tests.traffic import (
     Answers,
@@ -40,16 +38,6 @@ REDIS_TIMEOUT_MS = 250
 # Event-loop and scheduling delay a loaded 2-core CI machine adds on top of the timeout.
 TIMEOUT_SLACK_SECONDS = 0.75
 AOF_FSYNC_PERIOD_SECONDS = 1.0
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    yield server
-    if server.process is not None:
-        os.kill(server.process.pid, signal.SIGCONT)  # in case a test left it frozen
-    server.kill()
 
 
 def post(api: Api, secret: str, count: int, answers: Answers) -> Answers:
