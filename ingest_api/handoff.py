@@ -28,7 +28,8 @@ the same item (page_id, event identity, Idempotency-Key) is recognised and queue
 Idempotency (window ``settings.idempotency_window_seconds``): an envelope whose page_id the
 client chose carries a seen key; while that key lives, the same id is answered but not queued
 again. A request may carry an answer key (the batch endpoint's ``Idempotency-Key``): once
-accepted, its answer is stored there and a repeat gets the stored answer, nothing queued.
+accepted, its answer is stored there and a repeat gets the stored answer, nothing queued (the
+caller compares what the answer was stored for: ingest_api.idempotency_key).
 """
 
 from __future__ import annotations
