@@ -40,6 +40,10 @@ class IdempotencyKey(NamedTuple):
 
     def first_answer(self, stored_answer: bytes) -> bytes | None:
         """The stored answer when the key was first used for this same request, else None."""
+        if stored_answer.startswith(b"{"):
+            # Stored before fingerprints (a JSON answer alone): replayed as it was then, for
+            # one window after an upgrade, rather than refusing the retry of a queued batch.
+            return stored_answer
         if stored_answer[:FINGERPRINT_LENGTH] != self.fingerprint:
             return None
         return stored_answer[FINGERPRINT_LENGTH:]

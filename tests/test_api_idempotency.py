@@ -274,3 +274,12 @@ def test_after_the_window_a_key_may_be_used_for_another_body(redis_url: str, wor
         reused = post_batch(api, world.secret, OTHER, **KEY)
     assert (reused.status_code, reused.json()) == (202, {"accepted": 5, "rejected": []})
     assert queued_urls(world) == FIRST_URLS + OTHER_URLS
+
+
+def test_an_answer_stored_before_fingerprints_is_still_replayed_for_its_window(api: TestClient, world: World) -> None:
+    # What an API process of the previous release stored: the answer alone, no fingerprint.
+    earlier = b'{"accepted":3,"rejected":[]}'
+    world.redis.set(answer_key(world), earlier, ex=60)
+    retried = post_batch(api, world.secret, FIRST, **KEY)
+    assert (retried.status_code, retried.content) == (202, earlier)
+    assert queued_urls(world) == []
