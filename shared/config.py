@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,9 @@ class Settings:
     body_timeout_seconds: float = 30.0
     # Where ``hitstream worker`` serves its host's worker metrics (Prometheus text); None: nowhere.
     worker_metrics_port: int | None = None
+    # The address it listens on: loopback unless the operator opens it (as ``hitstream api --host``),
+    # e.g. 0.0.0.0 in a container that Prometheus scrapes from outside.
+    worker_metrics_host: str = "127.0.0.1"
 
 
 def _text(value: str) -> str:
@@ -123,6 +127,24 @@ def _port(value: str) -> int:
     if not 1 <= number <= 65535:
         raise ValueError("must be a port number from 1 to 65535")
     return number
+
+
+# One label of a host name (RFC 1123): letters, digits and inner hyphens, at most 63 characters.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _listen_host(value: str) -> str:
+    """An IP address or a host name to listen on (checked here; resolved when listening)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    # A last label of digits only is a malformed IP address (256.1.1.1), not a host name.
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError("must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name")
+    return value
 
 
 def _durability(value: str) -> Durability:
@@ -186,6 +208,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_HEADER_TIMEOUT": ("header_timeout_seconds", _positive_float),
     "HITSTREAM_BODY_TIMEOUT": ("body_timeout_seconds", _positive_float),
     "HITSTREAM_WORKER_METRICS_PORT": ("worker_metrics_port", _port),
+    "HITSTREAM_WORKER_METRICS_HOST": ("worker_metrics_host", _listen_host),
 }
 
 

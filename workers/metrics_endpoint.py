@@ -1,5 +1,6 @@
 """The worker host's metrics endpoint: every worker process of one ``hitstream worker`` summed
-on one port (HITSTREAM_WORKER_METRICS_PORT), with prometheus-client's multiprocess mode.
+on one port (HITSTREAM_WORKER_METRICS_PORT, on HITSTREAM_WORKER_METRICS_HOST: loopback unless
+opened), with prometheus-client's multiprocess mode.
 
 ``start`` makes a fresh directory, points PROMETHEUS_MULTIPROC_DIR at it and serves the
 directory's sum over HTTP from a thread of the calling process. The worker processes (this
@@ -37,8 +38,8 @@ class HostEndpoint:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start(port: int, address: str = "0.0.0.0") -> HostEndpoint:
-    """Serve the summed metrics of this host's worker processes on ``port``."""
+def start(port: int, address: str) -> HostEndpoint:
+    """Serve the summed metrics of this host's worker processes on ``address``:``port``."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the worker metrics directory was set")
     directory = tempfile.mkdtemp(prefix="hitstream-worker-metrics-")
@@ -49,8 +50,13 @@ def start(port: int, address: str = "0.0.0.0") -> HostEndpoint:
     registry = CollectorRegistry()
     registry.register(_ReadAgainWhileSizing(MultiProcessCollector(None, path=directory)))
     server, _ = start_http_server(port, addr=address, registry=registry)
-    log.info("worker metrics on port %d (all worker processes of this host)", port)
+    log.info("worker metrics on %s (all worker processes of this host)", listen_address(address, port))
     return HostEndpoint(directory, server)
+
+
+def listen_address(address: str, port: int) -> str:
+    """``address:port`` as an operator writes it (``[::1]:9108`` for an IPv6 address)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class _ReadAgainWhileSizing:

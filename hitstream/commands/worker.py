@@ -37,15 +37,19 @@ def worker(processes: int) -> None:
     metrics on HITSTREAM_WORKER_METRICS_PORT when set)."""
     from workers import metrics_endpoint
 
-    port = load_settings().worker_metrics_port
+    settings = load_settings()
+    port, host = settings.worker_metrics_port, settings.worker_metrics_host
     # First: the worker processes' metrics go to the endpoint's directory only if it is set
     # before anything imports prometheus_client (workers.metrics_endpoint).
-    try:
-        endpoint = metrics_endpoint.start(port) if port is not None else None
-    except OSError as error:
-        raise click.ClickException(
-            f"cannot serve worker metrics on port {port} (HITSTREAM_WORKER_METRICS_PORT): {error}"
-        ) from None
+    endpoint = None
+    if port is not None:
+        try:
+            endpoint = metrics_endpoint.start(port, host)
+        except OSError as error:
+            raise click.ClickException(
+                f"cannot serve worker metrics on {metrics_endpoint.listen_address(host, port)} "
+                f"(HITSTREAM_WORKER_METRICS_HOST, HITSTREAM_WORKER_METRICS_PORT): {error}"
+            ) from None
     try:
         _run_workers(processes)
     finally:
