@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from datetime import UTC, datetime
 
 import click
@@ -37,6 +38,10 @@ def worker(processes: int) -> None:
     metrics on HITSTREAM_WORKER_METRICS_PORT when set)."""
     from workers import metrics_endpoint
 
+    # Until the workers install their own handlers (RQ's warm shutdown, or run_processes's
+    # forwarding), a SIGTERM's default action would end this process at once, leaving the
+    # metrics directory behind; as an exception it runs the ``finally`` below first.
+    signal.signal(signal.SIGTERM, _stop_during_start_up)
     settings = load_settings()
     port, host = settings.worker_metrics_port, settings.worker_metrics_host
     # First: the worker processes' metrics go to the endpoint's directory only if it is set
@@ -55,6 +60,10 @@ def worker(processes: int) -> None:
     finally:
         if endpoint is not None:
             endpoint.stop()
+
+
+def _stop_during_start_up(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # the status a shell gives a process its signal ended
 
 
 def _run_workers(processes: int) -> None:
