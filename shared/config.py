@@ -36,6 +36,8 @@ class Settings:
     rate_limit: float = 100.0
     rate_burst: int = 200
     # Backpressure: above this many queued (unacknowledged) pageviews the API answers 503.
+    # Unset, both caps are derived from Redis's maxmemory at start when it has one
+    # (shared.queue_caps), never above these defaults.
     queue_max_depth: int = 1_000_000
     # The bulk lane's own cap (replays: shared.lanes); past it only bulk requests get 503.
     bulk_queue_max_depth: int = 2_000_000
@@ -81,6 +83,8 @@ class Settings:
     # The address it listens on: loopback unless the operator opens it (as ``hitstream api --host``),
     # e.g. 0.0.0.0 in a container that Prometheus scrapes from outside.
     worker_metrics_host: str = "127.0.0.1"
+    # The HITSTREAM_* variables the environment set; every other field holds its default.
+    variables_set: frozenset[str] = frozenset()
 
 
 def _text(value: str) -> str:
@@ -219,6 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raise ConfigError naming the first bad variable."""
     environ = os.environ if environ is None else environ
     values: dict[str, object] = {}
+    variables_set = set()
     for name, (attribute, parse) in _VARIABLES.items():
         raw = environ.get(name)
         if raw is None or raw.strip() == "":
@@ -227,6 +232,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[attribute] = parse(raw.strip())
         except ValueError as error:
             raise ConfigError(f"{name}={raw!r} is invalid: {error}") from None
+        variables_set.add(name)
+    values["variables_set"] = frozenset(variables_set)
     # GeoIP paths are optional and a missing file must not stop start-up (the worker warns
     # once and leaves geo fields empty), so they are kept as plain paths.
     for attribute in ("geoip_city_db", "geoip_asn_db"):

@@ -15,7 +15,8 @@ import click
 import orjson
 import redis
 
-from shared.config import load_settings
+from shared.config import Settings, load_settings
+from shared.queue_caps import check_caps
 from shared.redis_client import redis_client
 from shared.redis_safety import RedisSafety, check_redis, inspect_redis
 from shared.urls import redacted
@@ -70,8 +71,13 @@ def _run_workers(processes: int) -> None:
     from workers.process import Role, run_processes, run_worker_process
     from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
 
-    _checked_redis().close()
-    store_path = chdb_path(load_settings().clickhouse_url)
+    settings = load_settings()
+    client = _redis()
+    safety = _check(client, settings)
+    client.close()
+    # The workers do not use the caps; the warning is for an operator reading any process's log.
+    check_caps(settings, safety.maxmemory)
+    store_path = chdb_path(settings.clickhouse_url)
     if store_path is None:
         if processes == 1:
             run_worker_process()
@@ -106,15 +112,19 @@ def _redis() -> redis.Redis:
 
 def _checked_redis() -> redis.Redis:
     """``_redis()`` after the start-up check: refuses an evicting Redis (shared.redis_safety)."""
-    settings = load_settings()
     client = _redis()
+    _check(client, load_settings())
+    return client
+
+
+def _check(client: redis.Redis, settings: Settings) -> RedisSafety:
+    """The start-up check (shared.redis_safety), a Redis that does not answer named in one line."""
     try:
-        check_redis(client, settings)
+        return check_redis(client, settings)
     except (redis.ConnectionError, redis.TimeoutError) as error:
         raise click.ClickException(
             f"Redis does not answer at {redacted(settings.redis_url)} (set by HITSTREAM_REDIS_URL): {error}"
         ) from None
-    return client
 
 
 def _ids(ids: tuple[str, ...], all_: bool) -> list[str] | None:
