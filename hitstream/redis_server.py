@@ -41,33 +41,50 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
 
 
 class RedisServer:
-    """A redis-server child process with AOF on (``appendfsync everysec``) in ``data_dir``."""
+    """A redis-server child process with AOF on in ``data_dir``.
 
-    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1", extra: tuple[str, ...] = ()) -> None:
+    ``appendfsync always`` by default: what the default durability mode needs (a reply only
+    after its write is fsynced; shared.durability). With ``unix_socket`` it listens there
+    and on no TCP port, so a data directory has one address no other server can hold."""
+
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        extra: tuple[str, ...] = (),
+        appendfsync: str = "always",
+        unix_socket: Path | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.data_dir = Path(data_dir)
         # Further redis-server arguments; they come last, so a setting given here wins.
         self.extra = extra
+        self.appendfsync = appendfsync
+        self.unix_socket = unix_socket
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.unix_socket is not None:
+            return f"unix://{self.unix_socket}?db=0"
         return f"redis://{self.host}:{self.port}/0"
 
     def command(self) -> list[str]:
+        if self.unix_socket is not None:
+            listen = ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
+        else:
+            listen = ["--bind", self.host, "--port", str(self.port)]
         return [
             server_binary(),
-            "--bind",
-            self.host,
-            "--port",
-            str(self.port),
+            *listen,
             "--dir",
             str(self.data_dir),
             "--appendonly",
             "yes",
             "--appendfsync",
-            "everysec",
+            self.appendfsync,
             "--save",
             "",
             "--logfile",
@@ -90,7 +107,7 @@ class RedisServer:
         log = self.data_dir / "redis.log"
         detail = log.read_text()[-2000:] if log.exists() else ""
         self.stop()
-        raise RuntimeError(f"redis-server did not start on port {self.port}: {detail}")
+        raise RuntimeError(f"redis-server did not start at {self.url}: {detail}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Redis flushes the AOF before it exits."""

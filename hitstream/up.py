@@ -1,6 +1,8 @@
 """``hitstream up``: the whole pipeline on one machine, with one command.
 
-It starts a Redis server when none answers, runs the migrations, makes sure a demo site and
+It starts a Redis server when none answers (or, when the one answering at the default
+address cannot give the durability mode, its own under the data directory), runs the
+migrations, makes sure a demo site and
 token exist, then runs ``hitstream api`` and ``hitstream worker`` as child processes against
 the embedded store (``chdb://<data dir>/chdb``) and prints a ready ``curl`` command.
 
@@ -35,11 +37,12 @@ import redis
 from rq import Queue, Worker
 
 from hitstream.geoip_update import database_on_first_start
-from hitstream.redis_server import NoLocalRedis, RedisServer, ensure_redis
-from shared.config import DEFAULT_REDIS_URL, load_settings
+from hitstream.redis_server import NoLocalRedis, RedisServer, ensure_redis, redis_answers
+from shared.config import DEFAULT_REDIS_URL, Settings, load_settings
 from shared.control.grants import Permission, Role, can, grant, role_on_site
 from shared.control.sites import Site, add_site, site_for_domain
 from shared.control.tokens import ApiToken, create_token, token_key
+from shared.durability import durability_config, refusal
 from shared.keys import STORE_QUEUE
 from shared.redis_client import redis_client
 from shared.redis_safety import check_redis
@@ -105,6 +108,42 @@ class Child:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def start_redis(settings: Settings, data_dir: Path) -> tuple[str, RedisServer | None]:
+    """The Redis URL the pipeline uses, and the server ``up`` started for it (None: one that
+    already answered).
+
+    A Redis already answering is used when it can give the durability mode. One that cannot
+    (a machine's pre-started Redis without AOF) is never reconfigured: at the default address
+    ``up`` starts its own under the data directory, on a Unix socket there (one address per
+    data directory, so two ``up``s cannot share one AOF); at an address the operator chose,
+    it stops and says why."""
+    try:
+        started = ensure_redis(settings.redis_url, data_dir)
+    except NoLocalRedis as error:
+        raise click.ClickException(str(error)) from None
+    if started is not None:
+        return settings.redis_url, started
+    client = redis_client(settings.redis_url)
+    try:
+        reason = refusal(settings.durability, durability_config(client))
+    finally:
+        client.close()
+    if reason is None:
+        return settings.redis_url, None
+    if os.environ.get("HITSTREAM_REDIS_URL"):
+        raise click.ClickException(f"the Redis at HITSTREAM_REDIS_URL cannot be used: {reason}")
+    own = RedisServer(port=0, data_dir=data_dir, unix_socket=data_dir / "redis.sock")
+    click.echo(
+        f"hitstream up: not using the Redis at {redacted(settings.redis_url)} ({reason}); "
+        f"running one of its own under {data_dir}",
+        err=True,
+    )
+    if not redis_answers(own.url):
+        own.start()
+        return own.url, own
+    return own.url, None
 
 
 def demo_token(client: redis.Redis, data_dir: Path) -> str:
@@ -253,7 +292,7 @@ def up(port: int, host: str, data_dir: Path, workers: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     # An explicit HITSTREAM_CLICKHOUSE_URL (e.g. a ClickHouse server) wins over the embedded store.
     store_url = os.environ.get("HITSTREAM_CLICKHOUSE_URL") or f"chdb://{data_dir / 'chdb'}"
-    env = {**os.environ, "HITSTREAM_REDIS_URL": settings.redis_url, "HITSTREAM_CLICKHOUSE_URL": store_url}
+    env = {**os.environ, "HITSTREAM_CLICKHOUSE_URL": store_url}
     # Geo out of the box: a configured HITSTREAM_GEOIP_CITY_DB wins, else DB-IP City Lite under the data dir.
     if settings.geoip_city_db is None and (city_db := database_on_first_start(data_dir / "geoip")) is not None:
         env["HITSTREAM_GEOIP_CITY_DB"] = str(city_db)
@@ -264,12 +303,11 @@ def up(port: int, host: str, data_dir: Path, workers: int) -> None:
     redis_server: RedisServer | None = None
     api: Child | None = None
     worker: Child | None = None
-    client = redis_client(settings.redis_url)  # connects on first use
+    client: redis.Redis | None = None
     try:
-        try:
-            redis_server = ensure_redis(settings.redis_url, data_dir / "redis")
-        except NoLocalRedis as error:
-            raise click.ClickException(str(error)) from None
+        redis_url, redis_server = start_redis(settings, data_dir / "redis")
+        env["HITSTREAM_REDIS_URL"] = redis_url
+        client = redis_client(redis_url)
         check_redis(client, settings)  # a Redis already running may evict (shared.redis_safety)
         # Migrations run in their own process, which closes the chdb store before the worker opens it.
         if subprocess.run([*HITSTREAM, "migrate"], env=env, start_new_session=True).returncode != 0:
@@ -285,10 +323,10 @@ def up(port: int, host: str, data_dir: Path, workers: int) -> None:
             return
         origin = "started by hitstream up" if redis_server else "already running"
         click.echo(
-            f"\nhitstream is up: API {base_url}, Redis {redacted(settings.redis_url)} ({origin}),"
+            f"\nhitstream is up: API {base_url}, Redis {redacted(redis_url)} ({origin}),"
             f" store {redacted(store_url)}\n\n"
             f"Send a pageview:\n  {curl_command(base_url, secret)}\n\n"
-            f"See it stored (in another shell):\n  {stats_command(settings.redis_url, store_url, geoip_city_db)}\n\n"
+            f"See it stored (in another shell):\n  {stats_command(redis_url, store_url, geoip_city_db)}\n\n"
             f"The demo token is kept in {data_dir / 'demo-token'} (mode 0600) so the next up "
             "prints the same command. Ctrl-C stops everything.\n"
         )
@@ -299,5 +337,6 @@ def up(port: int, host: str, data_dir: Path, workers: int) -> None:
                     f"{exited.name} exited unexpectedly with code {exited.exit_code()}; stopped everything"
                 )
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         shut_down(api, worker, redis_server)

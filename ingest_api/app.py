@@ -38,9 +38,9 @@ def create_app(settings: Settings | None = None) -> Front:
     client = async_redis_client(settings.redis_url, timeout)  # lookups, readiness, metrics
     access = Access(client, settings.control_cache_seconds, timeout)
     metrics = Metrics()
-    wires = {lane: RedisWire(redis_address(settings.redis_url), timeout) for lane in Lane}
+    wires = {lane: RedisWire(redis_address(settings.redis_url), timeout, settings.durability) for lane in Lane}
     handoff = HandOff(wires, settings, metrics.handoff_seconds)
-    operations = Operations(client, metrics, settings.redis_timeout_ms)
+    operations = Operations(client, metrics, settings.redis_timeout_ms, settings.durability)
     empty_buckets = EmptyBuckets(settings.rate_limit, settings.rate_burst, verdict_age_seconds=timeout)
     intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies, empty_buckets)
     ingest: dict[str, Endpoint] = {
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Front:
         # still in flight every few requests, and everything every few thousand (5-8% less
         # CPU per request in an in-process measurement, ~2% more requests/s end to end).
         gc.set_threshold(*GC_THRESHOLDS)
+        await operations.check_durability()  # logs, at start, a Redis that cannot give the mode
         try:
             yield
         finally:

@@ -11,13 +11,13 @@ Answer: ``{"accepted": N, "rejected": [{"index": i, "status": s, "message": "...
 and retried page_ids (answered, queued once). The rate bucket is charged one item per item,
 valid or not (like refused single requests); a batch larger than the burst needs a full
 bucket and leaves it in debt (ingest_api/handoff.lua). With ``Idempotency-Key`` the accepted
-answer is kept for the idempotency window and a repeat gets it back (charged like any request),
-nothing queued again; a batch refused whole leaves no answer and no seen key in Redis.
+answer is kept for the idempotency window: a repeat of the same request gets it back, a request
+with another body gets 422 (ingest_api.idempotency_key); both are charged like any request and
+queue nothing. A batch refused whole leaves no answer and no seen key in Redis.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,13 +26,12 @@ import orjson
 
 from ingest_api import errors
 from ingest_api.answer import Answer, json_answer
-from ingest_api.errors import ApiError, BadRequest
-from ingest_api.handoff import Queued, StoredAnswer
+from ingest_api.errors import ApiError, BadRequest, error_response
+from ingest_api.handoff import Queued
+from ingest_api.idempotency_key import IdempotencyKey, idempotency_key
 from ingest_api.intake import Intake, queued
 from ingest_api.request import IngestRequest
 from ingest_api.validation import KeyOrderNeeded, decode_in_order, decode_json, pageview_from
-from shared import keys
-from shared.control.tokens import ApiToken
 
 MAX_BATCH_ITEMS = 1000
 MAX_BATCH_BYTES = 1 << 20
@@ -86,11 +85,12 @@ class BatchEndpoint:
         accepted = len(items) - len(rejected)
         answer = orjson.dumps({"accepted": accepted, "rejected": rejected})
         # A batch refused whole (400) leaves no stored answer: its retry is decided afresh.
-        stored = _stored_answer(request, token, answer) if accepted else None
+        key = idempotency_key(request, token, body, is_ndjson=is_ndjson) if accepted else None
+        stored = key.stored(answer) if key else None
         verdict = await self._intake.admit(
             subject, handed_off, cost=len(items), answer=stored, lane=lane, token_id=token.id
         )
-        return self._intake.answer(subject, verdict, batch_response(verdict.stored_answer or answer))
+        return self._intake.answer(subject, verdict, _answer(answer, key, verdict.stored_answer))
 
 
 def batch_items(body: bytes, *, is_ndjson: bool, decode: Callable[[bytes], Any] = decode_json) -> list[Any]:
@@ -118,6 +118,17 @@ def batch_response(answer: bytes) -> Answer:
     return json_answer(202 if orjson.loads(answer)["accepted"] else 400, answer)
 
 
+def _answer(answer: bytes, key: IdempotencyKey | None, stored_answer: bytes) -> Answer:
+    """This request's answer; when its key was used before, the first request's answer if
+    this is the same request, else 422."""
+    if key is None or not stored_answer:
+        return batch_response(answer)
+    first_answer = key.first_answer(stored_answer)
+    if first_answer is None:
+        return error_response(ApiError(422, errors.IDEMPOTENCY_KEY_REUSED))
+    return batch_response(first_answer)
+
+
 def _json_or_none(line: bytes, decode: Callable[[bytes], Any]) -> Any:
     try:
         return decode(line)
@@ -127,11 +138,3 @@ def _json_or_none(line: bytes, decode: Callable[[bytes], Any]) -> Any:
 
 def _media_type(request: IngestRequest) -> str:
     return request.headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-def _stored_answer(request: IngestRequest, token: ApiToken, answer: bytes) -> StoredAnswer | None:
-    idempotency_key = request.headers.get("idempotency-key")
-    if not idempotency_key:
-        return None
-    key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
-    return StoredAnswer(keys.BATCH_ANSWER.format(token_id=token.id, key_hash=key_hash), answer)

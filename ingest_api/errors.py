@@ -37,6 +37,7 @@ MISSING_NAME = "name is required"
 BAD_PROPERTIES = "properties must be a flat object of strings, numbers or booleans"
 BAD_BATCH = "batch must be a JSON array, or NDJSON with Content-Type: application/x-ndjson"
 EMPTY_BATCH = "batch must hold at least one item"
+IDEMPOTENCY_KEY_REUSED = "Idempotency-Key was already used with a different request body"  # 422
 
 
 def wrong_type(field: str, expected: str) -> str:

@@ -18,10 +18,18 @@ a replay keeps in flight on a shared connection.
 Every call is bounded by ``settings.redis_timeout_ms``: past it, or when Redis refuses the
 connection, the caller gets ``Unavailable`` (503), never a hang.
 
+Durability (shared.durability): in the modes that need fsync the wires refuse a Redis
+without ``appendfsync always`` (ingest_api.redis_wire), so a script call's reply comes after
+its fsync. In ``replicated`` mode a ``WAIT min_replicas replica_timeout_ms`` follows each
+script call on the same connection; when fewer replicas acknowledged in time, the requests
+it accepted are answered 503 instead of 202: their envelopes may be queued, and a retry of
+the same item (page_id, event identity, Idempotency-Key) is recognised and queued once.
+
 Idempotency (window ``settings.idempotency_window_seconds``): an envelope whose page_id the
 client chose carries a seen key; while that key lives, the same id is answered but not queued
 again. A request may carry an answer key (the batch endpoint's ``Idempotency-Key``): once
-accepted, its answer is stored there and a repeat gets the stored answer, nothing queued.
+accepted, its answer is stored there and a repeat gets the stored answer, nothing queued (the
+caller compares what the answer was stored for: ingest_api.idempotency_key).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from prometheus_client import Histogram
 from ingest_api.redis_wire import RedisWire, ReplyError
 from shared import keys
 from shared.config import Settings
+from shared.durability import Durability
 from shared.lanes import LANE_KEYS, LANES, Lane
 from shared.lua import NOW_MS
 
@@ -71,6 +80,8 @@ class Outcome(enum.IntEnum):
 
 
 _OUTCOMES = tuple(Outcome)  # by value, without the enum's slow call
+# The outcomes answered 202: what replicated mode must see on the replicas first.
+_PROMISING = frozenset({Outcome.ACCEPTED, Outcome.ANSWERED_BEFORE})
 
 
 class Verdict(NamedTuple):
@@ -127,6 +138,9 @@ class HandOff:
             keys.TOKEN_FIELD,
             settings.idempotency_window_seconds,
         )
+        replicated = settings.durability is Durability.REPLICATED
+        # WAIT's arguments after each script call, or None (no replicas to wait for).
+        self._wait = (settings.min_replicas, settings.replica_timeout_ms) if replicated else None
         self._waiting: dict[Lane, list[_Request]] = {lane: [] for lane in LANES}
         self._envelopes: dict[Lane, int] = dict.fromkeys(LANES, 0)  # in each lane's waiting batch
         self._sending: set[asyncio.Task[None]] = set()
@@ -181,7 +195,10 @@ class HandOff:
         arguments = self._call(batch)
         wire = self._wires[lane]
         call = wire.execute("EVALSHA", SCRIPT_SHA, *arguments)
-        task = asyncio.ensure_future(self._settle(batch, arguments, wire, call, time.perf_counter()), loop=self._loop)
+        replicas = None if self._wait is None else wire.execute("WAIT", *self._wait)
+        task = asyncio.ensure_future(
+            self._settle(batch, arguments, wire, call, replicas, time.perf_counter()), loop=self._loop
+        )
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -191,14 +208,24 @@ class HandOff:
         arguments: list[str | bytes | float | int],
         wire: RedisWire,
         call: Awaitable[Any],
+        replicas: Awaitable[Any] | None,
         sent: float,
     ) -> None:
-        """Await the batch's script call (bounded by the wire's timeout); settle every verdict."""
+        """Await the batch's script call and WAIT (bounded by the wire's timeout); settle every
+        verdict."""
+        acknowledged: Any = None
         try:
             reply = await call
             if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
                 # After a Redis restart or SCRIPT FLUSH EVALSHA ran nothing; EVAL runs and caches it.
+                if replicas is not None:
+                    await replicas  # it waited for nothing this call wrote
+                    replicas = None
                 reply = await wire.execute("EVAL", SCRIPT, *arguments)
+                if self._wait is not None:
+                    replicas = wire.execute("WAIT", *self._wait)
+            if replicas is not None:
+                acknowledged = await replicas
         except (ConnectionError, OSError, TimeoutError) as error:
             reply = error
         self._latency.observe(time.perf_counter() - sent)  # timeouts too: they are what it is for
@@ -208,10 +235,17 @@ class HandOff:
                 if not request.verdict.done():
                     request.verdict.set_exception(Unavailable(type(reply).__name__))
             return
+        needed = 0 if self._wait is None else self._wait[0]
+        unreplicated = needed > 0 and not (isinstance(acknowledged, int) and acknowledged >= needed)
+        if unreplicated:
+            log.warning("hand-off acknowledged by %s replicas, %d needed: answering 503", acknowledged, needed)
         for index, request in enumerate(batch):
             if not request.verdict.done():
                 outcome, remaining, reset, retry_after, stored = reply[index * 5 : index * 5 + 5]
-                request.verdict.set_result(Verdict(_OUTCOMES[outcome], remaining, reset, retry_after, stored))
+                if unreplicated and outcome in _PROMISING:
+                    request.verdict.set_exception(Unavailable("replicas did not acknowledge in time"))
+                else:
+                    request.verdict.set_result(Verdict(_OUTCOMES[outcome], remaining, reset, retry_after, stored))
 
     def _call(self, batch: list[_Request]) -> list[str | bytes | float | int]:
         """EVALSHA arguments after the SHA: key count, keys, then ARGV (see handoff.lua)."""

@@ -134,9 +134,10 @@ def _ingest_operation(
     bad_request: dict[str, Any] | None = None,
     parameters: list[dict[str, Any]] | None = None,
     site_statuses: bool = True,
+    more_responses: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An ingest route: same security and the same error answers on every one (the batch
-    route reports 403 and 404 per item, inside its 202 or 400)."""
+    """An ingest route: same security and the same error answers on every one, plus
+    ``more_responses`` (the batch route reports 403 and 404 per item, inside its 202 or 400)."""
     operation: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
@@ -180,6 +181,7 @@ def _ingest_operation(
         },
     }
     operation["parameters"] = [_LANE_PARAMETER, *(parameters or ())]
+    operation["responses"].update(more_responses or {})
     if not site_statuses:
         del operation["responses"]["404"]
         operation["responses"]["403"] = _error(
@@ -239,8 +241,9 @@ DOCUMENT: dict[str, Any] = {
                 'checks (rate limit, token, size, form, item count) answer with `{"message"}`; '
                 "then each item gets the single endpoint's checks and messages. Valid items are "
                 "queued together. The rate limit counts items; a batch larger than the burst "
-                "needs a full bucket. With `Idempotency-Key` a repeat within the idempotency "
-                "window gets the first answer back and queues nothing.",
+                "needs a full bucket. With `Idempotency-Key` a repeat of the same request (same "
+                "body bytes and form) within the idempotency window gets the first answer back and "
+                "queues nothing; another body under the same key gets 422 and queues nothing.",
                 {
                     "application/json": {
                         "schema": {
@@ -266,10 +269,20 @@ DOCUMENT: dict[str, Any] = {
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string"},
-                        "description": "Any client-chosen text; per token.",
+                        "description": "Any client-chosen text; per token. The first accepted "
+                        "request's answer is kept for the idempotency window, with a hash of its body.",
                     }
                 ],
                 site_statuses=False,
+                more_responses={
+                    "422": _error(
+                        "The `Idempotency-Key` was used within the idempotency window by an accepted "
+                        "request with another body (or the same bytes in the other form); nothing of "
+                        "this request is queued. Send it under a key of its own.",
+                        errors.IDEMPOTENCY_KEY_REUSED,
+                        _RATE_HEADERS,
+                    )
+                },
             )
         },
         "/healthz": {

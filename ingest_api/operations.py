@@ -1,12 +1,18 @@
-"""Endpoints for operators and orchestrators: liveness, readiness, metrics, API description."""
+"""Endpoints for operators and orchestrators: liveness, readiness, metrics, API description.
+
+Readiness includes durability: an API process whose Redis cannot give the durability mode
+(shared.durability) answers every pageview 503, so ``/readyz`` says so, naming the setting,
+and orchestrators send traffic elsewhere.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -17,16 +23,40 @@ from ingest_api.metrics import CONTENT_TYPE, Metrics
 from ingest_api.openapi import DOCUMENT
 from shared import keys
 from shared.backlog import BACKLOG_KEYS, BACKLOG_SCRIPT, parse_backlog
+from shared.durability import CONFIG_PATTERN, Durability, config_pairs, refusal
 from shared.redis_safety import RedisSafety, safety_from_info
 
 _OPENAPI_JSON = orjson.dumps(DOCUMENT)
 
+log = logging.getLogger(__name__)
+
 
 class Operations:
-    def __init__(self, redis: Redis, metrics: Metrics, timeout_ms: int) -> None:
+    def __init__(self, redis: Redis, metrics: Metrics, timeout_ms: int, durability: Durability) -> None:
         self._redis = redis
         self._metrics = metrics
         self._timeout = timeout_ms / 1000
+        self._durability = durability
+
+    async def durability_refusal(self) -> str | None:
+        """Why Redis cannot give the durability mode now, or None. Connection errors propagate."""
+        if not self._durability.needs_fsync:
+            return None
+        try:
+            config = config_pairs(await self._redis.config_get(CONFIG_PATTERN))
+        except ResponseError:  # CONFIG disabled or renamed (managed services)
+            return refusal(self._durability, None)
+        return refusal(self._durability, config)
+
+    async def check_durability(self) -> None:
+        """At start: one warning line when Redis cannot give the mode (requests will get 503)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                reason = await self.durability_refusal()
+        except (TimeoutError, RedisError, OSError):
+            return  # Redis away: the first request reports it
+        if reason is not None:
+            log.warning("refusing to answer 202: %s", reason)
 
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -35,8 +65,11 @@ class Operations:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.ping()
+                reason = await self.durability_refusal()
         except (TimeoutError, RedisError, OSError):
             return Response(error_body(errors.REDIS_NOT_READY), 503, media_type=JSON_MEDIA_TYPE)
+        if reason is not None:
+            return Response(error_body(reason), 503, media_type=JSON_MEDIA_TYPE)
         return PlainTextResponse("ready")
 
     async def metrics(self, request: Request) -> Response:

@@ -14,6 +14,12 @@ URL's host, port or socket, user, password, database and TLS options (an SSL con
 by redis-py from the URL's ``ssl_*`` options), or, for a Sentinel URL, the primary the
 sentinels name at each connection (redis-py's ``discover_master``).
 
+A wire given a durability mode that needs fsync (shared.durability) checks, on every new
+connection, that Redis runs ``appendonly yes`` + ``appendfsync always``; when it does not, the
+connection is refused with ``NotDurable`` (a ConnectionError, so the caller answers 503), one
+warning line names the setting, and for ``REFUSAL_SECONDS`` every command fails at once
+instead of connecting and asking again.
+
 Failure rules, so the caller can always answer (503) instead of hanging: connecting and every
 reply are bounded by ``timeout``; a timeout or a broken connection closes the connection and
 fails every command still waiting on it with ``ConnectionError``; the next command connects
@@ -25,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import ssl
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -36,9 +44,16 @@ import redis.connection
 import redis.exceptions
 from hiredis import ReplyError
 
+from shared.durability import CONFIG_PATTERN, Durability, NotDurable, config_pairs, refusal
 from shared.redis_client import RedisAddress
 
 __all__ = ["RedisWire", "ReplyError"]
+
+log = logging.getLogger(__name__)
+
+# After a Redis that cannot give the durability mode, commands fail at once for this long
+# before the next connection asks Redis again (an operator's fix is seen within a second).
+REFUSAL_SECONDS = 1.0
 
 Argument = bytes | str | int | float
 
@@ -97,8 +112,13 @@ class _Connection(asyncio.Protocol):
 class RedisWire:
     """Pipelined commands on one connection to ``address`` (shared.redis_client)."""
 
-    def __init__(self, address: RedisAddress, timeout_seconds: float) -> None:
+    def __init__(
+        self, address: RedisAddress, timeout_seconds: float, durability: Durability = Durability.RELAXED
+    ) -> None:
         self._address = address
+        self._durability = durability
+        self._refused: NotDurable | None = None
+        self._refused_until = 0.0  # time.monotonic()
         self._options = address.options
         self._timeout = timeout_seconds
         self._ssl = _ssl_context(address.options)
@@ -156,6 +176,8 @@ class RedisWire:
     async def _connected(self) -> _Connection:
         if self._connection is not None and not self._connection.closed:
             return self._connection
+        if self._refused is not None and time.monotonic() < self._refused_until:
+            raise self._refused
         if self._connecting is None:  # concurrent callers share one attempt
             self._connecting = asyncio.ensure_future(self._connect())
             self._connecting.add_done_callback(self._connect_done)
@@ -189,7 +211,8 @@ class RedisWire:
         return connection
 
     async def _handshake(self, connection: _Connection) -> None:
-        """AUTH and SELECT as the URL says, before any command uses the connection."""
+        """AUTH and SELECT as the URL says, and the durability check, before any command uses
+        the connection."""
         commands: list[bytes] = []
         if self._options.get("password") is not None:
             username = self._options.get("username")
@@ -197,12 +220,30 @@ class RedisWire:
             commands.append(hiredis.pack_command(("AUTH", *credentials)))
         if self._options.get("db"):
             commands.append(hiredis.pack_command(("SELECT", self._options["db"])))  # type: ignore[arg-type]
+        if self._durability.needs_fsync:
+            commands.append(hiredis.pack_command(("CONFIG", "GET", CONFIG_PATTERN)))  # type: ignore[arg-type]
         if not commands:
             return
-        for reply in await asyncio.gather(*connection.send(b"".join(commands), len(commands))):
+        replies = await asyncio.gather(*connection.send(b"".join(commands), len(commands)))
+        setup = replies[:-1] if self._durability.needs_fsync else replies
+        for reply in setup:
             if isinstance(reply, ReplyError):
                 connection.close()
                 raise ConnectionError(f"Redis refused the connection setup: {reply}")
+        if self._durability.needs_fsync:
+            config = replies[-1]
+            self._check_durability(connection, None if isinstance(config, ReplyError) else config_pairs(config))
+
+    def _check_durability(self, connection: _Connection, config: dict[str, str] | None) -> None:
+        reason = refusal(self._durability, config)
+        if reason is None:
+            self._refused = None
+            return
+        connection.close()
+        log.warning("refusing to answer 202: %s", reason)
+        self._refused = NotDurable(reason)
+        self._refused_until = time.monotonic() + REFUSAL_SECONDS
+        raise self._refused
 
 
 def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.durability import Durability
 from shared.redis_client import redis_address
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -44,6 +45,14 @@ class Settings:
     bulk_min_share: float = 0.1
     # How long the API waits for Redis before answering 503.
     redis_timeout_ms: int = 250
+    # What a 202 promises (shared.durability): fsynced in Redis's AOF, also on replicas, or
+    # only in Redis's memory.
+    durability: Durability = Durability.FSYNC
+    # replicated: the replicas that must acknowledge a write (WAIT) before its 202, and how
+    # long the API waits for them before answering 503 (below redis_timeout_ms, which bounds
+    # the whole call).
+    min_replicas: int = 1
+    replica_timeout_ms: int = 100
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # How long API processes and workers may serve control-plane data from memory.
     control_cache_seconds: float = 2.0
@@ -116,6 +125,13 @@ def _port(value: str) -> int:
     return number
 
 
+def _durability(value: str) -> Durability:
+    try:
+        return Durability(value.lower())
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(Durability)}") from None
+
+
 def _redis_url(value: str) -> str:
     redis_address(value)  # one server or a Sentinel service (shared.redis_client); ValueError says why not
     return value
@@ -152,6 +168,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_TOKEN_QUEUE_SHARE": ("token_queue_share", _fraction),
     "HITSTREAM_BULK_MIN_SHARE": ("bulk_min_share", _fraction),
     "HITSTREAM_REDIS_TIMEOUT_MS": ("redis_timeout_ms", _positive_int),
+    "HITSTREAM_DURABILITY": ("durability", _durability),
+    "HITSTREAM_MIN_REPLICAS": ("min_replicas", _positive_int),
+    "HITSTREAM_REPLICA_TIMEOUT_MS": ("replica_timeout_ms", _positive_int),
     "HITSTREAM_TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "HITSTREAM_CONTROL_CACHE_SECONDS": ("control_cache_seconds", _positive_float),
     "HITSTREAM_BATCH_SIZE": ("batch_size", _positive_int),
@@ -190,4 +209,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for attribute in ("geoip_city_db", "geoip_asn_db"):
         if attribute in values:
             values[attribute] = Path(str(values[attribute])).expanduser()
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    replicated = settings.durability is Durability.REPLICATED
+    if replicated and settings.replica_timeout_ms >= settings.redis_timeout_ms:
+        raise ConfigError(
+            f"HITSTREAM_REPLICA_TIMEOUT_MS={settings.replica_timeout_ms} is invalid: must be below "
+            f"HITSTREAM_REDIS_TIMEOUT_MS ({settings.redis_timeout_ms}), which bounds the whole hand-off"
+        )
+    return settings

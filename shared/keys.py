@@ -51,7 +51,8 @@ STORE_QUEUE = "hitstream-store"
 # <page_id>:<SHA-256 hex of the event name> (the pageview and each named event on a page
 # are distinct items; keys hold no client text beyond UUIDs).
 SEEN = f"{PREFIX}:seen:{{kind}}:{{site_id}}:{{item}}"
-# A batch's JSON answer under its Idempotency-Key (SHA-256 hex: keys hold no client text).
+# A batch's JSON answer under its Idempotency-Key (SHA-256 hex: keys hold no client text),
+# after the SHA-256 hex of the request it answered (ingest_api.idempotency_key).
 BATCH_ANSWER = f"{PREFIX}:idem:{{token_id}}:{{key_hash}}"
 
 # --- control plane ------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def test_openapi_documents_the_event_and_batch_routes(api: TestClient) -> None:
     }
     batch = paths["/api/ingest/server/pageviews"]["post"]
     # 403 only for a lane that is not the token's (per-item 403s are inside the 202 or 400).
-    assert set(batch["responses"]) == {"202", "400", "401", "403", "429", "431", "503"}
+    # 422: an Idempotency-Key that another body used.
+    assert set(batch["responses"]) == {"202", "400", "401", "403", "422", "429", "431", "503"}
     assert set(batch["requestBody"]["content"]) == {
         "application/json",
         "application/x-ndjson",

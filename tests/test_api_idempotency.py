@@ -1,18 +1,31 @@
 """Client retries (in-process, the suite's real Redis): what makes two requests the same item
 (a pageview's page_id; an event's event_id, else its page_id and name; per site), answered
-202 and queued once within the window, and never marked as seen by a refused request."""
+202 and queued once within the window, and never marked as seen by a refused request; and a
+batch's Idempotency-Key, which answers only the request it was first used for (another body:
+422, nothing queued)."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import hashlib
+from collections.abc import Callable
 from typing import Any
 
+import httpx
+import orjson
+import pytest
 from starlette.testclient import TestClient
 
+from ingest_api.app import create_app
+from ingest_api.openapi import BATCH_PATH
 from shared import keys
+from shared.config import Settings
 from shared.control.grants import grant
 from shared.control.sites import add_site
-from tests.endpoint import BODY, World, client_for, post
+from tests.endpoint import BODY, World, assert_error, client_for, post
+from tests.procs import wait_until
+from tests.test_api_batch import page, post_batch, queued_urls
+from tests.test_api_endpoint import evalsha_calls
 
 PAGE_ID = "2489e9ad-2ee2-8e00-8ec9-32d5f69181c0"
 RETRIED = {**BODY, "page_id": PAGE_ID}
@@ -131,8 +144,142 @@ def test_rate_limited_and_queue_full_requests_do_not_mark_the_id_as_seen(redis_u
 
 
 def test_after_the_window_the_same_page_id_is_queued_again(redis_url: str, world: World) -> None:
+    seen_key = f"hitstream:seen:pageview:{world.site.id}:{PAGE_ID}"
     with client_for(redis_url, idempotency_window_seconds=1) as api:
         assert post(api, world.secret, RETRIED).status_code == 202
-        time.sleep(1.1)
+        assert world.redis.exists(seen_key) == 1
+        wait_until(lambda: not world.redis.exists(seen_key), 10, "the page_id's seen key to expire")
         assert post(api, world.secret, RETRIED).status_code == 202
     assert [envelope.page_id for envelope in world.queued()] == [PAGE_ID, PAGE_ID]
+
+
+# --- Idempotency-Key: one request per key ------------------------------------------------
+
+KEY = {"Idempotency-Key": "replay-chunk-7"}
+FIRST = [page(0), page(1), page(2)]
+OTHER = [page(3), page(4), page(5), page(6), page(7)]
+FIRST_URLS = [f"https://example.com/page/{number}" for number in range(3)]
+OTHER_URLS = [f"https://example.com/page/{number}" for number in range(3, 8)]
+
+
+def answer_key(world: World) -> str:
+    key_hash = hashlib.sha256(KEY["Idempotency-Key"].encode()).hexdigest()
+    return keys.BATCH_ANSWER.format(token_id=world.token.id, key_hash=key_hash)
+
+
+def test_a_reused_idempotency_key_with_another_body_is_refused_with_422_and_nothing_of_it_is_queued(
+    redis_url: str, world: World
+) -> None:
+    with client_for(redis_url, rate_limit=0.001, rate_burst=200) as api:  # no refill between requests
+        first = post_batch(api, world.secret, FIRST, **KEY)
+        reused = post_batch(api, world.secret, OTHER, **KEY)
+        # The refusal left the first answer in place: the first body still gets it back.
+        again = post_batch(api, world.secret, FIRST, **KEY)
+    assert (first.status_code, first.json()) == (202, {"accepted": 3, "rejected": []})
+    assert_error(reused, 422, "Idempotency-Key was already used with a different request body")
+    assert reused.headers["RateLimit-Remaining"] == str(200 - 3 - 5)  # charged like any request
+    assert (again.status_code, again.content) == (202, first.content)
+    assert queued_urls(world) == FIRST_URLS
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+def test_the_same_body_under_the_same_key_gets_the_first_answer_and_is_queued_once(
+    api: TestClient, world: World, content_type: str
+) -> None:
+    items = [*FIRST, page(3, url="nope")]
+    body = orjson.dumps(items) if content_type == "application/json" else b"\n".join(map(orjson.dumps, items))
+    answers = [post_batch(api, world.secret, body, **KEY, **{"Content-Type": content_type}) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [202, 202, 202]
+    assert answers[0].json() == {
+        "accepted": 3,
+        "rejected": [{"index": 3, "status": 400, "message": "url must be an absolute http or https URL"}],
+    }
+    assert answers[1].content == answers[2].content == answers[0].content
+    assert queued_urls(world) == FIRST_URLS
+
+
+def one_field_changed() -> bytes:
+    return orjson.dumps([*FIRST[:2], {**FIRST[2], "timestamp": "2026-04-15T12:00:01Z"}])
+
+
+def keys_reordered() -> bytes:
+    return orjson.dumps([dict(reversed(item.items())) for item in FIRST])
+
+
+def spaced_out() -> bytes:
+    return orjson.dumps(FIRST, option=orjson.OPT_INDENT_2)
+
+
+@pytest.mark.parametrize("other_body", [one_field_changed, keys_reordered, spaced_out])
+def test_a_body_differing_in_any_byte_under_the_same_key_is_refused_with_422(
+    api: TestClient, world: World, other_body: Callable[[], bytes]
+) -> None:
+    """The raw bytes are compared, not the items they decode to (ingest_api.idempotency_key)."""
+    assert post_batch(api, world.secret, FIRST, **KEY).status_code == 202
+    assert_error(
+        post_batch(api, world.secret, other_body(), **KEY),
+        422,
+        "Idempotency-Key was already used with a different request body",
+    )
+    first_timestamp = world.queued()[0].timestamp_ms
+    assert [(envelope.url, envelope.timestamp_ms) for envelope in world.queued()] == [
+        (url, first_timestamp) for url in FIRST_URLS
+    ]
+
+
+def test_the_same_bytes_in_the_other_form_under_the_same_key_are_another_request(api: TestClient, world: World) -> None:
+    # Read as NDJSON these lines are five items, one of them valid: another request.
+    lines = b"[\n" + b",\n".join(map(orjson.dumps, FIRST)) + b"\n]"
+    assert post_batch(api, world.secret, lines, **KEY).json() == {"accepted": 3, "rejected": []}
+    as_ndjson = post_batch(api, world.secret, lines, **KEY, **{"Content-Type": "application/x-ndjson"})
+    assert_error(as_ndjson, 422, "Idempotency-Key was already used with a different request body")
+    assert queued_urls(world) == FIRST_URLS
+
+
+def test_another_body_under_a_key_of_its_own_is_accepted_and_queued(api: TestClient, world: World) -> None:
+    assert post_batch(api, world.secret, FIRST, **KEY).status_code == 202
+    assert post_batch(api, world.secret, OTHER, **KEY).status_code == 422
+    own_key = post_batch(api, world.secret, OTHER, **{"Idempotency-Key": "replay-chunk-8"})
+    assert (own_key.status_code, own_key.json()) == (202, {"accepted": 5, "rejected": []})
+    assert queued_urls(world) == FIRST_URLS + OTHER_URLS
+
+
+def test_two_bodies_under_one_key_decided_in_one_script_call_queue_only_the_accepted_one(
+    redis_url: str, world: World
+) -> None:
+    async def scenario() -> list[httpx.Response]:
+        settings = Settings(redis_url=redis_url, redis_timeout_ms=2000, control_cache_seconds=60)
+        app = create_app(settings)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            headers = {"Authorization": f"Bearer {world.secret}", **KEY}
+            await client.post(BATCH_PATH, json=[page(8)], headers=headers | {"Idempotency-Key": "warm-up"})
+            calls_before = evalsha_calls(world.redis)
+            responses = await asyncio.gather(
+                *(client.post(BATCH_PATH, json=body, headers=headers) for body in (FIRST, OTHER))
+            )
+            assert evalsha_calls(world.redis) - calls_before == 1
+            return list(responses)
+
+    first, other = asyncio.run(scenario())
+    assert sorted([first.status_code, other.status_code]) == [202, 422]
+    accepted_urls = FIRST_URLS if first.status_code == 202 else OTHER_URLS
+    assert queued_urls(world) == ["https://example.com/page/8", *accepted_urls]
+
+
+def test_after_the_window_a_key_may_be_used_for_another_body(redis_url: str, world: World) -> None:
+    with client_for(redis_url, idempotency_window_seconds=1) as api:
+        assert post_batch(api, world.secret, FIRST, **KEY).status_code == 202
+        assert world.redis.exists(answer_key(world)) == 1
+        wait_until(lambda: not world.redis.exists(answer_key(world)), 10, "the key's answer to expire")
+        reused = post_batch(api, world.secret, OTHER, **KEY)
+    assert (reused.status_code, reused.json()) == (202, {"accepted": 5, "rejected": []})
+    assert queued_urls(world) == FIRST_URLS + OTHER_URLS
+
+
+def test_an_answer_stored_before_fingerprints_is_still_replayed_for_its_window(api: TestClient, world: World) -> None:
+    # What an API process of the previous release stored: the answer alone, no fingerprint.
+    earlier = b'{"accepted":3,"rejected":[]}'
+    world.redis.set(answer_key(world), earlier, ex=60)
+    retried = post_batch(api, world.secret, FIRST, **KEY)
+    assert (retried.status_code, retried.content) == (202, earlier)
+    assert queued_urls(world) == []
