@@ -11,6 +11,8 @@ lost its record: the batch, re-claimed under the same id, was stored a second ti
 store writer fsyncs the current log of each table it inserted into before it reports the batch
 stored; the table's directory too, where the part's rename is (ClickHouse fsyncs the part's
 own directory, not the one holding its name), and the log directory when the log is a new file.
+Cost: median 1.9 ms per batch and table (p90 11 ms; the log 0.8, the table directory 0.3),
+timed inside write_batch on the shared 2-core VM; docs/reliability.md has the figures.
 
 Only an embedded store (``chdb://PATH``) has its files in this process's reach; a ClickHouse
 server's residual window is in docs/reliability.md.

@@ -8,6 +8,11 @@ The same code serves the embedded engine (``chdb://PATH``) and a ClickHouse serv
   parse, convert or accept, or a value the Arrow conversion cannot hold): the insert is split
   in halves until the refused rows are alone, and ``write_batch`` returns them with the
   store's error for the batch job to dead-letter, while every other row is stored.
+
+``write_batch`` returns once what it stored is durable: each part fsynced by ClickHouse (the
+tables' DURABLE_INSERT_SETTINGS, workers.store.schema) and, in an embedded store, the
+deduplication logs by the writer (workers.store.deduplication_logs). Only then may the
+caller acknowledge the batch in Redis, which forgets it.
 """
 
 from __future__ import annotations
@@ -91,11 +96,11 @@ class Refusals:
 
 
 class Store:
-    def __init__(self, client: Client, dsn: str, embedded: bool = False) -> None:
+    def __init__(self, client: Client, dsn: str) -> None:
         self._client = client
         self.dsn = redacted(dsn)
         # An embedded store's deduplication logs are files of this process to fsync.
-        self._deduplication_logs = DeduplicationLogs(self._data_paths) if embedded else None
+        self._deduplication_logs = DeduplicationLogs(self._data_paths) if chdb_path(dsn) is not None else None
 
     def migrate(self, cluster: str | None = None) -> list[str]:
         """Apply pending numbered migrations; return the labels applied (empty: up to date)."""
@@ -184,4 +189,4 @@ def open_store(dsn: str) -> Store:
             client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
     except (ClickHouseError, OSError) as error:
         raise StoreUnavailable(f"cannot open the store at {redacted(dsn)}: {error}") from error
-    return Store(client, dsn, embedded=path is not None)
+    return Store(client, dsn)
