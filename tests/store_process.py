@@ -6,7 +6,9 @@ Commands, one JSON object per line on stdin, each answered with one JSON line on
 ``{"migrate": true}`` -> the labels applied; ``{"write": BATCH_ID, "site": UUID, "pages":
 [PAGE_ID, ...]}`` -> the batch written through ``Store.write_batch`` (one pageview, one
 event and one drop per page, half of them in January 2026 and half in February, so every
-table gets two partitions), answered once it returned; ``{"stored": true}`` -> the stored
+table gets two partitions), answered once it returned (with ``"unsynced": true`` the writer
+leaves the deduplication logs unsynced, as a process killed between ClickHouse's rename of
+a part and the writer's fsync would); ``{"stored": true}`` -> the stored
 page_ids of pageviews and events and the sum of drop counts; ``{"fsync_settings": true}`` ->
 tests.stores.fsync_settings. The answers are read by ``StoreProcess``.
 """
@@ -58,14 +60,20 @@ class StoreProcess:
         return self.process.stdin, self.process.stdout
 
 
-def _write(store: Store, batch_id: str, site: str, pages: list[str]) -> int:
+def _write(store: Store, batch_id: str, site: str, pages: list[str], unsynced: bool) -> int:
     months = [utc(2026, 1, 31, 23, 59) if number % 2 else utc(2026, 2, 1, 0, 1) for number in range(len(pages))]
     rows = [pageview(site, month, page_id=page) for page, month in zip(pages, months, strict=True)]
     rows += [
         event(site, month, "signup", {"plan": "pro"}, page_id=page) for page, month in zip(pages, months, strict=True)
     ]
     drops = [Drop(site, DropReason.SPAM_REFERRER, month) for month in months]
-    refusals = store.write_batch(batch_id, rows, drops)
+    logs = store._deduplication_logs
+    if unsynced:
+        store._deduplication_logs = None
+    try:
+        refusals = store.write_batch(batch_id, rows, drops)
+    finally:
+        store._deduplication_logs = logs
     return len(refusals.rows) + len(refusals.drops)
 
 
@@ -84,7 +92,8 @@ def main() -> None:
         if "migrate" in command:
             answer: Any = store.migrate()
         elif "write" in command:
-            answer = {"refused": _write(store, command["write"], command["site"], command["pages"])}
+            refused = _write(store, command["write"], command["site"], command["pages"], command.get("unsynced", False))
+            answer = {"refused": refused}
         elif "stored" in command:
             answer = _stored(store)
         else:

@@ -54,9 +54,9 @@ def batches() -> dict[str, list[str]]:
     return {f"b:{uuid.uuid4()}": [str(uuid.uuid4()) for _ in range(PER_BATCH)] for _ in range(BATCHES)}
 
 
-def write(store: StoreProcess, site: str, written: dict[str, list[str]]) -> None:
+def write(store: StoreProcess, site: str, written: dict[str, list[str]], unsynced: bool = False) -> None:
     for batch_id, pages in written.items():
-        assert store.ask(write=batch_id, site=site, pages=pages) == {"refused": 0}
+        assert store.ask(write=batch_id, site=site, pages=pages, unsynced=unsynced) == {"refused": 0}
 
 
 def each_once(*written: dict[str, list[str]]) -> dict[str, object]:
@@ -91,6 +91,24 @@ def test_a_batch_written_again_after_a_power_cut_under_its_id_is_stored_once(sto
     more = batches()
     write(store_disk.process, site, more)
     assert store_disk.process.ask(stored=True) == each_once(written, more)
+
+
+def test_a_batch_cut_between_its_insert_and_the_log_fsync_is_stored_once_when_written_again(
+    store_disk: StoreDisk,
+) -> None:
+    store_disk.process.ask(migrate=True)
+    site = str(uuid.uuid4())
+    written = batches()
+    write(store_disk.process, site, written)
+    # The cut lands after ClickHouse renamed the last batch's parts into place, before the
+    # writer fsynced their deduplication records: the parts survive, the records do not.
+    last = {f"b:{uuid.uuid4()}": [str(uuid.uuid4()) for _ in range(PER_BATCH)]}
+    write(store_disk.process, site, last, unsynced=True)
+
+    store_disk.power_cut()
+    write(store_disk.process, site, {**written, **last})
+
+    assert store_disk.process.ask(stored=True) == each_once(written, last)
 
 
 def test_a_power_cut_right_after_migrate_leaves_a_store_that_opens_and_finds_its_schema(
