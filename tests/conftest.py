@@ -17,9 +17,10 @@ from hitstream.redis_server import RedisServer
 from tests.ports import free_port
 
 # Fixtures defined next to their helpers, for every test module: ``processes`` (real
-# ``hitstream`` processes), ``store_dsn`` / ``store`` (an embedded store) and
-# ``clickhouse_http`` (a ClickHouse HTTP interface over a chdb store, in its own process).
-pytest_plugins = ["tests.procs", "tests.stores", "tests.clickhouse_http", "tests.endpoint"]
+# ``hitstream`` processes), ``store_dsn`` / ``store`` (an embedded store),
+# ``clickhouse_http`` (a ClickHouse HTTP interface over a chdb store, in its own process),
+# ``lazyfs`` (a directory on LazyFS, whose power can be cut).
+pytest_plugins = ["tests.procs", "tests.stores", "tests.clickhouse_http", "tests.endpoint", "tests.lazyfs"]
 
 # Property tests check answers, not speed: on two cores shared with the suite's servers an
 # example can take longer than Hypothesis's default 200 ms deadline and fail for that alone.

@@ -8,13 +8,20 @@ The same code serves the embedded engine (``chdb://PATH``) and a ClickHouse serv
   parse, convert or accept, or a value the Arrow conversion cannot hold): the insert is split
   in halves until the refused rows are alone, and ``write_batch`` returns them with the
   store's error for the batch job to dead-letter, while every other row is stored.
+
+``write_batch`` returns once what it stored is durable: each part fsynced by ClickHouse (the
+tables' DURABLE_INSERT_SETTINGS, workers.store.schema) and, in an embedded store, the
+deduplication logs by the writer (workers.store.deduplication_logs). Only then may the
+caller acknowledge the batch in Redis, which forgets it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -24,10 +31,13 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 from shared.urls import redacted
 from workers.records import Drop, PageviewRow
 from workers.store.blocks import Block, PreparedBatch, prepare_batch
+from workers.store.deduplication_logs import DeduplicationLogs
 from workers.store.dsn import chdb_path, chdb_path_in_use
 from workers.store.migrations import apply_migrations
-from workers.store.schema import DROP_COUNTS
+from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS
 from workers.store.stats import query_site_stats
+
+log = logging.getLogger(__name__)
 
 # Every insert of a batch carries a token derived from the batch id as
 # insert_deduplication_token: ClickHouse drops a block whose token it saw recently in that
@@ -92,6 +102,8 @@ class Store:
     def __init__(self, client: Client, dsn: str) -> None:
         self._client = client
         self.dsn = redacted(dsn)
+        # An embedded store's deduplication logs are files of this process to fsync.
+        self._deduplication_logs = DeduplicationLogs(self._data_paths) if chdb_path(dsn) is not None else None
 
     def migrate(self, cluster: str | None = None) -> list[str]:
         """Apply pending numbered migrations; return the labels applied (empty: up to date)."""
@@ -145,6 +157,37 @@ class Store:
             if error.code in REFUSAL_CODES:
                 raise _Refused(str(error)) from error
             raise
+        if self._deduplication_logs is not None:
+            self._deduplication_logs.sync(block.table.name)
+
+    def detach_unrecorded_parts(self) -> list[str]:
+        """In an embedded store, detach every part an insert left without its deduplication
+        record (a power cut between ClickHouse's rename of the part and the writer's fsync of
+        the log): its batch was not acknowledged, so it comes back and, without this, would be
+        stored a second time. Returns the parts detached, as "table/part"."""
+        if self._deduplication_logs is None:
+            return []
+        detached = []
+        for table in (PAGEVIEWS, EVENTS, DROP_COUNTS):
+            newest = self._deduplication_logs.last_recorded_block(table.name)
+            if newest is None:
+                continue
+            result = self._client.query(
+                "SELECT name FROM system.parts WHERE database = currentDatabase() AND table = {table:String}"
+                " AND active AND min_block_number > {newest:UInt64} ORDER BY name",
+                parameters={"table": table.name, "newest": newest},
+            )
+            for (part,) in result.result_rows:
+                self._client.command(f"ALTER TABLE {table.name} DETACH PART '{part}'")
+                detached.append(f"{table.name}/{part}")
+        return detached
+
+    def _data_paths(self, table: str) -> list[Path]:
+        result = self._client.query(
+            "SELECT data_paths FROM system.tables WHERE database = currentDatabase() AND name = {table:String}",
+            parameters={"table": table},
+        )
+        return [Path(path) for (paths,) in result.result_rows for path in paths]
 
     def site_stats(self, site_id: str, date_from: date | None, date_to: date | None, limit: int = 10) -> dict[str, Any]:
         """Totals and top lists for one site between two dates (inclusive, UTC)."""
@@ -162,6 +205,9 @@ def open_store(dsn: str) -> Store:
     path = chdb_path(dsn)
     if path is not None and chdb_path_in_use(path):
         raise StoreUnavailable(f"the chdb store at {path} is open in another process (only one process may open it)")
+    # The engine deletes its status file when it shuts down cleanly: one left behind means
+    # the last process was killed or lost power, maybe in the middle of an insert.
+    interrupted = path is not None and (path / "status").exists()
     try:
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
@@ -171,4 +217,19 @@ def open_store(dsn: str) -> Store:
             client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
     except (ClickHouseError, OSError) as error:
         raise StoreUnavailable(f"cannot open the store at {redacted(dsn)}: {error}") from error
-    return Store(client, dsn)
+    store = Store(client, dsn)
+    if interrupted:
+        try:
+            detached = store.detach_unrecorded_parts()
+        except (ClickHouseError, OSError) as error:
+            store.close()
+            raise StoreUnavailable(
+                f"cannot check the store at {redacted(dsn)} after an interruption: {error}"
+            ) from error
+        if detached:
+            log.warning(
+                "detached %s: inserted right before the store was interrupted, without a durable deduplication"
+                " record; their batches come back and are stored again (ALTER TABLE ... ATTACH PART restores one)",
+                ", ".join(detached),
+            )
+    return store
