@@ -39,7 +39,7 @@ import enum
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -208,7 +208,7 @@ class HandOff:
         arguments: list[str | bytes | float | int],
         wire: RedisWire,
         call: Awaitable[Any],
-        replicas: Awaitable[Any] | None,
+        replicas: Coroutine[Any, Any, Any] | None,
         sent: float,
     ) -> None:
         """Await the batch's script call and WAIT (bounded by the wire's timeout); settle every
@@ -228,6 +228,8 @@ class HandOff:
                 acknowledged = await replicas
         except (ConnectionError, OSError, TimeoutError) as error:
             reply = error
+            if replicas is not None:
+                replicas.close()  # never sent, or its reply failed with the connection
         self._latency.observe(time.perf_counter() - sent)  # timeouts too: they are what it is for
         if isinstance(reply, BaseException):  # ReplyError too: the script refused, nothing written
             log.warning("hand-off to Redis failed: %s", type(reply).__name__)

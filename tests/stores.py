@@ -12,6 +12,8 @@ import pytest
 
 from workers.records import PAGEVIEW_COLUMNS, EventRow, PageviewRow
 from workers.store import Store, open_store
+from workers.store.migrations import MIGRATIONS
+from workers.store.schema import DURABLE_INSERT_SETTINGS, SCHEMA_MIGRATIONS, create_table
 
 
 @pytest.fixture
@@ -47,6 +49,46 @@ def event(site_id: str, timestamp: datetime, name: str, properties: dict[str, st
 
 def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)
+
+
+def migrate_as_before_durable_inserts(store: Store) -> None:
+    """Bring ``store`` to migration 3 as a hitstream before DURABLE_INSERT_SETTINGS left it:
+    the same tables without those settings, migrations 1-3 recorded."""
+    earlier = [migration for migration in MIGRATIONS if migration.version <= 3]
+    statements = create_table(SCHEMA_MIGRATIONS, None)
+    for migration in earlier:
+        statements.extend(migration.statements(None))
+    for statement in statements:
+        assert f", {DURABLE_INSERT_SETTINGS}" in statement
+        store._client.command(statement.replace(f", {DURABLE_INSERT_SETTINGS}", ""))
+    store._client.insert(
+        SCHEMA_MIGRATIONS.name,
+        [(migration.version, migration.label, datetime.now(UTC)) for migration in earlier],
+        column_names=SCHEMA_MIGRATIONS.column_names,
+        settings={"async_insert": 0},
+    )
+
+
+# What fsync_settings answers for a migrated store: every table fsyncs the parts inserts write.
+DURABLE_TABLES = {
+    "pageviews": ("MergeTree", "1", "1"),
+    "events": ("MergeTree", "1", "1"),
+    "drop_counts": ("SummingMergeTree", "1", "1"),
+    "schema_migrations": ("MergeTree", "1", "1"),
+}
+
+
+def fsync_settings(store: Store) -> dict[str, tuple[str, str | None, str | None]]:
+    """Per table of the store: its engine, and fsync_after_insert and fsync_part_directory as
+    SHOW CREATE TABLE states them (None: not set, ClickHouse's default 0)."""
+    tables = query(store, "SELECT name, engine FROM system.tables WHERE database = currentDatabase()")
+    found = {}
+    for name, engine in tables:
+        ((create,),) = query(store, f"SHOW CREATE TABLE {name}")
+        clause = create.rpartition("\nSETTINGS ")[2] if "\nSETTINGS " in create else ""
+        settings = dict(item.split(" = ") for item in clause.split(", ") if " = " in item)
+        found[name] = (engine, settings.get("fsync_after_insert"), settings.get("fsync_part_directory"))
+    return found
 
 
 def query(store: Store, sql: str, **parameters: Any) -> list[tuple[Any, ...]]:

@@ -21,7 +21,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from shared import keys
 from tests.clickhouse_http import OUTAGES, ClickHouseHttp
 from tests.procs import HITSTREAM, Processes, wait_until
-from tests.stores import event, pageview, utc
+from tests.stores import DURABLE_TABLES, event, fsync_settings, migrate_as_before_durable_inserts, pageview, utc
 from tests.traffic import exact_count, ingest_token, post_pageviews
 from workers.records import Drop, DropReason
 from workers.store import Store, StoreUnavailable, open_store
@@ -60,6 +60,8 @@ def test_migrate_over_http_twice_creates_the_schema_once_then_finds_it_up_to_dat
         "0002_create_drop_counts",
         "applied",
         "0003_create_events",
+        "applied",
+        "0004_fsync_inserted_parts",
     ]
     second = migrate(hitstream_env, clickhouse_http.dsn())
     assert second.returncode == 0, second.stderr
@@ -67,7 +69,24 @@ def test_migrate_over_http_twice_creates_the_schema_once_then_finds_it_up_to_dat
 
     tables = {row[0] for row in clickhouse_http.query("SHOW TABLES")}
     assert tables == TABLES
-    assert clickhouse_http.query("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,)]
+    assert clickhouse_http.query("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,), (4,)]
+    opened = open_store(clickhouse_http.dsn())
+    try:
+        assert fsync_settings(opened) == DURABLE_TABLES
+    finally:
+        opened.close()
+
+
+def test_migrate_over_http_gives_tables_made_before_the_fsync_settings_those_settings(
+    clickhouse_http: ClickHouseHttp,
+) -> None:
+    opened = open_store(clickhouse_http.dsn())
+    try:
+        migrate_as_before_durable_inserts(opened)
+        assert opened.migrate() == ["0004_fsync_inserted_parts"]
+        assert fsync_settings(opened) == DURABLE_TABLES
+    finally:
+        opened.close()
 
 
 def _mixed_batch() -> tuple[list, list[Drop]]:

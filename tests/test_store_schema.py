@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hitstream.main import cli
-from tests.stores import query
+from tests.stores import DURABLE_TABLES, fsync_settings, migrate_as_before_durable_inserts, query
 from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS
 from workers.store import Store, open_store
 from workers.store.migrations import MIGRATIONS, migration_ddl
@@ -36,7 +36,12 @@ UTM_COLUMNS = {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_cont
 def test_migrate_applies_each_migration_once_and_records_it(store_dsn: str) -> None:
     opened = open_store(store_dsn)
     try:
-        assert opened.migrate() == ["0001_create_pageviews", "0002_create_drop_counts", "0003_create_events"]
+        assert opened.migrate() == [
+            "0001_create_pageviews",
+            "0002_create_drop_counts",
+            "0003_create_events",
+            "0004_fsync_inserted_parts",
+        ]
         assert opened.migrate() == []
         recorded = query(opened, "SELECT version, name FROM schema_migrations ORDER BY version")
     finally:
@@ -164,7 +169,7 @@ def test_cluster_ddl_is_replicated_and_distributed() -> None:
 def test_every_generated_statement_is_valid_clickhouse_sql(store: Store, cluster: str | None) -> None:
     for statement in migration_ddl(cluster):
         ((formatted,),) = query(store, "SELECT formatQuery({statement:String})", statement=statement)
-        assert formatted.startswith("CREATE TABLE IF NOT EXISTS")
+        assert formatted.startswith(("CREATE TABLE IF NOT EXISTS", "ALTER TABLE"))
 
 
 def test_migrate_print_shows_ddl_and_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,7 +177,8 @@ def test_migrate_print_shows_ddl_and_touches_nothing(tmp_path: Path, monkeypatch
     monkeypatch.setenv("HITSTREAM_CLICKHOUSE_URL", f"chdb://{path}")
     result = CliRunner().invoke(cli, ["migrate", "--cluster", "analytics", "--print"])
     assert result.exit_code == 0, result.output
-    assert result.output.count("CREATE TABLE IF NOT EXISTS") == len(migration_ddl("analytics"))
+    statements = migration_ddl("analytics")
+    assert result.output.count("CREATE TABLE IF NOT EXISTS") + result.output.count("ALTER TABLE") == len(statements)
     assert "ON CLUSTER `analytics`" in result.output
     assert not path.exists()
 
@@ -185,6 +191,7 @@ def test_migrate_command_applies_then_reports_up_to_date(store_dsn: str, monkeyp
         "applied 0001_create_pageviews",
         "applied 0002_create_drop_counts",
         "applied 0003_create_events",
+        "applied 0004_fsync_inserted_parts",
     ]
     second = CliRunner().invoke(cli, ["migrate"])
     assert second.output.strip() == "schema is up to date"
@@ -194,3 +201,41 @@ def test_migrate_rejects_a_bad_cluster_name() -> None:
     result = CliRunner().invoke(cli, ["migrate", "--cluster", "x'; DROP", "--print"])
     assert result.exit_code == 2
     assert "--cluster" in result.output
+
+
+def test_every_table_of_a_new_store_fsyncs_the_parts_an_insert_writes(store: Store) -> None:
+    assert fsync_settings(store) == DURABLE_TABLES
+
+
+def test_a_store_made_before_the_fsync_settings_gets_them_from_the_next_migrate(store_dsn: str) -> None:
+    opened = open_store(store_dsn)
+    try:
+        migrate_as_before_durable_inserts(opened)
+        assert set(fsync_settings(opened).values()) == {
+            ("MergeTree", None, None),
+            ("SummingMergeTree", None, None),
+        }
+        assert opened.migrate() == ["0004_fsync_inserted_parts"]
+        assert fsync_settings(opened) == DURABLE_TABLES
+        assert opened.migrate() == []
+    finally:
+        opened.close()
+
+
+def test_cluster_ddl_gives_every_replicated_table_the_fsync_settings() -> None:
+    statements = migration_ddl("analytics")
+    creates = [statement for statement in statements if "MergeTree(" in statement]
+    assert len(creates) == 4
+    assert all(
+        statement.endswith(
+            "SETTINGS replicated_deduplication_window = 10000, fsync_after_insert = 1, fsync_part_directory = 1"
+        )
+        for statement in creates
+    )
+    settings = "MODIFY SETTING fsync_after_insert = 1, fsync_part_directory = 1"
+    assert [statement for statement in statements if statement.startswith("ALTER")] == [
+        f"ALTER TABLE schema_migrations ON CLUSTER `analytics` {settings}",
+        f"ALTER TABLE pageviews_local ON CLUSTER `analytics` {settings}",
+        f"ALTER TABLE drop_counts_local ON CLUSTER `analytics` {settings}",
+        f"ALTER TABLE events_local ON CLUSTER `analytics` {settings}",
+    ]

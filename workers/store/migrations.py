@@ -19,6 +19,7 @@ from workers.store.schema import (
     PAGEVIEWS,
     SCHEMA_MIGRATIONS,
     create_table,
+    make_inserts_durable,
 )
 
 
@@ -37,6 +38,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create_pageviews", lambda cluster: create_table(PAGEVIEWS, cluster)),
     Migration(2, "create_drop_counts", lambda cluster: create_table(DROP_COUNTS, cluster)),
     Migration(3, "create_events", lambda cluster: create_table(EVENTS, cluster)),
+    Migration(
+        4,
+        "fsync_inserted_parts",
+        lambda cluster: [
+            statement
+            for table in (SCHEMA_MIGRATIONS, PAGEVIEWS, DROP_COUNTS, EVENTS)
+            for statement in make_inserts_durable(table, cluster)
+        ],
+    ),
 )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -24,6 +25,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 from shared.urls import redacted
 from workers.records import Drop, PageviewRow
 from workers.store.blocks import Block, PreparedBatch, prepare_batch
+from workers.store.deduplication_logs import DeduplicationLogs
 from workers.store.dsn import chdb_path, chdb_path_in_use
 from workers.store.migrations import apply_migrations
 from workers.store.schema import DROP_COUNTS
@@ -89,9 +91,11 @@ class Refusals:
 
 
 class Store:
-    def __init__(self, client: Client, dsn: str) -> None:
+    def __init__(self, client: Client, dsn: str, embedded: bool = False) -> None:
         self._client = client
         self.dsn = redacted(dsn)
+        # An embedded store's deduplication logs are files of this process to fsync.
+        self._deduplication_logs = DeduplicationLogs(self._data_paths) if embedded else None
 
     def migrate(self, cluster: str | None = None) -> list[str]:
         """Apply pending numbered migrations; return the labels applied (empty: up to date)."""
@@ -115,6 +119,8 @@ class Store:
                 # By name: a block that crossed processes holds a copy of its table.
                 counted = block.table.name == DROP_COUNTS.name
                 self._insert_or_halve(block, refused_counts if counted else refused_rows)
+            if self._deduplication_logs is not None:
+                self._deduplication_logs.sync({block.table.name for block in prepared.blocks})
         except (ClickHouseError, OSError) as error:
             raise StoreUnavailable(f"batch {prepared.batch_id} was not stored in {self.dsn}: {error}") from error
         refusals = Refusals(rows=refused_rows)
@@ -146,6 +152,13 @@ class Store:
                 raise _Refused(str(error)) from error
             raise
 
+    def _data_paths(self, table: str) -> list[Path]:
+        result = self._client.query(
+            "SELECT data_paths FROM system.tables WHERE database = currentDatabase() AND name = {table:String}",
+            parameters={"table": table},
+        )
+        return [Path(path) for (paths,) in result.result_rows for path in paths]
+
     def site_stats(self, site_id: str, date_from: date | None, date_to: date | None, limit: int = 10) -> dict[str, Any]:
         """Totals and top lists for one site between two dates (inclusive, UTC)."""
         try:
@@ -171,4 +184,4 @@ def open_store(dsn: str) -> Store:
             client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
     except (ClickHouseError, OSError) as error:
         raise StoreUnavailable(f"cannot open the store at {redacted(dsn)}: {error}") from error
-    return Store(client, dsn)
+    return Store(client, dsn, embedded=path is not None)
