@@ -59,7 +59,10 @@ class LazyFS:
 
     @property
     def mounted(self) -> bool:
-        return os.path.ismount(self.mount_dir)
+        """In the mount table (also a mount whose LazyFS died: its calls fail until unmounted)."""
+        mount_point = str(self.mount_dir).encode()
+        with open("/proc/self/mounts", "rb") as mounts:
+            return any(line.split(b" ")[1] == mount_point for line in mounts)
 
     def mount(self) -> None:
         """Start LazyFS in the background; return once the mount is in place."""
@@ -75,15 +78,7 @@ class LazyFS:
 
     def power_cut(self) -> None:
         """Drop every write not yet fsynced; return once LazyFS says it has."""
-        assert self.process is not None, "not mounted"
-        # LazyFS holds the faults FIFO open from its start: this open does not block, and
-        # fails (ENXIO) only if LazyFS is not there to read it.
-        wait_until(self._listening, SECONDS, "LazyFS to open its faults FIFO")
-        fd = os.open(self._faults, os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, b"lazyfs::clear-cache\n")
-        finally:
-            os.close(fd)
+        self._command("lazyfs::clear-cache")
         answer = b""
         deadline = time.monotonic() + SECONDS
         while not answer.endswith(CUT_DONE):
@@ -92,6 +87,28 @@ class LazyFS:
             if select.select([self._done_fd], [], [], 0.1)[0]:
                 answer += os.read(self._done_fd, 4096)
         assert answer == CUT_DONE, answer
+
+    def cut_after(self, operation: str, path_pattern: str) -> None:
+        """Arm a cut at a precise moment: right after the next ``operation`` (rename, write,
+        fsync, ...) on a path matching ``path_pattern`` (a regular expression), LazyFS drops
+        every unsynced write and dies; the mount then fails every call (ENOTCONN) until it
+        is unmounted and mounted again. ``cut_happened`` says when."""
+        self._command(f"lazyfs::crash::timing=after::op={operation}::from_rgx={path_pattern}")
+
+    def cut_happened(self) -> bool:
+        assert self.process is not None, "not mounted"
+        return self.process.poll() is not None
+
+    def _command(self, command: str) -> None:
+        assert self.process is not None, "not mounted"
+        # LazyFS holds the faults FIFO open from its start: this open does not block, and
+        # fails (ENXIO) only if LazyFS is not there to read it.
+        wait_until(self._listening, SECONDS, "LazyFS to open its faults FIFO")
+        fd = os.open(self._faults, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, f"{command}\n".encode())
+        finally:
+            os.close(fd)
 
     def unmount(self) -> None:
         """Unmount (the processes using it must have stopped) and wait for LazyFS to exit."""

@@ -99,7 +99,8 @@ class Machine:
         self.redis.kill()
         self._kill_processes()
         for disk in (self.redis_disk, self.store_disk):
-            disk.power_cut()
+            if not disk.cut_happened():  # (else a cut armed with cut_after came already)
+                disk.power_cut()
             disk.unmount()
             disk.mount()
         self.client.close()
@@ -246,6 +247,26 @@ def test_a_cut_while_the_writer_of_worker_n_2_holds_batches_loses_and_doubles_no
     machine.power_cut()
 
     assert_stored_exactly_once(machine.stored_after_restart(processes=2), first + second)
+
+
+def test_a_cut_right_after_a_batch_part_is_renamed_into_place_doubles_nothing(machine: Machine) -> None:
+    """The moment between an insert and its batch's acknowledgement, exactly: LazyFS cuts
+    the store's power right after ClickHouse renames the next inserted part into place
+    (Redis's disk is cut as soon as that is seen; nothing is acknowledged in between, since
+    the store's calls fail). The batch is re-claimed under the same id; its rows must be
+    stored once."""
+    secret = ingest_token(machine.client)
+    api = machine.api()
+    machine.worker().wait_ready(machine.client)
+    first = post_batches(api, secret, PAGEVIEWS // 2)
+    wait_until(lambda: lane_acknowledged(machine.client, Lane.LIVE) > 0, 60, "some batches stored")
+
+    machine.store_disk.cut_after("rename", "tmp_insert_")
+    second = post_batches(api, secret, PAGEVIEWS // 2)
+    wait_until(machine.store_disk.cut_happened, 60, "the cut after a part's rename", interval=0.001)
+    machine.power_cut()
+
+    assert_stored_exactly_once(machine.stored_after_restart(), first + second)
 
 
 def test_right_after_migrate_a_cut_leaves_a_store_that_opens_with_its_schema_and_ingests(machine: Machine) -> None:
