@@ -4,7 +4,8 @@ LazyFS keeps every write in its own page cache until the writer fsyncs it; ``pow
 makes it drop everything not fsynced, which is what a machine losing power does to the
 files of the processes running on it. A test kills those processes (SIGKILL: nothing they
 hold in memory survives a power cut either), cuts the power of every mount, unmounts,
-mounts again and restarts them on what survived.
+mounts again and restarts them on what survived. ``cut_after`` cuts at a precise moment
+instead: right after a given file operation.
 
 ``lazyfs`` (registered for the whole suite by tests/conftest.py) mounts one such directory
 per call; every mount is unmounted after the test. FUSE needs /dev/fuse and root: elsewhere
@@ -27,6 +28,9 @@ from tests.procs import wait_until
 
 WRAPPER = Path(__file__).with_name("vendor") / "lazyfs" / "lazyfs"
 CUT_DONE = b"finished::clear-cache\n"
+# What LazyFS logs once it took a crash fault, and once it answered lazyfs::help.
+ARMED = "received: VALID crash fault"
+HELP = "help: 'lazyfs::help'"
 SECONDS = 30.0
 
 
@@ -93,14 +97,19 @@ class LazyFS:
         fsync, ...) on a path matching ``path_pattern`` (a regular expression), LazyFS drops
         every unsynced write and dies; the mount then fails every call (ENOTCONN) until it
         is unmounted and mounted again. ``cut_happened`` says when."""
-        self._command(f"lazyfs::crash::timing=after::op={operation}::from_rgx={path_pattern}")
+        # LazyFS's fault thread reads its commands one at a time and logs each; it registers
+        # the fault after logging it, so the answer to a second command proves it is armed.
+        self._command(f"lazyfs::crash::timing=after::op={operation}::from_rgx={path_pattern}", ARMED)
+        self._command("lazyfs::help", HELP)
 
     def cut_happened(self) -> bool:
         assert self.process is not None, "not mounted"
         return self.process.poll() is not None
 
-    def _command(self, command: str) -> None:
+    def _command(self, command: str, logged: str | None = None) -> None:
+        """Send ``command``; with ``logged``, return once LazyFS logged that line once more."""
         assert self.process is not None, "not mounted"
+        before = self.output().count(logged) if logged else 0
         # LazyFS holds the faults FIFO open from its start: this open does not block, and
         # fails (ENXIO) only if LazyFS is not there to read it.
         wait_until(self._listening, SECONDS, "LazyFS to open its faults FIFO")
@@ -109,6 +118,10 @@ class LazyFS:
             os.write(fd, f"{command}\n".encode())
         finally:
             os.close(fd)
+        if logged:
+            wait_until(
+                lambda: self._alive() and self.output().count(logged) > before, SECONDS, f"LazyFS to log {logged}"
+            )
 
     def unmount(self) -> None:
         """Unmount (the processes using it must have stopped) and wait for LazyFS to exit."""
