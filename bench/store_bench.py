@@ -7,6 +7,12 @@ median over its batches, both per wall-clock second and per CPU second of this p
 embedded engine's threads included), which other processes' load disturbs far less.
 
     .venv/bin/python bench/store_bench.py [--rows 60000] [--batch 1000] [--naive-rows 200]
+    .venv/bin/python bench/store_bench.py --fsync [--rows 60000] [--batch 1000]
+
+``--fsync`` measures instead what durable inserts cost write_batch, batch by batch in turns
+on one store (1000 pageviews and 10 drops a batch: two tables, two parts): the tables' fsync
+settings and the deduplication logs fsynced by the writer (as shipped: "on"), the settings
+alone ("settings"), and neither ("off": the settings set back to 0 before the batch).
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
-from workers.records import PAGEVIEW_COLUMNS, EventRow, PageviewRow
+from workers.records import PAGEVIEW_COLUMNS, Drop, DropReason, EventRow, PageviewRow
 from workers.store import Store, open_store
-from workers.store.schema import PAGEVIEWS
+from workers.store.schema import DROP_COUNTS, PAGEVIEWS
 
 PATHS = [f"/blog/post-{i}" for i in range(200)] + ["/", "/pricing", "/docs"]
 AGENTS = [f"Mozilla/5.0 (X11; Linux x86_64) Firefox/{v}.0" for v in range(100, 130)]
@@ -109,12 +115,57 @@ def rates(
     return measured
 
 
+FSYNC_VARIANTS = ("off", "settings", "on")
+
+
+def fsync_costs(batches: list[list[PageviewRow]]) -> dict[str, list[float]]:
+    """Seconds per write_batch (wall) of each variant, the variants taking turns batch by batch."""
+    seconds: dict[str, list[float]] = {variant: [] for variant in FSYNC_VARIANTS}
+    with tempfile.TemporaryDirectory() as directory:
+        store = open_store(f"chdb://{directory}/chdb")
+        store.migrate()
+        logs = store._deduplication_logs
+        for index, batch in enumerate(batches):
+            drops = [Drop(batch[0].site_id, DropReason.SPAM_REFERRER, batch[0].timestamp) for _ in range(10)]
+            for variant in FSYNC_VARIANTS:
+                fsync = int(variant != "off")
+                for table in (PAGEVIEWS, DROP_COUNTS):
+                    store._client.command(
+                        f"ALTER TABLE {table.name} MODIFY SETTING"
+                        f" fsync_after_insert = {fsync}, fsync_part_directory = {fsync}"
+                    )
+                store._deduplication_logs = logs if variant == "on" else None
+                started = time.perf_counter()
+                store.write_batch(f"{variant}:{index}", batch, drops)
+                seconds[variant].append(time.perf_counter() - started)
+        store.close()
+    return seconds
+
+
+def print_fsync_costs(seconds: dict[str, list[float]], size: int) -> None:
+    off = statistics.median(seconds["off"])
+    print(f"durable inserts, {size} pageviews + 10 drops per batch ({len(seconds['off'])} per variant), medians:")
+    for variant, values in seconds.items():
+        median = statistics.median(values)
+        print(
+            f"  {variant:<9} {median * 1e3:7.2f} ms per batch  {size / median:9,.0f} pageviews/s"
+            f"  +{(median - off) * 1e3:6.2f} ms against off"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=60_000, help="rows per writer")
     parser.add_argument("--batch", type=int, default=1000, help="rows per batch")
     parser.add_argument("--naive-rows", type=int, default=200)
+    parser.add_argument("--fsync", action="store_true", help="what durable inserts cost (see above)")
     args = parser.parse_args()
+    if args.fsync:
+        site = str(uuid.uuid4())
+        pageviews = rows(args.rows, site)
+        batches = [pageviews[offset : offset + args.batch] for offset in range(0, len(pageviews), args.batch)]
+        print_fsync_costs(fsync_costs(batches), args.batch)
+        return
     site_id = str(uuid.uuid4())
     pageviews = rows(args.rows, site_id)
     size = args.batch

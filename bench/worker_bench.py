@@ -26,6 +26,11 @@ Sections, each printed beside its same-run baseline:
    to N = 1, and the writer's CPU time as a share of the wall time (near 100%: the single chdb
    writer is the limit).
 4. naive: one RQ job per pageview, each running the same pipeline and a single-row insert.
+5. fsync (not run unless named in ``--sections``): one worker process (write-behind, the
+   default) on a store whose tables fsync the parts inserts write and whose deduplication logs
+   the writer fsyncs (as shipped: "on"), against the same with only the table settings
+   ("settings": the logs left to ClickHouse) and with neither ("off": the settings set back
+   to 0 after migrating); rounds interleaved, the ratio to "off" per round and overall.
 
 Figures taken on a machine shared with other work are only comparable within one run.
 """
@@ -64,7 +69,9 @@ from workers.pipeline import StepFailed
 from workers.process import BatchWorker, Role, run_worker_process
 from workers.queue import BatchQueue
 from workers.records import PageviewRow
-from workers.store import blocks
+from workers.store import blocks, open_store
+from workers.store.deduplication_logs import DeduplicationLogs
+from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS, SCHEMA_MIGRATIONS
 from workers.store.store import Store
 
 NAIVE_QUEUE = "bench-naive"
@@ -235,6 +242,31 @@ def run_bench_worker(overlaps: str, timings: Path) -> None:
     timings.write_text(json.dumps(spent))
 
 
+# fsync section: variant -> (the tables' fsync settings, the writer fsyncs deduplication logs).
+FSYNC_VARIANTS = {"off": (False, False), "settings": (True, False), "on": (True, True)}
+
+
+def run_fsync_worker(variant: str) -> None:
+    """In a child process: one worker process (default overlaps) that fsyncs the deduplication
+    logs or not, as ``variant`` says (section 5)."""
+    if not FSYNC_VARIANTS[variant][1]:
+        DeduplicationLogs.sync = lambda self, tables: None  # type: ignore[method-assign]
+    run_worker_process(Role.WORKER, OVERLAPS["write-behind"])
+
+
+def prepare_fsync_store(path: Path, variant: str) -> None:
+    """In a child process: migrate the store at ``path``; for a variant without the fsync
+    settings, set them back to ClickHouse's default (0) on every table."""
+    store = open_store(f"chdb://{path}")
+    store.migrate()
+    if not FSYNC_VARIANTS[variant][0]:
+        for table in (SCHEMA_MIGRATIONS, PAGEVIEWS, DROP_COUNTS, EVENTS):
+            store._client.command(
+                f"ALTER TABLE {table.name} MODIFY SETTING fsync_after_insert = 0, fsync_part_directory = 0"
+            )
+    store.close()
+
+
 def naive_job(context: WorkerContext, payload: bytes) -> None:
     """The naive design: one job per pageview, one single-row insert each."""
     try:
@@ -303,7 +335,15 @@ def main() -> None:
     parser.add_argument("--sections", default="overlaps,scale-out,naive", help="which of them to run")
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bench-worker", nargs=2, metavar=("OVERLAPS", "TIMINGS"), help=argparse.SUPPRESS)
+    parser.add_argument("--fsync-worker", choices=FSYNC_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--fsync-store", nargs=2, metavar=("PATH", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fsync_worker:
+        run_fsync_worker(args.fsync_worker)
+        return
+    if args.fsync_store:
+        prepare_fsync_store(Path(args.fsync_store[0]), args.fsync_store[1])
+        return
     if args.naive_worker:
         run_naive_worker()
         return
@@ -344,6 +384,18 @@ def main() -> None:
             }
             scale_runs = interleaved(args.rounds, scale_variants, scratch / "scale")
             naive_rate = naive_design(client, env, scratch / "naive", args.naive) if "naive" in sections else None
+
+            def fsync_worker(variant: str) -> Callable[[Path], Run]:
+                def run(store: Path) -> Run:
+                    bench = [sys.executable, "-m", "bench.worker_bench"]
+                    subprocess.run([*bench, "--fsync-store", str(store), variant], env=env, check=True)
+                    command = [*bench, "--fsync-worker", variant]
+                    return end_to_end(client, env, store, data, command, args.batch_size, 1, None, warm_up)
+
+                return run
+
+            fsync_variants = {name: fsync_worker(name) for name in FSYNC_VARIANTS if "fsync" in sections}
+            fsync_runs = interleaved(args.rounds, fsync_variants, scratch / "fsync")
         finally:
             server.stop()
         if overlap_runs:
@@ -355,6 +407,8 @@ def main() -> None:
             print(f"4. naive design ({args.naive} pageviews, one RQ job + one insert each): {naive_rate:,.0f} events/s")
             if batch_runs:
                 print(f"   batch design, 1 process / naive: {median_rate(batch_runs) / naive_rate:.1f}x")
+        if fsync_runs:
+            print_fsync(fsync_runs, args.pageviews, args.rounds)
         print(f"   (targets: one process >= 20,000 events/s; 2 processes >= 1.6x one; cores: {os.cpu_count()})")
 
 
@@ -392,6 +446,20 @@ def print_scale_out(scale_runs: dict[str, list[Run]], counts: list[int], pagevie
         shares = [run.writer_cpu_share for run in runs if run.writer_cpu_share is not None]
         writer = f"writer CPU {statistics.median(shares):4.0%} of wall time" if shares else "stores its own batches"
         print(f"   {n} process(es) {median_rate(runs):9,.0f} events/s  {median_rate(runs) / one:5.2f}x  {writer}")
+
+
+def print_fsync(fsync_runs: dict[str, list[Run]], pageviews: int, rounds: int) -> None:
+    print(f"5. fsync, 1 worker process, {pageviews} pageviews, median of {rounds} interleaved rounds:")
+    off = fsync_runs["off"]
+    for name, runs in fsync_runs.items():
+        ratios = ", ".join(
+            f"{run.events_per_second / base.events_per_second:.2f}" for run, base in zip(runs, off, strict=True)
+        )
+        rates = ", ".join(f"{run.events_per_second:,.0f}" for run in runs)
+        print(
+            f"   {name:<9} {median_rate(runs):9,.0f} events/s  {median_rate(runs) / median_rate(off):5.2f}x off"
+            f"  (rounds: {rates}; per round / off: {ratios})"
+        )
 
 
 if __name__ == "__main__":
