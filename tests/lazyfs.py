@@ -4,7 +4,8 @@ LazyFS keeps every write in its own page cache until the writer fsyncs it; ``pow
 makes it drop everything not fsynced, which is what a machine losing power does to the
 files of the processes running on it. A test kills those processes (SIGKILL: nothing they
 hold in memory survives a power cut either), cuts the power of every mount, unmounts,
-mounts again and restarts them on what survived.
+mounts again and restarts them on what survived. ``cut_after`` cuts at a precise moment
+instead: right after a given file operation.
 
 ``lazyfs`` (registered for the whole suite by tests/conftest.py) mounts one such directory
 per call; every mount is unmounted after the test. FUSE needs /dev/fuse and root: elsewhere
@@ -27,6 +28,9 @@ from tests.procs import wait_until
 
 WRAPPER = Path(__file__).with_name("vendor") / "lazyfs" / "lazyfs"
 CUT_DONE = b"finished::clear-cache\n"
+# What LazyFS logs once it took a crash fault, and once it answered lazyfs::help.
+ARMED = "received: VALID crash fault"
+HELP = "help: 'lazyfs::help'"
 SECONDS = 30.0
 
 
@@ -59,7 +63,10 @@ class LazyFS:
 
     @property
     def mounted(self) -> bool:
-        return os.path.ismount(self.mount_dir)
+        """In the mount table (also a mount whose LazyFS died: its calls fail until unmounted)."""
+        mount_point = str(self.mount_dir).encode()
+        with open("/proc/self/mounts", "rb") as mounts:
+            return any(line.split(b" ")[1] == mount_point for line in mounts)
 
     def mount(self) -> None:
         """Start LazyFS in the background; return once the mount is in place."""
@@ -75,15 +82,7 @@ class LazyFS:
 
     def power_cut(self) -> None:
         """Drop every write not yet fsynced; return once LazyFS says it has."""
-        assert self.process is not None, "not mounted"
-        # LazyFS holds the faults FIFO open from its start: this open does not block, and
-        # fails (ENXIO) only if LazyFS is not there to read it.
-        wait_until(self._listening, SECONDS, "LazyFS to open its faults FIFO")
-        fd = os.open(self._faults, os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, b"lazyfs::clear-cache\n")
-        finally:
-            os.close(fd)
+        self._command("lazyfs::clear-cache")
         answer = b""
         deadline = time.monotonic() + SECONDS
         while not answer.endswith(CUT_DONE):
@@ -92,6 +91,37 @@ class LazyFS:
             if select.select([self._done_fd], [], [], 0.1)[0]:
                 answer += os.read(self._done_fd, 4096)
         assert answer == CUT_DONE, answer
+
+    def cut_after(self, operation: str, path_pattern: str) -> None:
+        """Arm a cut at a precise moment: right after the next ``operation`` (rename, write,
+        fsync, ...) on a path matching ``path_pattern`` (a regular expression), LazyFS drops
+        every unsynced write and dies; the mount then fails every call (ENOTCONN) until it
+        is unmounted and mounted again. ``cut_happened`` says when."""
+        # LazyFS's fault thread reads its commands one at a time and logs each; it registers
+        # the fault after logging it, so the answer to a second command proves it is armed.
+        self._command(f"lazyfs::crash::timing=after::op={operation}::from_rgx={path_pattern}", ARMED)
+        self._command("lazyfs::help", HELP)
+
+    def cut_happened(self) -> bool:
+        assert self.process is not None, "not mounted"
+        return self.process.poll() is not None
+
+    def _command(self, command: str, logged: str | None = None) -> None:
+        """Send ``command``; with ``logged``, return once LazyFS logged that line once more."""
+        assert self.process is not None, "not mounted"
+        before = self.output().count(logged) if logged else 0
+        # LazyFS holds the faults FIFO open from its start: this open does not block, and
+        # fails (ENXIO) only if LazyFS is not there to read it.
+        wait_until(self._listening, SECONDS, "LazyFS to open its faults FIFO")
+        fd = os.open(self._faults, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, f"{command}\n".encode())
+        finally:
+            os.close(fd)
+        if logged:
+            wait_until(
+                lambda: self._alive() and self.output().count(logged) > before, SECONDS, f"LazyFS to log {logged}"
+            )
 
     def unmount(self) -> None:
         """Unmount (the processes using it must have stopped) and wait for LazyFS to exit."""

@@ -3,11 +3,13 @@ and a remount, fsynced or not."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.lazyfs import LazyFS
+from tests.procs import wait_until
 
 
 def write(path: Path, data: bytes, fsync: bool) -> None:
@@ -58,3 +60,22 @@ def test_a_rename_after_a_fsync_survives_a_cut_with_its_bytes(lazyfs: Callable[[
 
     assert sorted(path.name for path in disk.mount_dir.iterdir()) == ["final"]
     assert (disk.mount_dir / "final").read_bytes() == b"kept" * 1000
+
+
+def test_a_cut_armed_after_a_rename_comes_right_after_it_and_the_disk_mounts_again(
+    lazyfs: Callable[[str], LazyFS],
+) -> None:
+    disk = lazyfs("disk")
+    write(disk.mount_dir / "log", b"lost" * 1000, fsync=False)
+    write(disk.mount_dir / "temporary", b"kept" * 1000, fsync=True)
+    disk.cut_after("rename", "temporary")
+
+    with contextlib.suppress(OSError):  # LazyFS may die before it answers the rename
+        (disk.mount_dir / "temporary").rename(disk.mount_dir / "final")
+    wait_until(disk.cut_happened, 10, "LazyFS to cut after the rename")
+    assert disk.mounted  # dead, still in the mount table
+    disk.unmount()
+    disk.mount()
+
+    assert (disk.mount_dir / "final").read_bytes() == b"kept" * 1000
+    assert (disk.mount_dir / "log").read_bytes() == b""

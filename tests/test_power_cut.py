@@ -59,6 +59,7 @@ class Machine:
         self.redis_disk = redis_disk
         self.store_disk = store_disk
         self.processes = processes
+        self.replays: list[subprocess.Popen[bytes]] = []
         # The Redis the mode asks for (relaxed: a write fsynced within a second or two); its
         # log off the LazyFS disk, so that a cut cannot take it.
         self.redis = RedisServer(
@@ -79,16 +80,27 @@ class Machine:
     def worker(self, processes: int = 1) -> Worker:
         return self.processes.worker(self.store, batch_size=PER_REQUEST, processes=processes, **self.settings)
 
-    def power_cut(self, *others: subprocess.Popen[bytes]) -> None:
-        """Cut the power (``others``: more processes running on this machine), then bring
-        the machine back with Redis running on what its disk kept."""
+    def replay(self, file: Path, api: Api, secret: str) -> subprocess.Popen[bytes]:
+        """``hitstream replay`` of ``file`` through the bulk lane, 100 lines per request, two
+        in flight (slow enough to be cut half-way). Its journal is next to the file, off
+        LazyFS, as on the operator's machine; a cut stops it, and the same command resumes."""
+        command = [HITSTREAM, "replay", str(file), "--url", api.url, "--quiet", "--endpoint", "batch"]
+        replay = subprocess.Popen(
+            [*command, "--concurrency", "2", "--batch-size", str(PER_REQUEST)],
+            env={**self.processes.env, "HITSTREAM_TOKEN": secret},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.replays.append(replay)
+        return replay
+
+    def power_cut(self) -> None:
+        """Cut the power, then bring the machine back with Redis running on what its disk kept."""
         self.redis.kill()
-        self.processes.kill_all()
-        for process in others:
-            process.kill()
-            process.wait()
+        self._kill_processes()
         for disk in (self.redis_disk, self.store_disk):
-            disk.power_cut()
+            if not disk.cut_happened():  # (else a cut armed with cut_after came already)
+                disk.power_cut()
             disk.unmount()
             disk.mount()
         self.client.close()
@@ -108,9 +120,15 @@ class Machine:
         return stored_pages(self.store)[0]
 
     def shut_down(self) -> None:
-        self.processes.kill_all()
+        self._kill_processes()
         self.redis.kill()
         self.client.close()
+
+    def _kill_processes(self) -> None:
+        self.processes.kill_all()
+        for replay in self.replays:
+            replay.kill()
+            replay.wait()
 
 
 @pytest.fixture
@@ -191,19 +209,6 @@ def test_a_cut_right_after_the_last_acknowledgement_loses_and_doubles_nothing(ma
     assert_stored_exactly_once(machine.stored_after_restart(), accepted)
 
 
-def replay(machine: Machine, file: Path, api: Api, secret: str) -> subprocess.Popen[bytes]:
-    """``hitstream replay`` of ``file`` through the bulk lane, 100 lines per request, two in
-    flight (slow enough to be cut half-way); its journal is next to the file, off LazyFS:
-    the replaying client is another machine."""
-    command = [HITSTREAM, "replay", str(file), "--url", api.url, "--quiet", "--endpoint", "batch"]
-    return subprocess.Popen(
-        [*command, "--concurrency", "2", "--batch-size", str(PER_REQUEST)],
-        env={**machine.processes.env, "HITSTREAM_TOKEN": secret},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
 def test_a_cut_in_the_middle_of_a_bulk_replay_loses_and_doubles_nothing_once_the_replay_resumes(
     machine: Machine, tmp_path: Path
 ) -> None:
@@ -211,7 +216,7 @@ def test_a_cut_in_the_middle_of_a_bulk_replay_loses_and_doubles_nothing_once_the
     lines = replay_file(tmp_path / "history.ndjson", 0, PAGEVIEWS)
     api = machine.api()
     machine.worker()
-    first = replay(machine, tmp_path / "history.ndjson", api, secret)
+    first = machine.replay(tmp_path / "history.ndjson", api, secret)
 
     # Some of the replay stored and acknowledged, the replay frozen well before its end: the
     # store holds some but not all of it when the power goes.
@@ -219,10 +224,10 @@ def test_a_cut_in_the_middle_of_a_bulk_replay_loses_and_doubles_nothing_once_the
     first.send_signal(signal.SIGSTOP)
     wait_until(lambda: lane_acknowledged(machine.client, Lane.BULK) > 0, 60, "some of the replay stored")
     assert lane_added(machine.client, Lane.BULK) < PAGEVIEWS
-    machine.power_cut(first)
+    machine.power_cut()
 
     api = machine.api()
-    resumed = replay(machine, tmp_path / "history.ndjson", api, secret)
+    resumed = machine.replay(tmp_path / "history.ndjson", api, secret)
     output = resumed.communicate(timeout=120)[0].decode()
     assert resumed.returncode == 0, output
     assert_stored_exactly_once(machine.stored_after_restart(), lines)
@@ -242,6 +247,26 @@ def test_a_cut_while_the_writer_of_worker_n_2_holds_batches_loses_and_doubles_no
     machine.power_cut()
 
     assert_stored_exactly_once(machine.stored_after_restart(processes=2), first + second)
+
+
+def test_a_cut_right_after_a_batch_part_is_renamed_into_place_doubles_nothing(machine: Machine) -> None:
+    """The moment between an insert and its batch's acknowledgement, exactly: LazyFS cuts
+    the store's power right after ClickHouse renames the next inserted part into place
+    (Redis's disk is cut as soon as that is seen; nothing is acknowledged in between, since
+    the store's calls fail). The batch is re-claimed under the same id; its rows must be
+    stored once."""
+    secret = ingest_token(machine.client)
+    api = machine.api()
+    machine.worker().wait_ready(machine.client)
+    first = post_batches(api, secret, PAGEVIEWS // 2)
+    wait_until(lambda: lane_acknowledged(machine.client, Lane.LIVE) > 0, 60, "some batches stored")
+
+    machine.store_disk.cut_after("rename", "tmp_insert_")
+    second = post_batches(api, secret, PAGEVIEWS // 2)
+    wait_until(machine.store_disk.cut_happened, 60, "the cut after a part's rename", interval=0.001)
+    machine.power_cut()
+
+    assert_stored_exactly_once(machine.stored_after_restart(), first + second)
 
 
 def test_right_after_migrate_a_cut_leaves_a_store_that_opens_with_its_schema_and_ingests(machine: Machine) -> None:
