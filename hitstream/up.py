@@ -16,11 +16,13 @@ owns it and writes for them all, and ``hitstream stats`` reads through that one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -116,8 +118,9 @@ def start_redis(settings: Settings, data_dir: Path) -> tuple[str, RedisServer | 
 
     A Redis already answering is used when it can give the durability mode. One that cannot
     (a machine's pre-started Redis without AOF) is never reconfigured: at the default address
-    ``up`` starts its own under the data directory, on a Unix socket there (one address per
-    data directory, so two ``up``s cannot share one AOF); at an address the operator chose,
+    ``up`` starts its own with its files under the data directory, on a Unix socket of its own
+    (``own_socket``: one address per data directory, so two ``up``s cannot share one AOF); at
+    an address the operator chose,
     it stops and says why."""
     try:
         started = ensure_redis(settings.redis_url, data_dir)
@@ -134,7 +137,7 @@ def start_redis(settings: Settings, data_dir: Path) -> tuple[str, RedisServer | 
         return settings.redis_url, None
     if os.environ.get("HITSTREAM_REDIS_URL"):
         raise click.ClickException(f"the Redis at HITSTREAM_REDIS_URL cannot be used: {reason}")
-    own = RedisServer(port=0, data_dir=data_dir, unix_socket=data_dir / "redis.sock")
+    own = RedisServer(port=0, data_dir=data_dir, unix_socket=own_socket(data_dir))
     click.echo(
         f"hitstream up: not using the Redis at {redacted(settings.redis_url)} ({reason}); "
         f"running one of its own under {data_dir}",
@@ -144,6 +147,15 @@ def start_redis(settings: Settings, data_dir: Path) -> tuple[str, RedisServer | 
         own.start()
         return own.url, own
     return own.url, None
+
+
+def own_socket(data_dir: Path) -> Path:
+    """The Unix socket of the Redis ``up`` runs for ``data_dir``: in the temporary directory,
+    not the data directory, whose file system may not hold sockets (FUSE, network mounts
+    refuse them) and whose path may exceed a socket path's 107 bytes; named by a hash of the
+    data directory, so each has its own."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"hitstream-redis-{digest}.sock"
 
 
 def demo_token(client: redis.Redis, data_dir: Path) -> str:

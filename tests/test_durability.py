@@ -16,7 +16,7 @@ import redis
 from starlette.testclient import TestClient
 
 from hitstream.redis_server import RedisServer
-from hitstream.up import start_redis
+from hitstream.up import own_socket, start_redis
 from shared import keys
 from shared.config import ConfigError, Settings, load_settings
 from shared.durability import Durability, refusal
@@ -169,7 +169,7 @@ def test_up_runs_a_redis_of_its_own_when_the_default_address_cannot_give_the_mod
     monkeypatch.delenv("HITSTREAM_REDIS_URL", raising=False)
     url, own = start_redis(Settings(redis_url=everysec_redis.url), tmp_path / "redis")
     try:
-        assert own is not None and url == f"unix://{tmp_path / 'redis' / 'redis.sock'}?db=0"
+        assert own is not None and url == f"unix://{own_socket(tmp_path / 'redis')}?db=0"
         config = redis.Redis.from_url(url).config_get("append*")
         assert (config["appendonly"], config["appendfsync"]) == ("yes", "always")
         # A second start on the same data directory finds that server, not a second one.

@@ -25,6 +25,7 @@ import psutil
 import pytest
 import redis
 
+from hitstream.up import own_socket
 from shared import keys
 from shared.config import DEFAULT_REDIS_URL
 from tests.geoip_fixtures import build_city_db
@@ -250,7 +251,7 @@ def test_up_beside_a_redis_without_aof_at_the_default_address_runs_its_own_and_l
     try:
         curl = up.printed("curl ")
         stats_line = up.printed("HITSTREAM_REDIS_URL=")
-        own = f"unix://{tmp_path / 'var' / 'redis' / 'redis.sock'}?db=0"
+        own = f"unix://{own_socket(tmp_path / 'var' / 'redis')}?db=0"
         assert stats_line.startswith(f"HITSTREAM_REDIS_URL={shlex.quote(own)} ")
         assert send(curl, count=3) == [202] * 3
         assert pageviews_within(10.0, 3, stats_line, tmp_path, env) == 3
