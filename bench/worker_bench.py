@@ -2,7 +2,7 @@
 pays, the scale-out curve on one embedded store, and the naive design, all in one run.
 
     .venv/bin/python -m bench.worker_bench [--pageviews 100000] [--rounds 2] [--batch-size 1000]
-        [--naive 2000] [--processes 1,2,4]
+        [--naive 2000] [--processes 1,2,4] [--sections overlaps,scale-out,naive,appendfsync]
 
 Starts its own Redis (AOF on, free port). Every end-to-end run starts worker processes on a
 fresh chdb path; once they are registered (store opened, pipeline built) they drain
@@ -26,6 +26,11 @@ Sections, each printed beside its same-run baseline:
    to N = 1, and the writer's CPU time as a share of the wall time (near 100%: the single chdb
    writer is the limit).
 4. naive: one RQ job per pageview, each running the same pipeline and a single-row insert.
+5. appendfsync: one ``hitstream worker`` process (the defaults) on a Redis with ``appendfsync
+   everysec`` (the relaxed durability mode's) and one with ``appendfsync always`` (the fsync
+   mode's: every write the worker sends, its claims, acknowledgements and heartbeats, waits
+   for its fsync), rounds interleaved; prints events/s and always / everysec per round.
+   Both servers rewrite their AOF between runs, never during one (bench/bench_redis.py).
 
 Figures taken on a machine shared with other work are only comparable within one run.
 """
@@ -44,6 +49,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +58,7 @@ import redis
 import rq
 from rq import Queue
 
+from bench.bench_redis import rewrite_aof, start_redis
 from bench.ua_mix import user_agent_stream
 from hitstream.redis_server import RedisServer
 from shared import keys
@@ -72,6 +79,7 @@ SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 REFERRERS = [None, None, None, "https://www.google.com/", "https://news.ycombinator.com/", "https://example.com/"]
 PATHS = ["/", "/pricing", "/blog/queues", "/docs/install?utm_source=newsletter&utm_medium=email", "/about"]
 HITSTREAM = str(Path(sys.executable).parent / "hitstream")
+APPENDFSYNC_POLICIES = ("everysec", "always")  # section 5: the relaxed mode's, the fsync mode's
 OVERLAPS = {
     "none": Overlaps(claim_ahead=False, write_behind=False),
     "claim-ahead": Overlaps(claim_ahead=True, write_behind=False),
@@ -286,6 +294,27 @@ def interleaved(rounds: int, variants: dict[str, Callable[[Path], Run]], scratch
     return runs
 
 
+def appendfsync_runs(
+    rounds: int, data: list[bytes], warm_up: list[bytes], batch_size: int, scratch: Path
+) -> dict[str, list[Run]]:
+    """Section 5: one ``hitstream worker`` process on a Redis of each appendfsync policy."""
+    with ExitStack() as stack:
+        variants: dict[str, Callable[[Path], Run]] = {}
+        for policy in APPENDFSYNC_POLICIES:
+            server = start_redis(stack, scratch / f"redis-{policy}", policy)
+            client = redis.Redis.from_url(server.url)
+            env = {**os.environ, "HITSTREAM_REDIS_URL": server.url, "HITSTREAM_LOG_LEVEL": "WARNING"}
+
+            def run(store: Path, client: redis.Redis = client, env: dict[str, str] = env) -> Run:  # bound per policy
+                command = [HITSTREAM, "worker", "--processes", "1"]
+                result = end_to_end(client, env, store, data, command, batch_size, 1, None, warm_up)
+                rewrite_aof(client)
+                return result
+
+            variants[policy] = run
+        return interleaved(rounds, variants, scratch)
+
+
 def median_rate(runs: list[Run]) -> float:
     return statistics.median(run.events_per_second for run in runs)
 
@@ -300,7 +329,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--naive", type=int, default=2000, help="pageviews for the naive design")
     parser.add_argument("--processes", default="1,2,4", help="scale-out: worker process counts")
-    parser.add_argument("--sections", default="overlaps,scale-out,naive", help="which of them to run")
+    parser.add_argument("--sections", default="overlaps,scale-out,naive,appendfsync", help="which of them to run")
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bench-worker", nargs=2, metavar=("OVERLAPS", "TIMINGS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -346,6 +375,11 @@ def main() -> None:
             naive_rate = naive_design(client, env, scratch / "naive", args.naive) if "naive" in sections else None
         finally:
             server.stop()
+        fsync_runs = (
+            appendfsync_runs(args.rounds, data, warm_up, args.batch_size, scratch / "appendfsync")
+            if "appendfsync" in sections
+            else {}
+        )
         if overlap_runs:
             print_overlaps(overlap_runs, args.pageviews, args.rounds, args.batch_size)
         if scale_runs:
@@ -355,6 +389,8 @@ def main() -> None:
             print(f"4. naive design ({args.naive} pageviews, one RQ job + one insert each): {naive_rate:,.0f} events/s")
             if batch_runs:
                 print(f"   batch design, 1 process / naive: {median_rate(batch_runs) / naive_rate:.1f}x")
+        if fsync_runs:
+            print_appendfsync(fsync_runs, args.pageviews, args.rounds)
         print(f"   (targets: one process >= 20,000 events/s; 2 processes >= 1.6x one; cores: {os.cpu_count()})")
 
 
@@ -392,6 +428,19 @@ def print_scale_out(scale_runs: dict[str, list[Run]], counts: list[int], pagevie
         shares = [run.writer_cpu_share for run in runs if run.writer_cpu_share is not None]
         writer = f"writer CPU {statistics.median(shares):4.0%} of wall time" if shares else "stores its own batches"
         print(f"   {n} process(es) {median_rate(runs):9,.0f} events/s  {median_rate(runs) / one:5.2f}x  {writer}")
+
+
+def print_appendfsync(fsync_runs: dict[str, list[Run]], pageviews: int, rounds: int) -> None:
+    print(f"5. Redis appendfsync, 1 worker process, {pageviews} pageviews, median of {rounds} interleaved rounds:")
+    everysec = fsync_runs["everysec"]
+    for policy, runs in fsync_runs.items():
+        rates = ", ".join(f"{run.events_per_second:,.0f}" for run in runs)
+        ratios = [run.events_per_second / base.events_per_second for run, base in zip(runs, everysec, strict=True)]
+        print(
+            f"   {policy:<9} {median_rate(runs):9,.0f} events/s  ({rates}); x everysec per round: "
+            + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            + f"; median {statistics.median(ratios):.2f}x"
+        )
 
 
 if __name__ == "__main__":
