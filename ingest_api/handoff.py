@@ -21,9 +21,10 @@ connection, the caller gets ``Unavailable`` (503), never a hang.
 Durability (shared.durability): in the modes that need fsync the wires refuse a Redis
 without ``appendfsync always`` (ingest_api.redis_wire), so a script call's reply comes after
 its fsync. In ``replicated`` mode a ``WAIT min_replicas replica_timeout_ms`` follows each
-script call on the same connection; when fewer replicas acknowledged in time, the requests
-it accepted are answered 503 instead of 202: their envelopes may be queued, and a retry of
-the same item (page_id, event identity, Idempotency-Key) is recognised and queued once.
+script call, written with it on the same connection (WAIT counts what acknowledged its own
+connection's writes); when fewer replicas acknowledged in time, the requests it accepted are
+answered 503 instead of 202: their envelopes may be queued, and a retry of the same item
+(page_id, event identity, Idempotency-Key) is recognised and queued once.
 
 Idempotency (window ``settings.idempotency_window_seconds``): an envelope whose page_id the
 client chose carries a seen key; while that key lives, the same id is answered but not queued
@@ -46,7 +47,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Histogram
 
-from ingest_api.redis_wire import RedisWire, ReplyError
+from ingest_api.redis_wire import Command, RedisWire, ReplyError
 from shared import keys
 from shared.config import Settings
 from shared.durability import Durability
@@ -139,8 +140,12 @@ class HandOff:
             settings.idempotency_window_seconds,
         )
         replicated = settings.durability is Durability.REPLICATED
-        # WAIT's arguments after each script call, or None (no replicas to wait for).
-        self._wait = (settings.min_replicas, settings.replica_timeout_ms) if replicated else None
+        # What follows each script call on its connection: WAIT in replicated mode (replicas
+        # to acknowledge, and how long to wait for them), else nothing.
+        self._needed = settings.min_replicas if replicated else 0
+        self._then: tuple[Command, ...] = (
+            (("WAIT", settings.min_replicas, settings.replica_timeout_ms),) if replicated else ()
+        )
         self._waiting: dict[Lane, list[_Request]] = {lane: [] for lane in LANES}
         self._envelopes: dict[Lane, int] = dict.fromkeys(LANES, 0)  # in each lane's waiting batch
         self._sending: set[asyncio.Task[None]] = set()
@@ -194,11 +199,8 @@ class HandOff:
         self._envelopes[lane] = 0
         arguments = self._call(batch)
         wire = self._wires[lane]
-        call = wire.execute("EVALSHA", SCRIPT_SHA, *arguments)
-        replicas = None if self._wait is None else wire.execute("WAIT", *self._wait)
-        task = asyncio.ensure_future(
-            self._settle(batch, arguments, wire, call, replicas, time.perf_counter()), loop=self._loop
-        )
+        call = wire.execute(("EVALSHA", SCRIPT_SHA, *arguments), *self._then)
+        task = asyncio.ensure_future(self._settle(batch, arguments, wire, call, time.perf_counter()), loop=self._loop)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -207,25 +209,16 @@ class HandOff:
         batch: list[_Request],
         arguments: list[str | bytes | float | int],
         wire: RedisWire,
-        call: Awaitable[Any],
-        replicas: Awaitable[Any] | None,
+        call: Awaitable[list[Any]],
         sent: float,
     ) -> None:
-        """Await the batch's script call and WAIT (bounded by the wire's timeout); settle every
-        verdict."""
-        acknowledged: Any = None
+        """Await the batch's script call and its WAIT (bounded by the wire's timeout); settle
+        every verdict."""
         try:
-            reply = await call
+            reply, *acknowledged = await call
             if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
                 # After a Redis restart or SCRIPT FLUSH EVALSHA ran nothing; EVAL runs and caches it.
-                if replicas is not None:
-                    await replicas  # it waited for nothing this call wrote
-                    replicas = None
-                reply = await wire.execute("EVAL", SCRIPT, *arguments)
-                if self._wait is not None:
-                    replicas = wire.execute("WAIT", *self._wait)
-            if replicas is not None:
-                acknowledged = await replicas
+                reply, *acknowledged = await wire.execute(("EVAL", SCRIPT, *arguments), *self._then)
         except (ConnectionError, OSError, TimeoutError) as error:
             reply = error
         self._latency.observe(time.perf_counter() - sent)  # timeouts too: they are what it is for
@@ -235,10 +228,12 @@ class HandOff:
                 if not request.verdict.done():
                     request.verdict.set_exception(Unavailable(type(reply).__name__))
             return
-        needed = 0 if self._wait is None else self._wait[0]
-        unreplicated = needed > 0 and not (isinstance(acknowledged, int) and acknowledged >= needed)
+        # Every outcome answered 202 wrote its rate bucket in this call, so WAIT covers the
+        # call's writes and all before them (a retried id's first write too, whichever
+        # connection made it).
+        unreplicated = self._needed > 0 and not (isinstance(acknowledged[0], int) and acknowledged[0] >= self._needed)
         if unreplicated:
-            log.warning("hand-off acknowledged by %s replicas, %d needed: answering 503", acknowledged, needed)
+            log.warning("hand-off acknowledged by %s replicas, %d needed: answering 503", acknowledged[0], self._needed)
         for index, request in enumerate(batch):
             if not request.verdict.done():
                 outcome, remaining, reset, retry_after, stored = reply[index * 5 : index * 5 + 5]

@@ -1,8 +1,8 @@
 """A lean pipelined Redis connection for the hand-off's hot path.
 
 This connection packs commands and parses replies with hiredis (C), and lets any number of
-commands be in flight at once: each ``execute`` writes its command immediately and awaits its
-own reply, which arrives in order. It is kept because it pays: with the hand-off on redis-py's
+commands be in flight at once: each ``execute`` writes its commands immediately and awaits its
+own replies, which arrive in order. It is kept because it pays: with the hand-off on redis-py's
 asyncio client instead (its pool's connection, hiredis-packed; commit e3ab82d), the
 ingest endpoint used 1.15x the server CPU per request and served 0.76x the requests/s, all
 else equal (bench/api_bench.py --baseline-tree, 4 rounds of 5 s, same run, busy 2-core
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 REFUSAL_SECONDS = 1.0
 
 Argument = bytes | str | int | float
+Command = tuple[Argument, ...]
 
 
 class _Connection(asyncio.Protocol):
@@ -137,36 +138,41 @@ class RedisWire:
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
 
-    def execute(self, *arguments: Argument) -> Coroutine[Any, Any, Any]:
-        """The command's reply (a ``ReplyError`` for an error reply), to be awaited.
+    def execute(self, *commands: Command) -> Coroutine[Any, Any, list[Any]]:
+        """The commands' replies, in order (a ``ReplyError`` for an error reply), to be awaited.
 
-        On an open connection the command is written before this returns, so Redis works on it
-        while the caller goes on; otherwise it is written once connected. The reply is awaited
-        within ``timeout`` of this call. Raises ConnectionError or TimeoutError (and then
-        closes the connection)."""
-        payload = hiredis.pack_command(arguments)  # type: ignore[arg-type]  # hiredis's stub: a 1-tuple
+        The commands are written together, on one connection, so what depends on its
+        connection goes with the command it is for (``WAIT`` counts the replicas that
+        acknowledged its own connection's writes: on a connection that wrote nothing it counts
+        every connected replica at once). On an open connection they are written before this
+        returns, so Redis works on them while the caller goes on; otherwise once connected.
+        The replies are awaited within ``timeout`` of this call. Raises ConnectionError or
+        TimeoutError (and then closes the connection)."""
+        payload = b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]  # hiredis's stub: a 1-tuple
         connection = self._connection
         if connection is None or connection.closed:
-            return self._connect_and_send(payload)
-        (reply,) = connection.send(payload, 1)
-        return self._reply(connection, reply, asyncio.get_running_loop().time() + self._timeout)
+            return self._connect_and_send(payload, len(commands))
+        replies = connection.send(payload, len(commands))
+        return self._replies(connection, replies, asyncio.get_running_loop().time() + self._timeout)
 
-    async def _connect_and_send(self, payload: bytes) -> Any:
+    async def _connect_and_send(self, payload: bytes, count: int) -> list[Any]:
         deadline = asyncio.get_running_loop().time() + self._timeout
         async with asyncio.timeout_at(deadline):
             connection = await self._connected()
-        (reply,) = connection.send(payload, 1)
-        return await self._reply(connection, reply, deadline)
+        return await self._replies(connection, connection.send(payload, count), deadline)
 
     @staticmethod
-    async def _reply(connection: _Connection, reply: asyncio.Future[Any], deadline: float) -> Any:
+    async def _replies(connection: _Connection, replies: list[asyncio.Future[Any]], deadline: float) -> list[Any]:
+        received = []
         async with asyncio.timeout_at(deadline):
             try:
-                return await reply
+                for reply in replies:  # they arrive in order
+                    received.append(await reply)
             except asyncio.CancelledError:
                 # Timed out (or shut down): later replies on this connection would be late too.
                 connection.close()
                 raise
+        return received
 
     def close(self) -> None:
         if self._connection is not None:

@@ -40,12 +40,17 @@ class World:
         return [Envelope.from_json(fields[b"e"]) for _, fields in self.redis.xrange(keys.STREAM)]
 
 
+def make_world(client: redis.Redis) -> World:
+    """A site, a token and its owner grant on the Redis behind ``client``."""
+    site = add_site(client, "example.com")
+    secret, token = create_token(client, "ingest")
+    grant(client, token.id, site.id, "owner")
+    return World(client, site, secret, token)
+
+
 @pytest.fixture
 def world(real_redis: redis.Redis) -> World:
-    site = add_site(real_redis, "example.com")
-    secret, token = create_token(real_redis, "ingest")
-    grant(real_redis, token.id, site.id, "owner")
-    return World(real_redis, site, secret, token)
+    return make_world(real_redis)
 
 
 def client_for(redis_url: str, **settings: Any) -> TestClient:

@@ -28,7 +28,11 @@ def test_concurrent_commands_each_get_their_own_reply(own_redis: RedisServer) ->
     async def scenario() -> list[object]:
         wire = RedisWire(redis_address(own_redis.url), 2.0)
         try:
-            return await asyncio.gather(*(wire.execute("INCRBY", "counter", n) for n in range(1, 201)))
+            return [
+                reply
+                for replies in await asyncio.gather(*(wire.execute(("INCRBY", "counter", n)) for n in range(1, 201)))
+                for reply in replies
+            ]
         finally:
             wire.close()
 
@@ -40,8 +44,8 @@ def test_an_error_reply_is_returned_and_the_connection_stays_usable(own_redis: R
     async def scenario() -> tuple[object, object]:
         wire = RedisWire(redis_address(own_redis.url), 2.0)
         try:
-            error = await wire.execute("EVALSHA", "0" * 40, 0)
-            return error, await wire.execute("PING")
+            (error,) = await wire.execute(("EVALSHA", "0" * 40, 0))
+            return error, (await wire.execute(("PING",)))[0]
         finally:
             wire.close()
 
@@ -57,7 +61,8 @@ def test_the_urls_database_and_password_apply(own_redis: RedisServer) -> None:
     async def scenario(url: str) -> object:
         wire = RedisWire(redis_address(url), 2.0)
         try:
-            return await wire.execute("SET", "where", "here")
+            (reply,) = await wire.execute(("SET", "where", "here"))
+            return reply
         finally:
             wire.close()
 
@@ -73,7 +78,7 @@ def test_the_urls_database_and_password_apply(own_redis: RedisServer) -> None:
 def test_a_closed_port_fails_fast() -> None:
     started = time.monotonic()
     with pytest.raises(ConnectionError):
-        run(RedisWire(redis_address(f"redis://127.0.0.1:{free_port()}/0"), 2.0).execute, "PING")
+        run(RedisWire(redis_address(f"redis://127.0.0.1:{free_port()}/0"), 2.0).execute, ("PING",))
     assert time.monotonic() - started < 1.0
 
 
@@ -83,20 +88,20 @@ def test_a_frozen_redis_times_out_and_the_next_command_reconnects(own_redis: Red
     async def scenario() -> tuple[float, object]:
         wire = RedisWire(redis_address(own_redis.url), 0.3)
         try:
-            assert await wire.execute("PING") == b"PONG"
+            assert await wire.execute(("PING",)) == [b"PONG"]
             os.kill(own_redis.process.pid, signal.SIGSTOP)
             started = time.monotonic()
             with pytest.raises(TimeoutError):
-                await wire.execute("PING")
+                await wire.execute(("PING",))
             waited = time.monotonic() - started
             os.kill(own_redis.process.pid, signal.SIGCONT)
-            return waited, await wire.execute("PING")
+            return waited, await wire.execute(("PING",))
         finally:
             wire.close()
 
     waited, pong = run(scenario)
     assert 0.25 < waited < 1.0
-    assert pong == b"PONG"
+    assert pong == [b"PONG"]
 
 
 @pytest.mark.parametrize(
@@ -117,3 +122,16 @@ def test_a_tls_urls_options_shape_the_connection_as_redis_py_reads_them(
         assert context is not None
         assert (context.verify_mode, context.check_hostname) == (verify_mode, check_hostname)
     assert _ssl_context(redis_address(f"redis://redis.example:6379/0{query}").options) is None
+
+
+def test_commands_sent_together_share_one_connection_also_when_it_connects_for_them(own_redis: RedisServer) -> None:
+    async def scenario() -> list[object]:
+        wire = RedisWire(redis_address(own_redis.url), 2.0)
+        try:
+            # Not connected yet: both wait for the connection, then go out together on it.
+            return await wire.execute(("CLIENT", "ID"), ("CLIENT", "ID"))
+        finally:
+            wire.close()
+
+    first, second = run(scenario)
+    assert isinstance(first, int) and first == second

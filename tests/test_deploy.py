@@ -84,11 +84,11 @@ def test_every_command_is_a_real_hitstream_sub_command() -> None:
         assert command[1] in cli.commands, f"{command[1]!r} is not a hitstream sub-command"
 
 
-def test_compose_redis_keeps_the_queue_in_an_aof_fsynced_every_second() -> None:
+def test_compose_redis_fsyncs_every_write_as_the_default_durability_mode_needs() -> None:
     redis = compose_services()["redis"]
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command
-    assert "--appendfsync everysec" in command
+    assert "--appendfsync always" in command
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
 
 
@@ -212,7 +212,8 @@ def test_procfile_runs_api_on_port_and_worker() -> None:
         "Distributed",
         "{shard}",
         "{replica}",
-        "appendfsync everysec",
+        "appendfsync always",
+        "HITSTREAM_DURABILITY",
         "Sentinel",
     ],
 )

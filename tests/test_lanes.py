@@ -23,6 +23,7 @@ from shared.control.tokens import list_tokens, token_key
 from shared.envelope import Envelope
 from shared.lanes import LANE_HEADER, LANE_KEYS, Lane
 from tests.endpoint import BODY, assert_error, client_for
+from tests.procs import wait_until
 from tests.traffic import ingest_token
 from workers import dead_letters
 from workers.queue import BatchQueue
@@ -250,7 +251,7 @@ def test_an_expired_batch_is_reclaimed_whole_in_its_own_lane_before_anything_new
     lost = queue.claim(batch_size=3)  # its worker "dies": no heartbeat, no ack
     assert lost is not None and lost.lane is lane
     fill(real_redis, Lane.LIVE, 2)
-    time.sleep(0.4)
+    wait_until(lambda: queue_backlog(real_redis).expired_batches == 1, 10, "the lost batch's lease to expire")
 
     again = queue.claim(batch_size=10)
 
@@ -266,13 +267,13 @@ def test_an_expired_batch_is_reclaimed_whole_in_its_own_lane_before_anything_new
 def test_heartbeat_and_release_reach_the_leases_of_both_lanes(real_redis: redis.Redis) -> None:
     fill(real_redis, Lane.LIVE, 1)
     fill(real_redis, Lane.BULK, 1)
-    queue = BatchQueue(real_redis, claim_timeout_seconds=0.5, bulk_min_share=0.1)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=0.2, bulk_min_share=0.1)
     live, bulk = queue.claim(batch_size=1), queue.claim(batch_size=1)
     assert live is not None and bulk is not None and (live.lane, bulk.lane) == (Lane.LIVE, Lane.BULK)
+    wait_until(lambda: queue_backlog(real_redis).expired_batches == 2, 10, "both leases to expire")
 
-    time.sleep(0.3)
-    queue.heartbeat(live.id, bulk.id)
-    time.sleep(0.3)  # past the first deadline, within the renewed one
+    # Renewed one claim timeout ahead: a minute, so no clock reading can race the check.
+    BatchQueue(real_redis, claim_timeout_seconds=60).heartbeat(live.id, bulk.id)
     assert queue_backlog(real_redis).expired_batches == 0
     queue.release(live.id, bulk.id)
     assert queue_backlog(real_redis).expired_batches == 2

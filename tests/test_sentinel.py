@@ -8,94 +8,23 @@ window (accepted before the kill, never stored) is counted and printed (docs/rel
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
-from hitstream.redis_server import RedisServer, server_binary
 from shared.redis_client import redis_client
-from tests.ports import free_port
 from tests.procs import Processes, drained, stored_pages, wait_until
+from tests.sentinels import Group, sentinel_group
 from tests.traffic import BackgroundTraffic, exact_count, ingest_token
 
 pytestmark = pytest.mark.faults
 
-SERVICE = "mymaster"
-SENTINELS = 3
-QUORUM = 2
-DOWN_AFTER_MS = 1000  # how long the primary must be silent before a sentinel calls it down
 FAILOVER_TIMEOUT_MS = 3000
 REDIS_TIMEOUT_MS = 500
 # Event-loop and scheduling delay a loaded 2-core machine adds on top of the timeout.
 TIMEOUT_SLACK_SECONDS = 1.0
-
-
-@dataclass
-class Sentinel:
-    """``redis-server CONFIG --sentinel`` on a free port (Sentinel rewrites its config file)."""
-
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @classmethod
-    def start(cls, directory: Path, primary_port: int) -> Sentinel:
-        port = free_port()
-        directory.mkdir(parents=True)
-        config = directory / "sentinel.conf"
-        config.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
-            f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} {QUORUM}\n"
-            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
-            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
-            f"sentinel parallel-syncs {SERVICE} 1\n"
-        )
-        process = subprocess.Popen(
-            [server_binary(), str(config), "--sentinel"], stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        return cls(port, process)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-
-@dataclass
-class Group:
-    primary: RedisServer
-    replica: RedisServer
-    sentinels: list[Sentinel]
-
-    @property
-    def url(self) -> str:
-        addresses = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{addresses}/{SERVICE}/0"
-
-    def primary_port(self) -> int:
-        address = self.sentinels[0].client().sentinel_get_master_addr_by_name(SERVICE)
-        return int(address[1])
-
-    def settled(self) -> bool:
-        """The replica holds the primary's data (a replica promoted before its first sync
-        completes is empty: every token gone, 401 for all) and every sentinel knows the replica
-        and the other sentinels (else a failover stalls)."""
-        try:
-            if redis.Redis(port=self.replica.port).info("replication")["master_link_status"] != "up":
-                return False
-            for sentinel in self.sentinels:
-                state = sentinel.client().sentinel_master(SERVICE)
-                if state["num-other-sentinels"] < SENTINELS - 1 or state["num-slaves"] < 1:
-                    return False
-        except redis.RedisError:
-            return False
-        return True
 
 
 def accepted_so_far(traffic: BackgroundTraffic) -> int:
@@ -105,28 +34,8 @@ def accepted_so_far(traffic: BackgroundTraffic) -> int:
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[Group]:
-    primary = RedisServer(port=free_port(), data_dir=tmp_path / "primary")
-    primary.start()
-    replica = RedisServer(
-        port=free_port(), data_dir=tmp_path / "replica", extra=("--replicaof", "127.0.0.1", str(primary.port))
-    )
-    replica.start()
-    sentinels: list[Sentinel] = []
-    try:
-        sentinels += [Sentinel.start(tmp_path / f"sentinel-{number}", primary.port) for number in range(SENTINELS)]
-        started = Group(primary, replica, sentinels)
-        wait_until(
-            started.settled,
-            30,
-            "the replica to sync and the sentinels to find the replica and each other",
-            interval=0.1,
-        )
+    with sentinel_group(tmp_path, FAILOVER_TIMEOUT_MS) as started:
         yield started
-    finally:
-        for sentinel in sentinels:
-            sentinel.stop()
-        replica.kill()
-        primary.kill()
 
 
 def test_a_killed_primary_is_replaced_and_the_api_answers_503_then_202_without_a_restart(

@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from shared import keys
+from shared.config import DEFAULT_REDIS_URL
 from tests.geoip_fixtures import build_city_db
 from tests.ports import free_port
 
@@ -230,3 +231,33 @@ def test_up_stops_everything_and_fails_when_a_child_dies(start_up: Callable[[], 
     assert up.process.wait(60) == 1
     assert "api exited unexpectedly" in "".join(up.output)
     assert still_running(started) == []
+
+
+def test_up_beside_a_redis_without_aof_at_the_default_address_runs_its_own_and_leaves_that_one_alone(
+    tmp_path: Path, up_env: dict[str, str]
+) -> None:
+    """This machine kind pre-starts a Redis on 6379 that keeps nothing on disk: up must neither
+    refuse every pageview nor promise less, nor change a Redis it did not start."""
+    default = redis.Redis.from_url(DEFAULT_REDIS_URL, socket_timeout=1)
+    try:
+        before = default.config_get("append*")
+    except redis.ConnectionError:
+        pytest.skip("no Redis answers at the default address on this machine")
+    if (before["appendonly"], before["appendfsync"]) == ("yes", "always"):
+        pytest.skip("the Redis at the default address already fsyncs every write")
+    env = {name: value for name, value in up_env.items() if name != "HITSTREAM_REDIS_URL"}
+    up = Up(tmp_path, env, free_port())
+    try:
+        curl = up.printed("curl ")
+        stats_line = up.printed("HITSTREAM_REDIS_URL=")
+        own = f"unix://{tmp_path / 'var' / 'redis' / 'redis.sock'}?db=0"
+        assert stats_line.startswith(f"HITSTREAM_REDIS_URL={shlex.quote(own)} ")
+        assert send(curl, count=3) == [202] * 3
+        assert pageviews_within(10.0, 3, stats_line, tmp_path, env) == 3
+        assert up.ctrl_c() == 0
+    finally:
+        if up.process.poll() is None:
+            up.kill()
+    assert "not using the Redis at redis://127.0.0.1:6379/0" in "".join(up.output)
+    assert default.config_get("append*") == before
+    default.close()

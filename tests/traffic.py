@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -148,6 +149,35 @@ async def _post(connection: _Connection, page_id: str, body: bytes, answers: Ans
         answers.missing_retry_after += "retry-after" not in headers
 
 
+async def post_items(
+    base_url: str,
+    secret: str,
+    items: Iterable[tuple[str, bytes]],
+    concurrency: int = 50,
+    answers: Answers | None = None,
+    stop: threading.Event | None = None,
+    timeout: float = 10.0,
+) -> Answers:
+    """Post each (page_id, body) of ``items`` once over ``concurrency`` connections (until
+    ``stop`` is set); a page_id posted again gets its latest answer."""
+    answers = answers if answers is not None else Answers()
+    address = urlsplit(base_url)
+    pending = iter(items)
+
+    async def sender() -> None:
+        connection = _Connection(address.hostname or "127.0.0.1", address.port or 80, secret, timeout)
+        try:
+            for page_id, body in pending:
+                if stop is not None and stop.is_set():
+                    return
+                await _post(connection, page_id, body, answers)
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    return answers
+
+
 async def post_pageviews(
     base_url: str,
     secret: str,
@@ -158,22 +188,8 @@ async def post_pageviews(
     timeout: float = 10.0,
 ) -> Answers:
     """Post ``count`` new pageviews over ``concurrency`` connections (until ``stop`` is set)."""
-    answers = answers if answers is not None else Answers()
-    address = urlsplit(base_url)
-    numbers = iter(range(count))
-
-    async def sender() -> None:
-        connection = _Connection(address.hostname or "127.0.0.1", address.port or 80, secret, timeout)
-        try:
-            for number in numbers:
-                if stop is not None and stop.is_set():
-                    return
-                await _post(connection, *pageview(number), answers)
-        finally:
-            connection.close()
-
-    await asyncio.gather(*(sender() for _ in range(concurrency)))
-    return answers
+    items = (pageview(number) for number in range(count))
+    return await post_items(base_url, secret, items, concurrency, answers, stop, timeout)
 
 
 class BackgroundTraffic:
