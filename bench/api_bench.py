@@ -2,7 +2,7 @@
 and items/s of the batch endpoint with 100-item batches.
 
     .venv/bin/python -m bench.api_bench [--seconds 10] [--rounds 3] [--connections 64]
-                                        [--baseline-tree DIR | --modes relaxed,fsync,replicated]
+                                        [--baseline-tree DIR] [--modes relaxed,fsync,replicated]
 
 The no-op and the ingest endpoint are measured in alternating rounds (no-op, ingest, no-op,
 ...) and the ratio is taken per round, then its median: this machine's speed drifts by 10-30%
@@ -24,6 +24,8 @@ each mode's medians, and its throughput over relaxed's in the same round (and it
 relaxed's), per round and their median. "items/s" counts the items of 2xx answers only (a
 503 queued nothing) and the ratios compare those; Redis CPU counts the replica's too, and
 "req/call" is requests per hand-off script call (Redis's commandstats).
+With ``--baseline-tree`` too, the baseline tree's API is measured in every mode as well (on
+the same Redis servers; "fsync base" beside "fsync"), its ratios also to this tree's relaxed.
 ``--batch-connections`` sets wrk's connections for the batch endpoint apart (default: as
 ``--connections``): 64 connections of 100-item batches keep 6,400 items in flight, which a
 busy machine answers past the 250 ms Redis timeout (503s in every mode).
@@ -72,6 +74,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 BATCH_ITEMS = 100
 BASELINE = "baseline ingest"
+BASELINE_SUFFIX = " base"  # --modes with --baseline-tree: "fsync base" is the baseline tree's API in fsync mode
 # --modes: each endpoint's path and the items in each request it is sent.
 ENDPOINTS = {
     "single": ("/api/ingest/server/pageview", 1),
@@ -392,11 +395,16 @@ class ModeRedis:
 
 
 def compare_modes(args: argparse.Namespace, modes: list[Durability], data_dir: Path) -> None:
-    """The durability modes side by side: single and batch endpoint, alternating rounds."""
+    """The durability modes side by side (and the baseline tree's API in each mode too, with
+    ``--baseline-tree``): single and batch endpoint, alternating rounds."""
     body = realistic_body()
     bodies = {"single": body, "batch": b"[" + b",".join([body] * BATCH_ITEMS) + b"]"}
+    trees: dict[str, Path | None] = {"": None}
+    if args.baseline_tree:
+        trees[BASELINE_SUFFIX] = args.baseline_tree.resolve()
+    variants = [(mode, suffix) for suffix in trees for mode in modes]
     with ExitStack() as stack:
-        targets: dict[Durability, ModeRedis] = {}
+        targets: dict[Durability, ModeRedis] = {}  # both trees' API of a mode use its Redis
         for mode in modes:
             servers = start_mode(stack, data_dir, mode)
             clients = [redis.Redis(host=server.host, port=server.port) for server in servers]
@@ -406,73 +414,75 @@ def compare_modes(args: argparse.Namespace, modes: list[Durability], data_dir: P
                 env["HITSTREAM_MIN_REPLICAS"] = str(len(servers) - 1)
             targets[mode] = ModeRedis(clients, env)
 
-        def measure(mode: Durability, endpoint: str) -> Result:
+        def measure(mode: Durability, suffix: str, endpoint: str) -> Result:
             path, _ = ENDPOINTS[endpoint]
             port = free_port()
             clients = targets[mode].clients
             run_env = {**targets[mode].env, "API_BENCH_BODY": bodies[endpoint].decode()}
+            tree = trees[suffix]
             command = [str(VENV_BIN / "hitstream"), "api", "--port", str(port)]
+            if tree is not None:  # `python -m` from inside the tree: its packages come first
+                command = ["env", "-C", str(tree), sys.executable, "-m", "hitstream", "api", "--port", str(port)]
             url = f"http://127.0.0.1:{port}{path}"
             connections = args.batch_connections if endpoint == "batch" else args.connections
             return measure_api(command, url, run_env, args.seconds, connections, clients[0], clients)
 
         for mode in modes:  # untimed: each Redis faults in its memory before the rounds
-            measure(mode, "single")
-        runs: dict[tuple[str, Durability], list[Result]] = {
-            (endpoint, mode): [] for endpoint in ENDPOINTS for mode in modes
+            measure(mode, "", "single")
+        runs: dict[tuple[str, str], list[Result]] = {
+            (endpoint, f"{mode}{suffix}"): [] for endpoint in ENDPOINTS for mode, suffix in variants
         }
         for round_ in range(args.rounds):
-            order = modes[round_ % len(modes) :] + modes[: round_ % len(modes)]
+            order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
             for endpoint in ENDPOINTS:
-                for mode in order:
-                    runs[endpoint, mode].append(measure(mode, endpoint))
+                for mode, suffix in order:
+                    runs[endpoint, f"{mode}{suffix}"].append(measure(mode, suffix, endpoint))
 
     print(
         f"durability modes, {args.rounds} rounds of {args.seconds} s, wrk -c{args.connections} "
         f"(batch: -c{args.batch_connections}), order rotated per round"
+        + (f"; {BASELINE_SUFFIX.strip()}: {args.baseline_tree}" if args.baseline_tree else "")
     )
-    print_runs({f"{endpoint} {mode}": results for (endpoint, mode), results in runs.items()}, _items)
-    print_mode_medians(runs, modes)
+    print_runs({f"{endpoint} {variant}": results for (endpoint, variant), results in runs.items()}, _items)
+    print_mode_medians(runs)
 
 
 def _items(run_name: str) -> int:
     return ENDPOINTS[run_name.split()[0]][1]
 
 
-def print_mode_medians(runs: dict[tuple[str, Durability], list[Result]], modes: list[Durability]) -> None:
+def print_mode_medians(runs: dict[tuple[str, str], list[Result]]) -> None:
+    """Each variant's medians, and its ratio to this tree's relaxed mode in the same round."""
     print(
         f"{'medians':<24}{'req/s':>9}{'items/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'CPU us/req':>11}"
         f"{'Redis us/req':>13}{'req/call':>9}  x relaxed, same round (per round; median); p99 - relaxed's"
     )
-    for endpoint, (_, items) in ENDPOINTS.items():
-        relaxed = runs[endpoint, Durability.RELAXED]
-        for mode in modes:
-            results = runs[endpoint, mode]
+    for (endpoint, variant), results in runs.items():
+        items = ENDPOINTS[endpoint][1]
+        relaxed = runs[endpoint, str(Durability.RELAXED)]
 
-            def median(field: str, of: list[Result] = results) -> float:
-                return statistics.median(getattr(result, field) for result in of)
+        def median(field: str, of: list[Result] = results) -> float:
+            return statistics.median(getattr(result, field) for result in of)
 
-            ratios = [
-                ours.accepted_per_second / theirs.accepted_per_second
-                for ours, theirs in zip(results, relaxed, strict=True)
-            ]
-            p99_extra = [ours.p99_ms - theirs.p99_ms for ours, theirs in zip(results, relaxed, strict=True)]
-            verdict = ""
-            if mode is Durability.FSYNC:
-                met = (
-                    statistics.median(ratios) >= FSYNC_TARGET_RATIO
-                    and statistics.median(p99_extra) <= FSYNC_TARGET_P99_MS
-                )
-                target = f"target >= {FSYNC_TARGET_RATIO}x, p99 +{FSYNC_TARGET_P99_MS:.0f} ms"
-                verdict = f" ({target}: {'met' if met else 'NOT met'})"
-            print(
-                f"{endpoint + ' ' + mode:<24}{median('requests_per_second'):>9.0f}"
-                f"{median('accepted_per_second') * items:>9.0f}{median('p50_ms'):>8.2f}{median('p99_ms'):>8.2f}"
-                f"{sum(result.non_2xx for result in results):>8}{median('cpu_us_per_request'):>11.1f}"
-                f"{median('redis_cpu_us_per_request'):>13.1f}{median('requests_per_call'):>9.1f}  "
-                + ", ".join(f"{ratio:.2f}" for ratio in ratios)
-                + f"; {statistics.median(ratios):.2f}x; p99 {statistics.median(p99_extra):+.2f} ms{verdict}"
+        ratios = [
+            ours.accepted_per_second / theirs.accepted_per_second for ours, theirs in zip(results, relaxed, strict=True)
+        ]
+        p99_extra = [ours.p99_ms - theirs.p99_ms for ours, theirs in zip(results, relaxed, strict=True)]
+        verdict = ""
+        if variant == Durability.FSYNC:
+            met = (
+                statistics.median(ratios) >= FSYNC_TARGET_RATIO and statistics.median(p99_extra) <= FSYNC_TARGET_P99_MS
             )
+            target = f"target >= {FSYNC_TARGET_RATIO}x, p99 +{FSYNC_TARGET_P99_MS:.0f} ms"
+            verdict = f" ({target}: {'met' if met else 'NOT met'})"
+        print(
+            f"{endpoint + ' ' + variant:<24}{median('requests_per_second'):>9.0f}"
+            f"{median('accepted_per_second') * items:>9.0f}{median('p50_ms'):>8.2f}{median('p99_ms'):>8.2f}"
+            f"{sum(result.non_2xx for result in results):>8}{median('cpu_us_per_request'):>11.1f}"
+            f"{median('redis_cpu_us_per_request'):>13.1f}{median('requests_per_call'):>9.1f}  "
+            + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            + f"; {statistics.median(ratios):.2f}x; p99 {statistics.median(p99_extra):+.2f} ms{verdict}"
+        )
 
 
 def main() -> None:
@@ -481,11 +491,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="no-op/ingest pairs, or rounds of every mode")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--batch-connections", type=int, help="wrk's connections for the batch endpoint")
-    compared = parser.add_mutually_exclusive_group()
-    compared.add_argument(
+    parser.add_argument(
         "--baseline-tree", type=Path, help="another hitstream checkout whose ingest API is measured in every round too"
     )
-    compared.add_argument(
+    parser.add_argument(
         "--modes",
         help="durability modes to compare instead of the no-op comparison, e.g. relaxed,fsync,replicated "
         "(relaxed among them: the ratios are to it)",
