@@ -28,10 +28,10 @@ answered 503 instead of 202: their envelopes may be queued, and a retry of the s
 Redis runs none of a connection's commands while its WAIT blocks it, so in this mode a lane's
 next call is held while one of its calls waits for its WAIT (unless it fills up): the
 requests arriving meanwhile share one call and one WAIT. Sending a call per loop iteration
-instead queued small calls behind each WAIT (4.4 requests per call, 0.39x relaxed's
-requests/s, 616 answered 503 for the replica timeout); held, 30.7 requests per call, 0.81x
-relaxed's, none 503 (bench/api_bench.py-style A/B, 5 alternating rounds of 5 s, -c64, one
-replica on this busy 2-core machine; docs/benchmarks.md).
+instead queued small calls behind each WAIT: 4.3 requests per call, 0.22x relaxed's
+requests/s, 1,088 answered 503 for the replica timeout; held: 30.6 requests per call, 0.76x
+relaxed's, 32 answered 503, 3.8x the requests/s (median of 8 alternating rounds,
+``bench.api_bench --modes ... --baseline-tree``; docs/benchmarks.md).
 
 Idempotency (window ``settings.idempotency_window_seconds``): an envelope whose page_id the
 client chose carries a seen key; while that key lives, the same id is answered but not queued
