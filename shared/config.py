@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ class Settings:
     rate_limit: float = 100.0
     rate_burst: int = 200
     # Backpressure: above this many queued (unacknowledged) pageviews the API answers 503.
+    # Unset, both caps are derived from Redis's maxmemory at start when it has one
+    # (shared.queue_caps), never above these defaults.
     queue_max_depth: int = 1_000_000
     # The bulk lane's own cap (replays: shared.lanes); past it only bulk requests get 503.
     bulk_queue_max_depth: int = 2_000_000
@@ -77,6 +80,11 @@ class Settings:
     body_timeout_seconds: float = 30.0
     # Where ``hitstream worker`` serves its host's worker metrics (Prometheus text); None: nowhere.
     worker_metrics_port: int | None = None
+    # The address it listens on: loopback unless the operator opens it (as ``hitstream api --host``),
+    # e.g. 0.0.0.0 in a container that Prometheus scrapes from outside.
+    worker_metrics_host: str = "127.0.0.1"
+    # The HITSTREAM_* variables the environment set; every other field holds its default.
+    variables_set: frozenset[str] = frozenset()
 
 
 def _text(value: str) -> str:
@@ -123,6 +131,24 @@ def _port(value: str) -> int:
     if not 1 <= number <= 65535:
         raise ValueError("must be a port number from 1 to 65535")
     return number
+
+
+# One label of a host name (RFC 1123): letters, digits and inner hyphens, at most 63 characters.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _listen_host(value: str) -> str:
+    """An IP address or a host name to listen on (checked here; resolved when listening)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    # A last label of digits only is a malformed IP address (256.1.1.1), not a host name.
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError("must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name")
+    return value
 
 
 def _durability(value: str) -> Durability:
@@ -186,6 +212,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_HEADER_TIMEOUT": ("header_timeout_seconds", _positive_float),
     "HITSTREAM_BODY_TIMEOUT": ("body_timeout_seconds", _positive_float),
     "HITSTREAM_WORKER_METRICS_PORT": ("worker_metrics_port", _port),
+    "HITSTREAM_WORKER_METRICS_HOST": ("worker_metrics_host", _listen_host),
 }
 
 
@@ -196,6 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raise ConfigError naming the first bad variable."""
     environ = os.environ if environ is None else environ
     values: dict[str, object] = {}
+    variables_set = set()
     for name, (attribute, parse) in _VARIABLES.items():
         raw = environ.get(name)
         if raw is None or raw.strip() == "":
@@ -204,6 +232,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[attribute] = parse(raw.strip())
         except ValueError as error:
             raise ConfigError(f"{name}={raw!r} is invalid: {error}") from None
+        variables_set.add(name)
+    values["variables_set"] = frozenset(variables_set)
     # GeoIP paths are optional and a missing file must not stop start-up (the worker warns
     # once and leaves geo fields empty), so they are kept as plain paths.
     for attribute in ("geoip_city_db", "geoip_asn_db"):

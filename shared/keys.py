@@ -29,6 +29,9 @@ DISPATCH_LOCK = f"{PREFIX}:dispatch-lock"
 REWRITE_STATE = f"{PREFIX}:rewrite"
 # String, SET NX PX: at most one worker at a time decides whether Redis's files are rewritten.
 REWRITE_LOCK = f"{PREFIX}:rewrite-lock"
+# Counter, INCR before a worker's WAIT (replicated durability mode, workers.queue): a write
+# that always reaches the replicas, so WAIT counts acknowledgements of everything before it.
+REPLICATION_MARK = f"{PREFIX}:replication-mark"
 
 # --- enriched batches, from enricher processes to the one process that writes an embedded
 # store (workers.delivery, workers.writer): a stream of pickled workers.batches.Processed

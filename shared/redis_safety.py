@@ -12,6 +12,8 @@ its Redis at start-up:
 
 The settings are read with INFO (``memory``, ``persistence``), which managed Redis services
 allow where they often disable CONFIG. When Redis does not say, the process warns and goes on.
+INFO memory also gives ``maxmemory``, from which the lanes' caps are derived when unset
+(shared.queue_caps).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class RedisSafety:
 
     maxmemory_policy: str | None
     aof_enabled: bool | None
+    maxmemory: int | None = None  # bytes; 0: no limit
 
     @property
     def evicts(self) -> bool:
@@ -78,9 +81,11 @@ def safety_from_info(memory: Mapping[str, Any], persistence: Mapping[str, Any]) 
     parses them: numbers as int, text as str)."""
     policy = memory.get("maxmemory_policy")
     aof = persistence.get("aof_enabled")
+    maxmemory = memory.get("maxmemory")
     return RedisSafety(
         maxmemory_policy=None if policy is None else str(policy),
         aof_enabled=None if aof is None else bool(int(aof)),
+        maxmemory=None if maxmemory is None else int(maxmemory),
     )
 
 

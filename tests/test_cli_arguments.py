@@ -51,6 +51,8 @@ MALFORMED = [
     (["worker", "-n", "0"], "--processes"),
     (["queue", "--bogus"], "--bogus"),
     (["migrate", "--cluster", "bad name; DROP"], "--cluster"),
+    (["geoip", "update", "--deadline", "0"], "--deadline"),
+    (["geoip", "update", "--deadline", "soon"], "--deadline"),
     (["no-such-command"], "no-such-command"),
 ]
 

@@ -160,6 +160,9 @@ def test_compose_workers_serve_their_metrics_on_a_published_port() -> None:
     worker = compose_services()["worker"]
     port = worker["environment"]["HITSTREAM_WORKER_METRICS_PORT"]
     assert [mapping.rsplit(":", 1)[1] for mapping in worker["ports"]] == [port]
+    # The default address is loopback: a published port (or Prometheus on the compose network)
+    # reaches only an endpoint listening on the container's interfaces.
+    assert worker["environment"]["HITSTREAM_WORKER_METRICS_HOST"] == "0.0.0.0"
 
 
 @pytest.mark.parametrize(
@@ -176,6 +179,8 @@ def test_kubernetes_pods_announce_the_port_their_metrics_are_served_on(name: str
     if name == "hitstream-worker":
         settings = {variable["name"]: variable["value"] for variable in container["env"]}
         assert settings["HITSTREAM_WORKER_METRICS_PORT"] == str(ports[port_name])
+        # Prometheus scrapes the pod's IP; the default address (loopback) would refuse it.
+        assert settings["HITSTREAM_WORKER_METRICS_HOST"] == "0.0.0.0"
 
 
 def test_the_image_holds_every_package_the_project_installs() -> None:

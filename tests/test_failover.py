@@ -14,11 +14,12 @@ posted after the stall. Counted by page_id in the store:
 - ``fsync`` (the default): every pageview posted after the stall is answered 202 and every one
   is lost in the failover, exactly.
 
-The worker is frozen (SIGSTOP) from the stall until the promotion: a worker that stored a
-pageview from the old primary, which the replica never got, stores it again when its retry
-is queued on the new primary (its seen key died with the old primary), and in fsync mode it
-would save from the old primary some of what the failover loses, so neither count would be
-exact. The replica's ``repl-timeout`` (60 s) outlasts every stall here, so its link stays
+In replicated mode the worker runs through the stall: it processes a claimed batch only once
+the replicas acknowledged the claim (workers.queue), so it never stores a pageview the
+replica lacks, whose retry would be queued again on the new primary and stored twice. In
+fsync mode the worker is frozen (SIGSTOP) from the stall until the promotion: it would save
+from the old primary some of what the failover loses, and the loss would not be exact. The
+replica's ``repl-timeout`` (60 s) outlasts every stall here, so its link stays
 up; sentinels reconfigure a replica whose master address is not the primary's (the relay's)
 ``failover-timeout`` after they found it, so that is longer than a test.
 """
@@ -126,9 +127,9 @@ def replication(server: RedisServer) -> dict[str, Any]:
     return redis.Redis(port=server.port).info("replication")
 
 
-def stall_the_replica(pipeline: Pipeline) -> None:
-    """Once the worker stored everything so far and the replica acknowledged it, freeze the
-    worker and stop the link delivering; the primary still counts the replica in."""
+def stall_the_replica(pipeline: Pipeline, freeze_worker: bool) -> None:
+    """Once the worker stored everything so far and the replica acknowledged it, stop the link
+    delivering (and freeze the worker, if asked); the primary still counts the replica in."""
     group = pipeline.group
     assert group.relay is not None
     wait_until(lambda: drained(pipeline.control), WAIT_SECONDS, "the worker to drain the lanes", interval=0.1)
@@ -139,7 +140,8 @@ def stall_the_replica(pipeline: Pipeline) -> None:
         "the replica to acknowledge everything written so far",
     )
     assert replication(group.replica)["master_port"] == group.relay.port, "the link still runs through the relay"
-    pipeline.freeze_worker()
+    if freeze_worker:
+        pipeline.freeze_worker()
     group.relay.hold()
 
 
@@ -167,7 +169,7 @@ def stall_kill_and_retry(
     first = [pageview(number) for number in range(BEFORE_STALL)]
     before = pipeline.post_until_accepted(first)
 
-    stall_the_replica(pipeline)
+    stall_the_replica(pipeline, freeze_worker=False)
     stalled_items = first[:resent_before_stall] + [pageview(number) for number in range(AFTER_STALL)]
     logged = len(pipeline.api.output())
     stalled = pipeline.post(stalled_items)
@@ -175,8 +177,12 @@ def stall_kill_and_retry(
     assert stalled.missing_retry_after == 0
     assert "hand-off acknowledged by 0 replicas, 1 needed: answering 503" in pipeline.api.output()[logged:]
 
+    wait_until(
+        lambda: "acknowledged by 0 replicas, 1 needed: released" in pipeline.worker.output(),
+        WAIT_SECONDS,
+        "the worker to release a batch the replica lacks",
+    )
     kill_the_primary(group)
-    pipeline.thaw_worker()
     # The new primary has no replica yet: still 503, until the old primary is back as its replica.
     no_replica = pipeline.post(stalled_items[-CONCURRENCY:])
     assert no_replica.summary() == {503: CONCURRENCY}
@@ -222,7 +228,7 @@ def test_in_fsync_mode_every_202_answered_after_the_replica_stalled_is_lost_in_t
     before = pipeline.post([pageview(number) for number in range(BEFORE_STALL)])
     assert before.summary() == {202: BEFORE_STALL}
 
-    stall_the_replica(pipeline)
+    stall_the_replica(pipeline, freeze_worker=True)
     stalled = pipeline.post([pageview(number) for number in range(AFTER_STALL)])
     assert stalled.summary() == {202: AFTER_STALL}, "fsync mode does not wait for replicas"
 

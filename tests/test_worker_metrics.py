@@ -6,6 +6,7 @@ any label."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane
 from tests.clickhouse_http import ClickHouseHttp
 from tests.ports import free_port
-from tests.procs import ARTIFACTS, HITSTREAM, drained, wait_until
+from tests.procs import ARTIFACTS, HITSTREAM, Processes, drained, wait_until
 from tests.traffic import queued_envelope
 from workers.records import DropReason
 
@@ -218,9 +219,64 @@ def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(hitstrea
         )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"Error: cannot serve worker metrics on port {port} (HITSTREAM_WORKER_METRICS_PORT): "
-        "[Errno 98] Address already in use"
+        f"Error: cannot serve worker metrics on 127.0.0.1:{port} (HITSTREAM_WORKER_METRICS_HOST, "
+        "HITSTREAM_WORKER_METRICS_PORT): [Errno 98] Address already in use"
     ]
+
+
+def test_a_metrics_address_this_host_does_not_have_stops_the_worker_with_one_line_naming_it(
+    hitstream_env: dict[str, str],
+) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [HITSTREAM, "worker"],
+        # 192.0.2.1 (TEST-NET-1, RFC 5737) is no address of this machine.
+        env={**hitstream_env, "HITSTREAM_WORKER_METRICS_PORT": str(port), "HITSTREAM_WORKER_METRICS_HOST": "192.0.2.1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot serve worker metrics on 192.0.2.1:{port} (HITSTREAM_WORKER_METRICS_HOST, "
+        "HITSTREAM_WORKER_METRICS_PORT): [Errno 99] Cannot assign requested address"
+    ]
+
+
+def listening_addresses(pid: int, port: int) -> set[str]:
+    """The addresses process ``pid`` listens on at ``port``."""
+    return {
+        connection.laddr.ip
+        for connection in psutil.Process(pid).net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+    }
+
+
+def resolved(host: str) -> set[str]:
+    return {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+
+
+@pytest.mark.parametrize(
+    ("host", "listening"),
+    [(None, {"127.0.0.1"}), ("0.0.0.0", {"0.0.0.0"}), ("::1", {"::1"}), ("localhost", resolved("localhost"))],
+    ids=["unset", "all IPv4 interfaces", "IPv6 loopback", "a host name"],
+)
+def test_the_worker_serves_its_metrics_on_loopback_unless_another_address_is_set(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path, host: str | None, listening: set[str]
+) -> None:
+    port = free_port()
+    settings = {"HITSTREAM_WORKER_METRICS_PORT": str(port)}
+    if host is not None:
+        settings["HITSTREAM_WORKER_METRICS_HOST"] = host
+    worker = processes.worker(tmp_path / "store", **settings)
+    worker.wait_ready(real_redis)
+    addresses = listening_addresses(worker.pid, port)
+    assert len(addresses) == 1 and addresses <= listening
+    (address,) = addresses
+    scraped = "127.0.0.1" if address == "0.0.0.0" else address
+    url = f"http://{'[' + scraped + ']' if ':' in scraped else scraped}:{port}/metrics"
+    assert "hitstream_worker_processes 1.0" in httpx.get(url, timeout=5).text
+    assert worker.stop() == 0
 
 
 @pytest.mark.parametrize("value", ["0", "65536", "-1", "metrics", "9108.5"])
@@ -232,3 +288,38 @@ def test_a_bad_metrics_port_names_the_variable(value: str) -> None:
 def test_the_metrics_port_is_off_unless_set() -> None:
     assert load_settings({}).worker_metrics_port is None
     assert load_settings({"HITSTREAM_WORKER_METRICS_PORT": "9108"}).worker_metrics_port == 9108
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not a host",
+        "metrics.example:9108",
+        "http://0.0.0.0",
+        "-metrics.example",
+        "metrics-.example",
+        "metrics..example",
+        "256.1.1.1",
+        "10.0.0",
+        "::1::",
+        "[::1]",
+        "a" * 64 + ".example",
+        "metrics_host.example",
+    ],
+)
+def test_a_bad_metrics_host_names_the_variable(value: str) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape(f"HITSTREAM_WORKER_METRICS_HOST={value!r} is invalid: must be an IP")
+    ):
+        load_settings({"HITSTREAM_WORKER_METRICS_HOST": value})
+
+
+@pytest.mark.parametrize(
+    "value", ["127.0.0.1", "0.0.0.0", "::", "::1", "fe80::1%eth0", "localhost", "worker-1.example."]
+)
+def test_the_metrics_host_takes_an_ip_address_or_a_host_name(value: str) -> None:
+    assert load_settings({"HITSTREAM_WORKER_METRICS_HOST": value}).worker_metrics_host == value
+
+
+def test_the_metrics_host_is_loopback_unless_set() -> None:
+    assert load_settings({}).worker_metrics_host == "127.0.0.1"

@@ -19,6 +19,7 @@ from shared import keys
 from shared import redis_client as clients
 from shared.config import Settings
 from shared.control.exclusions import list_exclusions
+from shared.durability import Durability
 from workers.delivery import Delivery, HandOff, StoreAndAcknowledge
 from workers.pipeline import Pipeline, build_pipeline
 from workers.queue import BatchQueue
@@ -100,7 +101,11 @@ class WorkerContext:
         readers, parsers and lists).
         ``hand_off``: an enricher, which hands processed batches to the store writer."""
         client = redis_client(settings)
-        queue = BatchQueue(client, settings.claim_timeout_seconds, settings.bulk_min_share)
+        replicas = (settings.min_replicas, settings.replica_timeout_ms)
+        replicated = settings.durability is Durability.REPLICATED
+        queue = BatchQueue(
+            client, settings.claim_timeout_seconds, settings.bulk_min_share, replicas if replicated else None
+        )
         store = StoreOpening(lambda: open_store(settings.clickhouse_url))
         shutdown = threading.Event()
         delivery = HandOff(client, shutdown) if hand_off else StoreAndAcknowledge(client, queue, store, shutdown)

@@ -1,8 +1,10 @@
 """The worker host's metrics endpoint: every worker process of one ``hitstream worker`` summed
-on one port (HITSTREAM_WORKER_METRICS_PORT), with prometheus-client's multiprocess mode.
+on one port (HITSTREAM_WORKER_METRICS_PORT, on HITSTREAM_WORKER_METRICS_HOST: loopback unless
+opened), with prometheus-client's multiprocess mode.
 
-``start`` makes a fresh directory, points PROMETHEUS_MULTIPROC_DIR at it and serves the
-directory's sum over HTTP from a thread of the calling process. The worker processes (this
+``start`` removes the directories of worker commands that are gone, makes a fresh one
+(workers.metrics_directory), points PROMETHEUS_MULTIPROC_DIR at it and serves the directory's
+sum over HTTP from a thread of the calling process; ``HostEndpoint.stop`` removes it again. The worker processes (this
 one with ``-n 1``, spawned children otherwise, which inherit the variable) then write their
 values there. prometheus-client picks its value store when it is first imported, so ``start``
 must run before anything in this process imports it (``hitstream worker`` calls it first);
@@ -13,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import struct
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from workers.metrics_directory import MetricsDirectory, make_directory, sweep_directories
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +30,41 @@ _VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 @dataclass
 class HostEndpoint:
-    directory: str
+    directory: MetricsDirectory
     server: Any  # the wsgiref server prometheus_client started
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        try:
+            self.server.shutdown()
+            self.server.server_close()
+        finally:
+            self.directory.remove()
 
 
-def start(port: int, address: str = "0.0.0.0") -> HostEndpoint:
-    """Serve the summed metrics of this host's worker processes on ``port``."""
+def start(port: int, address: str) -> HostEndpoint:
+    """Serve the summed metrics of this host's worker processes on ``address``:``port``."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the worker metrics directory was set")
-    directory = tempfile.mkdtemp(prefix="hitstream-worker-metrics-")
-    os.environ[_VARIABLE] = directory
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
+    sweep_directories()
+    directory = make_directory()
+    try:
+        os.environ[_VARIABLE] = directory.path
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-    registry = CollectorRegistry()
-    registry.register(_ReadAgainWhileSizing(MultiProcessCollector(None, path=directory)))
-    server, _ = start_http_server(port, addr=address, registry=registry)
-    log.info("worker metrics on port %d (all worker processes of this host)", port)
+        registry = CollectorRegistry()
+        registry.register(_ReadAgainWhileSizing(MultiProcessCollector(None, path=directory.path)))
+        server, _ = start_http_server(port, addr=address, registry=registry)
+    except BaseException:  # a port in use, an address this host lacks, a stop signal
+        directory.remove()
+        raise
+    log.info("worker metrics on %s (all worker processes of this host)", listen_address(address, port))
     return HostEndpoint(directory, server)
+
+
+def listen_address(address: str, port: int) -> str:
+    """``address:port`` as an operator writes it (``[::1]:9108`` for an IPv6 address)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class _ReadAgainWhileSizing:

@@ -11,10 +11,17 @@ id, so the retried insert carries the same deduplication token and no row is dou
 Re-claims come first, live lane first. New batches come from the live lane while it has
 entries waiting, except that ``bulk_min_share`` of the claims made while both lanes wait
 go to the bulk lane, so a replay always progresses (and takes everything live leaves).
+
+In the ``replicated`` durability mode a batch is processed only once its entries are on the
+replicas (``WAIT`` after the claim): an entry the API answered 503 for may be queued on the
+primary only, and if a worker stored it and the primary then failed over, the client's retry
+would be queued again on the promoted replica and stored twice (tests/test_failover.py).
+A claim the replicas do not acknowledge in time is released and claimed again later.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -189,15 +196,24 @@ def in_transaction(pipe: redis.client.Pipeline, script: str, script_keys: list[s
     pipe.eval(script, len(script_keys), *script_keys, *args)
 
 
+log = logging.getLogger(__name__)
+
+
 class BatchQueue:
     """Claim, heart-beat, acknowledge and release batches of the ingest lanes."""
 
     def __init__(
-        self, client: redis.Redis, claim_timeout_seconds: float, bulk_min_share: float = Settings.bulk_min_share
+        self,
+        client: redis.Redis,
+        claim_timeout_seconds: float,
+        bulk_min_share: float = Settings.bulk_min_share,
+        replicas: tuple[int, int] | None = None,
     ) -> None:
         self.redis = client
         self.claim_timeout_ms = int(claim_timeout_seconds * 1000)
         self.bulk_min_share = bulk_min_share
+        # (replicas, timeout ms) a claim must be acknowledged by before its batch is processed.
+        self.replicas = replicas
         self._bulk_credit = 0.0  # grows by bulk_min_share per claim while both lanes wait
         self._reclaim = client.register_script(_RECLAIM)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -210,6 +226,13 @@ class BatchQueue:
         New entries are read by XREADGROUP outside Lua (a Lua reply of 1000 envelopes costs
         ~25 ms more), in one MULTI with the script that leases them.
         """
+        batch = self._claim(batch_size)
+        if batch is None or self.replicas is None or self._replicated(batch):
+            return batch
+        self.release(batch.id)
+        return None
+
+    def _claim(self, batch_size: int) -> Batch | None:
         reclaimed = self._reclaim(keys=_RECLAIM_KEYS, args=[keys.GROUP, self.claim_timeout_ms])
         if reclaimed[0]:
             _, batch_id, entries = reclaimed
@@ -220,6 +243,26 @@ class BatchQueue:
             if batch is not None:
                 return batch
         return None
+
+    def _replicated(self, batch: Batch) -> bool:
+        """Whether the replicas acknowledged the claim, and so the entries queued before it.
+
+        WAIT counts the acknowledgements of its own connection's last propagated write, and the
+        claim ran on whichever pooled connection was free (and a claim that changed nothing
+        propagates nothing): so the WAIT's connection first writes a mark that always reaches
+        the replicas, after the claim in the replication stream."""
+        assert self.replicas is not None
+        needed, timeout_ms = self.replicas
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(keys.REPLICATION_MARK)
+            pipe.execute_command("WAIT", needed, timeout_ms)
+            _, acknowledged = pipe.execute()
+        if acknowledged >= needed:
+            return True
+        log.warning(
+            "batch %s claimed but acknowledged by %d replicas, %d needed: released", batch.id, acknowledged, needed
+        )
+        return False
 
     def _turn(self, waiting: dict[Lane, int]) -> list[Lane]:
         """The lanes to read, in order: live first, bulk when its minimum share is due."""

