@@ -2,7 +2,7 @@
 pays, the scale-out curve on one embedded store, and the naive design, all in one run.
 
     .venv/bin/python -m bench.worker_bench [--pageviews 100000] [--rounds 2] [--batch-size 1000]
-        [--naive 2000] [--processes 1,2,4]
+        [--naive 2000] [--processes 1,2,4] [--sections overlaps,scale-out,naive,modes]
 
 Starts its own Redis (AOF on, free port). Every end-to-end run starts worker processes on a
 fresh chdb path; once they are registered (store opened, pipeline built) they drain
@@ -31,6 +31,12 @@ Sections, each printed beside its same-run baseline:
    the writer fsyncs (as shipped: "on"), against the same with only the table settings
    ("settings": the logs left to ClickHouse) and with neither ("off": the settings set back
    to 0 after migrating); rounds interleaved, the ratio to "off" per round and overall.
+6. modes: one ``hitstream worker`` process (the defaults) in each durability mode
+   (shared.durability), on that mode's Redis server(s) (bench/bench_redis.py): relaxed
+   (``appendfsync everysec``), fsync (``appendfsync always``: every write the worker sends,
+   its claims, acknowledgements and heartbeats, waits for its fsync) and replicated (that, one
+   replica on this machine, and a ``WAIT`` for it after each claim); rounds interleaved;
+   prints events/s and the ratio to relaxed per round.
 
 Figures taken on a machine shared with other work are only comparable within one run.
 """
@@ -48,7 +54,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +64,12 @@ import redis
 import rq
 from rq import Queue
 
+from bench.bench_redis import rewrite_aof, start_mode
 from bench.ua_mix import user_agent_stream
 from hitstream.redis_server import RedisServer
 from shared import keys
 from shared.config import load_settings
+from shared.durability import Durability
 from shared.envelope import Envelope
 from tests.ports import free_port
 from workers import delivery, loop
@@ -79,6 +88,7 @@ SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 REFERRERS = [None, None, None, "https://www.google.com/", "https://news.ycombinator.com/", "https://example.com/"]
 PATHS = ["/", "/pricing", "/blog/queues", "/docs/install?utm_source=newsletter&utm_medium=email", "/about"]
 HITSTREAM = str(Path(sys.executable).parent / "hitstream")
+MODES = (Durability.RELAXED, Durability.FSYNC, Durability.REPLICATED)  # section 5, relaxed first: the ratios' base
 OVERLAPS = {
     "none": Overlaps(claim_ahead=False, write_behind=False),
     "claim-ahead": Overlaps(claim_ahead=True, write_behind=False),
@@ -162,14 +172,26 @@ def end_to_end(
     enrichers: int = 1,
     timings: Path | None = None,
     warm_up: list[bytes] | None = None,
+    replicas: Sequence[redis.Redis] = (),
 ) -> Run:
     """Start the worker ``command``; once its processes are ready (``enrichers`` on the batch
     queue, and a writer when there are several), put ``data`` in the stream at once and time
-    until it is drained; events/s."""
+    until it is drained; events/s. With ``replicas``, the clock starts once they hold the
+    backlog too: until then no claim can be acknowledged by them (replicated mode), and a
+    backlog that appears at once is this bench's doing."""
     client.flushall()
     count = len(data)
     worker_env = {**env, "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}", "HITSTREAM_BATCH_SIZE": str(batch_size)}
-    process = subprocess.Popen(command, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = store.with_suffix(".log")  # the worker's stderr: what a worker that stopped said
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(command, env=worker_env, stdout=subprocess.DEVNULL, stderr=log_file)
+
+    def check_alive() -> None:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"{' '.join(command)} exited with code {process.returncode}:\n{tail}")
+
     try:
         writer: int | None = None
         while True:
@@ -178,8 +200,7 @@ def end_to_end(
             if len(_registered(client, keys.BATCH_QUEUE, pids)) == enrichers and len(writers) == (enrichers > 1):
                 writer = writers[0] if writers else None
                 break
-            if process.poll() is not None:
-                raise SystemExit(f"{' '.join(command)} exited with code {process.returncode}")
+            check_alive()
             time.sleep(0.05)
         time.sleep(0.5)  # the pipeline and the store are loaded right before registering
         if warm_up:
@@ -187,14 +208,20 @@ def end_to_end(
             # a service that has run for minutes.
             fill_stream(client, warm_up, at_once=True)
             while client.xlen(keys.STREAM) > 0:
+                check_alive()
                 time.sleep(0.01)
             if timings is not None:
                 process.send_signal(signal.SIGUSR1)  # the bench worker's stage timers start over
             time.sleep(0.2)
         fill_stream(client, data, at_once=True)
+        filled = client.info("replication")["master_repl_offset"]
+        for replica in replicas:
+            while replica.info("replication")["slave_repl_offset"] < filled:
+                time.sleep(0.002)
         started = time.perf_counter()
         writer_cpu = _cpu_seconds(writer) if writer else 0.0
         while client.xlen(keys.STREAM) > 0:
+            check_alive()
             time.sleep(0.002)
         elapsed = time.perf_counter() - started
         share = (_cpu_seconds(writer) - writer_cpu) / elapsed if writer else None
@@ -318,6 +345,34 @@ def interleaved(rounds: int, variants: dict[str, Callable[[Path], Run]], scratch
     return runs
 
 
+def mode_runs(
+    rounds: int, data: list[bytes], warm_up: list[bytes], batch_size: int, scratch: Path
+) -> dict[str, list[Run]]:
+    """Section 5: one ``hitstream worker`` process in each durability mode."""
+    with ExitStack() as stack:
+        variants: dict[str, Callable[[Path], Run]] = {}
+        for mode in MODES:
+            servers = start_mode(stack, scratch, mode)
+            clients = [redis.Redis(host=server.host, port=server.port) for server in servers]
+            env = {
+                **os.environ,
+                "HITSTREAM_REDIS_URL": servers[0].url,
+                "HITSTREAM_LOG_LEVEL": "WARNING",
+                "HITSTREAM_DURABILITY": str(mode),
+                "HITSTREAM_MIN_REPLICAS": str(max(len(servers) - 1, 1)),
+            }
+
+            def run(store: Path, clients: list[redis.Redis] = clients, env: dict[str, str] = env) -> Run:  # per mode
+                command = [HITSTREAM, "worker", "--processes", "1"]
+                result = end_to_end(clients[0], env, store, data, command, batch_size, 1, None, warm_up, clients[1:])
+                for client in clients:
+                    rewrite_aof(client)
+                return result
+
+            variants[str(mode)] = run
+        return interleaved(rounds, variants, scratch)
+
+
 def median_rate(runs: list[Run]) -> float:
     return statistics.median(run.events_per_second for run in runs)
 
@@ -332,7 +387,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--naive", type=int, default=2000, help="pageviews for the naive design")
     parser.add_argument("--processes", default="1,2,4", help="scale-out: worker process counts")
-    parser.add_argument("--sections", default="overlaps,scale-out,naive", help="which of them to run")
+    parser.add_argument("--sections", default="overlaps,scale-out,naive,modes", help="which of them to run")
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bench-worker", nargs=2, metavar=("OVERLAPS", "TIMINGS"), help=argparse.SUPPRESS)
     parser.add_argument("--fsync-worker", choices=FSYNC_VARIANTS, help=argparse.SUPPRESS)
@@ -398,6 +453,9 @@ def main() -> None:
             fsync_runs = interleaved(args.rounds, fsync_variants, scratch / "fsync")
         finally:
             server.stop()
+        mode_results = (
+            mode_runs(args.rounds, data, warm_up, args.batch_size, scratch / "modes") if "modes" in sections else {}
+        )
         if overlap_runs:
             print_overlaps(overlap_runs, args.pageviews, args.rounds, args.batch_size)
         if scale_runs:
@@ -409,6 +467,8 @@ def main() -> None:
                 print(f"   batch design, 1 process / naive: {median_rate(batch_runs) / naive_rate:.1f}x")
         if fsync_runs:
             print_fsync(fsync_runs, args.pageviews, args.rounds)
+        if mode_results:
+            print_modes(mode_results, args.pageviews, args.rounds)
         print(f"   (targets: one process >= 20,000 events/s; 2 processes >= 1.6x one; cores: {os.cpu_count()})")
 
 
@@ -459,6 +519,19 @@ def print_fsync(fsync_runs: dict[str, list[Run]], pageviews: int, rounds: int) -
         print(
             f"   {name:<9} {median_rate(runs):9,.0f} events/s  {median_rate(runs) / median_rate(off):5.2f}x off"
             f"  (rounds: {rates}; per round / off: {ratios})"
+        )
+
+
+def print_modes(runs_by_mode: dict[str, list[Run]], pageviews: int, rounds: int) -> None:
+    print(f"6. durability modes, 1 worker process, {pageviews} pageviews, median of {rounds} interleaved rounds:")
+    relaxed = runs_by_mode[Durability.RELAXED]
+    for mode, runs in runs_by_mode.items():
+        rates = ", ".join(f"{run.events_per_second:,.0f}" for run in runs)
+        ratios = [run.events_per_second / base.events_per_second for run, base in zip(runs, relaxed, strict=True)]
+        print(
+            f"   {mode:<10} {median_rate(runs):9,.0f} events/s  ({rates}); x relaxed per round: "
+            + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            + f"; median {statistics.median(ratios):.2f}x"
         )
 
 

@@ -25,6 +25,13 @@ script call, written with it on the same connection (WAIT counts what acknowledg
 connection's writes); when fewer replicas acknowledged in time, the requests it accepted are
 answered 503 instead of 202: their envelopes may be queued, and a retry of the same item
 (page_id, event identity, Idempotency-Key) is recognised and queued once.
+Redis runs none of a connection's commands while its WAIT blocks it, so in this mode a lane's
+next call is held while one of its calls waits for its WAIT (unless it fills up): the
+requests arriving meanwhile share one call and one WAIT. Sending a call per loop iteration
+instead queued small calls behind each WAIT: 4.3 requests per call, 0.22x relaxed's
+requests/s, 1,088 answered 503 for the replica timeout; held: 30.6 requests per call, 0.76x
+relaxed's, 32 answered 503, 3.8x the requests/s (median of 8 alternating rounds,
+``bench.api_bench --modes ... --baseline-tree``; docs/benchmarks.md).
 
 Idempotency (window ``settings.idempotency_window_seconds``): an envelope whose page_id the
 client chose carries a seen key; while that key lives, the same id is answered but not queued
@@ -148,6 +155,8 @@ class HandOff:
         )
         self._waiting: dict[Lane, list[_Request]] = {lane: [] for lane in LANES}
         self._envelopes: dict[Lane, int] = dict.fromkeys(LANES, 0)  # in each lane's waiting batch
+        # Replicated mode: each lane's calls whose WAIT has not answered yet (see ``admit``).
+        self._in_flight: dict[Lane, int] = dict.fromkeys(LANES, 0)
         self._sending: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -179,7 +188,11 @@ class HandOff:
             loop = self._loop = asyncio.get_running_loop()
         verdict = loop.create_future()
         waiting = self._waiting[lane]
-        if not waiting:  # the first of a batch: sent after this loop iteration at the latest
+        if not waiting and not self._in_flight[lane]:
+            # The first of a batch: sent after this loop iteration at the latest. Behind a WAIT
+            # it is sent once the lane's calls have settled instead (or once full): Redis runs
+            # none of a connection's commands while a WAIT blocks it, so the batch grows
+            # meanwhile and the next WAIT covers all of it, rather than one small call each.
             loop.call_soon(self._flush, lane)
         waiting.append(
             _Request(keys.RATE_BUCKET.format(subject=subject), cost, queued, answer, lane, token_id, verdict)
@@ -193,7 +206,7 @@ class HandOff:
         """Write the lane's waiting requests' script call to Redis now; a task settles their
         verdicts."""
         batch = self._waiting[lane]
-        if not batch:  # sent already, when the batch filled up
+        if not batch:  # sent already: the batch filled up, or the lane's last call settled
             return
         self._waiting[lane] = []
         self._envelopes[lane] = 0
@@ -203,6 +216,16 @@ class HandOff:
         task = asyncio.ensure_future(self._settle(batch, arguments, wire, call, time.perf_counter()), loop=self._loop)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+        if self._then:
+            self._in_flight[lane] += 1
+            task.add_done_callback(lambda _: self._settled(lane))
+
+    def _settled(self, lane: Lane) -> None:
+        """One of the lane's calls and its WAIT settled: with none left in flight, send the
+        batch held behind them (see ``admit``)."""
+        self._in_flight[lane] -= 1
+        if not self._in_flight[lane]:
+            self._flush(lane)
 
     async def _settle(
         self,
