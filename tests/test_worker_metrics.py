@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,9 +136,16 @@ def worker_host(hitstream_env: dict[str, str], clickhouse_http: ClickHouseHttp, 
                 host.process.wait()
 
 
-def test_three_worker_processes_report_exactly_what_was_sent(worker_host: WorkerHost, real_redis: redis.Redis) -> None:
+@pytest.fixture
+def private_paths_excluded(real_redis: redis.Redis) -> None:
+    """An instance-wide exclusion of /private, in place before the worker processes start (a
+    test requests it ahead of ``worker_host``), so each one loads it with its pipeline."""
     add_exclusion(real_redis, INSTANCE_SCOPE, ExclusionKind.PATH, "/private")
-    time.sleep(1.5)  # the workers see control-plane changes within a second
+
+
+def test_three_worker_processes_report_exactly_what_was_sent(
+    private_paths_excluded: None, worker_host: WorkerHost, real_redis: redis.Redis
+) -> None:
     send(real_redis, Lane.LIVE, [f"/live/{n}" for n in range(400)] + ["/private"] * 30, poison=4)
     send(real_redis, Lane.BULK, [f"/bulk/{n}" for n in range(150)] + ["/private/x"] * 10, poison=1)
     wait_until(lambda: drained(real_redis), 120, "the queue to drain")
