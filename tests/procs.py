@@ -1,10 +1,11 @@
 """Real ``hitstream api`` and ``hitstream worker`` processes for tests, each logging to a file.
 
 Tests that need a real API or worker start it this way, through the ``processes`` fixture
-(registered for the whole suite by tests/conftest.py). Every log file and every store a
-helper creates is listed in ``ARTIFACTS`` so the privacy scan (tests/privacy.py) can search
-them after the other tests ran. A chdb store is read in a child process, because a chdb
-path may be open in one process only and the test process must never hold one.
+(registered for the whole suite by tests/conftest.py), and any other child process through
+``commands``. Every log file and every store a helper creates is listed in ``ARTIFACTS`` so
+the privacy scan (tests/privacy.py) can search them after the other tests ran. A chdb store
+is read in a child process, because a chdb path may be open in one process only and the test
+process must never hold one.
 """
 
 from __future__ import annotations
@@ -248,6 +249,37 @@ class Processes:
     def kill_all(self) -> None:
         for process in self.started:
             process.kill()
+
+
+class Commands:
+    """Any other child processes of one test: commands it runs to their end (``run``) or
+    starts (``start``, killed at the test's end if still running)."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[Any]] = []
+
+    def run(self, arguments: list[str], **options: Any) -> subprocess.CompletedProcess[Any]:
+        return subprocess.run(arguments, **options)
+
+    def start(self, arguments: list[str], **options: Any) -> subprocess.Popen[Any]:
+        process = subprocess.Popen(arguments, **options)
+        self.started.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def commands() -> Iterator[Commands]:
+    """For a test that starts child processes itself, or whose code under test does: puts it
+    in the processes tier (tests/tiers.py)."""
+    started = Commands()
+    yield started
+    started.kill_all()
 
 
 @pytest.fixture

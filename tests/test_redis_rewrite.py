@@ -5,26 +5,21 @@ Redis began earlier is still running."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from hitstream.redis_server import RedisServer
 from shared import keys
-from tests.ports import free_port
 from tests.procs import wait_for_redis_clock, wait_until
 from workers.redis_rewrite import RewriteTrigger
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    connection = redis.Redis.from_url(server.url)
+def client(own_redis: RedisServer) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(own_redis.url)
     yield connection
     connection.close()
-    server.stop()
 
 
 def process(client: redis.Redis, count: int) -> None:

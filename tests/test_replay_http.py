@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from hitstream.commands.replay import replay
 from hitstream.replay.sender import Batch, Sender
-from tests.procs import wait_until
+from tests.procs import Commands, wait_until
 
 TOKEN = "secret-token"
 
@@ -272,14 +272,14 @@ def test_bad_options_are_named(tmp_path: Path, args: list[str], message: str) ->
     assert result.exit_code == 2 and message in result.output
 
 
-def test_sigterm_saves_the_journal_and_the_next_run_finishes(serve, tmp_path: Path) -> None:
+def test_sigterm_saves_the_journal_and_the_next_run_finishes(commands: Commands, serve, tmp_path: Path) -> None:
     stub = StubIngest(hold_after=100)
     url = serve(stub)
     views = tmp_path / "views.ndjson"
     views.write_bytes(b"".join(orjson.dumps({"url": f"https://example.com/{n}"}) + b"\n" for n in range(1, 601)))
     args = [str(views), "--url", url, "--token", TOKEN, "--quiet", "--concurrency", "4"]
     hitstream = [sys.executable, "-m", "hitstream", "replay"]
-    process = subprocess.Popen([*hitstream, *args], stderr=subprocess.PIPE, text=True)
+    process = commands.start([*hitstream, *args], stderr=subprocess.PIPE, text=True)
     # The stub holds every request after the first 100: the SIGTERM lands mid-replay however
     # slowly either side runs.
     wait_until(lambda: len(stub.accepted) >= 100, 60, "100 lines to be accepted")

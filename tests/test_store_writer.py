@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.procs import Commands
 from tests.stores import event, pageview, query, utc
 from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, DropReason
 from workers.store import Store, StoreUnavailable, open_store
@@ -252,9 +253,9 @@ def test_rejected_insert_raises_store_unavailable(store_dsn: str) -> None:
         unmigrated.close()
 
 
-def test_chdb_path_open_in_another_process_raises_store_unavailable(tmp_path: Path) -> None:
+def test_chdb_path_open_in_another_process_raises_store_unavailable(commands: Commands, tmp_path: Path) -> None:
     path = tmp_path / "owned"
-    owner = subprocess.Popen(
+    owner = commands.start(
         [
             sys.executable,
             "-c",

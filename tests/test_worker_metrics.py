@@ -26,7 +26,7 @@ from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane
 from tests.clickhouse_http import ClickHouseHttp
 from tests.ports import free_port
-from tests.procs import ARTIFACTS, HITSTREAM, drained, wait_until
+from tests.procs import ARTIFACTS, HITSTREAM, Commands, drained, wait_until
 from tests.traffic import queued_envelope
 from workers.records import DropReason
 
@@ -210,12 +210,14 @@ def test_store_retries_are_counted_during_an_outage(
     assert worker_host.value("hitstream_worker_envelopes_total") == 30
 
 
-def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(hitstream_env: dict[str, str]) -> None:
+def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(
+    commands: Commands, hitstream_env: dict[str, str]
+) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
+        result = commands.run(
             [HITSTREAM, "worker"],
             env={**hitstream_env, "HITSTREAM_WORKER_METRICS_PORT": str(port)},
             capture_output=True,
