@@ -15,6 +15,7 @@ from hypothesis import settings
 
 from hitstream.redis_server import RedisServer
 from tests.ports import free_port
+from tests.tiers import processes_only_in_their_tier, shared_server, tier_of
 
 # Fixtures defined next to their helpers, for every test module: ``processes`` (real
 # ``hitstream`` processes), ``store_dsn`` / ``store`` (an embedded store),
@@ -31,7 +32,8 @@ settings.load_profile("suite")
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"))
-    server.start()
+    with shared_server():  # started by the first test that needs it, whatever its tier
+        server.start()
     yield server
     server.stop()
 
@@ -84,6 +86,21 @@ def hitstream_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The privacy scan searches what every other test's processes left behind (stores, logs,
-    metrics pages), so it runs last. The sort is stable: everything else keeps its order."""
+    """Each test's tier marker, from the fixtures it uses (tests/tiers.py). The privacy scan
+    searches what every other test's processes left behind (stores, logs, metrics pages), so
+    it runs last; the sort is stable: everything else keeps its order."""
+    for item in items:
+        item.add_marker(tier_of(item.fixturenames))
     items.sort(key=lambda item: item.nodeid.startswith("tests/test_privacy_scan.py"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with processes_only_in_their_tier(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with processes_only_in_their_tier(item):
+        return (yield)

@@ -1,10 +1,11 @@
 """Real ``hitstream api`` and ``hitstream worker`` processes for tests, each logging to a file.
 
 Tests that need a real API or worker start it this way, through the ``processes`` fixture
-(registered for the whole suite by tests/conftest.py). Every log file and every store a
-helper creates is listed in ``ARTIFACTS`` so the privacy scan (tests/privacy.py) can search
-them after the other tests ran. A chdb store is read in a child process, because a chdb
-path may be open in one process only and the test process must never hold one.
+(registered for the whole suite by tests/conftest.py), and any other child process through
+``commands``. Every log file and every store a helper creates is listed in ``ARTIFACTS`` so
+the privacy scan (tests/privacy.py) can search them after the other tests ran. A chdb store
+is read in a child process, because a chdb path may be open in one process only and the test
+process must never hold one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import psutil
 import pytest
 import redis
 import rq
+from rq.worker import WorkerStatus
 
 from shared.lanes import LANE_KEYS
 from tests.ports import free_port
@@ -33,6 +35,8 @@ from tests.traffic import UNLIMITED
 
 HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
 START_SECONDS = 30.0
+# The RQ worker states set only once its signal handlers are installed (Worker.wait_ready).
+WORKING = {WorkerStatus.IDLE, WorkerStatus.BUSY}
 
 
 # With several pytest processes (pytest-xdist, as .ci/run runs the suite) each one appends
@@ -94,6 +98,17 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def redis_clock_ms(client: redis.Redis) -> int:
+    """Redis's clock, by which leases, ages and stream ids count (shared.lua)."""
+    seconds, microseconds = client.time()
+    return seconds * 1000 + microseconds // 1000
+
+
+def wait_for_redis_clock(client: redis.Redis, at_ms: int) -> None:
+    """Until Redis's clock reads ``at_ms`` or later: a wait for an age, on the clock that ages it."""
+    wait_until(lambda: redis_clock_ms(client) >= at_ms, 60, f"Redis's clock to reach {at_ms}")
 
 
 class HitstreamProcess:
@@ -193,14 +208,19 @@ class Worker(HitstreamProcess):
         return {self.pid, *(child.pid for child in self._children())}
 
     def wait_ready(self, client: redis.Redis, timeout: float = START_SECONDS) -> None:
-        """Until the RQ worker has registered (its SIGTERM warm shutdown is installed then)."""
+        """Until one of its RQ workers works its queues, so a SIGTERM is a warm shutdown.
 
-        def registered() -> bool:
+        RQ 2.12's ``Worker.work`` registers the worker (state ``started``), then installs its
+        SIGTERM/SIGINT handlers, and only then enters the loop that sets ``idle`` (before
+        each dequeue) or ``busy`` (running a job): either state, read from Redis, says the
+        handlers are in place (rq/worker/base.py: ``work``, ``dequeue_job_and_maintain_ttl``)."""
+
+        def working() -> bool:
             assert self.running(), f"hitstream worker exited:\n{self.output()}"
-            return any(worker.pid in self.pids() for worker in rq.Worker.all(connection=client))
+            ours = [worker for worker in rq.Worker.all(connection=client) if worker.pid in self.pids()]
+            return any(worker.get_state() in WORKING for worker in ours)
 
-        wait_until(registered, timeout, "hitstream worker to register", interval=0.05)
-        time.sleep(0.2)
+        wait_until(working, timeout, "hitstream worker to work its queues", interval=0.05)
 
 
 class Processes:
@@ -229,6 +249,37 @@ class Processes:
     def kill_all(self) -> None:
         for process in self.started:
             process.kill()
+
+
+class Commands:
+    """Any other child processes of one test: commands it runs to their end (``run``) or
+    starts (``start``, killed at the test's end if still running)."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[Any]] = []
+
+    def run(self, arguments: list[str], **options: Any) -> subprocess.CompletedProcess[Any]:
+        return subprocess.run(arguments, **options)
+
+    def start(self, arguments: list[str], **options: Any) -> subprocess.Popen[Any]:
+        process = subprocess.Popen(arguments, **options)
+        self.started.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def commands() -> Iterator[Commands]:
+    """For a test that starts child processes itself, or whose code under test does: puts it
+    in the processes tier (tests/tiers.py)."""
+    started = Commands()
+    yield started
+    started.kill_all()
 
 
 @pytest.fixture

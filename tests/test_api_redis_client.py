@@ -21,6 +21,7 @@ from shared.redis_client import redis_address, redis_client
 from shared.urls import redacted
 from tests.endpoint import assert_error, client_for, post
 from tests.ports import free_port
+from tests.timing import late_bound
 from tests.traffic import ingest_token
 
 PASSWORD = "s3cret"
@@ -55,25 +56,27 @@ def test_refused_credentials_make_ingest_and_readiness_answer_503_alike(
         assert_unavailable(post(api, secret))
 
 
-def test_a_closed_port_answers_503_fast() -> None:
-    with client_for(f"redis://127.0.0.1:{free_port()}/0", redis_timeout_ms=2000) as api:
+def test_a_closed_port_answers_503_without_waiting_for_the_timeout() -> None:
+    timeout_seconds = 30  # far beyond any delay of a loaded machine: waiting for it would show
+    with client_for(f"redis://127.0.0.1:{free_port()}/0", redis_timeout_ms=timeout_seconds * 1000) as api:
         started = time.monotonic()
         assert_unavailable(post(api, "any-token"))
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < timeout_seconds
 
 
 def test_a_frozen_redis_answers_503_within_the_timeout_and_202_once_it_thaws(own_redis: RedisServer) -> None:
     assert own_redis.process is not None
     secret = ingest_token(redis.Redis.from_url(own_redis.url))
-    with client_for(own_redis.url, redis_timeout_ms=300) as api:
+    timeout_seconds = 0.3
+    with client_for(own_redis.url, redis_timeout_ms=int(timeout_seconds * 1000)) as api:
         assert post(api, secret).status_code == 202  # the token and its site are cached now
         os.kill(own_redis.process.pid, signal.SIGSTOP)
         started = time.monotonic()
-        frozen = post(api, secret)
+        frozen = post(api, secret)  # answered while Redis is still frozen: no hang
         waited = time.monotonic() - started
         os.kill(own_redis.process.pid, signal.SIGCONT)
         assert_unavailable(frozen)
-        assert 0.25 < waited < 1.5
+        assert timeout_seconds <= waited < late_bound(timeout_seconds)
         assert post(api, secret).status_code == 202
     # Both 202s are queued; the 503's script call sat in Redis's socket buffer and may have run
     # once Redis thawed (a 503 promises nothing either way; the client's retry keeps its page_id).
@@ -126,8 +129,9 @@ def test_a_sentinel_urls_password_is_hidden_when_printed() -> None:
 
 def test_the_api_answers_503_while_no_sentinel_answers() -> None:
     url = f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{free_port()}/mymaster/0"
-    with client_for(url, redis_timeout_ms=500) as api:
+    timeout_seconds = 0.5
+    with client_for(url, redis_timeout_ms=int(timeout_seconds * 1000)) as api:
         started = time.monotonic()
         assert_unavailable(post(api, "any-token"))
         assert_error(api.get("/readyz"), 503, "Redis does not answer")
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 2 * late_bound(timeout_seconds)  # two requests

@@ -33,6 +33,7 @@ from tests.traffic import VISITOR_IPS, ingest_token
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+OUTAGE_SECONDS = 10.0
 QUICK = Options(batch_items=10, flush_interval=0.1, max_retry_seconds=60.0)
 # What each app is asked, as (method, path, user agent); only the first six are pages.
 VISITS = [
@@ -195,13 +196,17 @@ def test_an_api_down_for_ten_seconds_loses_and_duplicates_nothing(
 
     sending = threading.Thread(target=application, daemon=True)
     sending.start()
-    time.sleep(3)
+    wait_until(lambda: client.stats.delivered >= 100, 60, "pageviews to be delivered")
     api.kill()  # mid-request, as a crash: some batches may have been queued without an answer
-    down_from = len(page_ids)
-    time.sleep(10)
-    assert len(page_ids) > down_from + 300  # the application kept sending, unblocked
+    down_from, down_at = len(page_ids), time.monotonic()
+    # The outage lasts ten seconds (the fault), and until the application has sent 300 more
+    # pageviews meanwhile, unblocked, while the client retries what it holds.
+    wait_until(lambda: len(page_ids) > down_from + 300 and client.stats.retries > 0, 120, "sends during the outage")
+    time.sleep(max(0.0, down_at + OUTAGE_SECONDS - time.monotonic()))
+    restarted_at = len(page_ids)
     processes.api(port=port)
-    time.sleep(3)
+    # Back up: what was held through the outage gets through, and new pageviews with it.
+    wait_until(lambda: client.stats.delivered >= restarted_at + 100, 120, "delivery to resume")
     stop.set()
     sending.join(10)
 

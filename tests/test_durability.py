@@ -110,18 +110,22 @@ def test_an_operator_fixing_appendfsync_gets_202_without_restarting_the_api(ever
     assert world.redis.xlen(keys.STREAM) == 1
 
 
-def test_a_redis_that_refuses_config_cannot_be_checked_so_it_gets_503(tmp_path: Path) -> None:
+@pytest.fixture
+def config_refusing_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis whose CONFIG command is disabled, as managed services do."""
     server = RedisServer(port=free_port(), data_dir=tmp_path / "redis", extra=("--rename-command", "CONFIG", ""))
     server.start()
-    try:
-        world = world_on(server.url)
-        with client_for(server.url) as api:
-            answer = post(api, world.secret, RETRIED)
-            ready = api.get("/readyz")
-        assert_error(answer, 503, "Service not available")
-        assert "Redis refused CONFIG GET" in ready.json()["message"]
-    finally:
-        server.stop()
+    yield server
+    server.stop()
+
+
+def test_a_redis_that_refuses_config_cannot_be_checked_so_it_gets_503(config_refusing_redis: RedisServer) -> None:
+    world = world_on(config_refusing_redis.url)
+    with client_for(config_refusing_redis.url) as api:
+        answer = post(api, world.secret, RETRIED)
+        ready = api.get("/readyz")
+    assert_error(answer, 503, "Service not available")
+    assert "Redis refused CONFIG GET" in ready.json()["message"]
 
 
 def test_replicated_without_a_replica_answers_503_and_the_retry_after_one_joins_is_queued_once(

@@ -111,15 +111,21 @@ def test_an_http_store_down_for_30_seconds_under_two_workers_loses_and_duplicate
     for worker in workers:
         worker.wait_ready(real_redis, timeout=WORKERS_START_SECONDS)
     traffic = BackgroundTraffic(api.url, secret, 10**9, concurrency=2)
-    time.sleep(2)
+    wait_until(lambda: len(traffic.answers.by_page) >= 200, 60, "traffic to flow")
 
     clickhouse_http.begin_outage(mode)
     queued_before = real_redis.xlen(keys.STREAM)
-    time.sleep(OUTAGE_SECONDS)
+    time.sleep(OUTAGE_SECONDS)  # the fault's length; what it did is waited for below, still in it
+
+    def riding_it_out() -> bool:
+        return (
+            real_redis.xlen(keys.STREAM) > queued_before  # pageviews kept being accepted
+            and real_redis.zcard(keys.BATCH_LEASES) >= 1  # the workers hold their batches while they wait
+            and any("store unavailable" in worker.output() for worker in workers)
+        )
+
+    wait_until(riding_it_out, 60, "the workers to wait for the store with their batches while pageviews queue")
     assert all(worker.running() for worker in workers)
-    assert real_redis.xlen(keys.STREAM) > queued_before, "pageviews kept being accepted"
-    assert real_redis.zcard(keys.BATCH_LEASES) >= 1, "the workers hold their batches while they wait"
-    assert any("store unavailable" in worker.output() for worker in workers)
     clickhouse_http.end_outage(mode)
     answers = traffic.stop()
     recovery_started = time.monotonic()

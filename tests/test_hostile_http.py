@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,12 +204,11 @@ def test_slow_clients_do_not_block_other_clients(hostile: Hostile) -> None:
     try:
         for sock in slow:
             sock.sendall(f"POST {PAGEVIEW_PATH} HTTP/1.1\r\nHost: loc".encode())
-        started = time.monotonic()
+        # A post the slow connections blocked would get no answer before its client gives up.
         for _ in range(5):
             for sock in slow:
                 sock.sendall(b"a")
             assert hostile.post_valid() == 202
-        assert time.monotonic() - started < 10
     finally:
         for sock in slow:
             sock.close()

@@ -23,7 +23,7 @@ from shared.control.tokens import list_tokens, token_key
 from shared.envelope import Envelope
 from shared.lanes import LANE_HEADER, LANE_KEYS, Lane
 from tests.endpoint import BODY, assert_error, client_for
-from tests.procs import wait_until
+from tests.procs import wait_for_redis_clock, wait_until
 from tests.traffic import ingest_token
 from workers import dead_letters
 from workers.queue import BatchQueue
@@ -303,8 +303,8 @@ def test_queue_figures_are_kept_per_lane(real_redis: redis.Redis) -> None:
     claimed = queue.claim(batch_size=2)
     assert claimed is not None
     queue.ack(claimed)
-    fill(real_redis, Lane.LIVE, 1)
-    time.sleep(0.2)
+    (live_id,) = fill(real_redis, Lane.LIVE, 1)
+    wait_for_redis_clock(real_redis, int(live_id.split("-")[0]) + 200)  # both lanes' oldest: 0.2 s old
 
     stats = collect_queue_stats(real_redis, rate_seconds=0.3)
     live, bulk = stats.lanes[Lane.LIVE], stats.lanes[Lane.BULK]

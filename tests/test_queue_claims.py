@@ -1,12 +1,15 @@
-"""Batch claims on the real Redis stream: claim, lease, ack, release, whole re-claim."""
+"""Batch claims on the real Redis stream: claim, lease, ack, release, whole re-claim.
+
+Leases run on Redis's clock: a test waits for a lease to expire by watching Redis count it
+expired (shared.backlog), never by sleeping past it."""
 
 from __future__ import annotations
-
-import time
 
 import redis
 
 from shared import keys
+from shared.backlog import queue_backlog
+from tests.procs import wait_until
 from workers.queue import BatchQueue
 
 
@@ -60,7 +63,7 @@ def test_expired_batch_is_reclaimed_whole_under_the_same_id(real_redis: redis.Re
     other = queue.claim(batch_size=5)  # the other 2, lease still valid for `lost`
     assert other is not None and len(other.entries) == 2
     queue.ack(other)  # stored by a live worker (else two leases could expire with the same deadline)
-    time.sleep(1.1)
+    wait_until(lambda: queue_backlog(real_redis).expired_batches == 1, 10, "the lost batch's lease to expire")
     recovered = queue.claim(batch_size=5)
 
     assert recovered is not None and recovered.reclaimed
@@ -72,7 +75,7 @@ def test_reclaim_recovers_batches_larger_than_the_current_batch_size(real_redis:
     fill(real_redis, 1200)
     queue = BatchQueue(real_redis, claim_timeout_seconds=0.1)
     lost = queue.claim(batch_size=1200)
-    time.sleep(0.2)
+    wait_until(lambda: queue_backlog(real_redis).expired_batches == 1, 10, "the lost batch's lease to expire")
 
     recovered = queue.claim(batch_size=10)
 
@@ -80,19 +83,38 @@ def test_reclaim_recovers_batches_larger_than_the_current_batch_size(real_redis:
     assert len(recovered.entries) == 1200
 
 
+def lease_deadline(client: redis.Redis, batch_id: str) -> tuple[int, int]:
+    """Redis's clock and the batch's lease deadline (ms), read in one transaction."""
+    with client.pipeline(transaction=True) as pipe:
+        (seconds, micros), deadline = pipe.time().zscore(keys.BATCH_LEASES, batch_id).execute()
+    return seconds * 1000 + micros // 1000, int(deadline)
+
+
+# Heartbeats come every third of the claim timeout, so a lease is lost only if a beat is two
+# thirds of it late: 1 s here, far beyond any scheduling delay of a thread that only sleeps.
+HEARTBEAT_CLAIM_TIMEOUT = 1.5
+
+
 def test_heartbeat_keeps_a_slow_batch_from_being_reclaimed(real_redis: redis.Redis) -> None:
     fill(real_redis, 3)
-    queue = BatchQueue(real_redis, claim_timeout_seconds=0.3)
+    queue = BatchQueue(real_redis, claim_timeout_seconds=HEARTBEAT_CLAIM_TIMEOUT)
     batch = queue.claim(batch_size=10)
     assert batch is not None
+    _, first_deadline = lease_deadline(real_redis, batch.id)
 
     with queue.leases_kept() as held:
         held.add(batch.id)
-        time.sleep(0.7)
+        # The batch outlives its first lease: Redis's clock passes that deadline while the
+        # lease, renewed by the heartbeats, still runs.
+        wait_until(lambda: lease_deadline(real_redis, batch.id)[0] > first_deadline, 30, "the first lease's end")
+        now, deadline = lease_deadline(real_redis, batch.id)
+        assert now < deadline
         assert queue.claim(batch_size=10) is None
 
-    time.sleep(0.4)
-    assert queue.claim(batch_size=10).id == batch.id
+    # No heartbeat once the batch is let go: its lease runs out and it is re-claimed whole.
+    wait_until(lambda: queue_backlog(real_redis).expired_batches == 1, 30, "the lease to expire")
+    recovered = queue.claim(batch_size=10)
+    assert recovered is not None and recovered.id == batch.id and recovered.reclaimed
 
 
 def test_released_batch_is_reclaimed_immediately(real_redis: redis.Redis) -> None:

@@ -20,6 +20,7 @@ from shared.config import Settings
 from shared.keys import BATCH_QUEUE
 from shared.lanes import LANE_KEYS, Lane
 from tests.endpoint import client_for
+from tests.procs import redis_clock_ms, wait_for_redis_clock, wait_until
 from tests.traffic import queued_envelope
 from tests.worker_context import worker_context_for
 from workers.batches import process
@@ -51,7 +52,7 @@ def test_claimed_and_waiting_entries_are_told_apart(real_redis: redis.Redis) -> 
     queue = BatchQueue(real_redis, claim_timeout_seconds=0.2)
     batch = queue.claim(batch_size=3)
     real_redis.hset(keys.DEAD_LETTERS, "1-0", b"{}")
-    time.sleep(0.3)
+    wait_for_redis_clock(real_redis, redis_clock_ms(real_redis) + 300)  # past the lease, 0.3 s old
 
     stats = collect_queue_stats(real_redis)
     live = stats.lanes[Lane.LIVE]
@@ -89,7 +90,7 @@ def test_dispatch_enqueues_once_per_tick_across_dispatchers(real_redis: redis.Re
 
     assert first.dispatch() == 1
     assert second.dispatch() == 0  # the other dispatcher holds this tick
-    time.sleep(0.2)
+    wait_until(lambda: not real_redis.exists(keys.DISPATCH_LOCK), 30, "the next tick")
     assert second.dispatch() == 0  # one job already waits for the one pageview
     assert rq_queue.count == 1
 
@@ -166,7 +167,7 @@ def test_batches_handed_to_the_writer_show_in_queue_and_metrics_with_their_pagev
     held = queue.claim(batch_size=3)  # the live lane's last three: still the enricher's
     assert held is not None
     handed.append(hand_off(real_redis, queue, pipeline, batch_size=4))  # four of the bulk lane's five
-    time.sleep(0.3)
+    wait_for_redis_clock(real_redis, redis_clock_ms(real_redis) + 300)  # the oldest waited 0.3 s
 
     figures = queue_json()
     text = CliRunner().invoke(cli, ["queue", "--rate-interval", "0"]).stdout

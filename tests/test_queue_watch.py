@@ -18,17 +18,17 @@ from click.testing import CliRunner
 
 from hitstream.main import cli
 from shared import keys
-from tests.procs import HITSTREAM
+from tests.procs import HITSTREAM, Commands
 
 
-def watch(env: dict[str, str], **popen: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([HITSTREAM, "queue", "--watch", "--rate-interval", "0.2"], env=env, **popen)  # type: ignore[call-overload]
+def watch(commands: Commands, env: dict[str, str], **popen: object) -> subprocess.Popen[bytes]:
+    return commands.start([HITSTREAM, "queue", "--watch", "--rate-interval", "0.2"], env=env, **popen)
 
 
 def test_piped_watch_prints_each_sample_as_plain_text_and_stops_on_ctrl_c(
-    hitstream_env: dict[str, str], real_redis: redis.Redis
+    commands: Commands, hitstream_env: dict[str, str], real_redis: redis.Redis
 ) -> None:
-    process = watch(hitstream_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = watch(commands, hitstream_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines: queue.Queue[str] = queue.Queue()
     output: list[str] = []
 
@@ -61,9 +61,9 @@ def test_piped_watch_prints_each_sample_as_plain_text_and_stops_on_ctrl_c(
     assert "\x1b" not in text
 
 
-def test_watch_on_a_terminal_redraws_in_place(hitstream_env: dict[str, str]) -> None:
+def test_watch_on_a_terminal_redraws_in_place(commands: Commands, hitstream_env: dict[str, str]) -> None:
     controller, terminal = pty.openpty()
-    process = watch(hitstream_env, stdin=terminal, stdout=terminal, stderr=terminal)
+    process = watch(commands, hitstream_env, stdin=terminal, stdout=terminal, stderr=terminal)
     os.close(terminal)
     drawn = b""
     deadline = time.monotonic() + 20

@@ -4,28 +4,22 @@ Redis began earlier is still running."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from hitstream.redis_server import RedisServer
 from shared import keys
-from tests.ports import free_port
-from tests.procs import wait_until
-from workers.redis_rewrite import CHECK_SECONDS, RewriteTrigger
+from tests.procs import wait_for_redis_clock, wait_until
+from workers.redis_rewrite import RewriteTrigger
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    connection = redis.Redis.from_url(server.url)
+def client(own_redis: RedisServer) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(own_redis.url)
     yield connection
     connection.close()
-    server.stop()
 
 
 def process(client: redis.Redis, count: int) -> None:
@@ -40,8 +34,14 @@ def rewrites(client: redis.Redis) -> int:
     return int(client.info("persistence")["aof_rewrites"])
 
 
-def next_check() -> None:
-    time.sleep(CHECK_SECONDS + 0.1)  # the previous check's lock has expired
+def next_check(client: redis.Redis) -> None:
+    """Until the previous check's lock has expired (one check's period on Redis's clock)."""
+    wait_until(lambda: not client.exists(keys.REWRITE_LOCK), 30, "the previous check's lock to expire")
+
+
+def time_bound_passed(client: redis.Redis, seconds: float) -> None:
+    """Until Redis's clock is ``seconds`` past the last rewrite (or the first check)."""
+    wait_for_redis_clock(client, int(client.hget(keys.REWRITE_STATE, "at_ms")) + int(seconds * 1000))
 
 
 def test_many_workers_trigger_one_rewrite_when_enough_entries_were_processed(client: redis.Redis) -> None:
@@ -50,11 +50,11 @@ def test_many_workers_trigger_one_rewrite_when_enough_entries_were_processed(cli
 
     process(client, 99)
     assert [worker.check() for worker in workers] == [False, False, False]
-    next_check()
+    next_check(client)
     process(client, 1)
     assert [worker.check() for worker in workers] == [True, False, False]
     assert rewrites(client) == before + 1
-    next_check()
+    next_check(client)
     assert [worker.check() for worker in workers] == [False, False, False], "nothing processed since"
     assert client.hget(keys.REWRITE_STATE, "processed") == b"100"
 
@@ -65,15 +65,17 @@ def test_the_time_bound_triggers_a_rewrite_for_a_few_entries_and_none_for_none(c
 
     assert worker.check() is False  # no stream yet
     process(client, 1)
-    next_check()
+    next_check(client)
     assert worker.check() is False  # the first check starts the clock
-    next_check()
+    next_check(client)
+    time_bound_passed(client, 1)
     assert worker.check() is True
     assert rewrites(client) == before + 1
-    next_check()
+    next_check(client)
     assert worker.check() is False, "a second without processed pageviews needs no rewrite"
     process(client, 3)
-    next_check()
+    next_check(client)
+    time_bound_passed(client, 1)
     assert worker.check() is True
 
 
@@ -84,12 +86,12 @@ def test_a_rewrite_redis_began_earlier_is_waited_for_and_then_a_new_one_taken(cl
     client.config_set("rdb-key-save-delay", 300_000)  # 0.3 s per key: the rewrite runs ~1.5 s
     process(client, 10)
     client.bgrewriteaof()  # began before the trigger: it may not include the latest deletions
-    next_check()
+    next_check(client)
 
     assert worker.check() is False
     assert client.hget(keys.REWRITE_STATE, "processed") == b"0", "an earlier rewrite does not count"
     client.config_set("rdb-key-save-delay", 0)
     rewrites(client)
-    next_check()
+    next_check(client)
     assert worker.check() is True
     assert client.hget(keys.REWRITE_STATE, "processed") == b"10"

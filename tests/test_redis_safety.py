@@ -19,7 +19,7 @@ import redis
 from hitstream.redis_server import RedisServer
 from shared import keys
 from tests.ports import free_port
-from tests.procs import HITSTREAM, Processes
+from tests.procs import HITSTREAM, Commands, Processes
 
 EVICTING_POLICIES = ["allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-ttl"]
 
@@ -42,9 +42,11 @@ def configured_redis(tmp_path: Path) -> Iterator[Configured]:
         server.stop()
 
 
-def run(env: dict[str, str], *arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    commands: Commands, env: dict[str, str], *arguments: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """``hitstream ARGUMENTS`` to its end (for commands that exit by themselves)."""
-    return subprocess.run([HITSTREAM, *arguments], env=env, capture_output=True, text=True, timeout=timeout)
+    return commands.run([HITSTREAM, *arguments], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], policy: str) -> None:
@@ -58,17 +60,17 @@ def assert_refused(result: subprocess.CompletedProcess[str], policy: str) -> Non
 
 @pytest.mark.parametrize("policy", EVICTING_POLICIES)
 def test_every_process_kind_refuses_to_start_on_an_evicting_redis(
-    configured_redis: Configured, hitstream_env: dict[str, str], tmp_path: Path, policy: str
+    commands: Commands, configured_redis: Configured, hitstream_env: dict[str, str], tmp_path: Path, policy: str
 ) -> None:
     server = configured_redis("--maxmemory-policy", policy)
     env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url}
 
-    assert_refused(run(env, "api", "--port", str(free_port())), policy)
-    assert_refused(run(env, "worker"), policy)
-    assert_refused(run(env, "sites", "add", "example.com"), policy)
-    assert_refused(run(env, "tokens", "list"), policy)
-    assert_refused(run(env, "dead-letters", "list"), policy)
-    assert_refused(run(env, "up", "--port", str(free_port()), "--data-dir", str(tmp_path / "up")), policy)
+    assert_refused(run(commands, env, "api", "--port", str(free_port())), policy)
+    assert_refused(run(commands, env, "worker"), policy)
+    assert_refused(run(commands, env, "sites", "add", "example.com"), policy)
+    assert_refused(run(commands, env, "tokens", "list"), policy)
+    assert_refused(run(commands, env, "dead-letters", "list"), policy)
+    assert_refused(run(commands, env, "up", "--port", str(free_port()), "--data-dir", str(tmp_path / "up")), policy)
     client = redis.Redis.from_url(server.url)
     assert client.hlen(keys.SITE_BY_DOMAIN) == 0, "a refused command must change nothing"
     assert not (tmp_path / "chdb").exists(), "a refused worker must not open the store"
@@ -76,22 +78,22 @@ def test_every_process_kind_refuses_to_start_on_an_evicting_redis(
 
 
 def test_the_queue_command_shows_an_evicting_policy_instead_of_refusing(
-    configured_redis: Configured, hitstream_env: dict[str, str]
+    commands: Commands, configured_redis: Configured, hitstream_env: dict[str, str]
 ) -> None:
     server = configured_redis("--maxmemory-policy", "allkeys-lru")
     env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url}
-    text = run(env, "queue")
+    text = run(commands, env, "queue")
     assert text.returncode == 0, text.stderr
     assert "redis eviction       allkeys-lru" in text.stdout
     assert any(line.startswith("WARNING: Redis maxmemory-policy is allkeys-lru") for line in text.stdout.splitlines())
-    figures = orjson.loads(run(env, "queue", "--json").stdout)
+    figures = orjson.loads(run(commands, env, "queue", "--json").stdout)
     assert figures["redis"]["maxmemory_policy"] == "allkeys-lru"
     assert "maxmemory-policy is allkeys-lru" in figures["redis"]["refusal"]
 
 
 @pytest.mark.parametrize("policy", ["noeviction", "volatile-lru"])
 def test_the_opt_out_variable_lets_every_process_kind_start(
-    configured_redis: Configured, processes: Processes, tmp_path: Path, policy: str
+    commands: Commands, configured_redis: Configured, processes: Processes, tmp_path: Path, policy: str
 ) -> None:
     server = configured_redis("--maxmemory-policy", policy)
     settings = {"HITSTREAM_REDIS_URL": server.url, "HITSTREAM_ALLOW_UNSAFE_REDIS": "1"}
@@ -100,7 +102,7 @@ def test_the_opt_out_variable_lets_every_process_kind_start(
     api = processes.api(**settings)
     worker = processes.worker(tmp_path / "store", **settings)
     worker.wait_ready(client)
-    added = run({**processes.env, **settings}, "sites", "add", "example.com")
+    added = run(commands, {**processes.env, **settings}, "sites", "add", "example.com")
 
     assert added.returncode == 0, added.stderr
     assert client.hlen(keys.SITE_BY_DOMAIN) == 1
@@ -112,7 +114,7 @@ def test_the_opt_out_variable_lets_every_process_kind_start(
 
 
 def test_without_aof_every_process_kind_warns_and_queue_and_metrics_show_it(
-    configured_redis: Configured, processes: Processes, tmp_path: Path
+    commands: Commands, configured_redis: Configured, processes: Processes, tmp_path: Path
 ) -> None:
     server = configured_redis("--appendonly", "no")
     settings = {"HITSTREAM_REDIS_URL": server.url}
@@ -123,9 +125,9 @@ def test_without_aof_every_process_kind_warns_and_queue_and_metrics_show_it(
     worker = processes.worker(tmp_path / "store", **settings)
     worker.wait_ready(client)
     env = {**processes.env, **settings}
-    added = run(env, "sites", "add", "example.com")
-    queue_text = run(env, "queue").stdout
-    queue_json = orjson.loads(run(env, "queue", "--json").stdout)
+    added = run(commands, env, "sites", "add", "example.com")
+    queue_text = run(commands, env, "queue").stdout
+    queue_json = orjson.loads(run(commands, env, "queue", "--json").stdout)
 
     assert added.returncode == 0 and warning in added.stderr
     assert warning in api.output() and warning in worker.output()
@@ -135,10 +137,10 @@ def test_without_aof_every_process_kind_warns_and_queue_and_metrics_show_it(
     client.close()
 
 
-def test_with_aof_and_noeviction_nothing_is_reported(processes: Processes, redis_url: str) -> None:
+def test_with_aof_and_noeviction_nothing_is_reported(commands: Commands, processes: Processes, redis_url: str) -> None:
     api = processes.api()
-    queue_text = run(processes.env, "queue").stdout
-    added = run(processes.env, "sites", "add", "example.com")
+    queue_text = run(commands, processes.env, "queue").stdout
+    added = run(commands, processes.env, "sites", "add", "example.com")
 
     assert "hitstream_redis_aof_enabled 1.0" in api.metrics()
     assert "hitstream_redis_evicting 0.0" in api.metrics()
@@ -149,13 +151,13 @@ def test_with_aof_and_noeviction_nothing_is_reported(processes: Processes, redis
 
 
 def test_a_redis_that_hides_its_settings_is_warned_about_not_refused(
-    configured_redis: Configured, processes: Processes
+    commands: Commands, configured_redis: Configured, processes: Processes
 ) -> None:
     # Managed services disable commands; with INFO gone hitstream cannot tell, so it says so.
     server = configured_redis("--rename-command", "INFO", "")
     env = {**processes.env, "HITSTREAM_REDIS_URL": server.url}
 
-    added = run(env, "sites", "add", "example.com")
+    added = run(commands, env, "sites", "add", "example.com")
     api = processes.api(HITSTREAM_REDIS_URL=server.url)
 
     assert added.returncode == 0, added.stderr
@@ -171,9 +173,9 @@ def test_a_redis_that_hides_its_settings_is_warned_about_not_refused(
     "arguments", [["worker"], ["dead-letters", "list"], ["sites", "add", "example.com"], ["tokens", "list"]]
 )
 def test_a_redis_that_does_not_answer_is_one_line_not_a_traceback(
-    hitstream_env: dict[str, str], arguments: list[str]
+    commands: Commands, hitstream_env: dict[str, str], arguments: list[str]
 ) -> None:
-    result = run({**hitstream_env, "HITSTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, *arguments)
+    result = run(commands, {**hitstream_env, "HITSTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, *arguments)
 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

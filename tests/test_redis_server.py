@@ -17,6 +17,7 @@ def test_a_redis_that_already_answers_is_used_and_none_is_started(redis_url: str
     assert not (tmp_path / "redis").exists()
 
 
+@pytest.mark.usefixtures("commands")  # ensure_redis starts a Redis server
 def test_a_local_url_nobody_answers_gets_a_server_with_aof_in_the_data_dir(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     server = ensure_redis(url, tmp_path / "redis")

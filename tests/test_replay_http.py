@@ -27,17 +27,20 @@ from starlette.routing import Route
 
 from hitstream.commands.replay import replay
 from hitstream.replay.sender import Batch, Sender
+from tests.procs import Commands, wait_until
 
 TOKEN = "secret-token"
 
 
 class StubIngest:
     """Answers like the ingest API: 202, or 400 for a url containing "bad"; the first
-    ``busy_answers`` requests get 429 with ``Retry-After: 1``."""
+    ``busy_answers`` requests get 429 with ``Retry-After: 1``. With ``hold_after``, a single
+    pageview arriving once that many were accepted waits for ``released`` before its answer."""
 
-    def __init__(self, busy_answers: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, busy_answers: int = 0, hold_after: int | None = None) -> None:
         self.busy_answers = busy_answers
-        self.delay = delay
+        self.hold_after = hold_after
+        self.released = threading.Event()
         self.accepted: list[dict] = []
         self.busy_at: list[float] = []
         self.requests = 0
@@ -63,7 +66,9 @@ class StubIngest:
         return "url must be an absolute http or https URL" if "bad" in body["url"] else None
 
     async def single(self, request: Request) -> Response:
-        await asyncio.sleep(self.delay)
+        if self.hold_after is not None and len(self.accepted) >= self.hold_after:
+            while not self.released.is_set():
+                await asyncio.sleep(0.01)
         if answer := self._busy(request):
             return answer
         body = orjson.loads(await request.body())
@@ -267,23 +272,24 @@ def test_bad_options_are_named(tmp_path: Path, args: list[str], message: str) ->
     assert result.exit_code == 2 and message in result.output
 
 
-def test_sigterm_saves_the_journal_and_the_next_run_finishes(serve, tmp_path: Path) -> None:
-    stub = StubIngest(delay=0.01)
+def test_sigterm_saves_the_journal_and_the_next_run_finishes(commands: Commands, serve, tmp_path: Path) -> None:
+    stub = StubIngest(hold_after=100)
     url = serve(stub)
     views = tmp_path / "views.ndjson"
     views.write_bytes(b"".join(orjson.dumps({"url": f"https://example.com/{n}"}) + b"\n" for n in range(1, 601)))
     args = [str(views), "--url", url, "--token", TOKEN, "--quiet", "--concurrency", "4"]
     hitstream = [sys.executable, "-m", "hitstream", "replay"]
-    process = subprocess.Popen([*hitstream, *args], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while len(stub.accepted) < 100 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    process = commands.start([*hitstream, *args], stderr=subprocess.PIPE, text=True)
+    # The stub holds every request after the first 100: the SIGTERM lands mid-replay however
+    # slowly either side runs.
+    wait_until(lambda: len(stub.accepted) >= 100, 60, "100 lines to be accepted")
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=20)
+    _, stderr = process.communicate(timeout=60)
+    stub.released.set()
     assert process.returncode == 130
     assert "interrupted; finished lines are recorded" in stderr
     stopped_at = len(stub.accepted)
-    assert 100 <= stopped_at < 600
+    assert 100 <= stopped_at < 100 + 4  # those answered before the hold, at most 4 in flight
 
     result = CliRunner().invoke(replay, args)
     assert result.exit_code == 0, result.output

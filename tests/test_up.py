@@ -30,6 +30,7 @@ from shared import keys
 from shared.config import DEFAULT_REDIS_URL
 from tests.geoip_fixtures import build_city_db
 from tests.ports import free_port
+from tests.procs import wait_until
 
 HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
 START_SECONDS = 90.0
@@ -150,13 +151,24 @@ def stats(stats_line: str, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     return orjson.loads(result.stdout)
 
 
-def pageviews_within(seconds: float, expected: int, stats_line: str, cwd: Path, env: dict[str, str]) -> int:
-    deadline = time.monotonic() + seconds
-    while True:
-        count = stats(stats_line, cwd, env)["pageviews"]
-        if count >= expected or time.monotonic() > deadline:
-            return count
-        time.sleep(0.2)
+def stored_pageviews(expected: int, stats_line: str, cwd: Path, env: dict[str, str]) -> int:
+    """What the printed stats command counts once it counts ``expected`` pageviews or more
+    (the worker stores them when it gets to them)."""
+    counts: list[int] = []
+
+    def counted() -> bool:
+        counts.append(stats(stats_line, cwd, env)["pageviews"])
+        return counts[-1] >= expected
+
+    wait_until(counted, START_SECONDS, f"{expected} pageviews to be stored", interval=0.2)
+    return counts[-1]
+
+
+def pending_signals(pid: int) -> set[signal.Signals]:
+    """The signals sent to a process that it has not handled yet (held while it is stopped)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("ShdPnd:")), 16)
+    return {signum for signum in signal.Signals if mask >> (signum - 1) & 1}
 
 
 def still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -185,7 +197,7 @@ def test_up_starts_everything_serves_the_printed_curl_and_stops_cleanly(
 
     assert send(curl) == [202]
     # Read by a separate process while the worker owns the embedded store.
-    assert pageviews_within(5.0, 1, stats_line, tmp_path, up_env) == 1
+    assert stored_pageviews(1, stats_line, tmp_path, up_env) == 1
 
     assert up.ctrl_c() == 0
     assert still_running(started) == []
@@ -214,13 +226,15 @@ def test_pageviews_queued_at_ctrl_c_are_stored_by_the_next_up(
     client.close()
 
     os.killpg(up.process.pid, signal.SIGINT)
-    time.sleep(0.5)  # Ctrl-C arrives while all 50 wait; then the worker may shut down warm
+    # Ctrl-C arrives while all 50 wait: up stops the API, then sends the held worker its
+    # SIGTERM, which stays pending until the worker runs again and shuts down warm.
+    wait_until(lambda: signal.SIGTERM in pending_signals(worker.pid), 60, "up to send the worker its SIGTERM")
     os.killpg(worker.pid, signal.SIGCONT)
     assert up.process.wait(60) == 0
 
     again = start_up()
     stats_line = again.printed("HITSTREAM_REDIS_URL=")
-    assert pageviews_within(10.0, 50, stats_line, tmp_path, up_env) == 50
+    assert stored_pageviews(50, stats_line, tmp_path, up_env) == 50
     assert again.ctrl_c() == 0
 
 
@@ -234,8 +248,18 @@ def test_up_stops_everything_and_fails_when_a_child_dies(start_up: Callable[[], 
     assert still_running(started) == []
 
 
+@pytest.fixture
+def start_up_at_the_default_redis_address(tmp_path: Path, up_env: dict[str, str]) -> Iterator[Callable[[], Up]]:
+    """``start_up`` without HITSTREAM_REDIS_URL: up looks for Redis at the default address."""
+    yield from up_starter(tmp_path, without_redis_url(up_env))
+
+
+def without_redis_url(env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name != "HITSTREAM_REDIS_URL"}
+
+
 def test_up_beside_a_redis_without_aof_at_the_default_address_runs_its_own_and_leaves_that_one_alone(
-    tmp_path: Path, up_env: dict[str, str]
+    start_up_at_the_default_redis_address: Callable[[], Up], tmp_path: Path, up_env: dict[str, str]
 ) -> None:
     """This machine kind pre-starts a Redis on 6379 that keeps nothing on disk: up must neither
     refuse every pageview nor promise less, nor change a Redis it did not start."""
@@ -246,19 +270,14 @@ def test_up_beside_a_redis_without_aof_at_the_default_address_runs_its_own_and_l
         pytest.skip("no Redis answers at the default address on this machine")
     if (before["appendonly"], before["appendfsync"]) == ("yes", "always"):
         pytest.skip("the Redis at the default address already fsyncs every write")
-    env = {name: value for name, value in up_env.items() if name != "HITSTREAM_REDIS_URL"}
-    up = Up(tmp_path, env, free_port())
-    try:
-        curl = up.printed("curl ")
-        stats_line = up.printed("HITSTREAM_REDIS_URL=")
-        own = f"unix://{own_socket(tmp_path / 'var' / 'redis')}?db=0"
-        assert stats_line.startswith(f"HITSTREAM_REDIS_URL={shlex.quote(own)} ")
-        assert send(curl, count=3) == [202] * 3
-        assert pageviews_within(10.0, 3, stats_line, tmp_path, env) == 3
-        assert up.ctrl_c() == 0
-    finally:
-        if up.process.poll() is None:
-            up.kill()
+    up = start_up_at_the_default_redis_address()
+    curl = up.printed("curl ")
+    stats_line = up.printed("HITSTREAM_REDIS_URL=")
+    own = f"unix://{own_socket(tmp_path / 'var' / 'redis')}?db=0"
+    assert stats_line.startswith(f"HITSTREAM_REDIS_URL={shlex.quote(own)} ")
+    assert send(curl, count=3) == [202] * 3
+    assert stored_pageviews(3, stats_line, tmp_path, without_redis_url(up_env)) == 3
+    assert up.ctrl_c() == 0
     assert "not using the Redis at redis://127.0.0.1:6379/0" in "".join(up.output)
     assert default.config_get("append*") == before
     default.close()

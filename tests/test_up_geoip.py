@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import pytest
 
 from hitstream.geoip_update import DATABASE_NAME, DBIP_CREDIT
 from tests.ports import free_port
-from tests.test_up import HITSTREAM, Up, send, up_starter
+from tests.procs import wait_until
+from tests.test_up import HITSTREAM, START_SECONDS, Up, send, up_starter
 
 pytestmark = pytest.mark.slow
 
@@ -60,10 +60,15 @@ def test_a_fresh_up_places_the_printed_curls_visitor_in_its_country_and_city(
     stats_line = up.printed("HITSTREAM_REDIS_URL=")
     assert f"HITSTREAM_GEOIP_CITY_DB={tmp_path / 'var' / 'geoip' / DATABASE_NAME}" in stats_line
     assert send(curl) == [202]
-    deadline = time.monotonic() + 10
-    while (report := run_stats(stats_line, tmp_path, fresh_env))[0]["pageviews"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stats, stderr = report
+    reports: list[tuple[dict[str, Any], str]] = []
+
+    def stored() -> bool:
+        reports.append(run_stats(stats_line, tmp_path, fresh_env))
+        return reports[-1][0]["pageviews"] >= 1
+
+    wait_until(stored, START_SECONDS, "the pageview to be stored", interval=0.2)
+    stats, stderr = reports[-1]
+    assert stats["pageviews"] == 1
     assert stats["countries"] == [{"value": "GB", "pageviews": 1}]
     assert stats["cities"] == [{"value": "London", "pageviews": 1}]
     assert DBIP_CREDIT in stderr

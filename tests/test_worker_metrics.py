@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane
 from tests.clickhouse_http import ClickHouseHttp
 from tests.ports import free_port
-from tests.procs import ARTIFACTS, HITSTREAM, Processes, drained, wait_until
+from tests.procs import ARTIFACTS, HITSTREAM, Commands, Processes, drained, wait_until
 from tests.traffic import queued_envelope
 from workers.records import DropReason
 
@@ -138,9 +137,16 @@ def worker_host(hitstream_env: dict[str, str], clickhouse_http: ClickHouseHttp, 
                 host.process.wait()
 
 
-def test_three_worker_processes_report_exactly_what_was_sent(worker_host: WorkerHost, real_redis: redis.Redis) -> None:
+@pytest.fixture
+def private_paths_excluded(real_redis: redis.Redis) -> None:
+    """An instance-wide exclusion of /private, in place before the worker processes start (a
+    test requests it ahead of ``worker_host``), so each one loads it with its pipeline."""
     add_exclusion(real_redis, INSTANCE_SCOPE, ExclusionKind.PATH, "/private")
-    time.sleep(1.5)  # the workers see control-plane changes within a second
+
+
+def test_three_worker_processes_report_exactly_what_was_sent(
+    private_paths_excluded: None, worker_host: WorkerHost, real_redis: redis.Redis
+) -> None:
     send(real_redis, Lane.LIVE, [f"/live/{n}" for n in range(400)] + ["/private"] * 30, poison=4)
     send(real_redis, Lane.BULK, [f"/bulk/{n}" for n in range(150)] + ["/private/x"] * 10, poison=1)
     wait_until(lambda: drained(real_redis), 120, "the queue to drain")
@@ -205,12 +211,14 @@ def test_store_retries_are_counted_during_an_outage(
     assert worker_host.value("hitstream_worker_envelopes_total") == 30
 
 
-def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(hitstream_env: dict[str, str]) -> None:
+def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(
+    commands: Commands, hitstream_env: dict[str, str]
+) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
+        result = commands.run(
             [HITSTREAM, "worker"],
             env={**hitstream_env, "HITSTREAM_WORKER_METRICS_PORT": str(port)},
             capture_output=True,

@@ -31,7 +31,7 @@ from shared.envelope import Envelope
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
 from shared.lanes import LANE_KEYS, Lane
 from tests.endpoint import client_for
-from tests.procs import Processes, Worker, drained, stored_pages, wait_until
+from tests.procs import Processes, Worker, drained, redis_clock_ms, stored_pages, wait_for_redis_clock, wait_until
 from tests.traffic import queued_envelope
 from workers.stats_reader import read_site_stats
 
@@ -268,7 +268,7 @@ def test_queue_and_metrics_show_what_a_stopped_writer_has_not_stored_and_nothing
         wait_until(
             lambda: queue_backlog(real_redis).enriched.batches == 3, 30, "three batches handed to the stopped writer"
         )
-        time.sleep(0.2)
+        wait_for_redis_clock(real_redis, redis_clock_ms(real_redis) + 200)  # the oldest waited 0.2 s
         enriched, metrics = writer_figures(redis_url)
     finally:
         os.kill(writer, signal.SIGCONT)
