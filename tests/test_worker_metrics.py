@@ -232,6 +232,7 @@ def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(
     ]
 
 
+@pytest.mark.usefixtures("commands")  # runs hitstream worker itself
 def test_a_metrics_address_this_host_does_not_have_stops_the_worker_with_one_line_naming_it(
     hitstream_env: dict[str, str],
 ) -> None:

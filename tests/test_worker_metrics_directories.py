@@ -88,6 +88,7 @@ def test_a_worker_stopped_by_a_signal_leaves_no_metrics_directory(
 
 
 @pytest.mark.parametrize("failure", ["metrics port in use", "Redis does not answer", "store owned by another worker"])
+@pytest.mark.usefixtures("commands")  # runs hitstream worker itself
 def test_a_worker_that_fails_to_start_leaves_no_metrics_directory(
     hitstream_env: dict[str, str], temp_dir: Path, tmp_path: Path, failure: str
 ) -> None:
