@@ -218,38 +218,30 @@ def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = commands.run(
-            [HITSTREAM, "worker"],
-            env={**hitstream_env, "HITSTREAM_WORKER_METRICS_PORT": str(port)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
+        refusal = worker_start_refusal(commands, {**hitstream_env, "HITSTREAM_WORKER_METRICS_PORT": str(port)})
+    assert refusal == [
         f"Error: cannot serve worker metrics on 127.0.0.1:{port} (HITSTREAM_WORKER_METRICS_HOST, "
         "HITSTREAM_WORKER_METRICS_PORT): [Errno 98] Address already in use"
     ]
 
 
-@pytest.mark.usefixtures("commands")  # runs hitstream worker itself
 def test_a_metrics_address_this_host_does_not_have_stops_the_worker_with_one_line_naming_it(
-    hitstream_env: dict[str, str],
+    commands: Commands, hitstream_env: dict[str, str]
 ) -> None:
     port = free_port()
-    result = subprocess.run(
-        [HITSTREAM, "worker"],
-        # 192.0.2.1 (TEST-NET-1, RFC 5737) is no address of this machine.
-        env={**hitstream_env, "HITSTREAM_WORKER_METRICS_PORT": str(port), "HITSTREAM_WORKER_METRICS_HOST": "192.0.2.1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is no address of this machine.
+    address = {"HITSTREAM_WORKER_METRICS_PORT": str(port), "HITSTREAM_WORKER_METRICS_HOST": "192.0.2.1"}
+    assert worker_start_refusal(commands, {**hitstream_env, **address}) == [
         f"Error: cannot serve worker metrics on 192.0.2.1:{port} (HITSTREAM_WORKER_METRICS_HOST, "
         "HITSTREAM_WORKER_METRICS_PORT): [Errno 99] Cannot assign requested address"
     ]
+
+
+def worker_start_refusal(commands: Commands, env: dict[str, str]) -> list[str]:
+    """The lines ``hitstream worker`` printed when it refused to start (exit status 1)."""
+    result = commands.run([HITSTREAM, "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    return result.stderr.strip().splitlines()
 
 
 def listening_addresses(pid: int, port: int) -> set[str]:
