@@ -100,27 +100,38 @@ class LazyFS:
         # LazyFS's fault thread reads its commands one at a time and logs each; it registers
         # the fault after logging it, so the answer to a second command proves it is armed.
         self._command(f"lazyfs::crash::timing=after::op={operation}::from_rgx={path_pattern}", ARMED)
-        self._command("lazyfs::help", HELP)
+        # A matching operation right after arming fires the cut before the second answer:
+        # then LazyFS has exited, which is the cut itself.
+        self._command("lazyfs::help", HELP, unless_cut=True)
 
     def cut_happened(self) -> bool:
         assert self.process is not None, "not mounted"
         return self.process.poll() is not None
 
-    def _command(self, command: str, logged: str | None = None) -> None:
-        """Send ``command``; with ``logged``, return once LazyFS logged that line once more."""
+    def _command(self, command: str, logged: str | None = None, unless_cut: bool = False) -> None:
+        """Send ``command``; with ``logged``, return once LazyFS logged that line once more.
+        ``unless_cut``: also return once an armed cut has made LazyFS exit."""
         assert self.process is not None, "not mounted"
         before = self.output().count(logged) if logged else 0
+        cut = self.cut_happened if unless_cut else lambda: False
         # LazyFS holds the faults FIFO open from its start: this open does not block, and
         # fails (ENXIO) only if LazyFS is not there to read it.
-        wait_until(self._listening, SECONDS, "LazyFS to open its faults FIFO")
-        fd = os.open(self._faults, os.O_WRONLY | os.O_NONBLOCK)
+        wait_until(lambda: cut() or self._listening(), SECONDS, "LazyFS to open its faults FIFO")
+        try:
+            fd = os.open(self._faults, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            if cut():
+                return
+            raise
         try:
             os.write(fd, f"{command}\n".encode())
         finally:
             os.close(fd)
         if logged:
             wait_until(
-                lambda: self._alive() and self.output().count(logged) > before, SECONDS, f"LazyFS to log {logged}"
+                lambda: cut() or (self._alive() and self.output().count(logged) > before),
+                SECONDS,
+                f"LazyFS to log {logged}",
             )
 
     def unmount(self) -> None:

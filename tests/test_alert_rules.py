@@ -24,6 +24,8 @@ RULE_TESTS = DEPLOY / "prometheus" / "hitstream-alerts.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "hitstream.json"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
+# promtool runs as a child process: the processes tier (tests/tiers.py).
+runs_promtool = pytest.mark.usefixtures("commands")
 METRIC_NAME = re.compile(r"\bhitstream_[a-z_]+\b")
 _SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
@@ -34,6 +36,7 @@ def promtool(*arguments: str) -> subprocess.CompletedProcess[str]:
 
 
 @needs_promtool
+@runs_promtool
 def test_the_alert_rules_pass_promtool_check() -> None:
     checked = promtool("check", "rules", RULES.name)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -41,12 +44,14 @@ def test_the_alert_rules_pass_promtool_check() -> None:
 
 
 @needs_promtool
+@runs_promtool
 def test_the_alert_rules_pass_their_unit_tests() -> None:
     tested = promtool("test", "rules", RULE_TESTS.name)
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 @needs_promtool
+@runs_promtool
 def test_a_broken_expectation_fails_the_unit_tests(tmp_path: Path) -> None:
     """The control: the unit tests do compare what fires (a wrong threshold is caught)."""
     (tmp_path / RULES.name).write_text(RULES.read_text().replace("> 300", "> 3000"))
