@@ -76,15 +76,19 @@ def role_pids(client: redis.Redis, worker: Worker, queue: str) -> list[int]:
 
 
 def wait_for_roles(client: redis.Redis, worker: Worker, enrichers: int) -> tuple[int, list[int]]:
+    # The roles are returned as the read that found them complete saw them: a second read
+    # could fall while the supervisor replaces a role killed a moment before.
+    found: list[tuple[list[int], list[int]]] = []
+
     def complete() -> bool:
         assert worker.running(), worker.output()
-        return len(role_pids(client, worker, STORE_QUEUE)) == 1 and (
-            len(role_pids(client, worker, BATCH_QUEUE)) == enrichers
-        )
+        writers, batchers = role_pids(client, worker, STORE_QUEUE), role_pids(client, worker, BATCH_QUEUE)
+        found[:] = [(writers, batchers)]
+        return len(writers) == 1 and len(batchers) == enrichers
 
     wait_until(complete, 60, f"one writer and {enrichers} enrichers to register")
-    (writer,) = role_pids(client, worker, STORE_QUEUE)
-    return writer, role_pids(client, worker, BATCH_QUEUE)
+    ((writer,), batchers) = found[0]
+    return writer, batchers
 
 
 def kill(pid: int) -> None:
