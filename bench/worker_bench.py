@@ -19,7 +19,7 @@ Sections, each printed beside its same-run baseline:
    each stage: claim (with reading the reply), decode, pipeline, Arrow build, insert,
    acknowledge (each stage wrapped in a timer, ~0.3 µs per call); "other / waiting" is the
    wall time beyond them (RQ, dispatcher, leases, scheduling, waiting for the machine).
-2. overlaps: one worker process with the batch loop's overlaps (workers.loop) none,
+2. overlaps: one worker process with the batch loop's overlaps (workers.batch.loop) none,
    claim-ahead, write-behind, both; rounds interleaved.
 3. scale-out: ``hitstream worker -n N`` for each N (1: the single process that stores its own
    batches; N > 1: N enrichers and one writer), rounds interleaved; prints events/s, the ratio
@@ -72,12 +72,12 @@ from shared.config import load_settings
 from shared.durability import Durability
 from shared.envelope import Envelope
 from tests.ports import free_port
-from workers import delivery, loop
-from workers.context import Overlaps, WorkerContext
+from workers.batch import delivery, loop
+from workers.batch.queue import BatchQueue
 from workers.pipeline import StepFailed
-from workers.process import BatchWorker, Role, run_worker_process
-from workers.queue import BatchQueue
 from workers.records import PageviewRow
+from workers.runtime.context import Overlaps, WorkerContext
+from workers.runtime.processes import BatchWorker, Role, run_worker_process
 from workers.store import blocks, open_store
 from workers.store.deduplication_logs import DeduplicationLogs
 from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS, SCHEMA_MIGRATIONS

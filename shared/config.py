@@ -70,7 +70,7 @@ class Settings:
     allow_unsafe_redis: bool = False
     # Workers have Redis rewrite its AOF (and RDB snapshot) once this many queued pageviews
     # were processed, or this long after the last rewrite, so the visitor IPs of processed
-    # pageviews leave Redis's files (workers.redis_rewrite).
+    # pageviews leave Redis's files (workers.host.redis_rewrite).
     rewrite_after_entries: int = 1_000_000
     rewrite_after_seconds: float = 3600.0
     # Per API process (ingest_api.connections): open connections, and how long a request's

@@ -25,16 +25,16 @@ DEAD_LETTERS = f"{PREFIX}:dead-letters"
 # String, SET NX PX: at most one worker's dispatcher enqueues batch jobs per tick.
 DISPATCH_LOCK = f"{PREFIX}:dispatch-lock"
 # Hash: processed (the stream's processed-entry count at the last rewrite of Redis's files
-# that workers asked for) and at_ms (Redis time of that rewrite). See workers.redis_rewrite.
+# that workers asked for) and at_ms (Redis time of that rewrite). See workers.host.redis_rewrite.
 REWRITE_STATE = f"{PREFIX}:rewrite"
 # String, SET NX PX: at most one worker at a time decides whether Redis's files are rewritten.
 REWRITE_LOCK = f"{PREFIX}:rewrite-lock"
-# Counter, INCR before a worker's WAIT (replicated durability mode, workers.queue): a write
+# Counter, INCR before a worker's WAIT (replicated durability mode, workers.batch.queue): a write
 # that always reaches the replicas, so WAIT counts acknowledgements of everything before it.
 REPLICATION_MARK = f"{PREFIX}:replication-mark"
 
 # --- enriched batches, from enricher processes to the one process that writes an embedded
-# store (workers.delivery, workers.writer): a stream of pickled workers.batches.Processed
+# store (workers.batch.delivery, workers.batch.store_writer): a stream of pickled workers.batch.enrichment.Processed
 # (field ENRICHED_FIELD; no envelopes, so no visitor IP), read through ENRICHED_GROUP by the
 # writer's one consumer ENRICHED_CONSUMER, so a restarted writer re-reads what it held.
 ENRICHED_STREAM = f"{PREFIX}:enriched"

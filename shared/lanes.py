@@ -2,7 +2,7 @@
 
 Each lane is a stream of its own with its own depth cap, lease set and per-token counts
 (``LaneKeys``), so a replay that fills the bulk lane slows only itself: live traffic is
-admitted against the live cap and claimed first by every worker (workers.queue).
+admitted against the live cap and claimed first by every worker (workers.batch.queue).
 
 A batch id names its lane (``b:<uuid>`` live, as before lanes existed, ``bulk:<uuid>``
 bulk), so a lease, a re-claim, an acknowledgement and a dead letter's requeue all find the

@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest_api.metrics import Metrics
-from workers import metrics as worker_metrics
+from workers.batch import metrics as worker_metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RULES = DEPLOY / "prometheus" / "hitstream-alerts.yml"

@@ -110,12 +110,12 @@ def test_no_module_loads_project_code_by_name_at_run_time() -> None:
     ("module", "imports", "allowed"),
     [
         ("shared.keys", "ingest_api.app", False),
-        ("ingest_api.app", "workers.jobs", False),
-        ("workers.jobs", "ingest_api.intake", False),
+        ("ingest_api.app", "workers.runtime.jobs", False),
+        ("workers.runtime.jobs", "ingest_api.intake", False),
         ("workers.store.store", "workers.runtime", False),
         ("hitstream.replay.sender", "shared.config", False),
-        ("workers.jobs", "workers.store.store", True),
-        ("hitstream.main", "workers.process", True),
+        ("workers.runtime.jobs", "workers.store.store", True),
+        ("hitstream.main", "workers.runtime.processes", True),
     ],
 )
 def test_the_rule_itself_refuses_upward_and_sideways_imports(module: str, imports: str, allowed: bool) -> None:

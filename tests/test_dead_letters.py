@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from hitstream.main import cli
 from shared import keys
 from shared.envelope import Envelope
-from workers import dead_letters
+from workers.batch import dead_letters
 
 IP = "203.0.113.77"
 

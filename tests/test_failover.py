@@ -15,7 +15,7 @@ posted after the stall. Counted by page_id in the store:
   is lost in the failover, exactly.
 
 In replicated mode the worker runs through the stall: it processes a claimed batch only once
-the replicas acknowledged the claim (workers.queue), so it never stores a pageview the
+the replicas acknowledged the claim (workers.batch.queue), so it never stores a pageview the
 replica lacks, whose retry would be queued again on the new primary and stored twice. In
 fsync mode the worker is frozen (SIGSTOP) from the stall until the promotion: it would save
 from the old primary some of what the failover loses, and the loss would not be exact. The

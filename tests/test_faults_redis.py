@@ -149,7 +149,7 @@ def test_redis_unavailable_answers_503_with_retry_after_and_the_api_recovers_alo
 # How long Redis stays away. Killed (connections refused): until RQ's work loop quit in a
 # worker process, once the job holding a batch and then the recording of its failure had
 # given up (the workers' Redis client retries ~17 s each: shared.redis_client), ~35-55 s; or
-# until, after that, unregistering the RQ worker gave up too, ~55-75 s (workers.process logs
+# until, after that, unregistering the RQ worker gave up too, ~55-75 s (workers.runtime.processes logs
 # it). Frozen (SIGSTOP: nothing refused, every command waits): longer than the ~17 s anyway.
 RQ_LOOP_QUIT = "found an unhandled exception, quitting"  # RQ 2.12's line
 RQ_WORKER_GAVE_UP = "RQ's worker could not reach Redis"

@@ -25,8 +25,8 @@ from shared.lanes import LANE_HEADER, LANE_KEYS, Lane
 from tests.endpoint import BODY, assert_error, client_for
 from tests.procs import wait_for_redis_clock, wait_until
 from tests.traffic import ingest_token
-from workers import dead_letters
-from workers.queue import BatchQueue
+from workers.batch import dead_letters
+from workers.batch.queue import BatchQueue
 from workers.queue_stats import collect_queue_stats
 
 PAGEVIEW = "/api/ingest/server/pageview"

@@ -96,7 +96,7 @@ def finished(replay: subprocess.Popen[str], timeout: float = 180) -> str:
 
 class Acknowledgements:
     """The lane of each batch a worker acknowledges, in Redis's order: an acknowledgement
-    removes the batch's lease from its lane's lease set (workers.queue), and Redis publishes
+    removes the batch's lease from its lane's lease set (workers.batch.queue), and Redis publishes
     every removal as a keyspace event, in the order it made them, to this subscriber."""
 
     def __init__(self, client: redis.Redis) -> None:

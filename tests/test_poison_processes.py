@@ -35,7 +35,7 @@ from shared.control.sites import site_for_domain
 from shared.envelope import Envelope
 from tests.procs import HITSTREAM, START_SECONDS, Processes, alter_store, drained, query_store, stored_pages, wait_until
 from tests.traffic import VISITOR_IPS, ingest_token, queued_envelope
-from workers import dead_letters
+from workers.batch import dead_letters
 
 DOMAIN = "example.com"
 

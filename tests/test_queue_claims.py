@@ -10,7 +10,7 @@ import redis
 from shared import keys
 from shared.backlog import queue_backlog
 from tests.procs import wait_until
-from workers.queue import BatchQueue
+from workers.batch.queue import BatchQueue
 
 
 def fill(client: redis.Redis, count: int) -> list[str]:

@@ -23,14 +23,14 @@ from tests.endpoint import client_for
 from tests.procs import redis_clock_ms, wait_for_redis_clock, wait_until
 from tests.traffic import queued_envelope
 from tests.worker_context import worker_context_for
-from workers.batches import process
-from workers.delivery import HandOff
-from workers.dispatcher import Dispatcher, jobs_wanted
+from workers.batch.delivery import HandOff
+from workers.batch.enrichment import process
+from workers.batch.queue import Batch, BatchQueue
+from workers.batch.store_writer import StoreWriter
 from workers.pipeline import Pipeline, build_pipeline
-from workers.queue import Batch, BatchQueue
 from workers.queue_stats import collect_queue_stats
+from workers.runtime.dispatcher import Dispatcher, jobs_wanted
 from workers.store.store import Store
-from workers.writer import StoreWriter
 
 
 def fill(client: redis.Redis, count: int) -> None:
@@ -95,7 +95,7 @@ def test_dispatch_enqueues_once_per_tick_across_dispatchers(real_redis: redis.Re
     assert rq_queue.count == 1
 
 
-# --- batches enrichers handed to the store writer (workers.delivery.HandOff) ----------------
+# --- batches enrichers handed to the store writer (workers.batch.delivery.HandOff) ----------------
 
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 ENRICHED_METRICS = (

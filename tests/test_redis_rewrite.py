@@ -1,4 +1,4 @@
-"""When workers have Redis rewrite its files (workers.redis_rewrite), against a real Redis of
+"""When workers have Redis rewrite its files (workers.host.redis_rewrite), against a real Redis of
 the test's own: due by count or by time, once for many workers, never counted while a rewrite
 Redis began earlier is still running."""
 
@@ -12,7 +12,7 @@ import redis
 from hitstream.redis_server import RedisServer
 from shared import keys
 from tests.procs import wait_for_redis_clock, wait_until
-from workers.redis_rewrite import RewriteTrigger
+from workers.host.redis_rewrite import RewriteTrigger
 
 
 @pytest.fixture

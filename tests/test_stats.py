@@ -23,8 +23,8 @@ from tests.procs import wait_until
 from tests.stores import event, pageview, utc
 from tests.timing import late_bound
 from tests.worker_context import worker_context_for
-from workers.process import BatchWorker
 from workers.records import Drop, DropReason
+from workers.runtime.processes import BatchWorker
 from workers.stats_reader import read_site_stats
 from workers.store import Store, StoreUnavailable, open_store
 

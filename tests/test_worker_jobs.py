@@ -15,10 +15,11 @@ from shared.config import Settings
 from shared.envelope import Envelope
 from shared.keys import BATCH_QUEUE
 from tests.worker_context import worker_context_for
-from workers import dead_letters, delivery, jobs, loop
-from workers.context import Overlaps, WorkerContext
+from workers.batch import dead_letters, delivery, loop
 from workers.pipeline import StepFailed
 from workers.records import Drop, DropReason, PageviewRow
+from workers.runtime import jobs
+from workers.runtime.context import Overlaps, WorkerContext
 from workers.store.store import Refusals, StoreUnavailable
 
 IP = "198.51.100.23"

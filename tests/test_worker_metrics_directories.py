@@ -20,7 +20,7 @@ import redis
 
 from tests.ports import free_port
 from tests.procs import HITSTREAM, START_SECONDS, Processes, Worker, wait_until
-from workers.metrics_directory import LOCK_NAME, PREFIX
+from workers.host.metrics_directory import LOCK_NAME, PREFIX
 from workers.store.dsn import own_chdb_path
 
 

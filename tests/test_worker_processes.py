@@ -18,9 +18,9 @@ from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS, Lane
 from tests.procs import Processes, Worker, drained, stored_pages, wait_until
 from tests.traffic import queued_envelope
-from workers import dead_letters
+from workers.batch import dead_letters
 
-# The worker's log line for each retry of an unavailable store (workers.delivery).
+# The worker's log line for each retry of an unavailable store (workers.batch.delivery).
 STORE_RETRIED = ": store unavailable, retrying in "
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 IP = "198.51.100.23"
@@ -99,7 +99,7 @@ def test_store_unavailable_then_back_stores_everything_once(
 
     # The job has met the locked store and keeps retrying its batch (backoff 0.1, 0.2, 0.4 s):
     # while it does, it holds at most that batch, the one processed next and the one claimed
-    # ahead (workers.jobs); every other envelope waits unclaimed in the stream.
+    # ahead (workers.runtime.jobs); every other envelope waits unclaimed in the stream.
     wait_until(lambda: worker.output().count(STORE_RETRIED) >= 3, 60, "the worker to retry the locked store")
     assert real_redis.xlen(keys.STREAM) == 5000 and 1 <= real_redis.zcard(keys.BATCH_LEASES) <= 3
     assert real_redis.xpending(keys.STREAM, keys.GROUP)["pending"] <= 3000

@@ -17,7 +17,7 @@ from rq import Queue, Worker
 
 from shared.keys import BATCH_QUEUE
 from tests.worker_context import worker_context_for
-from workers.process import BatchWorker
+from workers.runtime.processes import BatchWorker
 
 
 def _command(connection: redis.connection.Connection) -> None:

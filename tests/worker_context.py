@@ -1,4 +1,4 @@
-"""A worker context (workers.context) for tests: real Redis and batch queue, a given store and
+"""A worker context (workers.runtime.context) for tests: real Redis and batch queue, a given store and
 pipeline (stand-ins welcome), delivered in this process."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 import redis
 
 from shared.config import Settings
-from workers.context import ExclusionsWatch, Overlaps, WorkerContext
-from workers.delivery import StoreAndAcknowledge
-from workers.queue import BatchQueue
+from workers.batch.delivery import StoreAndAcknowledge
+from workers.batch.queue import BatchQueue
+from workers.runtime.context import ExclusionsWatch, Overlaps, WorkerContext
 from workers.store.opening import StoreOpening
 
 

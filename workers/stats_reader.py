@@ -2,7 +2,7 @@
 
 A ClickHouse server answers any number of readers. The embedded engine (``chdb://PATH``)
 can be opened by one process only, and while the pipeline runs that is the worker, so the
-query goes to it as an RQ job (workers.jobs.site_stats) on the store queue and the answer comes back through RQ.
+query goes to it as an RQ job (workers.runtime.jobs.site_stats) on the store queue and the answer comes back through RQ.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rq import Queue, Worker
 from rq.results import Result
 
 from shared.keys import STORE_QUEUE
-from workers.jobs import site_stats
+from workers.runtime.jobs import site_stats
 from workers.store.dsn import chdb_path, chdb_path_in_use
 from workers.store.store import StoreUnavailable, open_store
 
@@ -73,4 +73,4 @@ def ask_store_owner(
     if result.type != Result.Type.SUCCESSFUL:
         last_line = (result.exc_string or "unknown error").strip().splitlines()[-1]
         raise StoreUnavailable(f"the worker that owns the store could not read stats: {last_line}")
-    return cast("dict[str, Any]", result.return_value)  # what workers.jobs.site_stats returned
+    return cast("dict[str, Any]", result.return_value)  # what workers.runtime.jobs.site_stats returned

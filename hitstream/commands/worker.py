@@ -20,7 +20,7 @@ from shared.queue_caps import check_caps
 from shared.redis_client import redis_client
 from shared.redis_safety import RedisSafety, check_redis, inspect_redis
 from shared.urls import redacted
-from workers import dead_letters as dead_letter_store
+from workers.batch import dead_letters as dead_letter_store
 from workers.queue_stats import QueueStats, collect_queue_stats
 
 
@@ -37,7 +37,7 @@ from workers.queue_stats import QueueStats, collect_queue_stats
 def worker(processes: int) -> None:
     """Run RQ workers that move pageviews from the Redis stream into ClickHouse (their summed
     metrics on HITSTREAM_WORKER_METRICS_PORT when set)."""
-    from workers import metrics_endpoint
+    from workers.host import metrics_endpoint
 
     # Until the workers install their own handlers (RQ's warm shutdown, or run_processes's
     # forwarding), a SIGTERM's default action would end this process at once, leaving the
@@ -46,7 +46,7 @@ def worker(processes: int) -> None:
     settings = load_settings()
     port, host = settings.worker_metrics_port, settings.worker_metrics_host
     # First: the worker processes' metrics go to the endpoint's directory only if it is set
-    # before anything imports prometheus_client (workers.metrics_endpoint).
+    # before anything imports prometheus_client (workers.host.metrics_endpoint).
     endpoint = None
     if port is not None:
         try:
@@ -68,7 +68,7 @@ def _stop_during_start_up(signum: int, frame: object) -> None:
 
 
 def _run_workers(processes: int) -> None:
-    from workers.process import Role, run_processes, run_worker_process
+    from workers.runtime.processes import Role, run_processes, run_worker_process
     from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
 
     settings = load_settings()

@@ -2,7 +2,7 @@
 its deduplication token (see workers.store.store for why).
 
 ``prepare_batch`` needs no store, so an enricher process builds the blocks and hands them,
-as Arrow, to the one process that writes an embedded store (workers.delivery): Arrow
+as Arrow, to the one process that writes an embedded store (workers.batch.delivery): Arrow
 crosses processes at ~3 µs per row written, ~0.1 µs read, where pickling the row objects
 costs ~19 µs and unpickling ~14 µs (1,000-row batches of bench/ua_mix.py traffic, measured
 in one run on the shared 2-core machine, 2026-11-28).

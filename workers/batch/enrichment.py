@@ -2,7 +2,7 @@
 counts and dead letters (``Processed``), which the batch's delivery stores and acknowledges.
 
 Neither ``Processed`` nor ``EnrichedBatch`` (what an enricher hands the store writer when
-several processes enrich for one embedded store, workers.delivery) holds an envelope, so no
+several processes enrich for one embedded store, workers.batch.delivery) holds an envelope, so no
 visitor IP travels with them. The few envelopes whose rows the store refuses are read back
 from their lane's stream for their dead letters; they are still there, since a batch is
 acknowledged only after the store answered.
@@ -17,10 +17,10 @@ import redis
 from shared import keys
 from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS
-from workers import dead_letters
-from workers.dead_letters import DeadLetter
+from workers.batch import dead_letters
+from workers.batch.dead_letters import DeadLetter
+from workers.batch.queue import Batch, Entry
 from workers.pipeline import Pipeline, StepFailed
-from workers.queue import Batch, Entry
 from workers.records import Drop, PageviewRow
 from workers.store.blocks import PreparedBatch, prepare_batch
 from workers.store.store import Refusals
@@ -38,7 +38,7 @@ class Processed:
 
 @dataclass(frozen=True, slots=True)
 class EnrichedBatch:
-    """What an enricher hands the store writer (workers.delivery): a processed batch as the
+    """What an enricher hands the store writer (workers.batch.delivery): a processed batch as the
     inserts that store it, without envelopes (acknowledging needs only entry ids and tokens)."""
 
     batch: Batch

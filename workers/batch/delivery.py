@@ -5,7 +5,7 @@ server): insert with retry while the store is unavailable, then acknowledge the 
 its dead letters in one transaction. ``HandOff`` is an enricher's, when several processes
 share one embedded store: one transaction appends the processed batch to the enriched
 stream (keys.ENRICHED_STREAM) and drops its lease, so no other enricher re-claims it; the
-batch's entries stay pending in their lane until the writer (workers.writer) has stored them
+batch's entries stay pending in their lane until the writer (workers.batch.store_writer) has stored them
 and acknowledges them. A kill before that transaction leaves the lease to expire (the batch
 is re-claimed, same id); after it, the batch is in the enriched stream, which the writer
 reads through a consumer group, so a killed writer re-reads what it held. Every insert
@@ -31,10 +31,10 @@ import redis
 
 from shared import keys
 from shared.lanes import LANE_KEYS
-from workers import dead_letters, metrics
-from workers.batches import EnrichedBatch, Processed, refused_letters
-from workers.dead_letters import DeadLetter
-from workers.queue import Batch, BatchQueue
+from workers.batch import dead_letters, metrics
+from workers.batch.dead_letters import DeadLetter
+from workers.batch.enrichment import EnrichedBatch, Processed, refused_letters
+from workers.batch.queue import Batch, BatchQueue
 from workers.store.opening import StoreOpening
 from workers.store.store import Refusals, Store, StoreUnavailable
 

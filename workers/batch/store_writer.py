@@ -1,5 +1,5 @@
 """The store writer: the one process that owns an embedded store while enrichers hand it their
-processed batches (workers.delivery.HandOff).
+processed batches (workers.batch.delivery.HandOff).
 
 It reads the enriched stream through its consumer group, first what it holds (its pending
 entries: a writer killed mid-batch, or cut off from Redis, re-reads them), then new batches.
@@ -18,10 +18,10 @@ import threading
 import redis
 
 from shared import keys
-from workers import metrics
-from workers.batches import EnrichedBatch, refused_letters
-from workers.context import WorkerContext
-from workers.delivery import ShutdownWhileWaiting, StoreGaveUp, acknowledge, write_with_retry
+from workers.batch import metrics
+from workers.batch.delivery import ShutdownWhileWaiting, StoreGaveUp, acknowledge, write_with_retry
+from workers.batch.enrichment import EnrichedBatch, refused_letters
+from workers.runtime.context import WorkerContext
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The worker context: what one worker process builds once at start-up and passes to its jobs.
 
 A worker process builds ONE ``WorkerContext`` (settings, the Redis client, the batch queue,
-the pipeline, the store) and hands it to its RQ worker (workers.process), which passes it to
+the pipeline, the store) and hands it to its RQ worker (workers.runtime.processes), which passes it to
 every job as the first argument. Nothing here is a module global: a test builds its own
 context with stand-in parts.
 """
@@ -20,9 +20,9 @@ from shared import redis_client as clients
 from shared.config import Settings
 from shared.control.exclusions import list_exclusions
 from shared.durability import Durability
-from workers.delivery import Delivery, HandOff, StoreAndAcknowledge
+from workers.batch.delivery import Delivery, HandOff, StoreAndAcknowledge
+from workers.batch.queue import BatchQueue
 from workers.pipeline import Pipeline, build_pipeline
-from workers.queue import BatchQueue
 from workers.store.opening import StoreOpening
 from workers.store.store import open_store
 
@@ -64,7 +64,7 @@ class ExclusionsWatch:
 
 @dataclass(frozen=True, slots=True)
 class Overlaps:
-    """Which stages of the batch loop (workers.loop) run on their own thread beside processing.
+    """Which stages of the batch loop (workers.batch.loop) run on their own thread beside processing.
 
     bench/worker_bench.py, one worker process, events/s against no overlap, five runs on the
     shared 2-core machine (2026-11-28; the first with cold caches, the last two with the

@@ -7,7 +7,7 @@ The batch job records through a few one-line calls (``batch_claimed``, ``timed_i
 site, a URL or a batch id.
 
 Many processes, one endpoint per host: ``hitstream worker -n N`` runs N processes and
-prometheus-client's multiprocess mode sums them (workers.metrics_endpoint), chosen over a
+prometheus-client's multiprocess mode sums them (workers.host.metrics_endpoint), chosen over a
 port per process because a scrape configuration then needs one target per host whatever N
 is, the sums are what the dashboard and alerts want anyway, and a process that exits leaves
 its counts in the host's totals (its live-process gauge is removed). Outside a ``hitstream
@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.lanes import LANES
-from workers.dead_letters import DeadLetter
-from workers.queue import Batch
+from workers.batch.dead_letters import DeadLetter
+from workers.batch.queue import Batch
 from workers.records import Drop, DropReason
 
 REGISTRY = CollectorRegistry()

@@ -8,7 +8,7 @@ Three roles (``Role``):
   or each of N with a ClickHouse server); answers stats queries when its store is embedded;
 - ``ENRICHER``: claims and processes, then hands each batch to the store writer;
 - ``WRITER``: owns the embedded store: stores and acknowledges what enrichers hand it
-  (workers.writer) and answers stats queries.
+  (workers.batch.store_writer) and answers stats queries.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from rq.job import Job
 
 from shared.config import load_settings
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
-from workers import metrics, metrics_endpoint
-from workers.context import Overlaps, WorkerContext
-from workers.dispatcher import Dispatcher
-from workers.redis_rewrite import RewriteTrigger
+from workers.batch import metrics
+from workers.batch.store_writer import StoreWriter
+from workers.host import metrics_endpoint
+from workers.host.redis_rewrite import RewriteTrigger
+from workers.runtime.context import Overlaps, WorkerContext
+from workers.runtime.dispatcher import Dispatcher
 from workers.store.store import StoreUnavailable
-from workers.writer import StoreWriter
 
 
 class Role(enum.StrEnum):

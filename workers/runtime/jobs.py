@@ -1,7 +1,7 @@
-"""RQ job functions. Each takes the worker's context (workers.context) as its first argument,
-passed by the worker that runs it (workers.process.ContextJob); the rest are the job's own.
+"""RQ job functions. Each takes the worker's context (workers.runtime.context) as its first argument,
+passed by the worker that runs it (workers.runtime.processes.ContextJob); the rest are the job's own.
 
-- ``process_batch``: one run of the batch loop (workers.loop); under load it enqueues its
+- ``process_batch``: one run of the batch loop (workers.batch.loop); under load it enqueues its
   successor, so a backlog does not wait for the dispatcher.
 - ``site_stats``: the stats query, run by the process that owns an embedded store
   (``hitstream stats`` sends it there: workers.stats_reader).
@@ -15,9 +15,9 @@ from typing import Any
 from rq import Queue
 
 from shared.keys import BATCH_QUEUE
-from workers.context import WorkerContext
-from workers.delivery import STORE_RETRY_SECONDS
-from workers.loop import CHAIN_SECONDS, BatchLoop
+from workers.batch.delivery import STORE_RETRY_SECONDS
+from workers.batch.loop import CHAIN_SECONDS, BatchLoop
+from workers.runtime.context import WorkerContext
 
 JOB_TIMEOUT_SECONDS = int(CHAIN_SECONDS + STORE_RETRY_SECONDS) + 120
 
@@ -34,7 +34,7 @@ def enqueue_batch_jobs(rq_queue: Queue, count: int) -> None:
 
 
 def process_batch(context: WorkerContext) -> int:
-    """Claim, process, deliver batches (workers.loop); returns the envelopes delivered."""
+    """Claim, process, deliver batches (workers.batch.loop); returns the envelopes delivered."""
     outcome = BatchLoop(context).run()
     if outcome.acknowledged and outcome.backlog:
         # Still a backlog: chain to the next job instead of waiting for the dispatcher.

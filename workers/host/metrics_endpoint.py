@@ -3,7 +3,7 @@ on one port (HITSTREAM_WORKER_METRICS_PORT, on HITSTREAM_WORKER_METRICS_HOST: lo
 opened), with prometheus-client's multiprocess mode.
 
 ``start`` removes the directories of worker commands that are gone, makes a fresh one
-(workers.metrics_directory), points PROMETHEUS_MULTIPROC_DIR at it and serves the directory's
+(workers.host.metrics_directory), points PROMETHEUS_MULTIPROC_DIR at it and serves the directory's
 sum over HTTP from a thread of the calling process; ``HostEndpoint.stop`` removes it again. The worker processes (this
 one with ``-n 1``, spawned children otherwise, which inherit the variable) then write their
 values there. prometheus-client picks its value store when it is first imported, so ``start``
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from workers.metrics_directory import MetricsDirectory, make_directory, sweep_directories
+from workers.host.metrics_directory import MetricsDirectory, make_directory, sweep_directories
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Every worker process runs one as a thread. A short Redis lock lets only one of them act per
 tick, so several workers do not over-enqueue; a surplus job that finds nothing just
-returns. Under load the jobs chain themselves (workers.jobs), so the dispatcher mostly
+returns. Under load the jobs chain themselves (workers.runtime.jobs), so the dispatcher mostly
 matters for a trickle of traffic and for recovering expired batches.
 """
 
@@ -17,7 +17,7 @@ from rq import Queue, Worker
 
 from shared import keys
 from shared.backlog import queue_backlog
-from workers.jobs import enqueue_batch_jobs
+from workers.runtime.jobs import enqueue_batch_jobs
 
 log = logging.getLogger(__name__)
 

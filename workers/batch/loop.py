@@ -7,7 +7,7 @@ after batch, with two named overlaps.
   batch N-1 (ClickHouse works without the GIL).
 
 Without an overlap its stage runs inline, in the same order, so both variants are one loop
-(bench/worker_bench.py measures each against none; workers.context.Overlaps has the figures
+(bench/worker_bench.py measures each against none; workers.runtime.context.Overlaps has the figures
 and the defaults they chose: write-behind on, claim-ahead off). Guarantees either way: a batch is
 acknowledged only after its insert returned, and the next delivery starts only after the
 previous one finished. While the store is unavailable the loop holds up to three batches (the
@@ -17,8 +17,8 @@ up or a warm shutdown comes, they are released for immediate re-claim.
 Under load (batches come full, or entries wait in either lane) one run handles consecutive
 batches for up to CHAIN_SECONDS, each claimed, leased, delivered and acknowledged on its own
 under its own id, then reports the backlog so its RQ job can enqueue a successor
-(workers.jobs): RQ's own cost (~18 Redis round trips a job) is then paid once per many
-batches. Each claim picks its lane anew (workers.queue: live first), so a live entry waits
+(workers.runtime.jobs): RQ's own cost (~18 Redis round trips a job) is then paid once per many
+batches. Each claim picks its lane anew (workers.batch.queue: live first), so a live entry waits
 behind at most the bulk batch being processed and the one claimed ahead.
 """
 
@@ -31,11 +31,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from workers import metrics
-from workers.batches import Processed, process
-from workers.context import WorkerContext
-from workers.delivery import ShutdownWhileWaiting, StoreGaveUp
-from workers.queue import Batch
+from workers.batch import metrics
+from workers.batch.delivery import ShutdownWhileWaiting, StoreGaveUp
+from workers.batch.enrichment import Processed, process
+from workers.batch.queue import Batch
+from workers.runtime.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
