@@ -73,10 +73,11 @@ from shared.durability import Durability
 from shared.envelope import Envelope
 from tests.ports import free_port
 from workers.batch import delivery, loop
+from workers.batch.loop import Overlaps
 from workers.batch.queue import BatchQueue
 from workers.pipeline import StepFailed
 from workers.records import PageviewRow
-from workers.runtime.context import Overlaps, WorkerContext
+from workers.runtime.context import WorkerContext
 from workers.runtime.processes import BatchWorker, Role, run_worker_process
 from workers.store import blocks, open_store
 from workers.store.deduplication_logs import DeduplicationLogs
@@ -256,16 +257,16 @@ def run_bench_worker(overlaps: str, timings: Path) -> None:
     """In a child process: one worker process with the named overlaps (section 2), its stages
     timed (section 1; each stage runs on one thread, so a stage's total is that thread's time
     in it); the totals are written to ``timings`` at its warm shutdown."""
-    spent = dict.fromkeys([*STAGES, "process"], 0.0)
+    spent = dict.fromkeys([*STAGES, "enrich"], 0.0)
     _timed(BatchQueue, "claim", "claim", spent)
     _timed(Envelope, "from_json", "decode", spent, static=True)
-    _timed(loop, "process", "process", spent)
+    _timed(loop, "enrich", "enrich", spent)
     _timed(blocks, "arrow_table", "Arrow build", spent)
     _timed(Store, "_insert", "insert", spent)
     _timed(delivery, "acknowledge", "acknowledge", spent)
     signal.signal(signal.SIGUSR1, lambda signum, frame: spent.update(dict.fromkeys(spent, 0.0)))
     run_worker_process(Role.WORKER, OVERLAPS[overlaps])
-    spent["pipeline"] = spent.pop("process") - spent["decode"]
+    spent["pipeline"] = spent.pop("enrich") - spent["decode"]
     timings.write_text(json.dumps(spent))
 
 

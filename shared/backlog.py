@@ -4,8 +4,8 @@ The worker dispatcher polls it several times a second, the API's ``/metrics`` re
 scrape time and ``hitstream queue`` builds on it (``workers.queue_stats``). Entries leave a
 stream only when acknowledged, so entries added minus depth is the number acknowledged.
 
-A batch handed to the store writer (workers.batch.delivery.HandOff) is neither waiting nor held by
-a worker: its entries stay claimed in their lane until the writer acknowledges them, but the
+A batch passed to the store writer (workers.batch.delivery.PassToWriter) is neither waiting nor
+held by a worker: its entries stay claimed in their lane until the writer acknowledges them, but the
 hand-off dropped its lease. So it is found as a lane's consumer with pending entries and no
 lease (every other claimed batch has one: a claim and its lease are one transaction). It is
 counted from the lanes, not from the enriched stream, because that stream's entries carry

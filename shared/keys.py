@@ -33,17 +33,18 @@ REWRITE_LOCK = f"{PREFIX}:rewrite-lock"
 # that always reaches the replicas, so WAIT counts acknowledgements of everything before it.
 REPLICATION_MARK = f"{PREFIX}:replication-mark"
 
-# --- enriched batches, from enricher processes to the one process that writes an embedded
-# store (workers.batch.delivery, workers.batch.store_writer): a stream of pickled workers.batch.enrichment.Processed
-# (field ENRICHED_FIELD; no envelopes, so no visitor IP), read through ENRICHED_GROUP by the
-# writer's one consumer ENRICHED_CONSUMER, so a restarted writer re-reads what it held.
+# --- enriched batches, from enricher processes to the store writer, the one process that
+# writes an embedded store (workers.batch.delivery, workers.batch.store_writer): a stream of
+# pickled workers.batch.enrichment.WriterBatch (field ENRICHED_FIELD; no envelopes, so no
+# visitor IP), read through ENRICHED_GROUP by the writer's one consumer ENRICHED_CONSUMER, so
+# a restarted writer re-reads what it held.
 ENRICHED_STREAM = f"{PREFIX}:enriched"
 ENRICHED_FIELD = "p"
 ENRICHED_GROUP = "writer"
 ENRICHED_CONSUMER = "writer"
 
 # --- RQ queues (RQ's own keys: rq:queue:<name>, ...) -------------------------------------
-# process_batch jobs, and read queries for the process that owns the store (an embedded
+# run_batch_loop jobs, and read queries for the process that owns the store (an embedded
 # chdb path can be opened by one process only).
 BATCH_QUEUE = "hitstream"
 STORE_QUEUE = "hitstream-store"

@@ -23,8 +23,8 @@ from tests.endpoint import client_for
 from tests.procs import redis_clock_ms, wait_for_redis_clock, wait_until
 from tests.traffic import queued_envelope
 from tests.worker_context import worker_context_for
-from workers.batch.delivery import HandOff
-from workers.batch.enrichment import process
+from workers.batch.delivery import PassToWriter
+from workers.batch.enrichment import enrich
 from workers.batch.queue import Batch, BatchQueue
 from workers.batch.store_writer import StoreWriter
 from workers.pipeline import Pipeline, build_pipeline
@@ -95,7 +95,7 @@ def test_dispatch_enqueues_once_per_tick_across_dispatchers(real_redis: redis.Re
     assert rq_queue.count == 1
 
 
-# --- batches enrichers handed to the store writer (workers.batch.delivery.HandOff) ----------------
+# --- batches enrichers handed to the store writer (workers.batch.delivery.PassToWriter) -----------
 
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 ENRICHED_METRICS = (
@@ -120,10 +120,10 @@ def send(client: redis.Redis, lane: Lane, count: int) -> None:
 
 
 def hand_off(client: redis.Redis, queue: BatchQueue, pipeline: Pipeline, batch_size: int) -> Batch:
-    """What an enricher does with its next batch: claim, process, hand to the store writer."""
+    """What an enricher does with its next batch: claim, enrich, pass to the store writer."""
     batch = queue.claim(batch_size)
     assert batch is not None
-    HandOff(client, threading.Event()).deliver(process(batch, pipeline))
+    PassToWriter(client, threading.Event()).deliver(enrich(batch, pipeline))
     return batch
 
 
@@ -206,7 +206,8 @@ def test_the_figures_return_to_zero_once_the_writer_stored_the_batches(
         hand_off(real_redis, queue, pipeline, batch_size=2)
     assert (queue_json()["enriched"]["batches"], queue_json()["enriched"]["pageviews"]) == (3, 6)
 
-    writer = StoreWriter(worker_context_for(real_redis, store))
+    context = worker_context_for(real_redis, store)
+    writer = StoreWriter(real_redis, context.storing, context.shutdown_requested)
     writer.start()
     try:
         deadline = time.monotonic() + 30

@@ -1,4 +1,4 @@
-"""process_batch in this process, on the real Redis, with a stand-in pipeline and store:
+"""run_batch_loop in this process, on the real Redis, with a stand-in pipeline and store:
 what gets stored, dead-lettered, retried, released and acknowledged."""
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from shared.envelope import Envelope
 from shared.keys import BATCH_QUEUE
 from tests.worker_context import worker_context_for
 from workers.batch import dead_letters, delivery, loop
+from workers.batch.loop import Overlaps
 from workers.pipeline import StepFailed
 from workers.records import Drop, DropReason, PageviewRow
 from workers.runtime import jobs
-from workers.runtime.context import Overlaps, WorkerContext
+from workers.runtime.context import WorkerContext
 from workers.store.store import Refusals, StoreUnavailable
 
 IP = "198.51.100.23"
@@ -119,7 +120,7 @@ def test_batch_is_stored_then_acknowledged(
 ) -> None:
     send(real_redis, envelope(1), envelope(2, "/drop"), envelope(3))
 
-    assert jobs.process_batch(context) == 3
+    assert jobs.run_batch_loop(context) == 3
 
     ((rows, drops),) = store.batches.values()
     assert [row.page_id for row in rows] == [envelope(1).page_id, envelope(3).page_id]
@@ -133,7 +134,7 @@ def test_poison_record_is_dead_lettered_and_its_neighbours_stored(
     ids = send(real_redis, envelope(1), envelope(2, "/poison"), envelope(3))
     real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: b'{"site_id": "x", "visitor_ip": "' + IP.encode() + b'"}'})
 
-    assert jobs.process_batch(context) == 4
+    assert jobs.run_batch_loop(context) == 4
 
     assert store.page_ids() == [envelope(1).page_id, envelope(3).page_id]
     letters = dead_letters.list_dead_letters(real_redis)
@@ -151,7 +152,7 @@ def test_rows_and_drops_the_store_refuses_are_dead_lettered_and_the_rest_acknowl
     store.refused = {refused_row.page_id, refused_drop.site_id}
     ids = send(real_redis, envelope(1), refused_row, envelope(3, "/drop"), refused_drop, envelope(5))
 
-    assert jobs.process_batch(context) == 5
+    assert jobs.run_batch_loop(context) == 5
 
     assert store.page_ids() == [envelope(1).page_id, envelope(5).page_id]
     ((_, drops),) = store.batches.values()
@@ -172,7 +173,7 @@ def test_unavailable_store_is_retried_and_the_batch_stored_once(
     store.failures = 3
     send(real_redis, envelope(1), envelope(2))
 
-    assert jobs.process_batch(context) == 2
+    assert jobs.run_batch_loop(context) == 2
 
     assert store.page_ids() == [envelope(1).page_id, envelope(2).page_id]
     assert real_redis.xlen(keys.STREAM) == 0
@@ -186,13 +187,13 @@ def test_store_down_too_long_releases_the_batch_for_a_retry_under_the_same_id(
     send(real_redis, envelope(1), envelope(2))
 
     with pytest.raises(delivery.StoreGaveUp):
-        jobs.process_batch(context)
+        jobs.run_batch_loop(context)
 
     assert real_redis.xlen(keys.STREAM) == 2 and store.batches == {}
     ((batch_id, deadline),) = real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)
     assert deadline == 0
     store.failures = 0
-    assert jobs.process_batch(context) == 2
+    assert jobs.run_batch_loop(context) == 2
     assert list(store.batches) == [batch_id.decode()]
     assert real_redis.xlen(keys.STREAM) == 0
 
@@ -204,7 +205,7 @@ def test_shutdown_while_the_store_is_down_gives_the_batch_back(
     send(real_redis, envelope(1))
     context.shutdown_requested.set()
 
-    assert jobs.process_batch(context) == 0
+    assert jobs.run_batch_loop(context) == 0
 
     assert real_redis.xlen(keys.STREAM) == 1
     assert real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)[0][1] == 0
@@ -223,7 +224,7 @@ def test_a_backlog_is_handled_batch_by_batch_each_acknowledged_after_its_insert(
     monkeypatch.setattr(store, "write_batch", write_and_look)
     send(real_redis, *(envelope(n) for n in range(25)))
 
-    assert jobs.process_batch(context) == 25
+    assert jobs.run_batch_loop(context) == 25
 
     assert [len(rows) for rows, _ in store.batches.values()] == [10, 10, 5]
     # Each insert ran while its own entries were still in the stream and the previous batch's gone.
@@ -239,9 +240,9 @@ def test_a_job_out_of_time_with_a_full_batch_enqueues_its_successor(
     rq_queue = Queue(BATCH_QUEUE, connection=real_redis)
     send(real_redis, *(envelope(n) for n in range(15)))
 
-    assert jobs.process_batch(context) == 10
+    assert jobs.run_batch_loop(context) == 10
     assert rq_queue.count == 1
-    assert jobs.process_batch(context) == 5
+    assert jobs.run_batch_loop(context) == 5
     assert rq_queue.count == 1  # a partial batch means the queue is drained: no successor
 
 
@@ -253,9 +254,9 @@ def test_store_giving_up_releases_every_batch_the_job_holds(
     send(real_redis, *(envelope(n) for n in range(15)))
 
     with pytest.raises(delivery.StoreGaveUp):
-        jobs.process_batch(context)
+        jobs.run_batch_loop(context)
 
     assert [deadline for _, deadline in real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)] == [0, 0]
     store.failures = 0
-    assert jobs.process_batch(context) + jobs.process_batch(context) == 15
+    assert jobs.run_batch_loop(context) + jobs.run_batch_loop(context) == 15
     assert len(store.page_ids()) == 15 and real_redis.xlen(keys.STREAM) == 0

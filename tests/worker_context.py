@@ -10,8 +10,9 @@ import redis
 
 from shared.config import Settings
 from workers.batch.delivery import StoreAndAcknowledge
+from workers.batch.loop import Overlaps
 from workers.batch.queue import BatchQueue
-from workers.runtime.context import ExclusionsWatch, Overlaps, WorkerContext
+from workers.runtime.context import ExclusionsWatch, WorkerContext
 from workers.store.opening import StoreOpening
 
 
@@ -22,13 +23,15 @@ def worker_context_for(
     queue = BatchQueue(client, settings.claim_timeout_seconds, settings.bulk_min_share)
     opening = StoreOpening(lambda: store)
     shutdown = threading.Event()
+    storing = StoreAndAcknowledge(client, queue, opening, shutdown)
     return WorkerContext(
         settings=settings,
         redis=client,
         batch_queue=queue,
         exclusions=ExclusionsWatch(lambda: pipeline, client),
         store=opening,
-        delivery=StoreAndAcknowledge(client, queue, opening, shutdown),
+        storing=storing,
+        delivery=storing,
         overlaps=Overlaps(),
         shutdown_requested=shutdown,
     )

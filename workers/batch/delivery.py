@@ -1,15 +1,20 @@
-"""The last stage of a batch: store it, then acknowledge it; or hand it to the store writer.
+"""The last stage of a batch: store it, then acknowledge it; or pass it to the store writer.
 
-``StoreAndAcknowledge`` is the single-process path (and every process's, with a ClickHouse
-server): insert with retry while the store is unavailable, then acknowledge the batch with
-its dead letters in one transaction. ``HandOff`` is an enricher's, when several processes
-share one embedded store: one transaction appends the processed batch to the enriched
-stream (keys.ENRICHED_STREAM) and drops its lease, so no other enricher re-claims it; the
-batch's entries stay pending in their lane until the writer (workers.batch.store_writer) has stored them
-and acknowledges them. A kill before that transaction leaves the lease to expire (the batch
-is re-claimed, same id); after it, the batch is in the enriched stream, which the writer
-reads through a consumer group, so a killed writer re-reads what it held. Every insert
-carries the batch id as its deduplication token, so a batch delivered twice is stored once.
+``StoreAndAcknowledge.store_batch`` is the one way a batch is stored, whichever of its two
+shapes it has (``Storable``): insert with retry while the store is unavailable, dead letters
+for the rows the store refused, then acknowledge the batch with its dead letters in one
+transaction, then count it. It delivers in the single-process path (and every process's, with
+a ClickHouse server; an ``EnrichedBatch``), and the store writer (workers.batch.store_writer)
+stores with it what enrichers pass it (a ``WriterBatch``).
+
+``PassToWriter`` is an enricher's delivery, when several processes share one embedded store:
+one transaction appends the enriched batch's inserts to the enriched stream
+(keys.ENRICHED_STREAM) and drops its lease, so no other enricher re-claims it; the batch's
+entries stay pending in their lane until the store writer has stored them and acknowledges
+them. A kill before that transaction leaves the lease to expire (the batch is re-claimed,
+same id); after it, the batch is in the enriched stream, which the writer reads through a
+consumer group, so a killed writer re-reads what it held. Every insert carries the batch id
+as its deduplication token, so a batch delivered twice is stored once.
 
 Why a Redis stream for the hand-off (not a pipe to the writer): it survives the death of
 either side without any coordination between the processes and is the mechanism the lanes
@@ -24,16 +29,16 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 import redis
 
 from shared import keys
+from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS
 from workers.batch import dead_letters, metrics
 from workers.batch.dead_letters import DeadLetter
-from workers.batch.enrichment import EnrichedBatch, Processed, refused_letters
+from workers.batch.enrichment import EnrichedBatch, WriterBatch
 from workers.batch.queue import Batch, BatchQueue
 from workers.store.opening import StoreOpening
 from workers.store.store import Refusals, Store, StoreUnavailable
@@ -58,23 +63,33 @@ class ShutdownWhileWaiting(Exception):
     """A warm shutdown interrupted a wait; the job's batches are released."""
 
 
+# A batch's two shapes: this process's own, or one an enricher passed the store writer.
+Storable = EnrichedBatch | WriterBatch
+
+
 class Delivery(Protocol):
-    def deliver(self, processed: Processed) -> None:
-        """Hand ``processed`` on; once this returns, the batch is no longer the caller's to keep."""
+    def deliver(self, enriched: EnrichedBatch) -> None:
+        """Hand ``enriched`` on; once this returns, the batch is no longer the caller's to keep."""
 
 
-def write_with_retry(
-    store: StoreOpening, batch_id: str, write: Callable[[Store], Refusals], shutdown: threading.Event
-) -> Refusals:
-    """``write`` the batch to the store, with exponential backoff while the store is
+def insert(store: Store, storable: Storable) -> Refusals:
+    """Insert ``storable``'s rows and drop counts (a WriterBatch's inserts were built already)."""
+    if isinstance(storable, WriterBatch):
+        return store.write_prepared(storable.prepared)
+    return store.write_batch(storable.batch.id, storable.rows, storable.drops)
+
+
+def insert_with_retry(store: StoreOpening, storable: Storable, shutdown: threading.Event) -> Refusals:
+    """Insert ``storable`` into the store, with exponential backoff while the store is
     unavailable; return what the store refused. Raises StoreGaveUp after STORE_RETRY_SECONDS,
     ShutdownWhileWaiting when a warm shutdown interrupts the wait."""
+    batch_id = storable.batch.id
     deadline = time.monotonic() + STORE_RETRY_SECONDS
     delay = STORE_RETRY_FIRST_DELAY
     while True:
         try:
             with metrics.timed_insert():
-                return write(store.get())
+                return insert(store.get(), storable)
         except StoreUnavailable as error:
             if time.monotonic() + delay > deadline:
                 raise StoreGaveUp(f"store unavailable for {STORE_RETRY_SECONDS:.0f} s: {error}") from error
@@ -83,6 +98,23 @@ def write_with_retry(
         if shutdown.wait(delay):
             raise ShutdownWhileWaiting(batch_id)
         delay = min(delay * 2, STORE_RETRY_MAX_DELAY)
+
+
+def refused_letters(client: redis.Redis, storable: Storable, refusals: Refusals) -> list[DeadLetter]:
+    """Dead letters (step "store") for the entries whose rows or drop counts the store refused,
+    their envelopes read back from the lane's stream."""
+    batch = storable.batch
+    refused = [(storable.row_entries[position], error) for position, error in refusals.rows.items()]
+    refused += [(storable.drop_entries[position], error) for position, error in refusals.drops.items()]
+    stream = LANE_KEYS[batch.lane].stream
+    letters = []
+    for entry_id, error in refused:
+        found = client.xrange(stream, entry_id, entry_id)
+        fields = found[0][1] if found else None
+        if fields:  # gone only if a duplicate delivery of this batch acknowledged it already
+            envelope = Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()])
+            letters.append(dead_letters.for_failed_step(entry_id, batch.id, envelope, "store", error))
+    return letters
 
 
 def acknowledge(
@@ -114,36 +146,35 @@ class StoreAndAcknowledge:
         self.store = store
         self.shutdown = shutdown
 
-    def deliver(self, processed: Processed) -> None:
-        batch = processed.batch
-        refusals = write_with_retry(
-            self.store,
-            batch.id,
-            lambda store: store.write_batch(batch.id, processed.rows, processed.drops),
-            self.shutdown,
-        )
-        letters = processed.letters + refused_letters(
-            self.redis, batch, processed.row_entries, processed.drop_entries, refusals
-        )
-        acknowledge(self.redis, self.queue, batch, letters)
-        metrics.batch_stored(batch, len(processed.rows) - len(refusals.rows), processed.drops, letters)
+    def deliver(self, enriched: EnrichedBatch) -> None:
+        self.store_batch(enriched)
+
+    def store_batch(self, storable: Storable, enriched_entry: str | None = None) -> None:
+        """Insert, dead letters for what the store refused, acknowledge, count: for a batch of
+        this process, or (``enriched_entry``) one the store writer read from the enriched stream."""
+        refusals = insert_with_retry(self.store, storable, self.shutdown)
+        letters = storable.letters + refused_letters(self.redis, storable, refusals)
+        batch = storable.batch
+        acknowledge(self.redis, self.queue, batch, letters, enriched_entry)
+        metrics.batch_stored(batch, len(storable.row_entries) - len(refusals.rows), storable.drops, letters)
 
 
-class HandOff:
-    """Deliver by appending the batch to the enriched stream for the store writer."""
+class PassToWriter:
+    """Deliver by appending the batch's inserts to the enriched stream for the store writer."""
 
     def __init__(self, client: redis.Redis, shutdown: threading.Event) -> None:
         self.redis = client
         self.shutdown = shutdown
 
-    def deliver(self, processed: Processed) -> None:
+    def deliver(self, enriched: EnrichedBatch) -> None:
+        batch = enriched.batch
         while self.redis.xlen(keys.ENRICHED_STREAM) >= ENRICHED_MAX_WAITING:
             if self.shutdown.wait(ENRICHED_FULL_POLL_SECONDS):
-                raise ShutdownWhileWaiting(processed.batch.id)
+                raise ShutdownWhileWaiting(batch.id)
         # Pickle, as RQ does for its jobs (only hitstream's own processes write this stream);
         # the rows travel inside as Arrow blocks (workers.store.blocks says what that saves).
-        payload = pickle.dumps(EnrichedBatch.of(processed), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps(WriterBatch.of(enriched), protocol=pickle.HIGHEST_PROTOCOL)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(keys.ENRICHED_STREAM, {keys.ENRICHED_FIELD: payload})
-            pipe.zrem(LANE_KEYS[processed.batch.lane].leases, processed.batch.id)
+            pipe.zrem(LANE_KEYS[batch.lane].leases, batch.id)
             pipe.execute()

@@ -1,33 +1,33 @@
-"""One claimed batch through the pipeline: ``process`` turns its entries into rows, drop
-counts and dead letters (``Processed``), which the batch's delivery stores and acknowledges.
+"""One claimed batch through the pipeline, with no I/O: ``enrich`` turns its entries into rows,
+drop counts and dead letters (``EnrichedBatch``), which the batch's delivery
+(workers.batch.delivery) stores and acknowledges in this process; or, when several processes
+enrich for one embedded store, ``WriterBatch.of`` builds the inserts that store them, which
+the store writer stores and acknowledges.
 
-Neither ``Processed`` nor ``EnrichedBatch`` (what an enricher hands the store writer when
-several processes enrich for one embedded store, workers.batch.delivery) holds an envelope, so no
-visitor IP travels with them. The few envelopes whose rows the store refuses are read back
-from their lane's stream for their dead letters; they are still there, since a batch is
-acknowledged only after the store answered.
+Neither shape holds a decoded envelope, and a ``WriterBatch`` leaves each entry's envelope
+JSON behind too, so no visitor IP travels through the enriched stream. The few
+envelopes whose rows the store refuses are read back from their lane's stream for their dead
+letters, by the delivery: they are still there, since a batch is acknowledged only after the
+store answered.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import redis
-
-from shared import keys
 from shared.envelope import Envelope
-from shared.lanes import LANE_KEYS
 from workers.batch import dead_letters
 from workers.batch.dead_letters import DeadLetter
 from workers.batch.queue import Batch, Entry
 from workers.pipeline import Pipeline, StepFailed
 from workers.records import Drop, PageviewRow
 from workers.store.blocks import PreparedBatch, prepare_batch
-from workers.store.store import Refusals
 
 
 @dataclass(frozen=True, slots=True)
-class Processed:
+class EnrichedBatch:
+    """A claimed batch after the pipeline: a row, a drop or a dead letter for each entry."""
+
     batch: Batch
     rows: list[PageviewRow]
     drops: list[Drop]
@@ -37,9 +37,10 @@ class Processed:
 
 
 @dataclass(frozen=True, slots=True)
-class EnrichedBatch:
-    """What an enricher hands the store writer (workers.batch.delivery): a processed batch as the
-    inserts that store it, without envelopes (acknowledging needs only entry ids and tokens)."""
+class WriterBatch:
+    """What an enricher passes the store writer (workers.batch.delivery.PassToWriter): an
+    enriched batch as the inserts that store it, without envelopes (acknowledging needs only
+    entry ids and tokens)."""
 
     batch: Batch
     letters: list[DeadLetter]
@@ -49,56 +50,38 @@ class EnrichedBatch:
     prepared: PreparedBatch
 
     @classmethod
-    def of(cls, processed: Processed) -> EnrichedBatch:
-        entries = [Entry(entry.id, b"", entry.token_id) for entry in processed.batch.entries]
+    def of(cls, enriched: EnrichedBatch) -> WriterBatch:
+        entries = [Entry(entry.id, b"", entry.token_id) for entry in enriched.batch.entries]
         return cls(
-            replace(processed.batch, entries=entries),
-            processed.letters,
-            processed.row_entries,
-            processed.drop_entries,
-            processed.drops,
-            prepare_batch(processed.batch.id, processed.rows, processed.drops),
+            replace(enriched.batch, entries=entries),
+            enriched.letters,
+            enriched.row_entries,
+            enriched.drop_entries,
+            enriched.drops,
+            prepare_batch(enriched.batch.id, enriched.rows, enriched.drops),
         )
 
 
-def process(batch: Batch, pipeline: Pipeline) -> Processed:
+def enrich(batch: Batch, pipeline: Pipeline) -> EnrichedBatch:
     """Run each entry of ``batch`` through ``pipeline``: a row, a drop, or a dead letter."""
-    processed = Processed(batch, [], [], [], [], [])
+    enriched = EnrichedBatch(batch, [], [], [], [], [])
     for entry in batch.entries:
         try:
             envelope = Envelope.from_json(entry.data)
         except (ValueError, TypeError) as error:
-            processed.letters.append(dead_letters.for_undecodable(entry.id, batch.id, entry.data, str(error)))
+            enriched.letters.append(dead_letters.for_undecodable(entry.id, batch.id, entry.data, str(error)))
             continue
         try:
             outcome = pipeline.process(envelope)
         except StepFailed as error:
-            processed.letters.append(
+            enriched.letters.append(
                 dead_letters.for_failed_step(entry.id, batch.id, envelope, error.step, str(error.cause))
             )
             continue
         if isinstance(outcome, Drop):
-            processed.drops.append(outcome)
-            processed.drop_entries.append(entry.id)
+            enriched.drops.append(outcome)
+            enriched.drop_entries.append(entry.id)
         else:
-            processed.rows.append(outcome)
-            processed.row_entries.append(entry.id)
-    return processed
-
-
-def refused_letters(
-    client: redis.Redis, batch: Batch, row_entries: list[str], drop_entries: list[str], refusals: Refusals
-) -> list[DeadLetter]:
-    """Dead letters (step "store") for the entries whose rows or drop counts the store refused
-    (``row_entries``, ``drop_entries``: the entry id of each row and drop the store was given)."""
-    refused = [(row_entries[position], error) for position, error in refusals.rows.items()]
-    refused += [(drop_entries[position], error) for position, error in refusals.drops.items()]
-    stream = LANE_KEYS[batch.lane].stream
-    letters = []
-    for entry_id, error in refused:
-        found = client.xrange(stream, entry_id, entry_id)
-        fields = found[0][1] if found else None
-        if fields:  # gone only if a duplicate delivery of this batch acknowledged it already
-            envelope = Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()])
-            letters.append(dead_letters.for_failed_step(entry_id, batch.id, envelope, "store", error))
-    return letters
+            enriched.rows.append(outcome)
+            enriched.row_entries.append(entry.id)
+    return enriched

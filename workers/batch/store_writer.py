@@ -1,12 +1,13 @@
 """The store writer: the one process that owns an embedded store while enrichers hand it their
-processed batches (workers.batch.delivery.HandOff).
+enriched batches (workers.batch.delivery.PassToWriter).
 
 It reads the enriched stream through its consumer group, first what it holds (its pending
 entries: a writer killed mid-batch, or cut off from Redis, re-reads them), then new batches.
-Each batch is inserted (retrying while the store is unavailable, for as long as it takes:
-the batch is safe in Redis meanwhile) and then acknowledged in one transaction: the batch's
-lane entries, its dead letters, and its enriched entry. The insert carries the batch id as
-its deduplication token, so a batch stored before a kill, or handed off twice, is stored once.
+Each batch is stored the one way every batch is (workers.batch.delivery.StoreAndAcknowledge),
+retrying while the store is unavailable for as long as it takes (the batch is safe in Redis
+meanwhile), and acknowledged in one transaction: the batch's lane entries, its dead letters,
+and its enriched entry. The insert carries the batch id as its deduplication token, so a batch
+stored before a kill, or handed off twice, is stored once.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import threading
 import redis
 
 from shared import keys
-from workers.batch import metrics
-from workers.batch.delivery import ShutdownWhileWaiting, StoreGaveUp, acknowledge, write_with_retry
-from workers.batch.enrichment import EnrichedBatch, refused_letters
-from workers.runtime.context import WorkerContext
+from workers.batch.delivery import ShutdownWhileWaiting, StoreAndAcknowledge, StoreGaveUp
+from workers.batch.enrichment import WriterBatch
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,14 @@ def create_enriched_group(client: redis.Redis) -> None:
 class StoreWriter(threading.Thread):
     """Store and acknowledge the enriched batches, one at a time, until stopped."""
 
-    def __init__(self, context: WorkerContext) -> None:
+    def __init__(self, client: redis.Redis, storing: StoreAndAcknowledge, stopped: threading.Event) -> None:
         super().__init__(name="hitstream-store-writer", daemon=True)
-        self.context = context
-        self.stopped = context.shutdown_requested
+        self.redis = client
+        self.storing = storing
+        self.stopped = stopped
 
     def run(self) -> None:
-        create_enriched_group(self.context.redis)
+        create_enriched_group(self.redis)
         held_first = True  # read our own pending entries before new ones
         while not self.stopped.is_set():
             try:
@@ -56,7 +56,7 @@ class StoreWriter(threading.Thread):
                     if fields:  # an entry without fields was deleted while pending: nothing left to store
                         self._store(entry_id.decode(), pickle.loads(fields[keys.ENRICHED_FIELD.encode()]))
                     else:
-                        self.context.redis.xack(keys.ENRICHED_STREAM, keys.ENRICHED_GROUP, entry_id)
+                        self.redis.xack(keys.ENRICHED_STREAM, keys.ENRICHED_GROUP, entry_id)
             except redis.RedisError as error:
                 log.warning("store writer: Redis error, retrying: %s", error)
                 # The batch being stored or acknowledged stays pending in the group, which
@@ -68,7 +68,7 @@ class StoreWriter(threading.Thread):
 
     def _read(self, after: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
         block = None if after == "0" else READ_BLOCK_MS
-        reply = self.context.redis.xreadgroup(
+        reply = self.redis.xreadgroup(
             keys.ENRICHED_GROUP, keys.ENRICHED_CONSUMER, {keys.ENRICHED_STREAM: after}, count=1, block=block
         )
         if not reply:
@@ -77,19 +77,10 @@ class StoreWriter(threading.Thread):
         assert isinstance(reply, list)
         return reply[0][1]
 
-    def _store(self, entry_id: str, enriched: EnrichedBatch) -> None:
-        context = self.context
-        batch = enriched.batch
+    def _store(self, entry_id: str, storable: WriterBatch) -> None:
         while True:
             try:
-                refusals = write_with_retry(
-                    context.store, batch.id, lambda store: store.write_prepared(enriched.prepared), self.stopped
-                )
-                break
+                self.storing.store_batch(storable, entry_id)
+                return
             except StoreGaveUp as error:
-                log.error("store writer: %s; still holding batch %s, trying again", error, batch.id)
-        letters = enriched.letters + refused_letters(
-            context.redis, batch, enriched.row_entries, enriched.drop_entries, refusals
-        )
-        acknowledge(context.redis, context.batch_queue, batch, letters, entry_id)
-        metrics.batch_stored(batch, len(enriched.row_entries) - len(refusals.rows), enriched.drops, letters)
+                log.error("store writer: %s; still holding batch %s, trying again", error, storable.batch.id)

@@ -1,9 +1,10 @@
 """The worker context: what one worker process builds once at start-up and passes to its jobs.
 
 A worker process builds ONE ``WorkerContext`` (settings, the Redis client, the batch queue,
-the pipeline, the store) and hands it to its RQ worker (workers.runtime.processes), which passes it to
-every job as the first argument. Nothing here is a module global: a test builds its own
-context with stand-in parts.
+the pipeline, the store, how a batch is stored and delivered) and hands it to its RQ worker
+(workers.runtime.processes), which passes it to every job as the first argument. The jobs
+hand the batch loop (workers.batch) the parts it uses, never the context itself. Nothing here
+is a module global: a test builds its own context with stand-in parts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from shared import redis_client as clients
 from shared.config import Settings
 from shared.control.exclusions import list_exclusions
 from shared.durability import Durability
-from workers.batch.delivery import Delivery, HandOff, StoreAndAcknowledge
+from workers.batch.delivery import Delivery, PassToWriter, StoreAndAcknowledge
+from workers.batch.loop import Overlaps
 from workers.batch.queue import BatchQueue
 from workers.pipeline import Pipeline, build_pipeline
 from workers.store.opening import StoreOpening
@@ -62,25 +64,6 @@ class ExclusionsWatch:
         return self.pipeline
 
 
-@dataclass(frozen=True, slots=True)
-class Overlaps:
-    """Which stages of the batch loop (workers.batch.loop) run on their own thread beside processing.
-
-    bench/worker_bench.py, one worker process, events/s against no overlap, five runs on the
-    shared 2-core machine (2026-11-28; the first with cold caches, the last two with the
-    machine nearly idle): write-behind 1.47x, 0.95x, 1.13x, 1.03x, 1.11x (median 1.11x);
-    claim-ahead 1.27x, 1.01x, 1.08x, 1.10x, 1.06x (1.08x); both 1.16x, 0.93x, 1.07x, 1.04x,
-    1.00x (1.04x). Both together never beat the better one alone: a claim's reply is parsed
-    into ~1,000 entries holding the GIL, which the processing thread then waits for (inside
-    the worker, the claim went from 6-9 to 27 µs per event, the Arrow build from 2 to 12-17).
-    So write-behind is on (the insert runs in ClickHouse without the GIL) and claim-ahead is
-    off; both stay switches for the benchmark's A/B.
-    """
-
-    claim_ahead: bool = False
-    write_behind: bool = True
-
-
 @dataclass
 class WorkerContext:
     """Everything a worker process's jobs use, built once per process."""
@@ -90,7 +73,8 @@ class WorkerContext:
     batch_queue: BatchQueue
     exclusions: ExclusionsWatch
     store: StoreOpening
-    delivery: Delivery  # how a processed batch leaves the loop: stored here, or handed to the writer
+    storing: StoreAndAcknowledge  # how this process stores a batch (its own, or, as the store writer, one passed to it)
+    delivery: Delivery  # how an enriched batch leaves the loop: ``storing``, or PassToWriter
     overlaps: Overlaps
     # Set by a warm shutdown (SIGINT/SIGTERM): a job waiting on the store gives its batches back.
     shutdown_requested: threading.Event
@@ -99,7 +83,7 @@ class WorkerContext:
     def build(cls, settings: Settings, hand_off: bool = False, overlaps: Overlaps | None = None) -> WorkerContext:
         """The context of a worker process (the pipeline, built on first use, loads GeoIP
         readers, parsers and lists).
-        ``hand_off``: an enricher, which hands processed batches to the store writer."""
+        ``hand_off``: an enricher, which passes its enriched batches to the store writer."""
         client = redis_client(settings)
         replicas = (settings.min_replicas, settings.replica_timeout_ms)
         replicated = settings.durability is Durability.REPLICATED
@@ -108,14 +92,15 @@ class WorkerContext:
         )
         store = StoreOpening(lambda: open_store(settings.clickhouse_url))
         shutdown = threading.Event()
-        delivery = HandOff(client, shutdown) if hand_off else StoreAndAcknowledge(client, queue, store, shutdown)
+        storing = StoreAndAcknowledge(client, queue, store, shutdown)
         return cls(
             settings=settings,
             redis=client,
             batch_queue=queue,
             exclusions=ExclusionsWatch(lambda: build_pipeline(settings), client),
             store=store,
-            delivery=delivery,
+            storing=storing,
+            delivery=PassToWriter(client, shutdown) if hand_off else storing,
             overlaps=overlaps or Overlaps(),
             shutdown_requested=shutdown,
         )

@@ -4,11 +4,11 @@ than the client's patience makes it quit); ``run_processes`` runs several and fo
 SIGTERM/SIGINT to each.
 
 Three roles (``Role``):
-- ``WORKER``: claims, processes, stores and acknowledges (one process on an embedded store,
+- ``WORKER``: claims, enriches, stores and acknowledges (one process on an embedded store,
   or each of N with a ClickHouse server); answers stats queries when its store is embedded;
-- ``ENRICHER``: claims and processes, then hands each batch to the store writer;
-- ``WRITER``: owns the embedded store: stores and acknowledges what enrichers hand it
-  (workers.batch.store_writer) and answers stats queries.
+- ``ENRICHER``: claims and enriches, then passes each batch to the store writer;
+- ``WRITER``: the store writer, which owns the embedded store: stores and acknowledges what
+  enrichers pass it (workers.batch.store_writer) and answers stats queries.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from rq.job import Job
 from shared.config import load_settings
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
 from workers.batch import metrics
+from workers.batch.loop import Overlaps
 from workers.batch.store_writer import StoreWriter
 from workers.host import metrics_endpoint
 from workers.host.redis_rewrite import RewriteTrigger
-from workers.runtime.context import Overlaps, WorkerContext
+from workers.runtime.context import WorkerContext
 from workers.runtime.dispatcher import Dispatcher
 from workers.store.store import StoreUnavailable
 
@@ -120,7 +121,7 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
         _open_store_early(context)
         queues.append(store_queue)
     if role is Role.WRITER:
-        threads.append(StoreWriter(context))
+        threads.append(StoreWriter(client, context.storing, context.shutdown_requested))
     else:
         context.pipeline()  # GeoIP readers, UA parser and spam lists loaded before the first claim
         threads += [
