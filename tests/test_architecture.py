@@ -1,6 +1,8 @@
 """The import rule of docs/architecture.md, checked on the real imports of every module:
 contracts at the bottom (``shared``), the API and the workers above them and never each
-other, the command line on top, the clients apart; no cycles; no ``import_module``."""
+other, the command line on top, the clients apart; inside the workers, the RQ runtime above a
+batch's life above the pipeline and the store, the host's threads apart; no cycles; no
+``import_module``."""
 
 from __future__ import annotations
 
@@ -21,6 +23,36 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "shared": ("shared",),
     "ingest_api": ("ingest_api", "shared"),
     "workers": ("workers", "shared"),
+    # The RQ runtime (a worker process: its context, roles, jobs, dispatcher) runs a batch's life
+    # and starts the host's threads; nothing below it imports it.
+    "workers.runtime": (
+        "workers.runtime",
+        "workers.batch",
+        "workers.host",
+        "workers.pipeline",
+        "workers.store",
+        "shared",
+    ),
+    # A batch's life (claim, enrich, deliver, store writer, dead letters) uses the pipeline and
+    # the store, never the runtime that runs it or the host's threads.
+    "workers.batch": (
+        "workers.batch",
+        "workers.pipeline",
+        "workers.store",
+        "workers.records",
+        "workers.redaction",
+        "shared",
+    ),
+    # The host's threads (metrics endpoint, Redis file rewrite) serve the host, not a batch.
+    "workers.host": ("workers.host", "shared"),
+    # The pipeline turns one envelope into a row or a drop: it knows nothing of batches.
+    "workers.pipeline": (
+        "workers.pipeline",
+        "workers.records",
+        "workers.redaction",
+        "workers.envelope_check",
+        "shared",
+    ),
     # The store library writes the rows the pipeline makes: their types (workers.records, which
     # imports nothing of the project) are the one thing it shares with the floor above.
     "workers.store": ("workers.store", "workers.records", "shared"),
@@ -113,6 +145,14 @@ def test_no_module_loads_project_code_by_name_at_run_time() -> None:
         ("ingest_api.app", "workers.runtime.jobs", False),
         ("workers.runtime.jobs", "ingest_api.intake", False),
         ("workers.store.store", "workers.runtime", False),
+        ("workers.batch.loop", "workers.runtime.context", False),
+        ("workers.batch.store_writer", "workers.runtime.processes", False),
+        ("workers.batch.delivery", "workers.host.metrics_endpoint", False),
+        ("workers.host.redis_rewrite", "workers.batch.queue", False),
+        ("workers.host.metrics_endpoint", "workers.runtime.processes", False),
+        ("workers.pipeline.pipeline", "workers.batch.enrichment", False),
+        ("workers.runtime.jobs", "workers.batch.loop", True),
+        ("workers.runtime.processes", "workers.host.metrics_endpoint", True),
         ("hitstream.replay.sender", "shared.config", False),
         ("workers.runtime.jobs", "workers.store.store", True),
         ("hitstream.main", "workers.runtime.processes", True),
