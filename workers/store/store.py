@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # table and partition, so a retried batch is stored once. A batch's rows are inserted one
 # block per partition (month), so no insert is refused for spanning too many partitions;
 # each block carries the plain batch id, which is enough because ClickHouse tracks a token
-# per partition (documented for insert_deduplication_token; tests/test_store_writer.py checks
+# per partition (documented for insert_deduplication_token; tests/test_store_inserts.py checks
 # it), and which keeps a batch an older writer stored as one multi-month block deduplicated
 # across an upgrade. A refused block is halved, each half under "<token>/0" and "<token>/1".
 # async_insert is off because chdb defaults it on, and buffered inserts deduplicate by other
