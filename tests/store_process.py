@@ -6,9 +6,9 @@ Commands, one JSON object per line on stdin, each answered with one JSON line on
 ``{"migrate": true}`` -> the labels applied; ``{"write": BATCH_ID, "site": UUID, "pages":
 [PAGE_ID, ...]}`` -> the batch written through ``Store.write_batch`` (one pageview, one
 event and one drop per page, half of them in January 2026 and half in February, so every
-table gets two partitions), answered once it returned (with ``"unsynced": true`` the writer
+table gets two partitions), answered once it returned (with ``"unsynced": true`` the store
 leaves the deduplication logs unsynced, as a process killed between ClickHouse's rename of
-a part and the writer's fsync would); ``{"stored": true}`` -> the stored
+a part and the store's fsync would); ``{"stored": true}`` -> the stored
 page_ids of pageviews and events and the sum of drop counts; ``{"fsync_settings": true}`` ->
 tests.stores.fsync_settings. The answers are read by ``StoreProcess``.
 """

@@ -1,6 +1,6 @@
 """The store over ClickHouse's HTTP interface (tests/clickhouse_http.py): ``hitstream migrate``
 twice, a retried batch deduplicated by its token on the HTTP insert path, refusals passed on
-with the server's status, code and text, each outage mode seen by the writer as the store
+with the server's status, code and text, each outage mode seen by the store's client as the store
 unavailable, and ``hitstream stats`` over HTTP after a real API and worker stored pageviews.
 """
 

@@ -1,7 +1,7 @@
 """Power cuts under the store alone: an embedded store on LazyFS (tests/lazyfs.py), written
 through ``Store.write_batch`` in a process of its own (tests/store_process.py) that is
 SIGKILLed, then every write not fsynced is dropped, the disk mounted again and the store
-opened by a new process. What the writer returned must all be there, a batch written again
+opened by a new process. What ``write_batch`` returned must all be there, a batch written again
 under its id must not be stored twice, and a store cut right after ``migrate`` must open with
 its schema. Before the fsync settings every row written was gone after such a cut, and before
 the deduplication logs were fsynced a batch written again was stored twice (3,000 of 3,000
@@ -65,7 +65,7 @@ def each_once(*written: dict[str, list[str]]) -> dict[str, object]:
     return {"pageviews": pages, "events": pages, "drops": len(pages)}
 
 
-def test_every_row_the_store_writer_returned_is_there_after_a_power_cut(store_disk: StoreDisk) -> None:
+def test_every_row_a_returned_write_batch_stored_is_there_after_a_power_cut(store_disk: StoreDisk) -> None:
     assert len(store_disk.process.ask(migrate=True)) == len(MIGRATIONS)
     site = str(uuid.uuid4())
     written = batches()
@@ -101,7 +101,7 @@ def test_a_batch_cut_between_its_insert_and_the_log_fsync_is_stored_once_when_wr
     written = batches()
     write(store_disk.process, site, written)
     # The cut lands after ClickHouse renamed the last batch's parts into place, before the
-    # writer fsynced their deduplication records: the parts survive, the records do not.
+    # store fsynced their deduplication records: the parts survive, the records do not.
     last = {f"b:{uuid.uuid4()}": [str(uuid.uuid4()) for _ in range(PER_BATCH)]}
     write(store_disk.process, site, last, unsynced=True)
 

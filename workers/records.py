@@ -1,7 +1,7 @@
-"""What the enrichment pipeline produces and the batch writer stores.
+"""What the enrichment pipeline produces and the store inserts.
 
 The pipeline (workers.pipeline) turns each Envelope into either a PageviewRow or a Drop; the
-writer (workers.store) inserts rows and drop counts. Field order here is the column order of
+store (workers.store) inserts rows and drop counts. Field order here is the column order of
 the ``pageviews`` table. There is deliberately no IP field.
 """
 
