@@ -120,8 +120,12 @@ class IdentityTable:
         tokens.sort(key=lambda item: -len(item[0]))  # stable: the document's order among equals
         self._answers: list[Crawler] = [crawler for _, crawler in tokens]
         patterns = [_token_pattern(token) for token, _ in tokens]
+        by_name = {name.lower(): crawler for name, crawler in self.crawlers.items()}
         for entry in fallback:
-            self._answers.append(Crawler(pattern_name(entry["pattern"]), "", Purpose.TOOL, ai=False))
+            # A pattern for a crawler the table knows answers the table's crawler (the table's
+            # tokens missed it, e.g. inside a longer word), so a name means one thing.
+            name = pattern_name(entry["pattern"])
+            self._answers.append(by_name.get(name.lower()) or Crawler(name, "", Purpose.TOOL, ai=False))
             patterns.append(entry["pattern"])  # case-sensitive, as crawler-user-agents' own is_crawler
         self._set = ua_parser_rs.UserAgentExtractor(
             (pattern, str(i), None, None, None, None) for i, pattern in enumerate(patterns)
