@@ -20,6 +20,14 @@ class Unannounced:
 
 
 @dataclass
+class Cut:
+    """Announces ``length`` bytes, sends ``body`` (fewer) and closes: a truncated download."""
+
+    body: bytes
+    length: int
+
+
+@dataclass
 class Trickle:
     """Announces ``length`` bytes, then sends one every ``interval`` seconds until the client
     hangs up (``hung_up`` is set then)."""
@@ -37,7 +45,7 @@ class Silent:
     hung_up: threading.Event = field(default_factory=threading.Event)
 
 
-Served = bytes | Unannounced | Trickle | Silent
+Served = bytes | Unannounced | Cut | Trickle | Silent
 
 
 class Files(http.server.BaseHTTPRequestHandler):
@@ -50,6 +58,10 @@ class Files(http.server.BaseHTTPRequestHandler):
         answer = self.served.get(self.path)
         self.send_response(200 if answer is not None else 404)
         if isinstance(answer, Unannounced):
+            self.end_headers()
+            self.wfile.write(answer.body)
+        elif isinstance(answer, Cut):
+            self.send_header("Content-Length", str(answer.length))
             self.end_headers()
             self.wfile.write(answer.body)
         elif isinstance(answer, Trickle | Silent):
