@@ -265,6 +265,8 @@ def test_a_malformed_identities_document_is_refused_naming_the_entry(tmp_path: P
         ("curl/8.5.0", "203.0.113.9", Verdict.UNVERIFIABLE),
         (GPTBOT, "", Verdict.UNVERIFIABLE),  # no address given
         (GPTBOT, "not an address", Verdict.UNVERIFIABLE),
+        (GPTBOT, "132.196.86.1\x00", Verdict.UNVERIFIABLE),
+        (GPTBOT, "132.196.86.1/24", Verdict.UNVERIFIABLE),
     ],
 )
 def test_a_crawler_is_verified_inside_its_operators_list_spoofed_outside_it_unverifiable_without_one(
