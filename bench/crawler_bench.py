@@ -117,8 +117,10 @@ def bench_verify(calls: int, rounds: int) -> None:
         parsed = [ipaddress.ip_address(a) for a in linear_inputs]
         by_position = dict(zip(linear_inputs, parsed, strict=True))
 
-        def linear(address: str, prefixes: list[IPNetwork] = prefixes, parsed: dict[str, IPAddress] = by_position) -> bool:
-            ip = parsed[address]
+        def linear(
+            address: str, prefixes: list[IPNetwork] = prefixes, known: dict[str, IPAddress] = by_position
+        ) -> bool:
+            ip = known[address]
             return any(ip in network for network in prefixes)
 
         def library(address: str, table: RangeTable = table) -> object:
