@@ -9,9 +9,11 @@ identify, microseconds per call:
            which answers only yes or no
 
 verify, microseconds per call, half the addresses inside a list and half outside, IPv4 and
-IPv6 mixed as in the snapshot (70/30), prefix lengths drawn from the snapshot's:
-  table    the library (one NetworkSet per crawler: merged sorted intervals, binary search)
-  parse    ``ipaddress.ip_address`` alone, the floor every verify pays
+IPv6 mixed as in the snapshot (70/30), prefix lengths drawn from the snapshot's, the three
+sizes taking turns in each round:
+  table    the library (one NetworkSet per crawler: merged sorted intervals, binary search),
+           and its ratio to the 100-prefix table in the same round
+  ipaddress  ``ipaddress.ip_address`` alone, for scale (the library parses with inet_pton)
   linear   the baseline: ``any(address in network for network in prefixes)``
 
     python -m bench.crawler_bench [--calls 200000] [--rounds 5]
@@ -23,6 +25,7 @@ if not __package__:  # run as a script, the bench.* imports below would not reso
     raise SystemExit("run from the repository root as: python -m bench.crawler_bench")
 
 import argparse
+import collections
 import ipaddress
 import random
 import statistics
@@ -103,8 +106,7 @@ def bench_identify(stream_length: int, rounds: int) -> None:
 
 def bench_verify(calls: int, rounds: int) -> None:
     rng = random.Random(7)
-    print(f"verify: {calls:,} calls per round, median of {rounds} rounds, µs/call")
-    print(f"  {'prefixes':>9} {'table':>8} {'parse':>8} {'linear':>9}   {'table build':>11}")
+    cases = []
     for size in SIZES:
         prefixes = synthetic_prefixes(size, rng)
         ranges = Ranges("bench", {"bench": RangeList("bench", "bench", "-", "-", tuple(prefixes))})
@@ -113,32 +115,35 @@ def bench_verify(calls: int, rounds: int) -> None:
         table = RangeTable(ranges)
         table.verify(CRAWLER, addresses[0])  # builds the crawler's NetworkSet
         built = time.perf_counter() - started
-        linear_inputs = addresses[: max(200, calls * 100 // size // 10)]  # the baseline is slow
-        parsed = [ipaddress.ip_address(a) for a in linear_inputs]
-        by_position = dict(zip(linear_inputs, parsed, strict=True))
+        linear_inputs = addresses[: max(200, calls * 10 // size)]  # the baseline is slow
+        known = {address: ipaddress.ip_address(address) for address in linear_inputs}
+        cases.append((size, table, addresses, linear_inputs, known, prefixes, built))
+    timed: dict[tuple[int, str], list[float]] = collections.defaultdict(list)
+    for _ in range(rounds):  # the sizes take turns, so a change in the machine's load hits them all
+        for size, table, addresses, linear_inputs, known, prefixes, _built in cases:
 
-        def linear(
-            address: str, prefixes: list[IPNetwork] = prefixes, known: dict[str, IPAddress] = by_position
-        ) -> bool:
-            ip = known[address]
-            return any(ip in network for network in prefixes)
+            def library(address: str, table: RangeTable = table) -> object:
+                return table.verify(CRAWLER, address)
 
-        def library(address: str, table: RangeTable = table) -> object:
-            return table.verify(CRAWLER, address)
+            def linear(address: str, prefixes: list[IPNetwork] = prefixes, known: dict[str, IPAddress] = known) -> bool:
+                ip = known[address]
+                return any(ip in network for network in prefixes)
 
-        timed: dict[str, list[float]] = {"table": [], "parse": [], "linear": []}
-        for _ in range(rounds):
-            timed["table"].append(per_call_us(library, addresses))
-            timed["parse"].append(per_call_us(ipaddress.ip_address, addresses))
-            timed["linear"].append(per_call_us(linear, linear_inputs))
-        median = {name: statistics.median(values) for name, values in timed.items()}
+            timed[(size, "table")].append(per_call_us(library, addresses))
+            timed[(size, "parse")].append(per_call_us(ipaddress.ip_address, addresses))
+            timed[(size, "linear")].append(per_call_us(linear, linear_inputs))
+    print(f"verify: {calls:,} calls per size and round, {rounds} interleaved rounds, medians in µs/call")
+    print(f"  {'prefixes':>9} {'table':>8} {'x 100s':>7} {'ipaddress':>10} {'linear':>9}   {'table build':>11}")
+    smallest = timed[(SIZES[0], "table")]
+    for size, *_, built in cases:
+        ratio = statistics.median(a / b for a, b in zip(timed[(size, "table")], smallest, strict=True))
         print(
-            f"  {size:>9,} {median['table']:>8.2f} {median['parse']:>8.2f} {median['linear']:>9.1f}"
+            f"  {size:>9,} {statistics.median(timed[(size, 'table')]):>8.2f} {ratio:>6.2f}x"
+            f" {statistics.median(timed[(size, 'parse')]):>10.2f} {statistics.median(timed[(size, 'linear')]):>9.1f}"
             f"   {built * 1e3:>8.1f} ms"
         )
     real = RangeTable(load_ranges(VENDORED_RANGES))
-    identities = load_identities()
-    googlebot = identities.crawlers["Googlebot"]
+    googlebot = load_identities().crawlers["Googlebot"]
     addresses = ["192.178.4.1", "2001:4860:4801:10::1", "66.249.66.1", "203.0.113.9"] * (calls // 4)
     real.verify(googlebot, addresses[0])
     cost = per_call_us(lambda address: real.verify(googlebot, address), addresses)

@@ -111,6 +111,9 @@ def _crawler(entry: Mapping[str, Any], where: str) -> tuple[Crawler, list[tuple[
     return crawler, [(len(token), _token_pattern(token)) for token in tokens] + [(len(p), p) for p in patterns]
 
 
+_UNLISTED = "unlisted:"
+
+
 class IdentityTable:
     """The crawlers of one identities document, then crawler-user-agents' patterns (but for
     those the document ignores: they also match people's browsers and apps)."""
@@ -142,19 +145,22 @@ class IdentityTable:
             name = pattern_name(entry["pattern"])
             self._answers.append(by_name.get(name.lower()) or Crawler(name, "", Purpose.TOOL, ai=False))
             regexes.append(entry["pattern"])  # case-sensitive, as crawler-user-agents' own is_crawler
+        # One set: a listed pattern answers its index; a generic one, last (so only when no list
+        # knows the user agent), answers the crawler's name it captures, after _UNLISTED.
+        rules = [(pattern, str(i)) for i, pattern in enumerate(regexes)]
+        rules += [(pattern, _UNLISTED + "$1") for pattern in generic]
         self._set = ua_parser_rs.UserAgentExtractor(
-            (pattern, str(i), None, None, None, None) for i, pattern in enumerate(regexes)
+            (pattern, answer, None, None, None, None) for pattern, answer in rules
         )
-        # Asked only when no list knows the user agent; each captures the crawler's name.
-        self._generic = ua_parser_rs.UserAgentExtractor((pattern, "$1", None, None, None, None) for pattern in generic)
         self.identify = functools.lru_cache(maxsize=cache_size)(self._identify)
 
     def _identify(self, user_agent: str) -> Crawler | None:
         found = self._set.extract(user_agent)
-        if found is not None:
-            return self._answers[int(found.family)]
-        unlisted = self._generic.extract(user_agent)
-        return None if unlisted is None else Crawler(unlisted.family.strip(), "", Purpose.TOOL, ai=False)
+        if found is None:
+            return None
+        if found.family.startswith(_UNLISTED):
+            return Crawler(found.family.removeprefix(_UNLISTED).strip(), "", Purpose.TOOL, ai=False)
+        return self._answers[int(found.family)]
 
 
 def load_identities(path: Path = IDENTITIES_FILE) -> IdentityTable:
