@@ -120,6 +120,9 @@ IGNORED_PATTERNS = {
     "WhatsApp": "also the WhatsApp app on people's phones (WhatsApp/2.11.112 Android/4.2.1 Device/...)",
 }
 
+# User-triggered fetchers of AI products that neither source marks as AI.
+AI_FETCHERS = {"google-gemininotebook"}
+
 _PURPOSES = {
     "search": "search",
     "ai-training": "ai_training",
@@ -183,8 +186,10 @@ def build(acv: dict[str, Any], robots: dict[str, Any], snapshot: str) -> tuple[d
         # ai.robots.txt lists some search and link-preview crawlers too (Applebot,
         # facebookexternalhit): its word counts for the other purposes (AI scraping tools
         # such as FirecrawlAgent and Crawl4AI included).
-        ai = purpose in {"ai_training", "ai_search"} or (
-            key in ai_names and purpose not in {"search", "link_preview", "seo", "archive"}
+        ai = (
+            purpose in {"ai_training", "ai_search"}
+            or key in AI_FETCHERS
+            or (key in ai_names and purpose not in {"search", "link_preview", "seo", "archive"})
         )
         crawlers[key] = {
             "name": entry["name"],
