@@ -197,6 +197,16 @@ def test_each_of_hitkeeps_ai_crawlers_is_identified_under_hitkeeps_name_as_an_ai
             False,
         ),
         ("curl/8.5.0", "curl", "", Purpose.TOOL, False),
+        # Only crawler-user-agents knows these: the purpose comes from its tags.
+        ("Mozilla/5.0 (compatible; heritrix/1.12.1 +http://www.webarchiv.cz)", "heritrix", "", Purpose.ARCHIVE, False),
+        ("Facebot/1.0", "Facebot", "", Purpose.LINK_PREVIEW, False),
+        (
+            "GingerCrawler/1.0 (Language Assistant for Dyslexics; www.gingersoftware.com)",
+            "GingerCrawler",
+            "",
+            Purpose.SEO,
+            False,
+        ),
         ("python-requests/2.32.3", "python-requests", "", Purpose.TOOL, False),
     ],
 )
@@ -299,6 +309,14 @@ def test_a_malformed_identities_document_is_refused_naming_the_entry(tmp_path: P
         json.dumps({"crawlers": [{"name": "X", "operator": "", "purpose": "spying", "ai": False, "tokens": ["X"]}]})
     )
     with pytest.raises(UnusableIdentities, match="crawler #0"):
+        load_identities(path)
+
+
+def test_an_identities_document_with_a_pattern_that_is_no_regex_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "identities.json"
+    crawler = {"name": "X", "operator": "", "purpose": "tool", "ai": False, "patterns": ["(unclosed"]}
+    path.write_text(json.dumps({"crawlers": [crawler]}))
+    with pytest.raises(UnusableIdentities, match="unclosed group"):
         load_identities(path)
 
 

@@ -7,7 +7,8 @@ each known crawler has case-insensitive tokens, matched as whole words (``GPTBot
 user agent no known crawler claims falls through to the ~1,500 patterns of the maintained
 ``crawler-user-agents`` list (curl, python-requests, HeadlessChrome, ...; but for the few the
 document ignores, which also match people's phones and apps): a crawler named after its
-pattern, purpose ``tool``. Last, a few generic patterns catch crawlers no list names by the
+pattern, its purpose from the list's tags (``seo``, ``search-engine``, ...; ``tool`` when
+none says). Last, a few generic patterns catch crawlers no list names by the
 conventions crawlers follow (``SomethingBot/1.0``, ``compatible; Name; +https://...``), named
 by what they capture. Anything else is a human: None.
 
@@ -112,6 +113,19 @@ def _crawler(entry: Mapping[str, Any], where: str) -> tuple[Crawler, list[tuple[
 
 
 _UNLISTED = "unlisted:"
+# crawler-user-agents' tags that name a purpose, the first present wins; "ai-crawler" sets ai.
+_TAG_PURPOSES = {
+    "social-preview": Purpose.LINK_PREVIEW,
+    "search-engine": Purpose.SEARCH,
+    "seo": Purpose.SEO,
+    "archiver": Purpose.ARCHIVE,
+}
+
+
+def _listed_elsewhere(name: str, tags: Iterable[str]) -> Crawler:
+    """A crawler-user-agents crawler the table does not know: its purpose from its tags."""
+    purpose = next((_TAG_PURPOSES[tag] for tag in _TAG_PURPOSES if tag in tags), Purpose.TOOL)
+    return Crawler(name, "", purpose, ai="ai-crawler" in tags)
 
 
 class IdentityTable:
@@ -143,15 +157,18 @@ class IdentityTable:
             # A pattern for a crawler the table knows answers the table's crawler (the table's
             # tokens missed it, e.g. inside a longer word), so a name means one thing.
             name = pattern_name(entry["pattern"])
-            self._answers.append(by_name.get(name.lower()) or Crawler(name, "", Purpose.TOOL, ai=False))
+            self._answers.append(by_name.get(name.lower()) or _listed_elsewhere(name, entry.get("tags", ())))
             regexes.append(entry["pattern"])  # case-sensitive, as crawler-user-agents' own is_crawler
         # One set: a listed pattern answers its index; a generic one, last (so only when no list
         # knows the user agent), answers the crawler's name it captures, after _UNLISTED.
         rules = [(pattern, str(i)) for i, pattern in enumerate(regexes)]
         rules += [(pattern, _UNLISTED + "$1") for pattern in generic]
-        self._set = ua_parser_rs.UserAgentExtractor(
-            (pattern, answer, None, None, None, None) for pattern, answer in rules
-        )
+        try:
+            self._set = ua_parser_rs.UserAgentExtractor(
+                (pattern, answer, None, None, None, None) for pattern, answer in rules
+            )
+        except ValueError as error:  # a pattern that is no regex
+            raise UnusableIdentities(str(error)) from None
         self.identify = functools.lru_cache(maxsize=cache_size)(self._identify)
 
     def _identify(self, user_agent: str) -> Crawler | None:
