@@ -162,6 +162,7 @@ def queued(validated: ValidatedBody, site: Site, received_ms: int) -> Queued:
             "kind": kind,
             "event_name": validated.event_name,
             "event_properties": validated.event_properties,
+            "fetch": None,
             "v": ENVELOPE_VERSION,
         }
     )

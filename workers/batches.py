@@ -21,7 +21,7 @@ from workers import dead_letters
 from workers.dead_letters import DeadLetter
 from workers.pipeline import Pipeline, StepFailed
 from workers.queue import Batch, Entry
-from workers.records import Drop, PageviewRow
+from workers.records import Drop, StoredRow
 from workers.store.blocks import PreparedBatch, prepare_batch
 from workers.store.store import Refusals
 
@@ -29,10 +29,10 @@ from workers.store.store import Refusals
 @dataclass(frozen=True, slots=True)
 class Processed:
     batch: Batch
-    rows: list[PageviewRow]
+    rows: list[StoredRow]
     drops: list[Drop]
     letters: list[DeadLetter]
-    row_entries: list[str]  # the stream entry id of each row, parallel to rows
+    row_entries: list[str]  # the stream entry id of each row, parallel to rows (a crawler's pageview: two)
     drop_entries: list[str]  # parallel to drops
 
 
@@ -81,8 +81,8 @@ def process(batch: Batch, pipeline: Pipeline) -> Processed:
             processed.drops.append(outcome)
             processed.drop_entries.append(entry.id)
         else:
-            processed.rows.append(outcome)
-            processed.row_entries.append(entry.id)
+            processed.rows.extend(outcome)
+            processed.row_entries.extend([entry.id] * len(outcome))
     return processed
 
 
@@ -91,11 +91,12 @@ def refused_letters(
 ) -> list[DeadLetter]:
     """Dead letters (step "store") for the entries whose rows or drop counts the store refused
     (``row_entries``, ``drop_entries``: the entry id of each row and drop the store was given)."""
-    refused = [(row_entries[position], error) for position, error in refusals.rows.items()]
-    refused += [(drop_entries[position], error) for position, error in refusals.drops.items()]
+    # One letter per entry, though a crawler's pageview and its hit may both be refused.
+    refused = {row_entries[position]: error for position, error in refusals.rows.items()}
+    refused.update((drop_entries[position], error) for position, error in refusals.drops.items())
     stream = LANE_KEYS[batch.lane].stream
     letters = []
-    for entry_id, error in refused:
+    for entry_id, error in refused.items():
         found = client.xrange(stream, entry_id, entry_id)
         fields = found[0][1] if found else None
         if fields:  # gone only if a duplicate delivery of this batch acknowledged it already
