@@ -32,6 +32,9 @@ class Settings:
     clickhouse_url: str = DEFAULT_CLICKHOUSE_URL
     geoip_city_db: Path | None = None
     geoip_asn_db: Path | None = None
+    # The crawler ranges document ``hitstream crawlers update`` writes (shared.crawlers.ranges);
+    # None, or a file that does not exist yet: the snapshot vendored with hitstream.
+    crawler_ranges: Path | None = None
     # Per-token token bucket shared by every API process: sustained requests/s and burst.
     rate_limit: float = 100.0
     rate_burst: int = 200
@@ -187,6 +190,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_CLICKHOUSE_URL": ("clickhouse_url", _clickhouse_url),
     "HITSTREAM_GEOIP_CITY_DB": ("geoip_city_db", _text),
     "HITSTREAM_GEOIP_ASN_DB": ("geoip_asn_db", _text),
+    "HITSTREAM_CRAWLER_RANGES": ("crawler_ranges", _text),
     "HITSTREAM_RATE_LIMIT": ("rate_limit", _positive_float),
     "HITSTREAM_RATE_BURST": ("rate_burst", _positive_int),
     "HITSTREAM_QUEUE_MAX_DEPTH": ("queue_max_depth", _positive_int),
@@ -234,9 +238,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"{name}={raw!r} is invalid: {error}") from None
         variables_set.add(name)
     values["variables_set"] = frozenset(variables_set)
-    # GeoIP paths are optional and a missing file must not stop start-up (the worker warns
-    # once and leaves geo fields empty), so they are kept as plain paths.
-    for attribute in ("geoip_city_db", "geoip_asn_db"):
+    # GeoIP and crawler-range paths are optional and a missing file must not stop start-up
+    # (the worker warns once and leaves geo fields empty; crawlers are verified with the
+    # vendored snapshot until the file appears), so they are kept as plain paths.
+    for attribute in ("geoip_city_db", "geoip_asn_db", "crawler_ranges"):
         if attribute in values:
             values[attribute] = Path(str(values[attribute])).expanduser()
     settings = Settings(**values)  # type: ignore[arg-type]

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.config import Settings
+from shared.networks import IPAddress, IPNetwork, NetworkSet
 from tests.envelopes import envelope
 from workers.pipeline import Pipeline, StepFailed, build_pipeline
 from workers.pipeline.geo import is_public
-from workers.pipeline.networks import IPAddress, IPNetwork, NetworkSet
 from workers.pipeline.url import UTM_KEYS, campaign_values, normalise_path
 from workers.records import Drop, PageviewRow
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, ExclusionRule
-from workers.pipeline.networks import IPNetwork, NetworkSet
+from shared.networks import IPNetwork, NetworkSet
 from workers.pipeline.visit import Visit
 from workers.records import DropReason
 

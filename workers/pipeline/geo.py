@@ -32,7 +32,7 @@ from typing import Any
 
 import maxminddb
 
-from workers.pipeline.networks import IPAddress, NetworkSet
+from shared.networks import IPAddress, NetworkSet
 from workers.pipeline.visit import Visit
 
 log = logging.getLogger(__name__)

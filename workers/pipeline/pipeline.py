@@ -35,12 +35,12 @@ from shared.config import Settings
 from shared.control.exclusions import ExclusionRule
 from shared.crawlers.snapshot import Crawlers
 from shared.envelope import Envelope
+from shared.networks import NetworkSet
 from workers.envelope_check import check_envelope
 from workers.pipeline.client import copy_client_context
 from workers.pipeline.crawlers import CrawlerHits
 from workers.pipeline.exclusions import Exclusions
 from workers.pipeline.geo import GeoLookup
-from workers.pipeline.networks import NetworkSet
 from workers.pipeline.spam import SpamFilter, load_drop_networks, load_spam_hosts
 from workers.pipeline.url import parse_page_url
 from workers.pipeline.user_agent import UserAgentParser

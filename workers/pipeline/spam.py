@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 from shared.hosts import normalise_domain
-from workers.pipeline.networks import IPNetwork, NetworkSet
+from shared.networks import IPNetwork, NetworkSet
 from workers.pipeline.visit import Visit
 from workers.records import DropReason
 

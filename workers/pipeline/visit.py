@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared.envelope import Envelope
+from shared.networks import IPAddress
 from workers.pipeline.events import event_name, property_texts
-from workers.pipeline.networks import IPAddress
 from workers.records import CrawlerHitRow, EventRow, PageviewRow
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

