@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, 
 
 from ingest_api import errors
 from ingest_api.answer import JSON_MEDIA_TYPE, Answer
-from ingest_api.errors import ApiError, error_body, error_response
+from ingest_api.errors import ApiError, error_body, error_response, service_unavailable
 from ingest_api.handoff import Unavailable
 from ingest_api.metrics import Metrics
 from ingest_api.request import IngestRequest
@@ -40,13 +40,10 @@ log = logging.getLogger("hitstream.api")
 
 # Request headers (names + values, all of them) above this answer 431: uvicorn sets no limit.
 MAX_HEADER_BYTES = 16 * 1024
-UNAVAILABLE_RETRY_AFTER_SECONDS = 1
 
 # Answers that never change (sent as they are, never modified).
 _HEADERS_TOO_LARGE = error_response(ApiError(431, errors.HEADERS_TOO_LARGE))
-_SERVICE_UNAVAILABLE = error_response(
-    ApiError(503, errors.SERVICE_NOT_AVAILABLE, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
-)
+_SERVICE_UNAVAILABLE = service_unavailable()
 _METHOD_NOT_ALLOWED = error_response(ApiError(405, errors.METHOD_NOT_ALLOWED, {"Allow": "POST"}))
 _INTERNAL_ERROR = error_response(ApiError(500, errors.INTERNAL_ERROR))
 

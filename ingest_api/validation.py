@@ -41,7 +41,7 @@ from ingest_api.fields import (
     max_length,
     names,
 )
-from shared.envelope import PropertyValue
+from shared.envelope import Kind, PropertyValue
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_URL_CHARS = max_length(PAGEVIEW_BODY, "url")
@@ -98,7 +98,8 @@ Checked = TypeVar("Checked")
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs twice as much on the hot path
 class ValidatedBody:
     """A pageview or event body (or batch item) that passed every check that needs no
-    control-plane data."""
+    control-plane data. ``kind`` is its envelope's (shared.envelope.Kind): the check that
+    made it says what it is."""
 
     url: str
     host: str  # the url's host, lower-cased, without port (not yet a site domain)
@@ -111,6 +112,7 @@ class ValidatedBody:
     language: str | None
     dimensions: dict[str, int | None]  # DIMENSION_FIELDS -> value
     dnt: bool
+    kind: Kind = "pageview"
     event_id: str | None = None  # events only (ingest_api.events): lower-case UUID or None
     event_name: str | None = None  # events only
     event_properties: dict[str, PropertyValue] = field(default_factory=dict)

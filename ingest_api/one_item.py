@@ -1,0 +1,35 @@
+"""The layout of ``POST /api/ingest/server/pageview`` and ``/event``: one item per request,
+whose body is the item (a JSON object of at most 65536 bytes).
+
+The item's refusal is the request's answer (``{"message"}``); an accepted one is answered 202
+with an empty body (ingest_api.intake runs the checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingest_api import errors
+from ingest_api.answer import Answer
+from ingest_api.errors import BadRequest, error_response
+from ingest_api.intake import CheckedItems, Decode, Reply
+from ingest_api.request import IngestRequest
+from ingest_api.validation import MAX_BODY_BYTES, decode_json
+from shared.control.tokens import ApiToken
+
+_EMPTY = (b"content-length", b"0")
+
+
+class OneItem:
+    max_bytes = MAX_BODY_BYTES
+    too_large = errors.BAD_BODY
+
+    def items(self, request: IngestRequest, body: bytes, decode: Decode = decode_json) -> list[Any]:
+        if not body:
+            raise BadRequest()
+        return [decode(body)]
+
+    def reply(self, request: IngestRequest, token: ApiToken, body: bytes, checked: CheckedItems) -> Reply:
+        if checked.rejected:
+            return Reply(error_response(checked.rejected[0][1]))
+        return Reply(Answer(202, [_EMPTY], site_id=checked.site_id))
