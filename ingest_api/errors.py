@@ -44,6 +44,14 @@ BAD_PROPERTIES = "properties must be a flat object of strings, numbers or boolea
 BAD_BATCH = "batch must be a JSON array, or NDJSON with Content-Type: application/x-ndjson"
 EMPTY_BATCH = "batch must hold at least one item"
 IDEMPOTENCY_KEY_REUSED = "Idempotency-Key was already used with a different request body"  # 422
+# HitKeep's texts for its AI-fetch endpoint (POST /api/sites/{id}/ingest/ai-fetch).
+INVALID_SITE_ID = "Invalid site_id"
+BAD_STATUS_CODE = "status_code must be between 100 and 599"
+UNKNOWN_CRAWLER = "user_agent must match a known AI bot"
+MISSING_PATH = "path is required"
+# Ours, for the AI-fetch endpoint's extra checks.
+BAD_HOSTNAME = "hostname must be a host name (no scheme, path or spaces)"
+BAD_PATH = "path must not contain control characters or spaces"
 
 
 # Every 503 asks the client to come back after this long.

@@ -10,7 +10,10 @@ bought the simpler design: in process, 4.3 µs of CPU per request for Starlette'
 its two middlewares against 0.6 µs for this dict lookup (3 rounds, same run), next to a
 request's ~55 µs; end to end (bench/api_bench.py --baseline-tree, 4 rounds of 5 s on a busy
 2-core machine) 1.17x the server CPU per request and 0.81x the requests/s of this front.
-Every other route goes through Starlette as usual, whose own answers (unknown
+A route whose path names a site (``/api/sites/{site_id}/ingest/ai-fetch``) is a template: a
+path matches it when it has one non-empty segment where ``{site_id}`` stands, and it is
+counted and logged under the template, never the id. Every other route goes through
+Starlette as usual, whose own answers (unknown
 path 404, wrong method 405, a failing route 500) ``ERROR_HANDLERS`` turn into the JSON
 ``{"message"}`` every error answer carries.
 
@@ -74,20 +77,40 @@ def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
     return size
 
 
+SITE_SEGMENT = "{site_id}"
+
+
 class Front:
     def __init__(self, app: ASGIApp, ingest: Mapping[str, Endpoint], routes: frozenset[str], metrics: Metrics) -> None:
         self._app = app
-        self._ingest = dict(ingest)  # path -> endpoint
+        self._ingest = {path: endpoint for path, endpoint in ingest.items() if SITE_SEGMENT not in path}
+        # (prefix, suffix, template, endpoint) of each route with a site segment
+        self._templates = [
+            (path.partition(SITE_SEGMENT)[0], path.partition(SITE_SEGMENT)[2], path, endpoint)
+            for path, endpoint in ingest.items()
+            if SITE_SEGMENT in path
+        ]
         self._routes = routes | frozenset(ingest)
         self._metrics = metrics
+
+    def _route(self, path: str) -> tuple[str, Endpoint | None]:
+        """The route a path is counted under and its ingest endpoint (None: not an ingest route)."""
+        endpoint = self._ingest.get(path)
+        if endpoint is not None:
+            return path, endpoint
+        for prefix, suffix, template, templated in self._templates:
+            if path.startswith(prefix) and path.endswith(suffix):
+                segment = path[len(prefix) : len(path) - len(suffix)]
+                if segment and "/" not in segment:
+                    return template, templated
+        return path, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        path = scope["path"]
-        endpoint = self._ingest.get(path)
+        path, endpoint = self._route(scope["path"])
         status, site_id = 500, "-"  # what the client sees if the app fails before answering
         try:
             if _header_bytes(scope["headers"]) > MAX_HEADER_BYTES:

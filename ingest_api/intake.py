@@ -185,8 +185,11 @@ class Intake:
                     if in_document_order is None:
                         in_document_order = self._layout.items(request, body, decode_in_order)
                     validated = check(in_document_order[index], received_ms)
-                # 3. Its site.
-                site, role = await self._access.site_for(token, validated.host)
+                # 3. Its site (an AI fetch's is named in the request's path).
+                if validated.site_id is None:
+                    site, role = await self._access.site_for(token, validated.host)
+                else:
+                    site, role = await self._access.site_by_id(token, validated.site_id)
                 if site is None:
                     raise ApiError(404, errors.SITE_NOT_FOUND)
                 # 4. The token's grant there.
@@ -251,7 +254,7 @@ def queued(validated: ValidatedBody, site: Site, received_ms: int) -> Queued:
             "kind": validated.kind,
             "event_name": validated.event_name,
             "event_properties": validated.event_properties,
-            "fetch": None,
+            "fetch": validated.fetch,
             "v": ENVELOPE_VERSION,
         }
     )
@@ -264,11 +267,13 @@ def seen_key(validated: ValidatedBody, site: Site) -> str:
 
     Two requests are the same item when, on the same site, both are pageviews with the same
     page_id, or both are events with the same event_id, or both are events without event_id
-    with the same page_id and the same (trimmed) name. Nothing else is compared."""
+    with the same page_id and the same (trimmed) name, or both are AI fetches with the same
+    fetch_id (held as page_id). Nothing else is compared."""
     if validated.event_name is None:
         if validated.page_id is None:
             return ""
-        return keys.SEEN.format(kind="pageview", site_id=site.id, item=validated.page_id)
+        kind = "ai-fetch" if validated.kind == "ai_fetch" else "pageview"
+        return keys.SEEN.format(kind=kind, site_id=site.id, item=validated.page_id)
     if validated.event_id is not None:
         return keys.SEEN.format(kind="event-id", site_id=site.id, item=validated.event_id)
     if validated.page_id is None:

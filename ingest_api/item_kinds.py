@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ingest_api.ai_fetch import ai_fetch_from
 from ingest_api.events import event_from
 from ingest_api.validation import ValidatedBody, pageview_from
 from shared.control.grants import Permission
@@ -27,3 +28,4 @@ class ItemKind:
 
 PAGEVIEW = ItemKind(pageview_from, Permission.SITE_MANAGE_DATA)
 EVENT = ItemKind(event_from, Permission.SITE_MANAGE_DATA)
+AI_FETCH = ItemKind(ai_fetch_from, Permission.SITE_MANAGE_DATA)  # HitKeep's permission for it too
