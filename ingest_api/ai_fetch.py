@@ -77,8 +77,9 @@ def ai_fetch_from(site_item: SiteItem, now_ms: int) -> ValidatedBody:
     if not STATUS_CODE_RANGE[0] <= status_code <= STATUS_CODE_RANGE[1]:
         raise BadRequest(errors.BAD_STATUS_CODE)
     user_agent = (values.get("user_agent") or "").strip()
-    if not user_agent or len(user_agent) > MAX_USER_AGENT_CHARS or identify(user_agent) is None:
-        # Past the bound no crawler is named either: the table's tokens are short.
+    if len(user_agent) > MAX_USER_AGENT_CHARS:  # before the crawler table reads it
+        raise BadRequest(errors.too_long("user_agent", MAX_USER_AGENT_CHARS))
+    if not user_agent or identify(user_agent) is None:
         raise BadRequest(errors.UNKNOWN_CRAWLER)
     url, hostname = _target(values.get("path"), values.get("hostname"))
     timestamp = values.get("timestamp")
@@ -110,7 +111,9 @@ def _target(path: str | None, hostname: str | None) -> tuple[str, str]:
     """The URL the worker's url step reads (``//host/path?query``, or the path alone) and the
     host, as HitKeep's normalizeFetchTarget reads path and hostname."""
     path, host = (path or "").strip(), (hostname or "").strip().lower()
-    if len(host) > MAX_HOSTNAME_CHARS or _HOSTNAME_FORBIDDEN.search(host):
+    if len(host) > MAX_HOSTNAME_CHARS:
+        raise BadRequest(errors.too_long("hostname", MAX_HOSTNAME_CHARS))
+    if _HOSTNAME_FORBIDDEN.search(host):
         raise BadRequest(errors.BAD_HOSTNAME)
     if len(path) > MAX_PATH_CHARS:
         raise BadRequest(errors.too_long("path", MAX_PATH_CHARS))

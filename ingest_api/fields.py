@@ -258,9 +258,9 @@ AI_FETCH_BODY: tuple[BodyField, ...] = (
         f"The HTTP status the server answered; outside {STATUS_CODE_RANGE[0]}-{STATUS_CODE_RANGE[1]} "
         f"(absent included): 400 `{errors.BAD_STATUS_CODE}`.",
         required=True,
-        minimum=STATUS_CODE_RANGE[0],
-        maximum=STATUS_CODE_RANGE[1],
         example=200,
+        # In the schema only: the check answers HitKeep's message, not a range naming the field.
+        schema={"minimum": STATUS_CODE_RANGE[0], "maximum": STATUS_CODE_RANGE[1]},
     ),
     BodyField(
         "content_type",
@@ -287,8 +287,8 @@ AI_FETCH_BODY: tuple[BodyField, ...] = (
     BodyField(
         "user_agent",
         JsonType.STRING,
-        "The crawler's user agent: it must name a crawler hitstream knows (any of the crawler table's, "
-        f"not only HitKeep's 22 AI bots), else 400 `{errors.UNKNOWN_CRAWLER}`.",
+        "The crawler's user agent, trimmed: it must name a crawler hitstream knows (any of the crawler "
+        f"table's, not only HitKeep's 22 AI bots), else 400 `{errors.UNKNOWN_CRAWLER}`.",
         required=True,
         max_length=2048,
         example="Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)",

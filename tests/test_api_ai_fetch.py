@@ -14,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from ingest_api.ai_fetch import SiteItem
+from ingest_api.fields import AI_FETCH_BODY
 from ingest_api.intake import queued
 from ingest_api.item_kinds import AI_FETCH
 from shared import keys
@@ -285,6 +286,8 @@ def test_timestamp_and_visitor_ip_are_taken_when_sent(api: TestClient, world: Wo
         ({"hostname": "a b.example"}, "hostname must be a host name (no scheme, path or spaces)"),
         ({"path": "/a b"}, "path must not contain control characters or spaces"),
         ({"path": "/" + "a" * 4096}, "path must be at most 4096 characters"),
+        ({"hostname": "a" * 254}, "hostname must be at most 253 characters"),
+        ({"user_agent": GPTBOT + "x" * 2048}, "user_agent must be at most 2048 characters"),
         ({"content_type": "x" * 256}, "content_type must be at most 255 characters"),
         ({"response_ms": 2**32}, "response_ms must be an integer from 0 to 4294967295"),
         ({"bytes_served": 2**63}, "bytes_served must be an integer from 0 to 9223372036854775807"),
@@ -354,3 +357,31 @@ def test_requests_are_counted_under_the_route_template_never_the_site_id(api: Te
     metrics = api.get("/metrics").text
     assert 'route="/api/sites/{site_id}/ingest/ai-fetch"' in metrics
     assert world.site.id not in metrics
+
+
+# --- the OpenAPI document --------------------------------------------------------------------------
+
+
+def test_openapi_documents_both_routes_from_the_field_table_and_its_example_is_accepted(
+    api: TestClient, world: World
+) -> None:
+    document = api.get("/api/openapi.json").json()
+    single = document["paths"]["/api/sites/{site_id}/ingest/ai-fetch"]["post"]
+    assert set(single["responses"]) == {"202", "400", "401", "403", "404", "429", "431", "503"}
+    batch = document["paths"]["/api/sites/{site_id}/ingest/ai-fetches"]["post"]
+    assert set(batch["responses"]) == {"202", "400", "401", "403", "422", "429", "431", "503"}
+    assert {parameter["name"] for parameter in batch["parameters"]} == {
+        "site_id",
+        "Idempotency-Key",
+        "X-Hitstream-Lane",
+    }
+    schema = document["components"]["schemas"]["AiFetch"]
+    assert list(schema["properties"]) == [field.name for field in AI_FETCH_BODY]
+    assert schema["required"] == ["path", "status_code", "user_agent"]
+    assert (schema["properties"]["status_code"]["minimum"], schema["properties"]["status_code"]["maximum"]) == (
+        100,
+        599,
+    )
+    assert accepted(send(api, world, schema["example"]))
+    [envelope] = world.queued()
+    assert (envelope.url, envelope.visitor_ip) == ("//docs.example.com/guides/ai?from=bot", "132.196.86.7")
