@@ -1,6 +1,6 @@
-"""The worker's crawler-hit counter: hits of stored batches by purpose and verdict, read from
-the batch's crawler_hits blocks (as the store writer gets them), less the rows the store
-refused; every purpose and verdict a series from the start."""
+"""The worker's crawler-hit counter: hits of stored batches by purpose and verdict, less the
+rows the store refused; every purpose and verdict a series from the start. The labels travel
+to the store writer in the enriched batch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from shared.crawlers.verification import Verdict
 from tests.stores import pageview, utc
 from tests.test_crawler_stats import hit
 from workers import metrics
-from workers.store.blocks import prepare_batch
+from workers.batches import EnrichedBatch, Processed
+from workers.queue import Batch
 
 
 def count(purpose: str, verdict: str) -> float:
@@ -40,8 +41,9 @@ def test_stored_crawler_hits_are_counted_by_purpose_and_verdict_less_the_refused
     ]
     before = {key: count(*key) for key in [("ai_training", "verified"), ("ai_training", "spoofed"),
                                             ("search", "verified"), ("ai_training", "unverifiable")]}  # fmt: skip
-    prepared = prepare_batch("b:metrics", rows, [])
-    metrics.crawler_hits_stored(prepared, {2: "refused by the store", 0: "a pageview, not a hit"})
+    labels = EnrichedBatch.of(Processed(Batch("b:metrics", [], reclaimed=False), rows, [], [], [], [])).crawler_hits
+    assert labels == metrics.crawler_hit_labels(rows)
+    metrics.crawler_hits_stored(labels, {2: "refused by the store", 0: "a pageview, not a hit"})
     assert {key: count(*key) - value for key, value in before.items()} == {
         ("ai_training", "verified"): 1,
         ("ai_training", "spoofed"): 1,  # one of the two was refused

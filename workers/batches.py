@@ -17,7 +17,7 @@ import redis
 from shared import keys
 from shared.envelope import Envelope
 from shared.lanes import LANE_KEYS
-from workers import dead_letters
+from workers import dead_letters, metrics
 from workers.dead_letters import DeadLetter
 from workers.pipeline import Pipeline, StepFailed
 from workers.queue import Batch, Entry
@@ -46,6 +46,7 @@ class EnrichedBatch:
     row_entries: list[str]
     drop_entries: list[str]
     drops: list[Drop]  # for the writer's metrics (drops by reason); rows travel only in ``prepared``
+    crawler_hits: list[tuple[int, str, str]]  # for the writer's metrics (workers.metrics.crawler_hit_labels)
     prepared: PreparedBatch
 
     @classmethod
@@ -57,6 +58,7 @@ class EnrichedBatch:
             processed.row_entries,
             processed.drop_entries,
             processed.drops,
+            metrics.crawler_hit_labels(processed.rows),
             prepare_batch(processed.batch.id, processed.rows, processed.drops),
         )
 

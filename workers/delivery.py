@@ -35,7 +35,6 @@ from workers import dead_letters, metrics
 from workers.batches import EnrichedBatch, Processed, refused_letters
 from workers.dead_letters import DeadLetter
 from workers.queue import Batch, BatchQueue
-from workers.store.blocks import prepare_batch
 from workers.store.opening import StoreOpening
 from workers.store.store import Refusals, Store, StoreUnavailable
 
@@ -117,14 +116,18 @@ class StoreAndAcknowledge:
 
     def deliver(self, processed: Processed) -> None:
         batch = processed.batch
-        prepared = prepare_batch(batch.id, processed.rows, processed.drops)
-        refusals = write_with_retry(self.store, batch.id, lambda store: store.write_prepared(prepared), self.shutdown)
+        refusals = write_with_retry(
+            self.store,
+            batch.id,
+            lambda store: store.write_batch(batch.id, processed.rows, processed.drops),
+            self.shutdown,
+        )
         letters = processed.letters + refused_letters(
             self.redis, batch, processed.row_entries, processed.drop_entries, refusals
         )
         acknowledge(self.redis, self.queue, batch, letters)
         metrics.batch_stored(batch, len(processed.rows) - len(refusals.rows), processed.drops, letters)
-        metrics.crawler_hits_stored(prepared, refusals.rows)
+        metrics.crawler_hits_stored(metrics.crawler_hit_labels(processed.rows), refusals.rows)
 
 
 class HandOff:

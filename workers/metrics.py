@@ -30,9 +30,7 @@ from shared.crawlers.verification import Verdict
 from shared.lanes import LANES
 from workers.dead_letters import DeadLetter
 from workers.queue import Batch
-from workers.records import Drop, DropReason
-from workers.store.blocks import PreparedBatch
-from workers.store.schema import CRAWLER_HITS as CRAWLER_HITS_TABLE
+from workers.records import CrawlerHitRow, Drop, DropReason, StoredRow
 
 REGISTRY = CollectorRegistry()
 
@@ -163,17 +161,16 @@ def batch_stored(batch: Batch, stored_rows: int, drops: Sequence[Drop], letters:
         QUEUE_TO_STORE_SECONDS.labels(lane).observe(max(0.0, time.time() - queued_ms / 1000))
 
 
-def crawler_hits_stored(prepared: PreparedBatch, refused_rows: Mapping[int, str]) -> None:
-    """The crawler hits of a stored batch, read from its crawler_hits blocks (an enricher
-    built them, maybe in another process), less the rows the store refused."""
-    counts: collections.Counter[tuple[str, str]] = collections.Counter()
-    for block in prepared.blocks:
-        if block.table.name == CRAWLER_HITS_TABLE.name:
-            labels = zip(
-                block.data.column("purpose").to_pylist(), block.data.column("verdict").to_pylist(), strict=True
-            )
-            counts.update(
-                label for position, label in zip(block.positions, labels, strict=True) if position not in refused_rows
-            )
+def crawler_hit_labels(rows: Sequence[StoredRow]) -> list[tuple[int, str, str]]:
+    """(position, purpose, verdict) of each crawler hit among a batch's rows."""
+    return [(position, row.purpose, row.verdict) for position, row in enumerate(rows) if type(row) is CrawlerHitRow]
+
+
+def crawler_hits_stored(hits: Sequence[tuple[int, str, str]], refused_rows: Mapping[int, str]) -> None:
+    """A batch was stored: count its crawler hits (``crawler_hit_labels``) less the rows the
+    store refused."""
+    counts = collections.Counter(
+        (purpose, verdict) for position, purpose, verdict in hits if position not in refused_rows
+    )
     for (purpose, verdict), count in counts.items():
         CRAWLER_HITS.labels(purpose, verdict).inc(count)

@@ -93,4 +93,4 @@ class StoreWriter(threading.Thread):
         )
         acknowledge(context.redis, context.batch_queue, batch, letters, entry_id)
         metrics.batch_stored(batch, len(enriched.row_entries) - len(refusals.rows), enriched.drops, letters)
-        metrics.crawler_hits_stored(enriched.prepared, refusals.rows)
+        metrics.crawler_hits_stored(enriched.crawler_hits, refusals.rows)
