@@ -66,7 +66,7 @@ _TOOLS = [
 ]
 
 
-def _browsers() -> list[str]:
+def browser_user_agents() -> list[str]:
     """Browser strings, newest versions first within each family."""
     chrome_desktop = [
         f"Mozilla/5.0 ({platform}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
@@ -126,7 +126,7 @@ def _browsers() -> list[str]:
 
 def distinct_user_agents() -> list[str]:
     """Every distinct string, most common first; bots and tools are spread through the ranks."""
-    browsers = _browsers()
+    browsers = browser_user_agents()
     automated = [*_BOTS, *_TOOLS]
     ranked: list[str] = []
     step = max(1, len(browsers) // len(automated))

@@ -14,7 +14,7 @@ import click
 
 from hitstream import up
 from hitstream.arguments import ArgumentError
-from hitstream.commands import api, control, geoip, replay, store, worker
+from hitstream.commands import api, control, crawlers, geoip, replay, store, worker
 from shared.config import ConfigError
 from shared.redis_safety import UnsafeRedis
 
@@ -50,6 +50,7 @@ for command in (
     worker.dead_letters,
     worker.queue,
     geoip.geoip,
+    crawlers.crawlers,
     up.up,
     replay.replay,
 ):

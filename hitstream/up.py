@@ -38,6 +38,7 @@ import orjson
 import redis
 from rq import Queue, Worker
 
+from hitstream.crawlers_update import RANGES_NAME
 from hitstream.geoip_update import database_on_first_start
 from hitstream.redis_server import NoLocalRedis, RedisServer, ensure_redis, redis_answers
 from shared.config import DEFAULT_REDIS_URL, Settings, load_settings
@@ -309,6 +310,9 @@ def up(port: int, host: str, data_dir: Path, workers: int) -> None:
     if settings.geoip_city_db is None and (city_db := database_on_first_start(data_dir / "geoip")) is not None:
         env["HITSTREAM_GEOIP_CITY_DB"] = str(city_db)
     geoip_city_db = env.get("HITSTREAM_GEOIP_CITY_DB", "")
+    # Crawler ranges: the vendored snapshot until `hitstream crawlers update` writes its file there.
+    if settings.crawler_ranges is None:
+        env["HITSTREAM_CRAWLER_RANGES"] = str(data_dir / "crawlers" / RANGES_NAME)
     client_host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
     base_url = f"http://{client_host}:{port}"
 

@@ -41,5 +41,8 @@ class NetworkSet:
         return bool(self._v4.firsts or self._v6.firsts)
 
     def __contains__(self, address: IPAddress) -> bool:
-        ranges = self._v4 if address.version == 4 else self._v6
-        return int(address) in ranges
+        return self.holds(address.version, int(address))
+
+    def holds(self, version: int, address: int) -> bool:
+        """Whether the IPv``version`` address ``address`` (as an integer) is in the set."""
+        return address in (self._v4 if version == 4 else self._v6)

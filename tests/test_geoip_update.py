@@ -12,13 +12,9 @@ than the limit (announced or not) and a server that trickles or goes silent past
 from __future__ import annotations
 
 import gzip
-import http.server
 import os
-import threading
-import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -38,93 +34,23 @@ from hitstream.main import cli
 from shared.config import Settings
 from tests import geoip_fixtures as geo
 from tests.envelopes import envelope
+from tests.file_server import Served, Silent, Trickle, Unannounced, serving
 from workers.pipeline import build_pipeline
 from workers.pipeline import geo as geo_step
 from workers.records import PageviewRow
-
-TODAY = date(2026, 11, 28)
-THIS_MONTH, LAST_MONTH = "dbip-city-lite-2026-11.mmdb.gz", "dbip-city-lite-2026-10.mmdb.gz"
-PARIS = geo.Place("81.0.0.0/11", "FR", "IDF", "Ile-de-France", "Paris", 0, "")
-
-
-@dataclass
-class Unannounced:
-    """A body sent without Content-Length: the connection's close marks its end."""
-
-    body: bytes
-
-
-@dataclass
-class Trickle:
-    """Announces ``length`` bytes, then sends one every ``interval`` seconds until the client
-    hangs up (``hung_up`` is set then)."""
-
-    length: int
-    interval: float = 0.05
-    hung_up: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class Silent:
-    """Announces ``length`` bytes, then sends nothing until the client hangs up."""
-
-    length: int
-    hung_up: threading.Event = field(default_factory=threading.Event)
-
-
-Served = bytes | Unannounced | Trickle | Silent
-
-
-class Files(http.server.BaseHTTPRequestHandler):
-    """Serves ``served`` (path -> answer); 404 for anything else. HTTP/1.0: one request per
-    connection."""
-
-    served: dict[str, Served] = {}
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        answer = self.served.get(self.path)
-        self.send_response(200 if answer is not None else 404)
-        if isinstance(answer, Unannounced):
-            self.end_headers()
-            self.wfile.write(answer.body)
-        elif isinstance(answer, Trickle | Silent):
-            self.send_header("Content-Length", str(answer.length))
-            self.end_headers()
-            self.wfile.flush()
-            self._until_hung_up(answer)
-        else:
-            self.send_header("Content-Length", str(len(answer or b"")))
-            self.end_headers()
-            self.wfile.write(answer or b"")
-
-    def _until_hung_up(self, answer: Trickle | Silent) -> None:
-        try:
-            if isinstance(answer, Silent):
-                self.rfile.read(1)  # b"" once the client closed the connection
-            else:
-                while True:
-                    self.wfile.write(b"\x1f")
-                    self.wfile.flush()
-                    time.sleep(answer.interval)
-        except OSError:
-            pass
-        answer.hung_up.set()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def site() -> Iterator[tuple[dict[str, Served], str]]:
     """The files a local "download.db-ip.com" serves, and its URL template."""
     served: dict[str, Served] = {}
-    handler = type("Handler", (Files,), {"served": served})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/free/dbip-city-lite-{{month}}.mmdb.gz"
-    server.shutdown()
-    server.server_close()
+    with serving(served) as base:
+        yield served, f"{base}/free/dbip-city-lite-{{month}}.mmdb.gz"
+
+
+TODAY = date(2026, 11, 28)
+THIS_MONTH, LAST_MONTH = "dbip-city-lite-2026-11.mmdb.gz", "dbip-city-lite-2026-10.mmdb.gz"
+PARIS = geo.Place("81.0.0.0/11", "FR", "IDF", "Ile-de-France", "Paris", 0, "")
 
 
 def gzipped_city_db(

@@ -5,8 +5,12 @@ each known crawler has case-insensitive tokens, matched as whole words (``GPTBot
 ``compatible; GPTBot/1.2`` but not ``MyGPTBotClone``), tried longest first, so
 ``Googlebot-Image`` wins over ``Googlebot`` and ``Applebot-Extended`` over ``Applebot``. A
 user agent no known crawler claims falls through to the ~1,500 patterns of the maintained
-``crawler-user-agents`` list (curl, python-requests, HeadlessChrome, ...): a crawler named
-after its pattern, purpose ``tool``. Anything else is a human: None.
+``crawler-user-agents`` list (curl, python-requests, HeadlessChrome, ...; but for the few the
+document ignores, which also match people's phones and apps): a crawler named after its
+pattern, its purpose from the list's tags (``seo``, ``search-engine``, ...; ``tool`` when
+none says). Last, a few generic patterns catch crawlers no list names by the
+conventions crawlers follow (``SomethingBot/1.0``, ``compatible; Name; +https://...``), named
+by what they capture. Anything else is a human: None.
 
 Every pattern goes into one Rust regex set (``ua-parser-rs``, as the workers' user-agent
 step), which answers with the first pattern in list order, and answers are kept per user
@@ -73,19 +77,24 @@ def _token_pattern(token: str) -> str:
 
 
 _CLASS = re.compile(r"\[(.)[^\]]*\]")
+_START_GROUP = re.compile(r"\((?:\?:)?\^\|[^)]*\)")  # (^| ) or (?:^|\s): "at the start or after a space"
 _STOP = re.compile(r"[()\[\]{}|*+?\\]")
 
 
 def pattern_name(pattern: str) -> str:
     """A readable name for a crawler-user-agents regex: ``Googlebot\\/`` -> Googlebot,
-    ``[wW]get`` -> wget, ``^curl`` -> curl."""
-    text = _CLASS.sub(r"\1", pattern.replace("(?i)", "").replace("^", "").replace("$", ""))
+    ``[wW]get`` -> wget, ``^curl`` -> curl, ``(^| )PTST\\/`` -> PTST."""
+    text = _START_GROUP.sub("", pattern.replace("(?i)", ""))
+    text = _CLASS.sub(r"\1", text.replace("^", "").replace("$", ""))
     text = re.sub(r"\\([^A-Za-z0-9])", r"\1", text)
     text = _STOP.split(text, maxsplit=1)[0].strip(" /-.;:_")
     return text or pattern
 
 
-def _crawler(entry: Mapping[str, Any], where: str) -> tuple[Crawler, list[str]]:
+def _crawler(entry: Mapping[str, Any], where: str) -> tuple[Crawler, list[tuple[int, str]]]:
+    """The crawler of one entry and its patterns, each with the length of what it matches
+    (longer first): its tokens as whole words, and its whole regexes (``patterns``, for a
+    crawler a token cannot tell from a person's app)."""
     try:
         crawler = Crawler(
             name=str(entry["name"]),
@@ -94,43 +103,81 @@ def _crawler(entry: Mapping[str, Any], where: str) -> tuple[Crawler, list[str]]:
             ai=bool(entry["ai"]),
             ranges=tuple(str(key) for key in entry.get("ranges", ())),
         )
-        tokens = [str(token) for token in entry["tokens"]]
+        tokens = [str(token) for token in entry.get("tokens", ())]
+        patterns = [str(pattern) for pattern in entry.get("patterns", ())]
     except (KeyError, TypeError, ValueError) as error:
         raise UnusableIdentities(f"{where}: {error!r}") from None
-    if not crawler.name or not tokens or not all(tokens):
-        raise UnusableIdentities(f"{where}: a crawler needs a name and non-empty tokens")
-    return crawler, tokens
+    if not crawler.name or not (tokens or patterns) or not all(tokens):
+        raise UnusableIdentities(f"{where}: a crawler needs a name and non-empty tokens or patterns")
+    return crawler, [(len(token), _token_pattern(token)) for token in tokens] + [(len(p), p) for p in patterns]
+
+
+_UNLISTED = "unlisted:"
+# crawler-user-agents' tags that name a purpose, the first present wins; "ai-crawler" sets ai.
+_TAG_PURPOSES = {
+    "social-preview": Purpose.LINK_PREVIEW,
+    "search-engine": Purpose.SEARCH,
+    "seo": Purpose.SEO,
+    "archiver": Purpose.ARCHIVE,
+}
+
+
+def _listed_elsewhere(name: str, tags: Iterable[str]) -> Crawler:
+    """A crawler-user-agents crawler the table does not know: its purpose from its tags."""
+    purpose = next((_TAG_PURPOSES[tag] for tag in _TAG_PURPOSES if tag in tags), Purpose.TOOL)
+    return Crawler(name, "", purpose, ai="ai-crawler" in tags)
 
 
 class IdentityTable:
-    """The crawlers of one identities document, plus crawler-user-agents' patterns."""
+    """The crawlers of one identities document, then crawler-user-agents' patterns (but for
+    those the document ignores: they also match people's browsers and apps)."""
 
     def __init__(
         self,
         entries: Iterable[Mapping[str, Any]],
         fallback: Iterable[Mapping[str, Any]] = crawleruseragents.CRAWLER_USER_AGENTS_DATA,
+        ignored: Iterable[str] = (),
+        generic: Iterable[str] = (),
         cache_size: int = CACHE_SIZE,
     ) -> None:
-        tokens: list[tuple[str, Crawler]] = []
+        matched: list[tuple[int, str, Crawler]] = []
         self.crawlers: dict[str, Crawler] = {}
         for index, entry in enumerate(entries):
-            crawler, names = _crawler(entry, f"crawler #{index}")
+            crawler, patterns = _crawler(entry, f"crawler #{index}")
             self.crawlers[crawler.name] = crawler
-            tokens.extend((token, crawler) for token in names)
-        tokens.sort(key=lambda item: -len(item[0]))  # stable: the document's order among equals
-        self._answers: list[Crawler] = [crawler for _, crawler in tokens]
-        patterns = [_token_pattern(token) for token, _ in tokens]
+            matched.extend((length, pattern, crawler) for length, pattern in patterns)
+        matched.sort(key=lambda item: -item[0])  # the longest first; stable among equals
+        self._answers: list[Crawler] = [crawler for _, _, crawler in matched]
+        regexes = [pattern for _, pattern, _ in matched]
+        by_name = {name.lower(): crawler for name, crawler in self.crawlers.items()}
+        skipped = set(ignored)
         for entry in fallback:
-            self._answers.append(Crawler(pattern_name(entry["pattern"]), "", Purpose.TOOL, ai=False))
-            patterns.append(entry["pattern"])  # case-sensitive, as crawler-user-agents' own is_crawler
-        self._set = ua_parser_rs.UserAgentExtractor(
-            (pattern, str(i), None, None, None, None) for i, pattern in enumerate(patterns)
-        )
+            if entry["pattern"] in skipped:
+                continue
+            # A pattern for a crawler the table knows answers the table's crawler (the table's
+            # tokens missed it, e.g. inside a longer word), so a name means one thing.
+            name = pattern_name(entry["pattern"])
+            self._answers.append(by_name.get(name.lower()) or _listed_elsewhere(name, entry.get("tags", ())))
+            regexes.append(entry["pattern"])  # case-sensitive, as crawler-user-agents' own is_crawler
+        # One set: a listed pattern answers its index; a generic one, last (so only when no list
+        # knows the user agent), answers the crawler's name it captures, after _UNLISTED.
+        rules = [(pattern, str(i)) for i, pattern in enumerate(regexes)]
+        rules += [(pattern, _UNLISTED + "$1") for pattern in generic]
+        try:
+            self._set = ua_parser_rs.UserAgentExtractor(
+                (pattern, answer, None, None, None, None) for pattern, answer in rules
+            )
+        except ValueError as error:  # a pattern that is no regex
+            raise UnusableIdentities(str(error)) from None
         self.identify = functools.lru_cache(maxsize=cache_size)(self._identify)
 
     def _identify(self, user_agent: str) -> Crawler | None:
         found = self._set.extract(user_agent)
-        return None if found is None else self._answers[int(found.family)]
+        if found is None:
+            return None
+        if found.family.startswith(_UNLISTED):
+            return Crawler(found.family.removeprefix(_UNLISTED).strip(), "", Purpose.TOOL, ai=False)
+        return self._answers[int(found.family)]
 
 
 def load_identities(path: Path = IDENTITIES_FILE) -> IdentityTable:
@@ -138,11 +185,13 @@ def load_identities(path: Path = IDENTITIES_FILE) -> IdentityTable:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         entries = document["crawlers"]
+        ignored = [str(item["pattern"]) for item in document.get("ignored_patterns", [])]
+        generic = [str(pattern) for pattern in document.get("generic_patterns", [])]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UnusableIdentities(f"{path}: {error!r}") from None
     if not isinstance(entries, list):
         raise UnusableIdentities(f"{path}: 'crawlers' is not a list")
-    return IdentityTable(entries)
+    return IdentityTable(entries, ignored=ignored, generic=generic)
 
 
 @functools.cache

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import enum
 import functools
-import ipaddress
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,13 +65,27 @@ class RangeTable:
         networks = self._networks(crawler.ranges)
         if not networks:  # none of its lists is in this document
             return Verdict.UNVERIFIABLE
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
+        address = _address(ip)
+        if address is None:
             return Verdict.UNVERIFIABLE
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return Verdict.VERIFIED if address in networks else Verdict.SPOOFED
+        return Verdict.VERIFIED if networks.holds(*address) else Verdict.SPOOFED
+
+
+def _address(ip: str) -> tuple[int, int] | None:
+    """(version, integer) of an IP address text, an IPv4-mapped IPv6 address as its IPv4
+    address; None when it is none. ``inet_pton`` parses in C, ~10x faster than ``ipaddress``
+    (bench/crawler_bench.py), which would be most of a verify's cost."""
+    try:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        pass
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+    except (OSError, ValueError):
+        return None
+    if value >> 32 == 0xFFFF:
+        return 4, value & 0xFFFF_FFFF
+    return 6, value
 
 
 _FileIdentity = tuple[int, int, int, int]  # device, inode, size, modification time (ns)

@@ -50,14 +50,19 @@ EXTRA: dict[str, tuple[str, str, list[str], list[str]]] = {
     "AdIdxBot": ("Microsoft", "tool", ["adidxbot"], ["bing-bingbot"]),
     "BingPreview": ("Microsoft", "link_preview", ["BingPreview"], ["bing-bingbot"]),
     "Yahoo! Slurp": ("Yahoo", "search", ["Yahoo! Slurp"], []),
-    "Sogou": ("Sogou", "search", ["Sogou web spider", "Sogou inst spider"], []),
+    "Sogou": (
+        "Sogou",
+        "search",
+        ["Sogou web spider", "Sogou inst spider", "Sogou News Spider", "Sogou Pic Spider"],
+        [],
+    ),
     "Exabot": ("Exalead", "search", ["Exabot"], []),
     "coccocbot": ("Coc Coc", "search", ["coccocbot-web", "coccocbot-image", "coccocbot"], []),
     "Daum": ("Kakao", "search", ["Daumoa"], []),
     "BLEXBot": ("WebMeUp", "seo", ["BLEXBot"], []),
     "Twitterbot": ("X", "link_preview", ["Twitterbot"], []),
     "LinkedInBot": ("LinkedIn", "link_preview", ["LinkedInBot"], []),
-    "WhatsApp": ("Meta", "link_preview", ["WhatsApp"], []),
+    "WhatsApp": ("Meta", "link_preview", [], []),  # a pattern: WHOLE_PATTERNS
     "TelegramBot": ("Telegram", "link_preview", ["TelegramBot"], []),
     "Discordbot": ("Discord", "link_preview", ["Discordbot"], []),
     "redditbot": ("Reddit", "link_preview", ["redditbot"], []),
@@ -67,7 +72,56 @@ EXTRA: dict[str, tuple[str, str, list[str], list[str]]] = {
     "Google-InspectionTool": ("Google", "tool", ["Google-InspectionTool"], ["google-special"]),
     "Chrome-Lighthouse": ("Google", "tool", ["Chrome-Lighthouse"], []),
     "UptimeRobot": ("UptimeRobot", "tool", ["UptimeRobot"], []),
+    # The crawlers behind crawler-user-agents patterns IGNORED below, by tokens that do not
+    # also name people's phones and apps.
+    "Speedy Spider": ("Entireweb", "search", ["Speedy Spider"], []),
+    "Sonic": ("Waseda University", "tool", ["Sonic/"], []),
+    "RankSonicSiteAuditor": ("RankSonic", "seo", ["RankSonicSiteAuditor"], []),
+    "Butterfly": ("Topsy", "tool", ["Butterfly/"], []),
+    "008": ("Advanced Web Ranking", "seo", ["008/"], []),
+    "Fever": ("Fever", "tool", ["Fever/"], []),
+    "Expanse": ("Palo Alto Networks", "tool", ["Expanse, a Palo Alto Networks company"], []),
+    "Podimo": ("Podimo", "tool", ["podimo.com"], []),
+    "gotosocial": ("", "tool", ["gotosocial"], []),
 }
+
+# Crawlers matched by a whole (Rust) regex instead of tokens: WhatsApp's link-preview fetcher
+# sends "WhatsApp/2.19.258 A", "WhatsApp/2.12.15/i" or just "WhatsApp" (crawler-user-agents'
+# examples), while the WhatsApp app itself sends "WhatsApp/2.11.112 Android/4.2.1 Device/...",
+# a person's phone.
+WHOLE_PATTERNS = {"WhatsApp": [r"^WhatsApp(/[0-9.]+[ /][A-Za-z])?$"]}
+
+# The last resort for a crawler no list names, by the conventions crawlers follow (a product
+# name ending in bot, crawler, spider or scraper; a "+http" contact URL), each capturing the
+# crawler's name. Measured by bench/crawler_accuracy.py (docs/crawlers.md): they add ~13% of
+# device-detector's bots and take 2 of ~52,000 people's user agents (podcast apps).
+GENERIC_PATTERNS = [
+    r"(?:^|[\s;(,+])([A-Za-z][\w.-]*(?:[a-z0-9](?:bot|Bot|BOT)|Crawler|crawler|Spider|spider|Scraper|scraper))"
+    r"(?:[/;),]|\s*$)",
+    r"compatible; ([A-Za-z][\w .-]*?)(?:/[\w.]+)?; \+?https?://",
+    r"^([A-Za-z][\w.-]*)(?:/[\w.]+)? \(\+https?://",
+]
+
+# crawler-user-agents patterns that also match people's browsers, phones and apps (measured:
+# bench/crawler_accuracy.py on device-detector's browser fixtures and uap-core's devices):
+# not used; the crawlers they were meant for are in EXTRA by narrower tokens.
+IGNORED_PATTERNS = {
+    r"AP3A\.240617\.008": "an Android build id: its one example is a person's Instagram in-app browser",
+    "Sogou": "also Sogou's browser and search app (SogouMSE, SogouSearch)",
+    "Butterfly": "also HTC Butterfly phones",
+    "Sonic": "also ViewSonic and other devices named Sonic",
+    r"008\/": "also model numbers ending in 008 (TS1008/1.0)",
+    "Podimo": "also the Podimo podcast app",
+    "Fever": "also Fever_Plus phones",
+    "Fluid": "the Fluid site-specific browser, used by people",
+    r"Chirp|gotosocial": "Chirp also matches Google's GoogleChirp media player",
+    "Expanse": "also the Expanse phone",
+    "speedy": "also Yahoo Mail's Android app (speedy;HTC;...)",
+    "WhatsApp": "also the WhatsApp app on people's phones (WhatsApp/2.11.112 Android/4.2.1 Device/...)",
+}
+
+# User-triggered fetchers of AI products that neither source marks as AI.
+AI_FETCHERS = {"google-gemininotebook"}
 
 _PURPOSES = {
     "search": "search",
@@ -129,9 +183,14 @@ def build(acv: dict[str, Any], robots: dict[str, Any], snapshot: str) -> tuple[d
             continue
         token = entry["name"] if entry["ua"].startswith("(") else entry["ua"]
         purpose = _PURPOSES[entry["category"]]
-        # ai.robots.txt lists some search, preview and tool crawlers too (Applebot,
-        # facebookexternalhit, Scrapy): its word counts only for purposes AI products have.
-        ai = purpose in {"ai_training", "ai_search"} or (key in ai_names and purpose in {"user_fetch", "dataset"})
+        # ai.robots.txt lists some search and link-preview crawlers too (Applebot,
+        # facebookexternalhit): its word counts for the other purposes (AI scraping tools
+        # such as FirecrawlAgent and Crawl4AI included).
+        ai = (
+            purpose in {"ai_training", "ai_search"}
+            or key in AI_FETCHERS
+            or (key in ai_names and purpose not in {"search", "link_preview", "seo", "archive"})
+        )
         crawlers[key] = {
             "name": entry["name"],
             "operator": entry["operator"],
@@ -141,10 +200,17 @@ def build(acv: dict[str, Any], robots: dict[str, Any], snapshot: str) -> tuple[d
             "ranges": ranges_of(entry),
         }
     for name, (operator, purpose, tokens, ranges) in EXTRA.items():
-        crawlers.setdefault(
-            name.lower(),
-            {"name": name, "operator": operator, "purpose": purpose, "ai": False, "tokens": tokens, "ranges": ranges},
-        )
+        entry = {
+            "name": name,
+            "operator": operator,
+            "purpose": purpose,
+            "ai": False,
+            "tokens": tokens,
+            "ranges": ranges,
+        }
+        if name in WHOLE_PATTERNS:
+            entry["patterns"] = WHOLE_PATTERNS[name]
+        crawlers.setdefault(name.lower(), entry)
     known_tokens = {token.lower() for entry in crawlers.values() for token in entry["tokens"]}
     for raw_name, entry in robots.items():
         name = _VERSION.sub("", raw_name)
@@ -165,7 +231,13 @@ def build(acv: dict[str, Any], robots: dict[str, Any], snapshot: str) -> tuple[d
         by_operator.setdefault(source["operator"], []).append(key)
     for name in ("google-extended", "applebot-extended"):
         crawlers[name]["ranges"] = by_operator[crawlers[name]["operator"]]
-    identities: dict[str, Any] = {"snapshot": snapshot, "crawlers": list(crawlers.values())}
+    ignored = [{"pattern": pattern, "why": why} for pattern, why in IGNORED_PATTERNS.items()]
+    identities: dict[str, Any] = {
+        "snapshot": snapshot,
+        "crawlers": list(crawlers.values()),
+        "ignored_patterns": ignored,
+        "generic_patterns": GENERIC_PATTERNS,
+    }
     range_lists: dict[str, Any] = {
         "snapshot": snapshot,
         "lists": {
