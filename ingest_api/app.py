@@ -17,7 +17,7 @@ from ingest_api.empty_buckets import EmptyBuckets
 from ingest_api.front import ERROR_HANDLERS, Endpoint, Front
 from ingest_api.handoff import HandOff
 from ingest_api.intake import Intake, Layout
-from ingest_api.item_kinds import AI_FETCH, EVENT, PAGEVIEW, ItemKind
+from ingest_api.item_rules import AI_FETCH, EVENT, PAGEVIEW, ItemRules
 from ingest_api.metrics import Metrics
 from ingest_api.one_item import OneItem
 from ingest_api.openapi import BATCH_PATH, EVENT_PATH, PAGEVIEW_PATH
@@ -44,8 +44,8 @@ def create_app(settings: Settings | None = None) -> Front:
     operations = Operations(client, metrics, settings.redis_timeout_ms, settings.durability)
     empty_buckets = EmptyBuckets(settings.rate_limit, settings.rate_burst, verdict_age_seconds=timeout)
 
-    def intake(layout: Layout, kind: ItemKind) -> Intake:
-        return Intake(layout, kind, access, handoff, empty_buckets, settings)
+    def intake(layout: Layout, rules: ItemRules) -> Intake:
+        return Intake(layout, rules, access, handoff, empty_buckets, settings)
 
     ingest: dict[str, Endpoint] = {
         PAGEVIEW_PATH: intake(OneItem(), PAGEVIEW),

@@ -28,7 +28,7 @@ from ingest_api import errors
 from ingest_api.answer import Answer, json_answer
 from ingest_api.errors import ApiError, BadRequest, error_response
 from ingest_api.idempotency_key import IdempotencyKey, idempotency_key
-from ingest_api.intake import CheckedItems, Decode, Reply
+from ingest_api.intake import Decode, Rejected, Reply
 from ingest_api.request import IngestRequest
 from ingest_api.validation import decode_json
 from shared.control.tokens import ApiToken
@@ -47,19 +47,18 @@ class Batch:
     def items(self, request: IngestRequest, body: bytes, decode: Decode = decode_json) -> list[Any]:
         return batch_items(body, is_ndjson=_is_ndjson(request), decode=decode)
 
-    def reply(self, request: IngestRequest, token: ApiToken, body: bytes, checked: CheckedItems) -> Reply:
+    def reply(
+        self, request: IngestRequest, token: ApiToken, body: bytes, total: int, rejected: Rejected, site_id: str
+    ) -> Reply:
         """``{"accepted", "rejected"}``; with an Idempotency-Key, stored when accepted."""
-        rejected = [
-            {"index": index, "status": refusal.status, "message": refusal.message}
-            for index, refusal in checked.rejected
-        ]
-        accepted = checked.total - len(rejected)
-        summary = orjson.dumps({"accepted": accepted, "rejected": rejected})
+        accepted = total - len(rejected)
+        listed = [{"index": index, "status": refusal.status, "message": refusal.message} for index, refusal in rejected]
+        summary = orjson.dumps({"accepted": accepted, "rejected": listed})
         # A batch refused whole (400) leaves no stored answer: its retry is decided afresh.
         key = idempotency_key(request, token, body, is_ndjson=_is_ndjson(request)) if accepted else None
         if key is None:
-            return Reply(_batch_answer(summary))
-        return Reply(_batch_answer(summary), key.stored(summary), functools.partial(_replayed, key))
+            return _batch_answer(summary), None, None
+        return _batch_answer(summary), key.stored(summary), functools.partial(_replayed, key)
 
 
 def batch_items(body: bytes, *, is_ndjson: bool, decode: Decode) -> list[Any]:

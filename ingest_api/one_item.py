@@ -12,7 +12,7 @@ from typing import Any
 from ingest_api import errors
 from ingest_api.answer import Answer
 from ingest_api.errors import BadRequest, error_response
-from ingest_api.intake import CheckedItems, Decode, Reply
+from ingest_api.intake import Decode, Rejected, Reply
 from ingest_api.request import IngestRequest
 from ingest_api.validation import MAX_BODY_BYTES, decode_json
 from shared.control.tokens import ApiToken
@@ -29,7 +29,9 @@ class OneItem:
             raise BadRequest()
         return [decode(body)]
 
-    def reply(self, request: IngestRequest, token: ApiToken, body: bytes, checked: CheckedItems) -> Reply:
-        if checked.rejected:
-            return Reply(error_response(checked.rejected[0][1]))
-        return Reply(Answer(202, [_EMPTY], site_id=checked.site_id))
+    def reply(
+        self, request: IngestRequest, token: ApiToken, body: bytes, total: int, rejected: Rejected, site_id: str
+    ) -> Reply:
+        if rejected:
+            return error_response(rejected[0][1]), None, None
+        return Answer(202, [_EMPTY], site_id=site_id), None, None

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from ingest_api.ai_fetch import SiteItem
 from ingest_api.fields import AI_FETCH_BODY
 from ingest_api.intake import queued
-from ingest_api.item_kinds import AI_FETCH
+from ingest_api.item_rules import AI_FETCH
 from shared import keys
 from shared.control.grants import grant
 from shared.control.sites import add_site
@@ -311,7 +311,7 @@ def test_a_fetch_id_sent_again_is_answered_202_and_queued_once(api: TestClient, 
         assert accepted(send(api, world, {**FETCH, "fetch_id": fetch_id.upper()}))
     assert [envelope.page_id for envelope in world.queued()] == [fetch_id]
     # A pageview with the same UUID as page_id is another item.
-    assert world.redis.exists(keys.SEEN.format(kind="ai-fetch", site_id=world.site.id, item=fetch_id))
+    assert world.redis.exists(keys.SEEN.format(kind="ai_fetch", site_id=world.site.id, item=fetch_id))
 
 
 # --- the batch form ------------------------------------------------------------------------------

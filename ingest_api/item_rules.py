@@ -4,8 +4,8 @@ the item's own checks, and the permission a token needs on the item's site to se
 An item's check turns one decoded JSON item (a request body, or a batch item) into a
 ValidatedBody, whose ``kind`` is the envelope kind the workers store it as, or raises
 BadRequest naming the field; its fields are declared in ingest_api.fields, for the checks and
-the OpenAPI document alike. A new kind of item is one more ``ItemKind`` here, served by an
-``Intake`` with the layout it comes in (ingest_api.app).
+the OpenAPI document alike. A new route's items are one more ``ItemRules`` here, served by an
+``Intake`` with the layout they come in (ingest_api.app).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from shared.control.grants import Permission
 
 
 @dataclass(frozen=True, slots=True)
-class ItemKind:
+class ItemRules:
     check: Callable[[Any, int], ValidatedBody]  # (decoded item, arrival in ms) -> validated, or BadRequest
     permission: Permission  # what the token's role on the item's site must include (else 403)
 
 
-PAGEVIEW = ItemKind(pageview_from, Permission.SITE_MANAGE_DATA)
-EVENT = ItemKind(event_from, Permission.SITE_MANAGE_DATA)
-AI_FETCH = ItemKind(ai_fetch_from, Permission.SITE_MANAGE_DATA)  # HitKeep's permission for it too
+PAGEVIEW = ItemRules(pageview_from, Permission.SITE_MANAGE_DATA)
+EVENT = ItemRules(event_from, Permission.SITE_MANAGE_DATA)
+AI_FETCH = ItemRules(ai_fetch_from, Permission.SITE_MANAGE_DATA)  # HitKeep's permission for it too
