@@ -77,7 +77,6 @@ from workers.context import Overlaps, WorkerContext
 from workers.pipeline import StepFailed
 from workers.process import BatchWorker, Role, run_worker_process
 from workers.queue import BatchQueue
-from workers.records import PageviewRow
 from workers.store import blocks, open_store
 from workers.store.deduplication_logs import DeduplicationLogs
 from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS, SCHEMA_MIGRATIONS
@@ -300,8 +299,8 @@ def naive_job(context: WorkerContext, payload: bytes) -> None:
         outcome = context.pipeline().process(Envelope.from_json(payload))
     except StepFailed:
         return
-    if isinstance(outcome, PageviewRow):
-        context.store.get().write_batch(str(uuid.uuid4()), [outcome], [])
+    if isinstance(outcome, tuple):  # the pageview, and its crawler hit if a crawler sent it
+        context.store.get().write_batch(str(uuid.uuid4()), list(outcome), [])
 
 
 def run_naive_worker() -> None:
