@@ -134,7 +134,12 @@ def _target(path: str | None, hostname: str | None) -> tuple[str, str]:
         raise BadRequest(errors.MISSING_PATH)
     if not path.startswith("/"):
         path = "/" + path
-    return (f"//{host}{path}" if host else path), host
+    url = f"//{host}{path}" if host else path
+    try:
+        urlsplit(url).hostname  # noqa: B018 - what the worker's url step reads must parse ("[::1")
+    except ValueError:
+        raise BadRequest(errors.BAD_HOSTNAME) from None
+    return url, host
 
 
 def _content_type(value: str | None) -> str | None:

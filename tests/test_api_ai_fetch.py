@@ -94,6 +94,7 @@ def test_a_known_bots_fetch_is_answered_202_and_queued_for_the_sites_in_the_path
         ({"path": "  /docs?x=1  ", "hostname": " Docs.Example.com "}, "//docs.example.com/docs?x=1"),
         ({"path": "https://a.example/x", "hostname": "b.example"}, "//b.example/x"),
         ({"path": "https://a.example"}, "//a.example/"),
+        ({"path": "https://[::1/x"}, "/https://[::1/x"),  # no URL (Go's url.Parse fails too): a path
     ],
 )
 def test_path_and_hostname_are_read_as_hitkeep_reads_them(
@@ -285,6 +286,7 @@ def test_timestamp_and_visitor_ip_are_taken_when_sent(api: TestClient, world: Wo
         ({"visitor_ip": ""}, "visitor_ip must be a valid IP address"),
         ({"hostname": "https://docs.example.com"}, "hostname must be a host name (no scheme, path or spaces)"),
         ({"hostname": "a b.example"}, "hostname must be a host name (no scheme, path or spaces)"),
+        ({"hostname": "[::1"}, "hostname must be a host name (no scheme, path or spaces)"),
         ({"path": "/a b"}, "path must not contain control characters or spaces"),
         ({"path": "/" + "a" * 4096}, "path must be at most 4096 characters"),
         ({"hostname": "a" * 254}, "hostname must be at most 253 characters"),
