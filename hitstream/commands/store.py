@@ -207,7 +207,8 @@ def format_crawlers(section: dict[str, Any]) -> str:
 
 
 def _grid(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    """A table whose first two text columns are left-aligned and the rest (counts) right-aligned."""
+    """A table whose first three columns (name, operator, purpose) are left-aligned and the rest
+    (counts) right-aligned."""
     header = (title, *columns)
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
 
