@@ -1,7 +1,7 @@
--- Admit a batch of requests, each atomically: stored answer, rate limit (a bucket of items per
--- subject), client retries, the lane's depth and the token's share of it, stream append. A
--- request's envelopes are appended only if all of it is accepted; requests are decided in
--- order, each seeing the ones before it. (A token here is always an API token.)
+-- Admit the requests of one call, each atomically: stored answer, rate limit (a bucket of
+-- items per subject), client retries, the lane's depth and the token's share of it, stream
+-- append. A request's envelopes are appended only if all of it is accepted; requests are
+-- decided in order, each seeing the ones before it. (A token here is always an API token.)
 --
 -- KEYS[1], KEYS[2] the live and bulk streams   KEYS[3], KEYS[4] their queued-by-token hashes
 -- KEYS[5..] the rate buckets, one per subject: a hash of the items it holds (field 'tokens', its

@@ -11,10 +11,10 @@ from typing import Any
 
 from ingest_api import errors
 from ingest_api.answer import Answer
-from ingest_api.errors import BadRequest, error_response
+from ingest_api.errors import error_response
 from ingest_api.intake import Decode, Rejected, Reply
 from ingest_api.request import IngestRequest
-from ingest_api.validation import MAX_BODY_BYTES, decode_json
+from ingest_api.validation import MAX_BODY_BYTES, decode_json, json_value
 from shared.control.tokens import ApiToken
 
 _EMPTY = (b"content-length", b"0")
@@ -25,9 +25,7 @@ class OneItem:
     too_large = errors.BAD_BODY
 
     def items(self, request: IngestRequest, body: bytes, decode: Decode = decode_json) -> list[Any]:
-        if not body:
-            raise BadRequest()
-        return [decode(body)]
+        return [json_value(body, decode)]
 
     def reply(
         self, request: IngestRequest, token: ApiToken, body: bytes, total: int, rejected: Rejected, site_id: str

@@ -4,7 +4,7 @@ Order (first failure decides): body (size, JSON object, then each field's type i
 the field table, ingest_api.fields; a field of the wrong type or a malformed UUID is
 ``Bad request body: <field> must be ...``) -> url -> timestamp -> visitor_ip -> user_agent ->
 our extra bounds (referrer, language, screen and viewport sizes). Every limit comes from the
-field table. Site and grant checks need the control plane and happen in the route.
+field table. Site and grant checks need the control plane and happen in the intake (ingest_api.intake).
 
 Keys are matched to fields as HitKeep's Go decoder matches them (``fields_of``): an exact
 name, else the same name in another case. Values the store cannot hold (times outside its
@@ -135,13 +135,6 @@ def checked_body(body: bytes, now_ms: int, check: Callable[[Any, int], Checked])
         return check(decode_in_order(body), now_ms)
 
 
-def json_value(body: bytes) -> Any:
-    """The body's JSON (an object is checked later, field by field), at most MAX_BODY_BYTES."""
-    if not body or len(body) > MAX_BODY_BYTES:
-        raise BadRequest()
-    return decode_json(body)
-
-
 def decode_json(document: bytes) -> Any:
     """The JSON value of ``document``; BadRequest (``Bad request body``) if it is not JSON.
 
@@ -159,6 +152,13 @@ def decode_json(document: bytes) -> Any:
     except (ValueError, RecursionError):  # UnicodeError is a ValueError
         raise BadRequest() from None
     return value
+
+
+def json_value(body: bytes, decode: Callable[[bytes], Any] = decode_json) -> Any:
+    """The body's JSON (an object is checked later, field by field), at most MAX_BODY_BYTES."""
+    if not body or len(body) > MAX_BODY_BYTES:
+        raise BadRequest()
+    return decode(body)
 
 
 def _int_like_orjson(text: str) -> int | float:
