@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import redis
 
 from shared.control.exclusions import ExclusionKind, add_exclusion
@@ -33,9 +34,10 @@ ELSEWHERE_IP = "198.18.0.20"  # nobody's crawler range
 ADDRESSES = (HUMAN_IP, OPENAI_GPTBOT_IP, GOOGLEBOT_IP, ELSEWHERE_IP)
 
 
-def drain(client: redis.Redis, processes: Processes, store: Path, **settings: str) -> None:
-    """Run a worker until both lanes are empty, then stop it so the store can be read."""
-    worker = processes.worker(store, **settings)
+def drain(client: redis.Redis, processes: Processes, store: Path, worker_processes: int = 1, **settings: str) -> None:
+    """Run a worker (with 2 or more processes: enrichers and the store writer) until both lanes
+    are empty, then stop it so the store can be read."""
+    worker = processes.worker(store, processes=worker_processes, **settings)
     wait_until(lambda: drained(client), 60, "the worker to empty the lanes", interval=0.1)
     assert worker.stop() == 0
 
@@ -64,8 +66,9 @@ def store_of(hitstream_env: dict[str, str]) -> Path:
     return Path(hitstream_env["HITSTREAM_CLICKHOUSE_URL"].removeprefix("chdb://"))
 
 
+@pytest.mark.parametrize("worker_processes", [1, 2], ids=["one-process", "enrichers-and-writer"])
 def test_one_human_and_four_crawler_pageviews_give_one_human_pageview_and_four_judged_crawler_hits(
-    processes: Processes, real_redis: redis.Redis, hitstream_env: dict[str, str]
+    processes: Processes, real_redis: redis.Redis, hitstream_env: dict[str, str], worker_processes: int
 ) -> None:
     headers = {"Authorization": f"Bearer {ingest_token(real_redis)}"}
     api = processes.api()
@@ -86,7 +89,7 @@ def test_one_human_and_four_crawler_pageviews_give_one_human_pageview_and_four_j
         answer = httpx.post(f"{api.url}/api/ingest/server/pageview", json=body, headers=headers)
         assert answer.status_code == 202, answer.text
     store = store_of(hitstream_env)
-    drain(real_redis, processes, store)
+    drain(real_redis, processes, store, worker_processes)
 
     human = stats(hitstream_env)
     assert (human["traffic"], human["pageviews"], human["visitors"]) == ("human", 1, 1)
