@@ -1,7 +1,8 @@
 """Envelopes/s of ``Pipeline.process`` with GeoIP City + ASN loaded, against the previous
-(before-style) path in the same run.
+(before-style) path in the same run; and what the crawler step (classification of the user
+agent, verification of a crawler's address) costs per event, as a same-run A/B.
 
-    .venv/bin/python -m bench.pipeline_bench [--envelopes 60000] [--warmup 20000]
+    .venv/bin/python -m bench.pipeline_bench [--envelopes 60000] [--warmup 20000] [--rounds 5]
 
 Needs the test and bench extras (``pip install -e '.[test,bench]'``: geoip2 for the baseline).
 
@@ -22,14 +23,25 @@ Sides:
 Each side processes the first ``--warmup`` envelopes untimed (a long-running worker's caches
 are warm), then the rest timed. The rates are CPU time of this process (the machine may be
 shared; wall time is printed too). The rows of both sides are compared: they must be equal.
+
+Crawler step A/B (``--rounds`` rounds, the two sides taking turns, medians of CPU µs per
+event):
+  with        ``build_pipeline`` as shipped (the crawler step included)
+  without     the same pipeline object with the crawler step taken out
+on two workloads: the realistic mix above (its bots and tools are a few per cent of events),
+and a crawler-only stream (known AI and search crawlers plus tools, each address inside its
+operator's published ranges for half of the events and outside them for the other half), where
+every event is classified, verified and becomes a crawler hit.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import ipaddress
 import random
+import statistics
 import tempfile
 import time
 import uuid
@@ -47,7 +59,7 @@ from workers.pipeline import Pipeline, build_pipeline, client, url, visit
 from workers.pipeline.geo import is_public
 from workers.pipeline.pipeline import Step
 from workers.pipeline.visit import Visit
-from workers.records import Drop, PageviewRow
+from workers.records import CrawlerHitRow, Drop, StoredRow
 
 SITE_ID = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
 REFERRER_HOSTS = [f"site{n}.example" for n in range(300)] + ["www.google.com", "t.co", "news.ycombinator.com"]
@@ -175,9 +187,104 @@ def before_style(settings: Settings) -> Pipeline:
     return pipeline
 
 
+# Crawler user agents and, per crawler, an address inside its operator's published ranges
+# (shared/crawlers/data/ranges.json); None: its operator publishes none (unverifiable).
+CRAWLERS: list[tuple[str, str | None]] = [
+    ("Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)", "132.196.86.7"),
+    ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "192.178.4.9"),
+    ("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", "13.66.139.7"),
+    ("Mozilla/5.0 (compatible; ClaudeBot/1.0; +claudebot@anthropic.com)", None),
+    ("Mozilla/5.0 (compatible; Bytespider; spider-feedback@bytedance.com)", None),
+    ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", "142.44.220.7"),
+    ("curl/8.7.1", None),
+    ("python-requests/2.31.0", None),
+]
+
+
+def crawler_envelopes(count: int) -> list[Envelope]:
+    """``count`` crawler envelopes: the crawlers in turn, every other one from outside the ranges."""
+    rng = random.Random(5)
+    base = envelopes(count, 3.0)
+    for number, envelope in enumerate(base):
+        user_agent, address = CRAWLERS[number % len(CRAWLERS)]
+        envelope.user_agent = user_agent
+        if address is not None and number % 2 == 0:
+            envelope.visitor_ip = address
+        else:
+            envelope.visitor_ip = visitor_address(rng)
+    return base
+
+
+def without_crawler_step(pipeline: Pipeline) -> tuple[Step, ...]:
+    return tuple(step for step in pipeline.steps if step.name != "crawler")
+
+
+def crawler_step_ab(
+    pipeline: Pipeline, workload: str, warmup: Sequence[Envelope], measured: Sequence[Envelope], rounds: int
+) -> None:
+    """The two sides taking turns on one pipeline object (which goes first alternates); medians
+    of CPU µs per event; then the step alone over the same events. Each timed run starts after
+    a full collection and keeps no rows, so neither side's garbage is the other's to collect."""
+    with_step, without_step = pipeline.steps, without_crawler_step(pipeline)
+    costs: dict[str, list[float]] = {"with": [], "without": []}
+    for round_number in range(rounds):
+        sides = [("with", with_step), ("without", without_step)]
+        for side, steps in sides if round_number % 2 == 0 else sides[::-1]:
+            pipeline.steps = steps
+            for envelope in warmup:
+                pipeline.process(envelope)
+            gc.collect()
+            started = time.process_time()
+            for envelope in measured:
+                pipeline.process(envelope)
+            costs[side].append((time.process_time() - started) * 1e6 / len(measured))
+    pipeline.steps = with_step
+    hits = sum(
+        isinstance(row, CrawlerHitRow)
+        for result in map(pipeline.process, measured)
+        if isinstance(result, tuple)
+        for row in result
+    )
+    with_us, without_us = statistics.median(costs["with"]), statistics.median(costs["without"])
+    print(
+        f"{workload:<14} with {with_us:6.2f} µs/event  without {without_us:6.2f}  "
+        f"crawler step {with_us - without_us:+6.2f} µs/event ({with_us / without_us:.3f}x)  "
+        f"crawler hits {hits / len(measured):.1%} of events"
+    )
+    print(f"{'':<14} rounds with    {' '.join(f'{value:6.2f}' for value in costs['with'])}")
+    print(f"{'':<14} rounds without {' '.join(f'{value:6.2f}' for value in costs['without'])}")
+    alone = step_alone(pipeline, measured, rounds)
+    print(
+        f"{'':<14} the step alone (classification + verification + the hit row): "
+        f"{statistics.median(alone):.2f} µs/event (rounds {' '.join(f'{value:.2f}' for value in alone)})"
+    )
+
+
+def step_alone(pipeline: Pipeline, measured: Sequence[Envelope], rounds: int) -> list[float]:
+    """CPU µs per event of the crawler step by itself, over visits the steps before it have
+    filled in (untimed); its caches are warm from the A/B above."""
+    names = [step.name for step in pipeline.steps]
+    earlier, crawler = pipeline.steps[: names.index("crawler")], pipeline.steps[names.index("crawler")]
+    visits = []
+    for envelope in measured:
+        visit = Visit.start(envelope)
+        if all(step.run(visit) is None for step in earlier):
+            visits.append(visit)
+    costs = []
+    for _ in range(rounds):
+        for visit in visits:
+            visit.crawler_hit = None
+        gc.collect()
+        started = time.process_time()
+        for visit in visits:
+            crawler.run(visit)
+        costs.append((time.process_time() - started) * 1e6 / len(visits))
+    return costs
+
+
 def timed(
     pipeline: Pipeline, warmup: Sequence[Envelope], measured: Sequence[Envelope]
-) -> tuple[float, float, list[PageviewRow | Drop]]:
+) -> tuple[float, float, list[tuple[StoredRow, ...] | Drop]]:
     """CPU-time and wall-time rates over ``measured`` after processing ``warmup`` untimed."""
     for envelope in warmup:
         pipeline.process(envelope)
@@ -192,6 +299,7 @@ def main() -> None:
     arguments.add_argument("--envelopes", type=int, default=60_000, help="timed envelopes per side")
     arguments.add_argument("--warmup", type=int, default=20_000, help="untimed envelopes first")
     arguments.add_argument("--views-per-visitor", type=float, default=3.0)
+    arguments.add_argument("--rounds", type=int, default=5, help="rounds of the crawler step A/B")
     options = arguments.parse_args()
 
     stream = envelopes(options.warmup + options.envelopes, options.views_per_visitor)
@@ -216,8 +324,14 @@ def main() -> None:
             before_cpu, before_wall, before_rows = timed(before_style(settings), warmup, measured)
         pipeline = build_pipeline(settings)
         cpu, wall, rows = timed(pipeline, warmup, measured)
-    if rows != before_rows:
-        raise SystemExit("the pipeline's rows differ from the before-style rows")
+        if rows != before_rows:
+            raise SystemExit("the pipeline's rows differ from the before-style rows")
+        print(f"crawler step A/B, {options.rounds} rounds each, taking turns (CPU µs per event, medians):")
+        crawler_step_ab(pipeline, "realistic mix", warmup, measured, options.rounds)
+        crawlers = crawler_envelopes(options.warmup + options.envelopes)
+        crawler_step_ab(
+            pipeline, "crawlers only", crawlers[: options.warmup], crawlers[options.warmup :], options.rounds
+        )
 
     print(f"{'side':<9} {'envelopes/s (cpu)':>18} {'(wall)':>9}")
     print(f"{'before':<9} {before_cpu:>18,.0f} {before_wall:>9,.0f}")

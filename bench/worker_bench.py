@@ -76,7 +76,6 @@ from workers.batch import delivery, loop
 from workers.batch.loop import Overlaps
 from workers.batch.queue import BatchQueue
 from workers.pipeline import StepFailed
-from workers.records import PageviewRow
 from workers.runtime.context import WorkerContext
 from workers.runtime.processes import BatchWorker, Role, run_worker_process
 from workers.store import blocks, open_store
@@ -301,8 +300,8 @@ def naive_job(context: WorkerContext, payload: bytes) -> None:
         outcome = context.pipeline().process(Envelope.from_json(payload))
     except StepFailed:
         return
-    if isinstance(outcome, PageviewRow):
-        context.store.get().write_batch(str(uuid.uuid4()), [outcome], [])
+    if isinstance(outcome, tuple):  # the pageview, and its crawler hit if a crawler sent it
+        context.store.get().write_batch(str(uuid.uuid4()), list(outcome), [])
 
 
 def run_naive_worker() -> None:

@@ -1,4 +1,4 @@
-"""Who may send what: the presented token, the site of a host and the token's grant on it.
+"""Who may send what: the presented token, the site of a host and the token's role on it.
 
 Lookups read the control plane's keys (shared.keys; the records' own parsers in
 shared.control) on the process's asyncio Redis client, and are cached for ``control_cache_seconds``,
@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from ingest_api.handoff import Unavailable
 from shared import keys
 from shared.control.changes import now_iso, text
-from shared.control.grants import Permission, Role, can
+from shared.control.grants import Role
 from shared.control.sites import Site
 from shared.control.tokens import ApiToken, hash_token
 from shared.hosts import normalise_domain
@@ -94,7 +94,8 @@ class _TtlCache:
 
 
 class Access:
-    """Cached answers to: which token is this, which site is this host, may it write there."""
+    """Cached answers to: which token is this, which site is this host, which role does the
+    token hold there."""
 
     def __init__(self, client: Redis, cache_seconds: float, timeout_seconds: float) -> None:
         self._redis = client  # bounded by the Redis timeout (shared.redis_client)
@@ -116,31 +117,40 @@ class Access:
         self._note_use(token_hash)
         return token
 
-    async def site_for(self, token: ApiToken, host: str) -> tuple[Site | None, bool]:
-        """The host's site (None: no such site) and whether the token may manage its data:
+    async def site_for(self, token: ApiToken, host: str) -> tuple[Site | None, Role | None]:
+        """The host's site (None: no such site) and the token's role on it (None: no grant):
         one cached answer per token and host, so an accepted request does one lookup here."""
         return await self._sites.get(f"{token.id} {host}", self._read_site_for, token.id, host)
+
+    async def site_by_id(self, token: ApiToken, site_id: str) -> tuple[Site | None, Role | None]:
+        """The site with this id (None: no such site) and the token's role on it, cached as
+        ``site_for``'s answers."""
+        return await self._sites.get(f"{token.id} id:{site_id}", self._read_site_by_id, token.id, site_id)
 
     async def _read_token(self, token_hash: str) -> ApiToken | None:
         values = await self._redis.hgetall(keys.TOKEN.format(token_hash=token_hash))
         return ApiToken.from_hash(values) if values else None
 
-    async def _read_site_for(self, token_id: str, host: str) -> tuple[Site | None, bool]:
+    async def _read_site_for(self, token_id: str, host: str) -> tuple[Site | None, Role | None]:
         """As shared.control's site_for_domain and role_on_site read them, in one round trip."""
         try:
             domain = normalise_domain(host)
         except ValueError:  # not a valid domain, so no site can have it
-            return None, False
+            return None, None
         site_id = await self._redis.hget(keys.SITE_BY_DOMAIN, domain)
         if site_id is None:
-            return None, False
+            return None, None
+        return await self._read_site_by_id(token_id, text(site_id))
+
+    async def _read_site_by_id(self, token_id: str, site_id: str) -> tuple[Site | None, Role | None]:
+        """As shared.control's get_site and role_on_site read them, in one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.SITE.format(site_id=text(site_id)))
-            pipe.hget(keys.GRANTS.format(token_id=token_id), text(site_id))
+            pipe.hgetall(keys.SITE.format(site_id=site_id))
+            pipe.hget(keys.GRANTS.format(token_id=token_id), site_id)
             values, role = await pipe.execute()
-        if not values:  # removed between the two reads
-            return None, False
-        return Site.from_hash(values), role is not None and can(Role(text(role)), Permission.SITE_MANAGE_DATA)
+        if not values:  # no such site (or removed since its domain was read)
+            return None, None
+        return Site.from_hash(values), None if role is None else Role(text(role))
 
     def _note_use(self, token_hash: str) -> None:
         """Record last_used_at at most once a minute per token, without delaying the request."""

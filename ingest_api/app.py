@@ -11,18 +11,19 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from ingest_api.access import Access
-from ingest_api.batch import BatchEndpoint
+from ingest_api.ai_fetch import AI_FETCH_BATCH_PATH, AI_FETCH_PATH
+from ingest_api.batch import Batch
 from ingest_api.empty_buckets import EmptyBuckets
-from ingest_api.events import parse_event
 from ingest_api.front import ERROR_HANDLERS, Endpoint, Front
 from ingest_api.handoff import HandOff
-from ingest_api.intake import Intake
+from ingest_api.intake import Intake, Layout
+from ingest_api.item_rules import AI_FETCH, EVENT, PAGEVIEW, ItemRules
 from ingest_api.metrics import Metrics
+from ingest_api.one_item import OneItem
 from ingest_api.openapi import BATCH_PATH, EVENT_PATH, PAGEVIEW_PATH
 from ingest_api.operations import Operations
 from ingest_api.redis_wire import RedisWire
-from ingest_api.single_endpoint import SingleEndpoint
-from ingest_api.validation import parse_pageview
+from ingest_api.site_in_path import SiteInPath
 from shared.config import Settings, load_settings
 from shared.lanes import Lane
 from shared.redis_client import async_redis_client, redis_address
@@ -42,11 +43,16 @@ def create_app(settings: Settings | None = None) -> Front:
     handoff = HandOff(wires, settings, metrics.handoff_seconds)
     operations = Operations(client, metrics, settings.redis_timeout_ms, settings.durability)
     empty_buckets = EmptyBuckets(settings.rate_limit, settings.rate_burst, verdict_age_seconds=timeout)
-    intake = Intake(access, handoff, settings.rate_burst, settings.trusted_proxies, empty_buckets)
+
+    def intake(layout: Layout, rules: ItemRules) -> Intake:
+        return Intake(layout, rules, access, handoff, empty_buckets, settings)
+
     ingest: dict[str, Endpoint] = {
-        PAGEVIEW_PATH: SingleEndpoint(intake, parse_pageview),
-        EVENT_PATH: SingleEndpoint(intake, parse_event),
-        BATCH_PATH: BatchEndpoint(intake),
+        PAGEVIEW_PATH: intake(OneItem(), PAGEVIEW),
+        EVENT_PATH: intake(OneItem(), EVENT),
+        BATCH_PATH: intake(Batch(), PAGEVIEW),
+        AI_FETCH_PATH: intake(SiteInPath(OneItem()), AI_FETCH),
+        AI_FETCH_BATCH_PATH: intake(SiteInPath(Batch()), AI_FETCH),
     }
     routes = [
         Route("/healthz", operations.healthz, methods=["GET"]),

@@ -37,36 +37,32 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ingest_api import errors
+from ingest_api.answer import Answer
+from ingest_api.errors import ApiError, error_response, service_unavailable
 from shared.config import load_settings
 
 SWEEP_SECONDS = 1.0
-OVER_CAPACITY_RETRY_AFTER_SECONDS = 1
 
 
-def _raw_answer(status: str, message: str, *headers: bytes) -> bytes:
-    body = b'{"message":"%s"}' % message.encode()
+def _http_bytes(answer: Answer) -> bytes:
+    """The answer as HTTP/1.1 bytes that close the connection."""
     head = [
-        b"HTTP/1.1 " + status.encode(),
-        b"content-type: application/json",
-        b"content-length: %d" % len(body),
-        *headers,
+        b"HTTP/1.1 %d %s" % (answer.status, HTTPStatus(answer.status).phrase.encode()),
+        *(name + b": " + value for name, value in answer.headers),
         b"connection: close",
     ]
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
+    return b"\r\n".join(head) + b"\r\n\r\n" + answer.body
 
 
 # Written straight to the transport: the app never sees these connections or requests.
-OVER_CAPACITY = _raw_answer(
-    "503 Service Unavailable",
-    errors.SERVICE_NOT_AVAILABLE,
-    b"retry-after: %d" % OVER_CAPACITY_RETRY_AFTER_SECONDS,
-)
-REQUEST_TIMEOUT = _raw_answer("408 Request Timeout", errors.REQUEST_TIMEOUT)
+OVER_CAPACITY = _http_bytes(service_unavailable())
+REQUEST_TIMEOUT = _http_bytes(error_response(ApiError(408, errors.REQUEST_TIMEOUT)))
 
 
 class Wait(enum.Enum):

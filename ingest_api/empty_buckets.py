@@ -21,9 +21,8 @@ from __future__ import annotations
 import math
 import time
 
-from ingest_api import errors
 from ingest_api.answer import Answer
-from ingest_api.errors import ApiError, error_response
+from ingest_api.errors import too_many_requests
 
 MAX_NOTES = 10_000  # ~1.5 MB: a note is a subject string and three floats
 
@@ -44,7 +43,7 @@ class EmptyBuckets:
         now = time.monotonic()
         self._notes[subject] = (whole_items + 1, now - self._verdict_age, now + reset_seconds)
 
-    def refusal(self, subject: str, cost: int = 1) -> Answer | None:
+    def throttled(self, subject: str, cost: int = 1) -> Answer | None:
         """The 429 for a request of ``cost`` items the subject's bucket is known not to hold
         (Redis asks for ``min(cost, burst)``); else None."""
         note = self._notes.get(subject)
@@ -58,10 +57,9 @@ class EmptyBuckets:
             if ceiling > self._burst:
                 del self._notes[subject]
             return None
-        headers = {
-            "RateLimit-Limit": str(self._burst),
-            "RateLimit-Remaining": str(max(0, math.ceil(ceiling) - 1)),  # at most this many
-            "RateLimit-Reset": str(max(1, math.ceil(full_at - now))),
-            "Retry-After": str(max(1, math.ceil((needed - ceiling) / self._rate))),
-        }
-        return error_response(ApiError(429, errors.TOO_MANY_REQUESTS, headers))
+        return too_many_requests(
+            self._burst,
+            max(0, math.ceil(ceiling) - 1),  # at most this many
+            max(1, math.ceil(full_at - now)),
+            max(1, math.ceil((needed - ceiling) / self._rate)),
+        )

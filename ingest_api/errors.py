@@ -1,9 +1,12 @@
 """The API's error answers: JSON ``{"message": ...}`` with HitKeep's texts.
 
-Every failure the endpoint can report is an ``ApiError``; the route turns it into a response
-in one place, so status codes, messages and headers cannot drift between code paths. The
-operational routes and Starlette's own answers (unknown path, wrong method, a failing route)
-use the same body (``error_body``; ingest_api.front).
+Every failure a check can report is an ``ApiError``, answered by ``error_response``; the two
+refusals that carry ``Retry-After`` have one helper each, whoever answers them:
+``too_many_requests`` (429: Redis's verdict, or a bucket the process knows is empty) and
+``service_unavailable`` (503: Redis away or too slow, a full lane or token share, a process
+past its connection cap). So status codes, messages and headers cannot drift between code
+paths. The operational routes and Starlette's own answers (unknown path, wrong method, a
+failing route) use the same body (``error_body``; ingest_api.front).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ ACCESS_DENIED = "Access denied"
 SITE_NOT_FOUND = "Site not found"
 TOO_MANY_REQUESTS = "Too Many Requests"
 SERVICE_NOT_AVAILABLE = "Service not available"
+# Ours: a full lane answers like Redis being unavailable (HitKeep's text); a full share says
+# why, as it concerns one token only.
+TOKEN_SHARE_FULL = f"{SERVICE_NOT_AVAILABLE}: this token's share of its lane's queue is full"
 HEADERS_TOO_LARGE = "Request header fields too large"  # ours: uvicorn sets no header limit
 # Answers outside the ingest checks: HTTP reason phrases, as Starlette's own answers carry.
 METHOD_NOT_ALLOWED = "Method Not Allowed"
@@ -38,6 +44,18 @@ BAD_PROPERTIES = "properties must be a flat object of strings, numbers or boolea
 BAD_BATCH = "batch must be a JSON array, or NDJSON with Content-Type: application/x-ndjson"
 EMPTY_BATCH = "batch must hold at least one item"
 IDEMPOTENCY_KEY_REUSED = "Idempotency-Key was already used with a different request body"  # 422
+# HitKeep's texts for its AI-fetch endpoint (POST /api/sites/{id}/ingest/ai-fetch).
+INVALID_SITE_ID = "Invalid site_id"
+BAD_STATUS_CODE = "status_code must be between 100 and 599"
+UNKNOWN_CRAWLER = "user_agent must match a known AI bot"
+MISSING_PATH = "path is required"
+# Ours, for the AI-fetch endpoint's extra checks.
+BAD_HOSTNAME = "hostname must be a host name (no scheme, path or spaces)"
+BAD_PATH = "path must not contain control characters or spaces"
+
+
+# Every 503 asks the client to come back after this long.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 1
 
 
 def wrong_type(field: str, expected: str) -> str:
@@ -79,3 +97,21 @@ def error_body(message: str) -> bytes:
 
 def error_response(error: ApiError) -> Answer:
     return json_answer(error.status, error_body(error.message), error.headers)
+
+
+def too_many_requests(limit: int, remaining: int, reset_seconds: int, retry_after_seconds: int) -> Answer:
+    """The 429: the rate bucket cannot pay for the request. ``remaining`` whole items (at most,
+    when the process decided alone), full again in ``reset_seconds``, enough for the request
+    in ``retry_after_seconds``."""
+    headers = {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(reset_seconds),
+        "Retry-After": str(retry_after_seconds),
+    }
+    return json_answer(429, error_body(TOO_MANY_REQUESTS), headers)
+
+
+def service_unavailable(message: str = SERVICE_NOT_AVAILABLE) -> Answer:
+    """The 503: nothing was promised; the client may retry after ``Retry-After``."""
+    return json_answer(503, error_body(message), {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})

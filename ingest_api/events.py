@@ -58,6 +58,7 @@ def event_from(decoded: Any, now_ms: int) -> ValidatedBody:
     check_types(values, _EVENT_TYPE_CHECKS)
     return dataclasses.replace(
         pageview,
+        kind="event",
         event_id=values.get("event_id"),
         event_name=required_text(values.get("name"), "name", errors.MISSING_NAME, MAX_NAME_CHARS),
         event_properties=_properties(values.get("properties")),

@@ -1,4 +1,4 @@
-"""The fields of a pageview body and of an event body, in one table each.
+"""The fields of a pageview body, an event body and an AI-fetch body, in one table each.
 
 A row says a field's name, JSON type, whether it is required, its limits, what it means and an
 example value. The checks (ingest_api.validation, ingest_api.events) take from it the order
@@ -22,7 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ingest_api import errors
-from shared.storable import DIMENSION_COLUMN_TYPE, INTEGER_RANGES, TIMESTAMP_RANGE_MS
+from shared.storable import (
+    DIMENSION_COLUMN_TYPE,
+    INTEGER_RANGES,
+    RESPONSE_MS_COLUMN_TYPE,
+    STATUS_CODE_RANGE,
+    TIMESTAMP_RANGE_MS,
+)
 
 
 class JsonType(enum.StrEnum):
@@ -217,6 +223,98 @@ EVENT_BODY: tuple[BodyField, ...] = (
                 ]
             },
         },
+    ),
+)
+
+
+# What an edge or origin server reports of a crawler's request (HitKeep's AI-fetch fields, then
+# ours). The response time's column is a UInt32; the size's a UInt64, bounded by Go's int64 as
+# HitKeep decodes it. HitKeep reads a time or size of 0 or less as not reported.
+MAX_RESPONSE_MS = INTEGER_RANGES[RESPONSE_MS_COLUMN_TYPE][1]
+MAX_BYTES_SERVED = 2**63 - 1
+_NOT_REPORTED = "0 or less (or absent) means not reported."
+
+AI_FETCH_BODY: tuple[BodyField, ...] = (
+    BodyField(
+        "path",
+        JsonType.STRING,
+        "The path the crawler asked for, with its query (`/guides/ai?from=bot`), or an absolute URL "
+        "whose host stands in for a missing `hostname` (its fragment is dropped). Trimmed; a path "
+        f"without a leading `/` gets one. Empty: 400 `{errors.MISSING_PATH}`.",
+        required=True,
+        max_length=4096,
+        example="/guides/ai?from=bot",
+    ),
+    BodyField(
+        "hostname",
+        JsonType.STRING,
+        "The host the crawler asked (trimmed, lower-cased); optional.",
+        max_length=253,
+        example="docs.example.com",
+    ),
+    BodyField(
+        "status_code",
+        JsonType.INTEGER,
+        f"The HTTP status the server answered; outside {STATUS_CODE_RANGE[0]}-{STATUS_CODE_RANGE[1]} "
+        f"(absent included): 400 `{errors.BAD_STATUS_CODE}`.",
+        required=True,
+        example=200,
+        # In the schema only: the check answers HitKeep's message, not a range naming the field.
+        schema={"minimum": STATUS_CODE_RANGE[0], "maximum": STATUS_CODE_RANGE[1]},
+    ),
+    BodyField(
+        "content_type",
+        JsonType.STRING,
+        "The answer's Content-Type; its media type decides the resource type (html when absent, "
+        "image, document, other).",
+        max_length=255,
+        example="text/html; charset=utf-8",
+    ),
+    BodyField(
+        "response_ms",
+        JsonType.INTEGER,
+        f"How long the answer took, in ms. {_NOT_REPORTED}",
+        maximum=MAX_RESPONSE_MS,
+        example=184,
+    ),
+    BodyField(
+        "bytes_served",
+        JsonType.INTEGER,
+        f"The answer's size in bytes. {_NOT_REPORTED}",
+        maximum=MAX_BYTES_SERVED,
+        example=4096,
+    ),
+    BodyField(
+        "user_agent",
+        JsonType.STRING,
+        "The crawler's user agent, trimmed: it must name a crawler hitstream knows (any of the crawler "
+        f"table's, not only HitKeep's 22 AI bots), else 400 `{errors.UNKNOWN_CRAWLER}`.",
+        required=True,
+        max_length=2048,
+        example="Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+    ),
+    BodyField(
+        "timestamp",
+        JsonType.STRING,
+        "Ours: when the crawler asked (RFC 3339, as a pageview's), so edge logs can be replayed; "
+        "absent: when hitstream received it.",
+        example="2026-04-15T12:00:00Z",
+        schema={"format": "date-time"},
+    ),
+    BodyField(
+        "visitor_ip",
+        JsonType.STRING,
+        "Ours: the crawler's IPv4 or IPv6 address. With it the crawler is verified against its "
+        "operator's published ranges (verified or spoofed), exclusions by address and country and "
+        "the Spamhaus DROP list apply, and its country and network are kept; without it the hit "
+        "is unverifiable. Never stored.",
+        example="132.196.86.7",
+        schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+    ),
+    BodyField(
+        "fetch_id",
+        JsonType.UUID,
+        f"Ours: {_uuid_rule('fetch_id')} A fetch with a fetch_id sent again {_WINDOW} is answered 202 and stored once.",
     ),
 )
 

@@ -10,7 +10,10 @@ bought the simpler design: in process, 4.3 µs of CPU per request for Starlette'
 its two middlewares against 0.6 µs for this dict lookup (3 rounds, same run), next to a
 request's ~55 µs; end to end (bench/api_bench.py --baseline-tree, 4 rounds of 5 s on a busy
 2-core machine) 1.17x the server CPU per request and 0.81x the requests/s of this front.
-Every other route goes through Starlette as usual, whose own answers (unknown
+A route whose path names a site (``/api/sites/{site_id}/ingest/ai-fetch``) is a template: a
+path matches it when it has one non-empty segment where ``{site_id}`` stands, and it is
+counted and logged under the template, never the id. Every other route goes through
+Starlette as usual, whose own answers (unknown
 path 404, wrong method 405, a failing route 500) ``ERROR_HANDLERS`` turn into the JSON
 ``{"message"}`` every error answer carries.
 
@@ -31,7 +34,7 @@ from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, 
 
 from ingest_api import errors
 from ingest_api.answer import JSON_MEDIA_TYPE, Answer
-from ingest_api.errors import ApiError, error_body, error_response
+from ingest_api.errors import ApiError, error_body, error_response, service_unavailable
 from ingest_api.handoff import Unavailable
 from ingest_api.metrics import Metrics
 from ingest_api.request import IngestRequest
@@ -40,13 +43,10 @@ log = logging.getLogger("hitstream.api")
 
 # Request headers (names + values, all of them) above this answer 431: uvicorn sets no limit.
 MAX_HEADER_BYTES = 16 * 1024
-UNAVAILABLE_RETRY_AFTER_SECONDS = 1
 
 # Answers that never change (sent as they are, never modified).
 _HEADERS_TOO_LARGE = error_response(ApiError(431, errors.HEADERS_TOO_LARGE))
-_SERVICE_UNAVAILABLE = error_response(
-    ApiError(503, errors.SERVICE_NOT_AVAILABLE, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
-)
+_SERVICE_UNAVAILABLE = service_unavailable()
 _METHOD_NOT_ALLOWED = error_response(ApiError(405, errors.METHOD_NOT_ALLOWED, {"Allow": "POST"}))
 _INTERNAL_ERROR = error_response(ApiError(500, errors.INTERNAL_ERROR))
 
@@ -77,20 +77,40 @@ def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
     return size
 
 
+SITE_SEGMENT = "{site_id}"
+
+
 class Front:
     def __init__(self, app: ASGIApp, ingest: Mapping[str, Endpoint], routes: frozenset[str], metrics: Metrics) -> None:
         self._app = app
-        self._ingest = dict(ingest)  # path -> endpoint
+        self._ingest = {path: endpoint for path, endpoint in ingest.items() if SITE_SEGMENT not in path}
+        # (prefix, suffix, template, endpoint) of each route with a site segment
+        self._templates = [
+            (path.partition(SITE_SEGMENT)[0], path.partition(SITE_SEGMENT)[2], path, endpoint)
+            for path, endpoint in ingest.items()
+            if SITE_SEGMENT in path
+        ]
         self._routes = routes | frozenset(ingest)
         self._metrics = metrics
+
+    def _route(self, path: str) -> tuple[str, Endpoint | None]:
+        """The route a path is counted under and its ingest endpoint (None: not an ingest route)."""
+        endpoint = self._ingest.get(path)
+        if endpoint is not None:
+            return path, endpoint
+        for prefix, suffix, template, templated in self._templates:
+            if path.startswith(prefix) and path.endswith(suffix):
+                segment = path[len(prefix) : len(path) - len(suffix)]
+                if segment and "/" not in segment:
+                    return template, templated
+        return path, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        path = scope["path"]
-        endpoint = self._ingest.get(path)
+        path, endpoint = self._route(scope["path"])
         status, site_id = 500, "-"  # what the client sees if the app fails before answering
         try:
             if _header_bytes(scope["headers"]) > MAX_HEADER_BYTES:

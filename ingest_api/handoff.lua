@@ -1,11 +1,12 @@
--- Admit a batch of requests, each atomically: stored answer, token-bucket rate limit, client
--- retries, the lane's depth and the token's share of it, stream append. A request's envelopes
--- are appended only if all of it is accepted; requests are decided in order, each seeing the
--- ones before it.
+-- Admit the requests of one call, each atomically: stored answer, rate limit (a bucket of
+-- items per subject), client retries, the lane's depth and the token's share of it, stream
+-- append. A request's envelopes are appended only if all of it is accepted; requests are
+-- decided in order, each seeing the ones before it. (A token here is always an API token.)
 --
 -- KEYS[1], KEYS[2] the live and bulk streams   KEYS[3], KEYS[4] their queued-by-token hashes
--- KEYS[5..] the rate buckets (hash: tokens, updated_ms), one per subject
--- ARGV[1] rate (tokens per second)   ARGV[2] burst   ARGV[3], ARGV[4] live and bulk maximum
+-- KEYS[5..] the rate buckets, one per subject: a hash of the items it holds (field 'tokens', its
+-- name since the first release: buckets outlive an upgrade) and updated_ms
+-- ARGV[1] rate (items per second)   ARGV[2] burst   ARGV[3], ARGV[4] live and bulk maximum
 -- stream length   ARGV[5] a token's share of a lane's maximum   ARGV[6] envelope field name
 -- ARGV[7] token field name   ARGV[8] idempotency window (seconds)
 -- then per request: the index in KEYS of its bucket, cost (items charged), envelope count,
@@ -39,7 +40,7 @@ local window = tonumber(ARGV[8])
 local now_ms = now_ms()  -- shared.lua.NOW_MS, prepended by ingest_api.handoff
 local replies = {}
 local at = 9
-local tokens_of = {}  -- KEYS index -> the bucket's tokens now
+local items_of = {}  -- KEYS index -> the items its bucket holds now
 local charged = {}  -- KEYS indexes of the buckets to write back
 local depths = {}  -- lane -> its stream's length now
 local queued_of = {{}, {}}  -- lane -> token id -> its entries in the lane now
@@ -57,23 +58,23 @@ local function queued_in(lane, token)
   return queued_of[lane][token]
 end
 
-local function tokens_in(index)
-  if tokens_of[index] == nil then
+local function items_in(index)
+  if items_of[index] == nil then
     local bucket = redis.call('HMGET', KEYS[index], 'tokens', 'updated_ms')
-    local tokens = burst
+    local items = burst
     if bucket[1] then
       local elapsed_ms = math.max(0, now_ms - tonumber(bucket[2]))
-      tokens = math.min(burst, tonumber(bucket[1]) + elapsed_ms * rate / 1000)
+      items = math.min(burst, tonumber(bucket[1]) + elapsed_ms * rate / 1000)
     end
-    tokens_of[index] = tokens
+    items_of[index] = items
   end
-  return tokens_of[index]
+  return items_of[index]
 end
 
-local function reply(verdict, tokens, retry_after, stored)
+local function reply(verdict, items, retry_after, stored)
   replies[#replies + 1] = verdict
-  replies[#replies + 1] = math.floor(tokens)  -- negative in debt: the API's ceiling of the bucket
-  replies[#replies + 1] = math.ceil((burst - tokens) / rate)
+  replies[#replies + 1] = math.floor(items)  -- negative in debt: the API's ceiling of the bucket
+  replies[#replies + 1] = math.ceil((burst - items) / rate)
   replies[#replies + 1] = retry_after
   replies[#replies + 1] = stored
 end
@@ -88,17 +89,17 @@ while at <= argument_count do
   local first_envelope = at + 7
   at = first_envelope + 2 * count
 
-  local tokens = tokens_in(bucket)
+  local items = items_in(bucket)
   local stored = answer_key ~= '' and redis.call('GET', answer_key)
   local needed = math.min(cost, burst)
-  if tokens < needed then
-    reply(1, tokens, math.ceil((needed - tokens) / rate), '')
+  if items < needed then
+    reply(1, items, math.ceil((needed - items) / rate), '')
   elseif stored then
     -- A replay is charged like any request: a repeated key must not be a free pass.
-    tokens = tokens - cost
-    tokens_of[bucket] = tokens
+    items = items - cost
+    items_of[bucket] = items
     charged[bucket] = true
-    reply(3, tokens, 0, stored)
+    reply(3, items, 0, stored)
   else
     -- Retried ids (seen within the window, or twice in this request) are answered, not queued.
     local fresh, taken = {}, {}
@@ -110,12 +111,12 @@ while at <= argument_count do
       end
     end
     if #fresh > 0 and depth_of(lane) + #fresh > max_depths[lane] then
-      reply(2, tokens, 0, '')
+      reply(2, items, 0, '')
     elseif #fresh > 0 and queued_in(lane, token) + #fresh > math.max(1, math.floor(max_depths[lane] * share)) then
-      reply(4, tokens, 0, '')
+      reply(4, items, 0, '')
     else
-      tokens = tokens - cost
-      tokens_of[bucket] = tokens
+      items = items - cost
+      items_of[bucket] = items
       charged[bucket] = true
       for _, j in ipairs(fresh) do
         redis.call('XADD', KEYS[lane], '*', field, ARGV[j + 1], token_field, token)
@@ -131,7 +132,7 @@ while at <= argument_count do
       if answer_key ~= '' then
         redis.call('SET', answer_key, answer, 'EX', window)
       end
-      reply(0, tokens, 0, '')
+      reply(0, items, 0, '')
     end
   end
 end
@@ -141,9 +142,9 @@ for lane = 1, 2 do
   end
 end
 for bucket in pairs(charged) do
-  local tokens = tokens_of[bucket]
-  redis.call('HSET', KEYS[bucket], 'tokens', tostring(tokens), 'updated_ms', now_ms)
+  local items = items_of[bucket]
+  redis.call('HSET', KEYS[bucket], 'tokens', tostring(items), 'updated_ms', now_ms)
   -- A full bucket is the same as no bucket, so the key lives only until it would be full.
-  redis.call('PEXPIRE', KEYS[bucket], math.ceil((burst - tokens) * 1000 / rate))
+  redis.call('PEXPIRE', KEYS[bucket], math.ceil((burst - items) * 1000 / rate))
 end
 return replies

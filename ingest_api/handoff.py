@@ -1,18 +1,18 @@
 """The hand-off: a Lua script admits requests (stored answer, rate limit, retried ids, the
-lane's depth and the token's share of it, XADD, all or nothing per request), and a batcher
-sends the requests that arrive together to Redis in one round trip.
+lane's depth and the token's share of it, XADD, all or nothing per request), and the
+requests that arrive together share one script call, one round trip to Redis.
 
-Concurrent requests are decided together: one EVALSHA per batch, written on a lean pipelined
+Concurrent requests are decided together: one EVALSHA per call, written on a lean pipelined
 connection (ingest_api.redis_wire, which finds Redis through shared.redis_client like every
-other client, Sentinel included): one command per batch instead of one per request, and no
+other client, Sentinel included): one command per call instead of one per request, and no
 redis-py on this path, because it cost 1.15x the server CPU per request and 0.76x the
-requests/s end to end (the figures are in ingest_api.redis_wire). A batch is written when it
+requests/s end to end (the figures are in ingest_api.redis_wire). A call is written when it
 holds ``REQUESTS_PER_CALL`` requests or ``ENVELOPES_PER_CALL`` envelopes, so Redis works on it
 while this process validates the next requests (sending only at the end of the
-event-loop iteration left the process idle 18% of the time while Redis ran one big batch),
+event-loop iteration left the process idle 18% of the time while Redis ran one big call),
 or at the end of the loop iteration in which its first request arrived. Each request still
 awaits its own verdict, so a 202 is only sent after that request's envelopes are in Redis.
-Each lane has a batcher and a connection of its own: Redis serves its clients in turn, so a
+Each lane gathers its calls on a connection of its own: Redis serves its clients in turn, so a
 live request's call waits for at most the bulk call Redis is running, not for every bulk call
 a replay keeps in flight on a shared connection.
 Every call is bounded by ``settings.redis_timeout_ms``: past it, or when Redis refuses the
@@ -131,7 +131,7 @@ class _Request:
 
 
 class HandOff:
-    """Admits requests for rate-limit subjects, batching the Redis calls of concurrent ones."""
+    """Admits requests for rate-limit subjects, concurrent ones in one script call."""
 
     def __init__(self, wires: Mapping[Lane, RedisWire], settings: Settings, latency: Histogram) -> None:
         self._wires = dict(wires)  # one connection per lane (see the module docstring)
@@ -154,7 +154,7 @@ class HandOff:
             (("WAIT", settings.min_replicas, settings.replica_timeout_ms),) if replicated else ()
         )
         self._waiting: dict[Lane, list[_Request]] = {lane: [] for lane in LANES}
-        self._envelopes: dict[Lane, int] = dict.fromkeys(LANES, 0)  # in each lane's waiting batch
+        self._envelopes: dict[Lane, int] = dict.fromkeys(LANES, 0)  # in each lane's next call
         # Replicated mode: each lane's calls whose WAIT has not answered yet (see ``admit``).
         self._in_flight: dict[Lane, int] = dict.fromkeys(LANES, 0)
         self._sending: set[asyncio.Task[None]] = set()
@@ -189,9 +189,9 @@ class HandOff:
         verdict = loop.create_future()
         waiting = self._waiting[lane]
         if not waiting and not self._in_flight[lane]:
-            # The first of a batch: sent after this loop iteration at the latest. Behind a WAIT
+            # The first of a call: sent after this loop iteration at the latest. Behind a WAIT
             # it is sent once the lane's calls have settled instead (or once full): Redis runs
-            # none of a connection's commands while a WAIT blocks it, so the batch grows
+            # none of a connection's commands while a WAIT blocks it, so the call grows
             # meanwhile and the next WAIT covers all of it, rather than one small call each.
             loop.call_soon(self._flush, lane)
         waiting.append(
@@ -205,15 +205,17 @@ class HandOff:
     def _flush(self, lane: Lane) -> None:
         """Write the lane's waiting requests' script call to Redis now; a task settles their
         verdicts."""
-        batch = self._waiting[lane]
-        if not batch:  # sent already: the batch filled up, or the lane's last call settled
+        requests = self._waiting[lane]
+        if not requests:  # sent already: the call filled up, or the lane's last call settled
             return
         self._waiting[lane] = []
         self._envelopes[lane] = 0
-        arguments = self._call(batch)
+        arguments = self._call(requests)
         wire = self._wires[lane]
         call = wire.execute(("EVALSHA", SCRIPT_SHA, *arguments), *self._then)
-        task = asyncio.ensure_future(self._settle(batch, arguments, wire, call, time.perf_counter()), loop=self._loop)
+        task = asyncio.ensure_future(
+            self._settle(requests, arguments, wire, call, time.perf_counter()), loop=self._loop
+        )
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
         if self._then:
@@ -222,20 +224,20 @@ class HandOff:
 
     def _settled(self, lane: Lane) -> None:
         """One of the lane's calls and its WAIT settled: with none left in flight, send the
-        batch held behind them (see ``admit``)."""
+        call held behind them (see ``admit``)."""
         self._in_flight[lane] -= 1
         if not self._in_flight[lane]:
             self._flush(lane)
 
     async def _settle(
         self,
-        batch: list[_Request],
+        requests: list[_Request],
         arguments: list[str | bytes | float | int],
         wire: RedisWire,
         call: Awaitable[list[Any]],
         sent: float,
     ) -> None:
-        """Await the batch's script call and its WAIT (bounded by the wire's timeout); settle
+        """Await the requests' script call and its WAIT (bounded by the wire's timeout); settle
         every verdict."""
         try:
             reply, *acknowledged = await call
@@ -247,7 +249,7 @@ class HandOff:
         self._latency.observe(time.perf_counter() - sent)  # timeouts too: they are what it is for
         if isinstance(reply, BaseException):  # ReplyError too: the script refused, nothing written
             log.warning("hand-off to Redis failed: %s", type(reply).__name__)
-            for request in batch:
+            for request in requests:
                 if not request.verdict.done():
                     request.verdict.set_exception(Unavailable(type(reply).__name__))
             return
@@ -257,7 +259,7 @@ class HandOff:
         unreplicated = self._needed > 0 and not (isinstance(acknowledged[0], int) and acknowledged[0] >= self._needed)
         if unreplicated:
             log.warning("hand-off acknowledged by %s replicas, %d needed: answering 503", acknowledged[0], self._needed)
-        for index, request in enumerate(batch):
+        for index, request in enumerate(requests):
             if not request.verdict.done():
                 outcome, remaining, reset, retry_after, stored = reply[index * 5 : index * 5 + 5]
                 if unreplicated and outcome in _PROMISING:
@@ -265,11 +267,11 @@ class HandOff:
                 else:
                     request.verdict.set_result(Verdict(_OUTCOMES[outcome], remaining, reset, retry_after, stored))
 
-    def _call(self, batch: list[_Request]) -> list[str | bytes | float | int]:
+    def _call(self, requests: list[_Request]) -> list[str | bytes | float | int]:
         """EVALSHA arguments after the SHA: key count, keys, then ARGV (see handoff.lua)."""
         first_bucket = len(_LANE_KEYS) + 1
         buckets: dict[str, int] = {}  # bucket key -> its index in KEYS (after the lanes' keys)
-        for request in batch:
+        for request in requests:
             buckets.setdefault(request.bucket, len(buckets) + first_bucket)
         arguments: list[str | bytes | float | int] = [
             len(_LANE_KEYS) + len(buckets),
@@ -277,7 +279,7 @@ class HandOff:
             *buckets,
             *self._limits,
         ]
-        for request in batch:
+        for request in requests:
             answer = request.answer or _NO_ANSWER
             arguments += (
                 buckets[request.bucket],

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ingest_api import errors
+from ingest_api.ai_fetch import AI_FETCH_BATCH_PATH, AI_FETCH_PATH
 from ingest_api.batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, NDJSON, TOO_MANY
-from ingest_api.fields import EVENT_BODY, PAGEVIEW_BODY, body_schema
+from ingest_api.fields import AI_FETCH_BODY, EVENT_BODY, PAGEVIEW_BODY, body_schema
 from ingest_api.front import MAX_HEADER_BYTES
 from ingest_api.intake import LIVE_TOKEN_IN_BULK
 from ingest_api.validation import MAX_BODY_BYTES
@@ -123,6 +124,38 @@ def _batch_answer(description: str) -> dict[str, Any]:
             }
         },
     }
+
+
+_SITE_ID_PARAMETER = {
+    "name": "site_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": f"The site's id (any case); not a UUID: 400 `{errors.INVALID_SITE_ID}`.",
+}
+_IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Any client-chosen text; per token. The first accepted "
+    "request's answer is kept for the idempotency window, with a hash of its body.",
+}
+_IDEMPOTENCY_KEY_REUSED = _error(
+    "The `Idempotency-Key` was used within the idempotency window by an accepted "
+    "request with another body (or the same bytes in the other form); nothing of "
+    "this request is queued. Send it under a key of its own.",
+    errors.IDEMPOTENCY_KEY_REUSED,
+    _RATE_HEADERS,
+)
+_AI_FETCH_CHECKS = (
+    f"Checks, first failure decides: rate limit, token, the path's site id (`{errors.INVALID_SITE_ID}`), body "
+    f"(at most {MAX_BODY_BYTES} bytes, a JSON object, field types), status_code "
+    f"(`{errors.BAD_STATUS_CODE}`), user_agent (`{errors.UNKNOWN_CRAWLER}`: any crawler hitstream knows), "
+    f"hostname and path (`{errors.MISSING_PATH}`), timestamp, visitor_ip and bounds, site, "
+    "`site.manage_data` grant. Exclusions and the Spamhaus DROP list are applied by the worker: such a "
+    "fetch is answered 202 and not stored. Stored as a crawler hit with the verdict on `visitor_ip`."
+)
 
 
 def _ingest_operation(
@@ -263,26 +296,52 @@ DOCUMENT: dict[str, Any] = {
                     f"No item was accepted (same body), or the request itself is invalid "
                     f'(`{{"message"}}`, e.g. `{TOO_MANY}`).'
                 ),
-                parameters=[
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "Any client-chosen text; per token. The first accepted "
-                        "request's answer is kept for the idempotency window, with a hash of its body.",
-                    }
-                ],
+                parameters=[_IDEMPOTENCY_KEY_PARAMETER],
                 site_statuses=False,
-                more_responses={
-                    "422": _error(
-                        "The `Idempotency-Key` was used within the idempotency window by an accepted "
-                        "request with another body (or the same bytes in the other form); nothing of "
-                        "this request is queued. Send it under a key of its own.",
-                        errors.IDEMPOTENCY_KEY_REUSED,
-                        _RATE_HEADERS,
-                    )
+                more_responses={"422": _IDEMPOTENCY_KEY_REUSED},
+            )
+        },
+        AI_FETCH_PATH: {
+            "post": _ingest_operation(
+                "ingestAiFetch",
+                "Ingest one crawler request an edge or origin server saw (HitKeep's AI-fetch endpoint)",
+                _AI_FETCH_CHECKS,
+                {"application/json": {"schema": {"$ref": "#/components/schemas/AiFetch"}}},
+                {"description": "Accepted and queued. Empty body.", "headers": _RATE_HEADERS},
+                bad_request=_error(
+                    f"Invalid request: `{errors.INVALID_SITE_ID}`, `{errors.BAD_BODY}` (not a JSON object, over "
+                    f"{MAX_BODY_BYTES} bytes) or `Bad request body: <field> must be ...`, "
+                    f"`{errors.BAD_STATUS_CODE}`, `{errors.UNKNOWN_CRAWLER}`, `{errors.MISSING_PATH}`, or a "
+                    "message naming another field.",
+                    errors.UNKNOWN_CRAWLER,
+                    _RATE_HEADERS,
+                ),
+                parameters=[_SITE_ID_PARAMETER],
+                more_responses={"404": _error("No site with the path's id.", errors.SITE_NOT_FOUND, _RATE_HEADERS)},
+            )
+        },
+        AI_FETCH_BATCH_PATH: {
+            "post": _ingest_operation(
+                "ingestAiFetches",
+                "Ingest up to 1000 crawler requests (ours)",
+                f"A JSON array, or NDJSON with `Content-Type: {NDJSON}`, of at most {MAX_BATCH_ITEMS} AI-fetch "
+                f"bodies and {MAX_BATCH_BYTES} bytes, for the site in the path (`{errors.INVALID_SITE_ID}` "
+                "refuses the request whole). Answered as the pageview batch; each item gets the single "
+                f"route's checks and messages. {_AI_FETCH_CHECKS}",
+                {
+                    "application/json": {
+                        "schema": {"type": "array", "items": {"$ref": "#/components/schemas/AiFetch"}}
+                    },
+                    NDJSON: {"schema": {"type": "string", "description": "One AI-fetch body per line."}},
                 },
+                _batch_answer("Accepted: the items not listed in `rejected` are queued."),
+                bad_request=_batch_answer(
+                    "No item was accepted (same body), or the request itself is invalid "
+                    f'(`{{"message"}}`, e.g. `{errors.INVALID_SITE_ID}`).'
+                ),
+                parameters=[_SITE_ID_PARAMETER, _IDEMPOTENCY_KEY_PARAMETER],
+                site_statuses=False,
+                more_responses={"422": _IDEMPOTENCY_KEY_REUSED},
             )
         },
         "/healthz": {
@@ -338,6 +397,7 @@ DOCUMENT: dict[str, Any] = {
         "schemas": {
             "Pageview": body_schema(PAGEVIEW_BODY, _KEYS),
             "Event": body_schema(EVENT_BODY, _KEYS + " Keys inside `properties` are data, kept as sent."),
+            "AiFetch": body_schema(AI_FETCH_BODY, _KEYS),
             "BatchAnswer": _BATCH_ANSWER,
             "Error": {
                 "type": "object",

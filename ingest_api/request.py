@@ -1,4 +1,5 @@
-"""What the ingest endpoints read from an ASGI request: a few headers, the peer and the body.
+"""What the ingest endpoints read from an ASGI request: its path, a few headers, the peer and
+the body.
 
 Only the headers the endpoints use are decoded, in one pass over ``scope["headers"]``; when a
 header is repeated, the first one counts (as with Starlette's ``Headers.get``).
@@ -26,7 +27,7 @@ _READ = {
 
 
 class IngestRequest:
-    __slots__ = ("_receive", "headers", "peer")
+    __slots__ = ("_receive", "headers", "path", "peer")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         headers: dict[str, str] = {}
@@ -35,6 +36,7 @@ class IngestRequest:
             if name is not None and name not in headers:
                 headers[name] = raw_value.decode("latin-1")
         self.headers = headers
+        self.path: str = scope["path"]
         client = scope.get("client")
         self.peer: str | None = client[0] if client else None
         self._receive = receive

@@ -4,7 +4,7 @@ Order (first failure decides): body (size, JSON object, then each field's type i
 the field table, ingest_api.fields; a field of the wrong type or a malformed UUID is
 ``Bad request body: <field> must be ...``) -> url -> timestamp -> visitor_ip -> user_agent ->
 our extra bounds (referrer, language, screen and viewport sizes). Every limit comes from the
-field table. Site and grant checks need the control plane and happen in the route.
+field table. Site and grant checks need the control plane and happen in the intake (ingest_api.intake).
 
 Keys are matched to fields as HitKeep's Go decoder matches them (``fields_of``): an exact
 name, else the same name in another case. Values the store cannot hold (times outside its
@@ -28,6 +28,7 @@ import orjson
 from ingest_api import errors
 from ingest_api.errors import BadRequest
 from ingest_api.fields import (
+    AI_FETCH_BODY,
     EARLIEST_TIMESTAMP_MS,
     EVENT_BODY,
     LATEST_TIMESTAMP_MS,
@@ -41,7 +42,7 @@ from ingest_api.fields import (
     max_length,
     names,
 )
-from shared.envelope import PropertyValue
+from shared.envelope import FetchFacts, Kind, PropertyValue
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_URL_CHARS = max_length(PAGEVIEW_BODY, "url")
@@ -65,8 +66,8 @@ _PYTHON_TYPE: dict[JsonType, type] = {
     JsonType.BOOLEAN: bool,
 }
 TypeChecks = tuple[tuple[str, type], ...]
-# What each type check's message says its field must be (pageview and event fields alike).
-_EXPECTED = {field.name: field.expected for field in EVENT_BODY if field.json_type in _PYTHON_TYPE}
+# What each type check's message says its field must be (pageview, event and AI-fetch fields alike).
+_EXPECTED = {field.name: field.expected for field in (*EVENT_BODY, *AI_FETCH_BODY) if field.json_type in _PYTHON_TYPE}
 
 
 def type_checks(body: tuple[BodyField, ...]) -> TypeChecks:
@@ -97,13 +98,14 @@ Checked = TypeVar("Checked")
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs twice as much on the hot path
 class ValidatedBody:
-    """A pageview or event body (or batch item) that passed every check that needs no
-    control-plane data."""
+    """A pageview, event or AI-fetch body (or batch item) that passed every check that needs
+    no control-plane data. ``kind`` is its envelope's (shared.envelope.Kind): the check that
+    made it says what it is."""
 
     url: str
     host: str  # the url's host, lower-cased, without port (not yet a site domain)
     timestamp_ms: int
-    visitor_ip: str  # normalised; IPv4-mapped IPv6 unmapped
+    visitor_ip: str | None  # normalised; IPv4-mapped IPv6 unmapped; None only for an AI fetch
     user_agent: str  # trimmed
     page_id: str | None  # lower-case UUID, or None when the client sent none
     session_id: str | None
@@ -111,9 +113,12 @@ class ValidatedBody:
     language: str | None
     dimensions: dict[str, int | None]  # DIMENSION_FIELDS -> value
     dnt: bool
+    kind: Kind = "pageview"
     event_id: str | None = None  # events only (ingest_api.events): lower-case UUID or None
     event_name: str | None = None  # events only
     event_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    site_id: str | None = None  # AI fetches only: the site named in the request's path, not by the url
+    fetch: FetchFacts | None = None  # AI fetches only (ingest_api.ai_fetch)
 
 
 def parse_pageview(body: bytes, now_ms: int) -> ValidatedBody:
@@ -128,13 +133,6 @@ def checked_body(body: bytes, now_ms: int, check: Callable[[Any, int], Checked])
         return check(decoded, now_ms)
     except KeyOrderNeeded:
         return check(decode_in_order(body), now_ms)
-
-
-def json_value(body: bytes) -> Any:
-    """The body's JSON (an object is checked later, field by field), at most MAX_BODY_BYTES."""
-    if not body or len(body) > MAX_BODY_BYTES:
-        raise BadRequest()
-    return decode_json(body)
 
 
 def decode_json(document: bytes) -> Any:
@@ -154,6 +152,13 @@ def decode_json(document: bytes) -> Any:
     except (ValueError, RecursionError):  # UnicodeError is a ValueError
         raise BadRequest() from None
     return value
+
+
+def json_value(body: bytes, decode: Callable[[bytes], Any] = decode_json) -> Any:
+    """The body's JSON (an object is checked later, field by field), at most MAX_BODY_BYTES."""
+    if not body or len(body) > MAX_BODY_BYTES:
+        raise BadRequest()
+    return decode(body)
 
 
 def _int_like_orjson(text: str) -> int | float:
@@ -238,8 +243,8 @@ def pageview_of(values: dict[str, Any], now_ms: int) -> ValidatedBody:
     """Validate the fields of one pageview (``fields_of``'s result)."""
     check_types(values, _PAGEVIEW_TYPE_CHECKS)
     url, host = _url(values.get("url"))
-    timestamp_ms = _timestamp(values.get("timestamp"), now_ms)
-    visitor_ip = _visitor_ip(values.get("visitor_ip"))
+    timestamp_ms = checked_timestamp(values.get("timestamp"), now_ms)
+    visitor_ip = checked_visitor_ip(values.get("visitor_ip"))
     user_agent = required_text(values.get("user_agent"), "user_agent", errors.MISSING_USER_AGENT, MAX_USER_AGENT_CHARS)
     referrer = _bounded_text(values, "referrer", MAX_REFERRER_CHARS)
     language = _bounded_text(values, "language", MAX_LANGUAGE_CHARS)
@@ -298,7 +303,7 @@ def _url(value: str | None) -> tuple[str, str]:
     return value, host
 
 
-def _timestamp(value: str | None, now_ms: int) -> int:
+def checked_timestamp(value: str | None, now_ms: int) -> int:
     """Milliseconds since the epoch. The pattern decides what is RFC 3339 (as strictly as Go);
     the standard library's C parser then reads it (3x faster than converting the fields here)
     and refuses impossible dates, times and offsets. Then at most 24 h ahead, and within what
@@ -316,7 +321,7 @@ def _timestamp(value: str | None, now_ms: int) -> int:
     return timestamp_ms
 
 
-def _visitor_ip(value: str | None) -> str:
+def checked_visitor_ip(value: str | None) -> str:
     """The address in its normal text form. inet_pton (C, strict like Go's parser) refuses
     ports, CIDR suffixes, zones and IPv4 octets with leading zeros, at a tenth of the cost
     of the ipaddress module. Only IPv6 text holds a colon, so one family is tried."""

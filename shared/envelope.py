@@ -1,4 +1,4 @@
-"""The envelope: what the API hands to Redis for one accepted pageview or event.
+"""The envelope: what the API hands to Redis for one accepted pageview, event or AI fetch.
 
 It carries the validated request fields plus what the API decided (site, ids, receive time).
 It still holds the raw visitor IP, which only the worker pipeline may read and which the
@@ -8,14 +8,23 @@ pipeline removes before anything is stored (workers.pipeline).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import orjson
 
 ENVELOPE_VERSION = 1
 
-Kind = Literal["pageview", "event"]
+Kind = Literal["pageview", "event", "ai_fetch"]
 PropertyValue = str | int | float | bool
+
+
+class FetchFacts(TypedDict):
+    """What an edge or origin server reported of its answer to a crawler (kind "ai_fetch")."""
+
+    status_code: int
+    content_type: str | None  # trimmed; None when not sent
+    response_ms: int | None
+    bytes_served: int | None
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, which made
@@ -40,6 +49,7 @@ class Envelope:
     kind: Kind = "pageview"
     event_name: str | None = None  # kind == "event" only
     event_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    fetch: FetchFacts | None = None  # kind == "ai_fetch" only
     v: int = ENVELOPE_VERSION
 
     def to_json(self) -> bytes:

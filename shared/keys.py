@@ -51,9 +51,9 @@ STORE_QUEUE = "hitstream-store"
 
 # --- idempotent client retries (string keys, EX HITSTREAM_IDEMPOTENCY_WINDOW) -------------
 # "1": an item the client identified was already queued (ingest_api.intake.seen_key): kind
-# "pageview", item <page_id>; kind "event-id", item <event_id>; kind "event", item
-# <page_id>:<SHA-256 hex of the event name> (the pageview and each named event on a page
-# are distinct items; keys hold no client text beyond UUIDs).
+# "pageview", item <page_id>; kind "ai_fetch", item <fetch_id>; kind "event-id", item
+# <event_id>; kind "event", item <page_id>:<SHA-256 hex of the event name> (the pageview and
+# each named event on a page are distinct items; keys hold no client text beyond UUIDs).
 SEEN = f"{PREFIX}:seen:{{kind}}:{{site_id}}:{{item}}"
 # A batch's JSON answer under its Idempotency-Key (SHA-256 hex: keys hold no client text),
 # after the SHA-256 hex of the request it answered (ingest_api.idempotency_key).

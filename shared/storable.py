@@ -44,3 +44,9 @@ TIMESTAMP_RANGE_MS: tuple[int, int] = (
 
 # Screen and viewport sizes are UInt32 columns.
 DIMENSION_COLUMN_TYPE = "UInt32"
+
+# What a server reports of its answer to a crawler (the AI-fetch endpoint): the HTTP status,
+# a UInt16 column, limited to HTTP's own range; the response time and size.
+STATUS_CODE_RANGE = (100, 599)
+RESPONSE_MS_COLUMN_TYPE = "UInt32"
+BYTES_SERVED_COLUMN_TYPE = "UInt64"

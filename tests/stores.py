@@ -74,6 +74,7 @@ DURABLE_TABLES = {
     "pageviews": ("MergeTree", "1", "1"),
     "events": ("MergeTree", "1", "1"),
     "drop_counts": ("SummingMergeTree", "1", "1"),
+    "crawler_hits": ("MergeTree", "1", "1"),
     "schema_migrations": ("MergeTree", "1", "1"),
 }
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ingest_api import errors
-from ingest_api.fields import EVENT_BODY, BodyField
+from ingest_api.fields import AI_FETCH_BODY, EVENT_BODY, BodyField
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = (ROOT / "docs" / "contract.md").read_text()
@@ -72,6 +72,7 @@ def test_the_messages_the_scan_cannot_evaluate_are_parameters_covered_elsewhere(
     """A new message built from a variable must be added here, and covered by a test above."""
     _, not_evaluated = answered_messages()
     assert sorted(not_evaluated) == [
+        "ai_fetch.py: errors.out_of_range(name, 0, maximum)",  # response_ms, bytes_served
         "request.py: too_large",  # the callers' constants: Bad request body, batch.TOO_LARGE
         "request.py: too_large",
         "validation.py: errors.out_of_range(name, MIN_DIMENSION, MAX_DIMENSION)",  # per field
@@ -83,7 +84,7 @@ def test_the_messages_the_scan_cannot_evaluate_are_parameters_covered_elsewhere(
     ]
 
 
-@pytest.mark.parametrize("field", EVENT_BODY, ids=lambda field: field.name)
+@pytest.mark.parametrize("field", EVENT_BODY + AI_FETCH_BODY, ids=lambda field: field.name)
 def test_every_field_and_the_messages_its_row_implies_are_in_the_contract(field: BodyField) -> None:
     assert f"| `{field.name}`" in CONTRACT or f"`{field.name}`," in CONTRACT
     missing = [message for message in per_field_messages(field) if message not in READ]

@@ -61,7 +61,9 @@ def gzipped_city_db(
 
 
 def city_of(city_db: Path, ip: str = geo.LONDON_IPV4) -> str:
-    row = build_pipeline(Settings(geoip_city_db=city_db)).process(envelope(visitor_ip=ip))
+    result = build_pipeline(Settings(geoip_city_db=city_db)).process(envelope(visitor_ip=ip))
+    assert isinstance(result, tuple)
+    (row,) = result  # a browser's pageview
     assert isinstance(row, PageviewRow)
     return row.city
 
@@ -321,7 +323,9 @@ def quick_file_checks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def stored_city(pipeline: object, ip: str = geo.LONDON_IPV4) -> str:
-    row = pipeline.process(envelope(visitor_ip=ip))  # type: ignore[attr-defined]
+    result = pipeline.process(envelope(visitor_ip=ip))  # type: ignore[attr-defined]
+    assert isinstance(result, tuple)
+    (row,) = result  # a browser's pageview
     assert isinstance(row, PageviewRow)
     return row.city
 

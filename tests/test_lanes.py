@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from hitstream.main import cli
-from ingest_api.intake import BAD_LANE, BULK_TOKEN_IN_LIVE, LIVE_TOKEN_IN_BULK, TOKEN_SHARE_FULL
+from ingest_api.errors import TOKEN_SHARE_FULL
+from ingest_api.intake import BAD_LANE, BULK_TOKEN_IN_LIVE, LIVE_TOKEN_IN_BULK
 from shared import keys
 from shared.backlog import queue_backlog
 from shared.config import ConfigError, load_settings

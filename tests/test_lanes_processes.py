@@ -21,8 +21,8 @@ import httpx
 import pytest
 import redis
 
-from ingest_api.errors import SERVICE_NOT_AVAILABLE
-from ingest_api.intake import LIVE_TOKEN_IN_BULK, TOKEN_SHARE_FULL
+from ingest_api.errors import SERVICE_NOT_AVAILABLE, TOKEN_SHARE_FULL
+from ingest_api.intake import LIVE_TOKEN_IN_BULK
 from ingest_api.openapi import BATCH_PATH, PAGEVIEW_PATH
 from shared.control.tokens import token_key
 from shared.lanes import LANE_KEYS, LANES, Lane

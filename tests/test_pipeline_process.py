@@ -74,8 +74,10 @@ def pipeline(module_pipeline: Pipeline) -> Pipeline:
 
 def stored(pipeline: Pipeline, **overrides: object) -> PageviewRow:
     result = pipeline.process(envelope(**overrides))
-    assert isinstance(result, PageviewRow), result
-    return result
+    assert isinstance(result, tuple), result
+    row = result[0]  # then the crawler hit, if a known crawler sent it
+    assert isinstance(row, PageviewRow), result
+    return row
 
 
 def dropped(pipeline: Pipeline, **overrides: object) -> DropReason:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import redis
 
 from shared import keys
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
 from tests.privacy import scan_files, scan_redis, scan_store
-from tests.procs import ARTIFACTS, Processes, wait_until
+from tests.procs import ARTIFACTS, Processes, query_store, wait_until
 from tests.traffic import VISITOR_IPS, ingest_token, post_pageviews, queued_envelope
 
 
@@ -39,6 +40,16 @@ def test_no_visitor_ip_or_token_anywhere_after_the_suite(
     api = processes.api(**debug)
     answers = asyncio.run(post_pageviews(api.url, secret, 400, concurrency=8))
     assert answers.summary() == {202: 400}
+    # A crawler's pageview and an AI fetch: the worker judges their addresses, and stores no IP.
+    crawler = {"Authorization": f"Bearer {secret}"}
+    gptbot = "Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)"
+    pageview = {"url": "https://example.com/", "timestamp": "2026-04-15T12:00:00Z", "user_agent": gptbot}
+    fetch = {"path": "/docs", "status_code": 200, "user_agent": gptbot}
+    for path, body in (
+        ("/api/ingest/server/pageview", {**pageview, "visitor_ip": VISITOR_IPS[0]}),
+        (f"/api/sites/{site_id}/ingest/ai-fetch", {**fetch, "visitor_ip": VISITOR_IPS[2]}),
+    ):
+        assert httpx.post(f"{api.url}{path}", json=body, headers=crawler).status_code == 202
     real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: poison(site_id).to_json()})
 
     needles = [*VISITOR_IPS, secret]
@@ -53,6 +64,10 @@ def test_no_visitor_ip_or_token_anywhere_after_the_suite(
     assert worker.stop() == 0
     api.stop()  # uvicorn re-raises SIGTERM after its graceful shutdown: exit status -15
     assert real_redis.hlen(keys.DEAD_LETTERS) == 1
+    assert query_store(tmp_path / "store", "SELECT source, verdict FROM crawler_hits ORDER BY source") == [
+        ["ai_fetch", "spoofed"],
+        ["pageview", "spoofed"],
+    ]
 
     findings = scan_redis(real_redis, needles) + scan_files(ARTIFACTS.logs, needles)
     for store in ARTIFACTS.stores:

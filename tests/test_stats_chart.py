@@ -20,7 +20,7 @@ from tests.stores import pageview, utc
 from tests.test_stats import LIST_KEYS, fill, stored_site
 from workers.store import Store
 
-JSON_KEYS = {"site", "site_id", "from", "to", "pageviews", "visitors", "drops", *LIST_KEYS}
+JSON_KEYS = {"site", "site_id", "from", "to", "traffic", "pageviews", "visitors", "drops", "crawlers", *LIST_KEYS}
 
 
 def test_a_month_of_traffic_is_counted_per_day_with_empty_days_as_zero(store: Store) -> None:

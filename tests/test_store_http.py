@@ -26,7 +26,7 @@ from tests.traffic import exact_count, ingest_token, post_pageviews
 from workers.records import Drop, DropReason
 from workers.store import Store, StoreUnavailable, open_store
 
-TABLES = {"pageviews", "events", "drop_counts", "schema_migrations"}
+TABLES = {"pageviews", "events", "drop_counts", "crawler_hits", "schema_migrations"}
 
 
 @pytest.fixture
@@ -62,6 +62,8 @@ def test_migrate_over_http_twice_creates_the_schema_once_then_finds_it_up_to_dat
         "0003_create_events",
         "applied",
         "0004_fsync_inserted_parts",
+        "applied",
+        "0005_create_crawler_hits",
     ]
     second = migrate(hitstream_env, clickhouse_http.dsn())
     assert second.returncode == 0, second.stderr
@@ -69,7 +71,13 @@ def test_migrate_over_http_twice_creates_the_schema_once_then_finds_it_up_to_dat
 
     tables = {row[0] for row in clickhouse_http.query("SHOW TABLES")}
     assert tables == TABLES
-    assert clickhouse_http.query("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,), (4,)]
+    assert clickhouse_http.query("SELECT version FROM schema_migrations ORDER BY version") == [
+        (1,),
+        (2,),
+        (3,),
+        (4,),
+        (5,),
+    ]
     opened = open_store(clickhouse_http.dsn())
     try:
         assert fsync_settings(opened) == DURABLE_TABLES
@@ -83,7 +91,7 @@ def test_migrate_over_http_gives_tables_made_before_the_fsync_settings_those_set
     opened = open_store(clickhouse_http.dsn())
     try:
         migrate_as_before_durable_inserts(opened)
-        assert opened.migrate() == ["0004_fsync_inserted_parts"]
+        assert opened.migrate() == ["0004_fsync_inserted_parts", "0005_create_crawler_hits"]
         assert fsync_settings(opened) == DURABLE_TABLES
     finally:
         opened.close()

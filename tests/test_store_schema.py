@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from hitstream.main import cli
 from tests.stores import DURABLE_TABLES, fsync_settings, migrate_as_before_durable_inserts, query
-from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS
+from workers.records import CRAWLER_HIT_COLUMNS, EVENT_COLUMNS, PAGEVIEW_COLUMNS
 from workers.store import Store, open_store
 from workers.store.migrations import MIGRATIONS, migration_ddl
 
@@ -41,6 +41,7 @@ def test_migrate_applies_each_migration_once_and_records_it(store_dsn: str) -> N
             "0002_create_drop_counts",
             "0003_create_events",
             "0004_fsync_inserted_parts",
+            "0005_create_crawler_hits",
         ]
         assert opened.migrate() == []
         recorded = query(opened, "SELECT version, name FROM schema_migrations ORDER BY version")
@@ -108,6 +109,25 @@ def test_events_table_is_laid_out_like_pageviews_plus_name_and_properties(store:
         ("properties", "Map(String, String)", ""),
     ]
     assert not [name for name, _, _ in events if "ip" in name.split("_")], "no IP column may exist"
+
+
+def test_crawler_hits_table_is_sorted_like_pageviews_and_holds_no_address(store: Store) -> None:
+    ((engine, partition_key, sorting_key),) = query(
+        store,
+        "SELECT engine, partition_key, sorting_key FROM system.tables"
+        " WHERE database = currentDatabase() AND name = 'crawler_hits'",
+    )
+    assert (engine, partition_key, sorting_key) == ("MergeTree", "toYYYYMM(timestamp)", "site_id, timestamp")
+    columns = query(
+        store,
+        "SELECT name, type FROM system.columns WHERE database = currentDatabase()"
+        " AND table = 'crawler_hits' ORDER BY position",
+    )
+    assert tuple(name for name, _ in columns) == CRAWLER_HIT_COLUMNS
+    types = dict(columns)
+    assert (types["status_code"], types["bytes_served"], types["ai"]) == ("UInt16", "UInt64", "Bool")
+    assert {types[name] for name in ("crawler", "operator", "purpose", "verdict")} == {"LowCardinality(String)"}
+    assert not [name for name, _ in columns if "ip" in name.split("_")], "no IP column may exist"
 
 
 def test_drop_counts_table_layout(store: Store) -> None:
@@ -192,6 +212,7 @@ def test_migrate_command_applies_then_reports_up_to_date(store_dsn: str, monkeyp
         "applied 0002_create_drop_counts",
         "applied 0003_create_events",
         "applied 0004_fsync_inserted_parts",
+        "applied 0005_create_crawler_hits",
     ]
     second = CliRunner().invoke(cli, ["migrate"])
     assert second.output.strip() == "schema is up to date"
@@ -215,7 +236,7 @@ def test_a_store_made_before_the_fsync_settings_gets_them_from_the_next_migrate(
             ("MergeTree", None, None),
             ("SummingMergeTree", None, None),
         }
-        assert opened.migrate() == ["0004_fsync_inserted_parts"]
+        assert opened.migrate() == ["0004_fsync_inserted_parts", "0005_create_crawler_hits"]
         assert fsync_settings(opened) == DURABLE_TABLES
         assert opened.migrate() == []
     finally:
@@ -225,7 +246,7 @@ def test_a_store_made_before_the_fsync_settings_gets_them_from_the_next_migrate(
 def test_cluster_ddl_gives_every_replicated_table_the_fsync_settings() -> None:
     statements = migration_ddl("analytics")
     creates = [statement for statement in statements if "MergeTree(" in statement]
-    assert len(creates) == 4
+    assert len(creates) == 5
     assert all(
         statement.endswith(
             "SETTINGS replicated_deduplication_window = 10000, fsync_after_insert = 1, fsync_part_directory = 1"

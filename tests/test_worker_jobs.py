@@ -47,14 +47,20 @@ class StandInPipeline:
     def update_exclusions(self, rules: object) -> None:
         pass  # the stand-in has no exclusion rules
 
-    def process(self, env: Envelope) -> PageviewRow | Drop:
+    def process(self, env: Envelope) -> tuple[PageviewRow] | Drop:
         moment = datetime.fromtimestamp(env.timestamp_ms / 1000, UTC)
         if env.url.endswith("/drop"):
             return Drop(env.site_id, DropReason.SITE_PATH, moment)
         if env.url.endswith("/poison"):
             raise StepFailed("url", f"cannot parse request from {env.visitor_ip}")
-        return PageviewRow(
-            site_id=env.site_id, timestamp=moment, received_at=moment, page_id=env.page_id, session_id=env.session_id
+        return (
+            PageviewRow(
+                site_id=env.site_id,
+                timestamp=moment,
+                received_at=moment,
+                page_id=env.page_id,
+                session_id=env.session_id,
+            ),
         )
 
 

@@ -34,7 +34,7 @@ from workers.records import DropReason
 SITE = str(uuid.uuid4())
 IP = "198.51.100.77"
 TOKEN_ID = "token-for-metrics-test"
-LABELS = {"lane", "reason", "step", "le"}  # every label a worker metric may carry
+LABELS = {"lane", "reason", "step", "purpose", "verdict", "le"}  # every label a worker metric may carry
 
 
 def envelope(path: str) -> Envelope:

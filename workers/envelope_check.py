@@ -17,7 +17,15 @@ import re
 from typing import Any
 
 from shared.envelope import ENVELOPE_VERSION, Envelope
-from shared.storable import DIMENSION_COLUMN_TYPE, INTEGER_RANGES, TIME_RANGES_MS, TIMESTAMP_RANGE_MS
+from shared.storable import (
+    BYTES_SERVED_COLUMN_TYPE,
+    DIMENSION_COLUMN_TYPE,
+    INTEGER_RANGES,
+    RESPONSE_MS_COLUMN_TYPE,
+    STATUS_CODE_RANGE,
+    TIME_RANGES_MS,
+    TIMESTAMP_RANGE_MS,
+)
 
 # ClickHouse's UUID columns read this text form (the API writes UUIDs lower-case, dashed).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -28,7 +36,7 @@ _DIMENSION_FIELDS = ("screen_width", "screen_height", "viewport_width", "viewpor
 _DIMENSION_RANGE = INTEGER_RANGES[DIMENSION_COLUMN_TYPE]
 # received_ms lands in received_at, a DateTime64(3, 'UTC') column.
 _RECEIVED_RANGE_MS = TIME_RANGES_MS["DateTime64(3, 'UTC')"]
-_KINDS = ("pageview", "event")
+_KINDS = ("pageview", "event", "ai_fetch")
 _PROPERTY_TYPES = (str, int, float, bool)
 
 
@@ -71,5 +79,24 @@ def check_envelope(envelope: Envelope) -> None:
     for key, value in properties.items():
         if type(value) not in _PROPERTY_TYPES:
             raise ValueError(f"event_properties[{key!r}] must be a string, number or boolean, not {_type_name(value)}")
+    _check_fetch(envelope)
     if type(envelope.v) is not int or envelope.v != ENVELOPE_VERSION:
         raise ValueError(f"v must be {ENVELOPE_VERSION} (the envelope version this worker reads)")
+
+
+def _check_fetch(envelope: Envelope) -> None:
+    """An AI fetch carries its server's facts (shared.envelope.FetchFacts); nothing else does."""
+    fetch: Any = envelope.fetch
+    if envelope.kind != "ai_fetch":
+        if fetch is not None:
+            raise ValueError("fetch must be null for a pageview or event")
+        return
+    if type(fetch) is not dict:
+        raise ValueError(f"fetch must be an object for an ai_fetch, not {_type_name(fetch)}")
+    _whole_number("fetch.status_code", fetch.get("status_code"), STATUS_CODE_RANGE)
+    content_type = fetch.get("content_type")
+    if content_type is not None and type(content_type) is not str:
+        raise ValueError(f"fetch.content_type must be a string or null, not {_type_name(content_type)}")
+    for name, column_type in (("response_ms", RESPONSE_MS_COLUMN_TYPE), ("bytes_served", BYTES_SERVED_COLUMN_TYPE)):
+        if (value := fetch.get(name)) is not None:
+            _whole_number(f"fetch.{name}", value, INTEGER_RANGES[column_type])

@@ -1,8 +1,9 @@
 """What the enrichment pipeline produces and the store inserts.
 
-The pipeline (workers.pipeline) turns each Envelope into either a PageviewRow or a Drop; the
-store (workers.store) inserts rows and drop counts. Field order here is the column order of
-the ``pageviews`` table. There is deliberately no IP field.
+The pipeline (workers.pipeline) turns each Envelope into rows (a PageviewRow or EventRow,
+plus a CrawlerHitRow when a known crawler sent it; an AI-fetch envelope only the
+CrawlerHitRow) or a Drop; the store (workers.store) inserts rows and drop counts. Field
+order here is the column order of each table. There is deliberately no IP field.
 """
 
 from __future__ import annotations
@@ -82,5 +83,38 @@ class EventRow(PageviewRow):
     properties: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class CrawlerHitRow:
+    """One request of a known crawler (``crawler_hits`` table): from a pageview or event whose
+    user agent names one, or from ``POST /api/sites/{id}/ingest/ai-fetch``. The verdict was
+    reached while the pipeline still held the address (shared.crawlers.verification)."""
+
+    site_id: str
+    timestamp: datetime  # UTC, millisecond precision
+    received_at: datetime
+    hit_id: str  # the pageview's or event's page_id; a generated UUID for an AI fetch
+    source: str  # pageview, event, ai_fetch
+    crawler: str  # the crawler's name, e.g. GPTBot
+    operator: str  # who runs it, e.g. OpenAI
+    purpose: str  # shared.crawlers.identity.Purpose
+    ai: bool
+    verdict: str  # verified, spoofed, unverifiable
+    hostname: str = ""
+    path: str = "/"
+    query: str = ""
+    status_code: int = 0  # 0: unknown (a pageview says nothing of the response)
+    resource_type: str = ""  # html, image, document, other; "" unknown
+    content_type: str = ""
+    response_ms: int = 0
+    bytes_served: int = 0
+    country: str = ""
+    asn: int = 0
+    provider: str = ""
+    user_agent: str = ""
+
+
+StoredRow = PageviewRow | CrawlerHitRow  # EventRow is a PageviewRow
+
 PAGEVIEW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(PageviewRow))
 EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EventRow))
+CRAWLER_HIT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CrawlerHitRow))

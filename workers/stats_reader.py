@@ -30,16 +30,17 @@ def read_site_stats(
     date_to: date | None,
     limit: int = 10,
     timeout: int = WORKER_ANSWER_SECONDS,
+    all_traffic: bool = False,
 ) -> dict[str, Any]:
     path = chdb_path(dsn)
     if path is not None:
         if not path.is_dir():
             raise StoreUnavailable(f"there is no store at {path} yet: run `hitstream migrate` or start the pipeline")
         if chdb_path_in_use(path):
-            return ask_store_owner(redis_client, site_id, date_from, date_to, limit, timeout)
+            return ask_store_owner(redis_client, site_id, date_from, date_to, limit, timeout, all_traffic)
     store = open_store(dsn)
     try:
-        return store.site_stats(site_id, date_from, date_to, limit)
+        return store.site_stats(site_id, date_from, date_to, limit, all_traffic)
     finally:
         store.close()
 
@@ -51,11 +52,14 @@ def ask_store_owner(
     date_to: date | None,
     limit: int,
     timeout: int,
+    all_traffic: bool = False,
 ) -> dict[str, Any]:
     """Run the stats query in the worker process that has the store open."""
     queue = Queue(STORE_QUEUE, connection=redis_client)
     # ttl: a job no worker picked up in time is discarded instead of running later for nobody.
-    job = queue.enqueue(site_stats, site_id, date_from, date_to, limit, ttl=timeout, result_ttl=60, failure_ttl=60)
+    job = queue.enqueue(
+        site_stats, site_id, date_from, date_to, limit, all_traffic, ttl=timeout, result_ttl=60, failure_ttl=60
+    )
     result = job.latest_result(timeout=timeout)
     if result is None:
         # The job's hash may already have expired (ttl), so take it off the queue directly.

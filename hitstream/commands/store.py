@@ -35,6 +35,11 @@ LIST_TITLES = {
     "providers": "Providers",
     "events": "Events (name)",
 }
+CRAWLER_LIST_TITLES = {
+    "operators": "Crawler operators",
+    "purposes": "Crawler purposes",
+    "resource_types": "Resource types",
+}
 
 
 def _cluster_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -95,10 +100,15 @@ def _day(ctx: click.Context, param: click.Parameter, value: datetime | None) -> 
 @click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), callback=_day, help="First day (UTC), YYYY-MM-DD.")
 @click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), callback=_day, help="Last day (UTC), YYYY-MM-DD.")
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=10, show_default=True, help="Rows per top list.")
+@click.option(
+    "--all-traffic",
+    is_flag=True,
+    help="Count bots and crawlers in the pageview and event figures too (default: humans only).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def stats(domain: str, first: date | None, last: date | None, limit: int, as_json: bool) -> None:
-    """Pageviews, visitors, top lists and drops for one site (control characters in stored
-    text are printed escaped)."""
+def stats(domain: str, first: date | None, last: date | None, limit: int, all_traffic: bool, as_json: bool) -> None:
+    """Pageviews, visitors, top lists and drops for one site, humans only unless --all-traffic,
+    and the crawlers that fetched it (control characters in stored text are printed escaped)."""
     from shared.control.sites import site_for_domain
     from workers.stats_reader import read_site_stats
     from workers.store.store import StoreUnavailable
@@ -111,7 +121,7 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
         site = site_for_domain(client, domain)
         if site is None:
             raise click.BadParameter(f"no site with domain {domain!r}", param_hint="--site")
-        report = read_site_stats(settings.clickhouse_url, client, site.id, first, last, limit)
+        report = read_site_stats(settings.clickhouse_url, client, site.id, first, last, limit, all_traffic=all_traffic)
     except StoreUnavailable as error:
         raise click.ClickException(str(error)) from None
     except redis.RedisError as error:
@@ -126,13 +136,24 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
             click.echo(geo_credit, err=True)  # the licence's attribution, off the JSON document
         return
     period = " ".join(part for part in (first and f"from {first}", last and f"to {last}") if part) or "all time"
-    click.echo(f"{site.domain}  ({period})\nPageviews  {report['pageviews']}\nVisitors   {report['visitors']}\n")
+    traffic = "all traffic, bots included" if all_traffic else "humans only; --all-traffic counts bots too"
+    click.echo(
+        f"{site.domain}  ({period})\nTraffic    {traffic}\n"
+        f"Pageviews  {report['pageviews']}\nVisitors   {report['visitors']}\n"
+    )
     from rich.console import Console
 
     from hitstream.charts import series_chart
 
-    Console(highlight=False).print(series_chart("Pageviews", over_time["unit"], over_time["points"]))
+    console = Console(highlight=False)
+    console.print(series_chart("Pageviews", over_time["unit"], over_time["points"]))
     click.echo(format_lists(report))
+    crawlers = report["crawlers"]
+    click.echo()
+    console.print(
+        series_chart("Crawler hits", crawlers["hits_over_time"]["unit"], crawlers["hits_over_time"]["points"])
+    )
+    click.echo(format_crawlers(crawlers))
     if geo_credit:
         click.echo(f"\n{geo_credit}")
 
@@ -159,9 +180,51 @@ def format_lists(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _table(title: str, rows: list[tuple[str, int]]) -> list[str]:
+def format_crawlers(section: dict[str, Any]) -> str:
+    """The crawler section: totals by verdict, each crawler with its verdicts and top paths,
+    then hits by operator, purpose and resource type, as text tables."""
+    verdicts = ", ".join(f"{verdict} {count}" for verdict, count in section["verdicts"].items())
+    lines = [f"Crawler hits  {section['hits']}  ({verdicts})", ""]
+    columns = ("Operator", "Purpose", "Hits", *(verdict.capitalize() for verdict in section["verdicts"]))
+    rows = [
+        (
+            printable(entry["value"]),
+            printable(entry["operator"]),
+            entry["purpose"],
+            *(str(entry[key]) for key in ("hits", *section["verdicts"])),
+        )
+        for entry in section["crawlers"]
+    ]
+    lines.extend([*_grid("Crawler", columns, rows), ""])
+    for entry in section["crawlers"]:
+        title = f"Top paths of {printable(entry['value'])}"
+        lines.extend(
+            [*_table(title, [(printable(path["value"]), path["hits"]) for path in entry["top_paths"]], "Hits"), ""]
+        )
+    for key, title in CRAWLER_LIST_TITLES.items():
+        lines.extend([*_table(title, [(printable(item["value"]), item["hits"]) for item in section[key]], "Hits"), ""])
+    return "\n".join(lines).rstrip("\n")
+
+
+def _grid(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """A table whose first three columns (name, operator, purpose) are left-aligned and the rest
+    (counts) right-aligned."""
+    header = (title, *columns)
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        aligned = [
+            f"{cell:<{width}}" if index < 3 else f"{cell:>{width}}"
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(aligned).rstrip()
+
+    return [line(header), *(line(row) for row in rows)] if rows else [line(header), "(none)"]
+
+
+def _table(title: str, rows: list[tuple[str, int]], count_title: str = "Pageviews") -> list[str]:
     width = max([len(title), *(len(value) for value, _ in rows)])
-    lines = [f"{title:<{width}}  Pageviews"]
+    lines = [f"{title:<{width}}  {count_title:>9}"]
     lines.extend(f"{value:<{width}}  {count:>9}" for value, count in rows)
     if not rows:
         lines.append("(none)")

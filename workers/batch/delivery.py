@@ -104,11 +104,12 @@ def refused_letters(client: redis.Redis, storable: Storable, refusals: Refusals)
     """Dead letters (step "store") for the entries whose rows or drop counts the store refused,
     their envelopes read back from the lane's stream."""
     batch = storable.batch
-    refused = [(storable.row_entries[position], error) for position, error in refusals.rows.items()]
-    refused += [(storable.drop_entries[position], error) for position, error in refusals.drops.items()]
+    # One letter per entry, though a crawler's pageview and its hit may both be refused.
+    refused = {storable.row_entries[position]: error for position, error in refusals.rows.items()}
+    refused.update((storable.drop_entries[position], error) for position, error in refusals.drops.items())
     stream = LANE_KEYS[batch.lane].stream
     letters = []
-    for entry_id, error in refused:
+    for entry_id, error in refused.items():
         found = client.xrange(stream, entry_id, entry_id)
         fields = found[0][1] if found else None
         if fields:  # gone only if a duplicate delivery of this batch acknowledged it already
@@ -157,6 +158,7 @@ class StoreAndAcknowledge:
         batch = storable.batch
         acknowledge(self.redis, self.queue, batch, letters, enriched_entry)
         metrics.batch_stored(batch, len(storable.row_entries) - len(refusals.rows), storable.drops, letters)
+        metrics.crawler_hits_stored(storable.crawler_hits, refusals.rows)
 
 
 class PassToWriter:

@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from shared.envelope import Envelope
-from workers.batch import dead_letters
+from workers.batch import dead_letters, metrics
 from workers.batch.dead_letters import DeadLetter
 from workers.batch.queue import Batch, Entry
 from workers.pipeline import Pipeline, StepFailed
-from workers.records import Drop, PageviewRow
+from workers.records import Drop, StoredRow
 from workers.store.blocks import PreparedBatch, prepare_batch
 
 
@@ -29,11 +29,15 @@ class EnrichedBatch:
     """A claimed batch after the pipeline: a row, a drop or a dead letter for each entry."""
 
     batch: Batch
-    rows: list[PageviewRow]
+    rows: list[StoredRow]
     drops: list[Drop]
     letters: list[DeadLetter]
-    row_entries: list[str]  # the stream entry id of each row, parallel to rows
+    row_entries: list[str]  # the stream entry id of each row, parallel to rows (a crawler's pageview: two)
     drop_entries: list[str]  # parallel to drops
+
+    @property
+    def crawler_hits(self) -> list[tuple[int, str, str]]:
+        return metrics.crawler_hit_labels(self.rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class WriterBatch:
     row_entries: list[str]
     drop_entries: list[str]
     drops: list[Drop]  # for the writer's metrics (drops by reason); rows travel only in ``prepared``
+    crawler_hits: list[tuple[int, str, str]]  # for the writer's metrics (metrics.crawler_hit_labels)
     prepared: PreparedBatch
 
     @classmethod
@@ -58,6 +63,7 @@ class WriterBatch:
             enriched.row_entries,
             enriched.drop_entries,
             enriched.drops,
+            enriched.crawler_hits,
             prepare_batch(enriched.batch.id, enriched.rows, enriched.drops),
         )
 
@@ -82,6 +88,6 @@ def enrich(batch: Batch, pipeline: Pipeline) -> EnrichedBatch:
             enriched.drops.append(outcome)
             enriched.drop_entries.append(entry.id)
         else:
-            enriched.rows.append(outcome)
-            enriched.row_entries.append(entry.id)
+            enriched.rows.extend(outcome)
+            enriched.row_entries.extend([entry.id] * len(outcome))
     return enriched

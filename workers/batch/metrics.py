@@ -2,9 +2,10 @@
 how late it was stored, and how often the store had to be retried.
 
 The batch job records through a few one-line calls (``batch_claimed``, ``timed_insert``,
-``store_retried``, ``batch_stored``). Labels are closed sets only: the lane, the drop reason
-(workers.records.DropReason), the pipeline step of a dead letter. Never an IP, a token, a
-site, a URL or a batch id.
+``store_retried``, ``batch_stored``, ``crawler_hits_stored``). Labels are closed sets only:
+the lane, the drop reason (workers.records.DropReason), the pipeline step of a dead letter, a
+crawler's purpose and verdict (shared.crawlers). Never an IP, a token, a site, a URL, a
+crawler's name or a batch id.
 
 Many processes, one endpoint per host: ``hitstream worker -n N`` runs N processes and
 prometheus-client's multiprocess mode sums them (workers.host.metrics_endpoint), chosen over a
@@ -19,15 +20,17 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.crawlers.identity import Purpose
+from shared.crawlers.verification import Verdict
 from shared.lanes import LANES
 from workers.batch.dead_letters import DeadLetter
 from workers.batch.queue import Batch
-from workers.records import Drop, DropReason
+from workers.records import CrawlerHitRow, Drop, DropReason, StoredRow
 
 REGISTRY = CollectorRegistry()
 
@@ -41,7 +44,16 @@ ENVELOPES = Counter(
     registry=REGISTRY,
 )
 STORED = Counter(
-    "hitstream_worker_rows_stored", "Pageview and event rows the store accepted, by lane.", ["lane"], registry=REGISTRY
+    "hitstream_worker_rows_stored",
+    "Pageview, event and crawler-hit rows the store accepted, by lane.",
+    ["lane"],
+    registry=REGISTRY,
+)
+CRAWLER_HITS = Counter(
+    "hitstream_worker_crawler_hits",
+    "Crawler hits the store accepted, by the crawler's purpose and the verdict on its address.",
+    ["purpose", "verdict"],
+    registry=REGISTRY,
 )
 DROPS = Counter(
     "hitstream_worker_drops", "Pageviews and events dropped by the pipeline, by reason.", ["reason"], registry=REGISTRY
@@ -98,6 +110,9 @@ for _lane in LANES:
     STORED.labels(_lane)
 for _reason in DropReason:
     DROPS.labels(_reason.value)
+for _purpose in Purpose:
+    for _verdict in Verdict:
+        CRAWLER_HITS.labels(_purpose.value, _verdict.value)
 
 # Batch id -> when the job took it (monotonic); bounded, since a released batch never reports.
 _CLAIMED_AT_LIMIT = 64
@@ -144,3 +159,18 @@ def batch_stored(batch: Batch, stored_rows: int, drops: Sequence[Drop], letters:
     if batch.entries:
         queued_ms = int(batch.entries[0].id.split("-", 1)[0])  # a stream id is "<ms>-<seq>"
         QUEUE_TO_STORE_SECONDS.labels(lane).observe(max(0.0, time.time() - queued_ms / 1000))
+
+
+def crawler_hit_labels(rows: Sequence[StoredRow]) -> list[tuple[int, str, str]]:
+    """(position, purpose, verdict) of each crawler hit among a batch's rows."""
+    return [(position, row.purpose, row.verdict) for position, row in enumerate(rows) if type(row) is CrawlerHitRow]
+
+
+def crawler_hits_stored(hits: Sequence[tuple[int, str, str]], refused_rows: Mapping[int, str]) -> None:
+    """A batch was stored: count its crawler hits (``crawler_hit_labels``) less the rows the
+    store refused."""
+    counts = collections.Counter(
+        (purpose, verdict) for position, purpose, verdict in hits if position not in refused_rows
+    )
+    for (purpose, verdict), count in counts.items():
+        CRAWLER_HITS.labels(purpose, verdict).inc(count)

@@ -2,6 +2,8 @@
 
 A pageview envelope becomes a PageviewRow, an event envelope (``kind == "event"``) an
 EventRow: the same steps, exclusions and spam rules, plus the event's name and properties.
+A known crawler's pageview or event also becomes a CrawlerHitRow; an AI fetch (``kind ==
+"ai_fetch"``) becomes only that, through the same steps.
 
 Each step fills in part of the row or answers a drop reason; the first drop ends the run.
 ``process`` is pure apart from in-memory caches: no Redis, no store, so the batch job owns
@@ -15,7 +17,9 @@ Step order, and why:
   exclusions  operator rules: instance-wide, then per site
   spam        Spamhaus DROP networks, referrer-spam hosts
   user_agent  browser, OS, device, bot flag (after the drops, which need only the raw string)
-  forget_ip   the raw visitor IP leaves the working context; the row never had it
+  crawler     the known crawler a user agent names, with the verdict on its address (needs
+              the IP, so before forget_ip; a known crawler is flagged as a bot)
+  forget_ip   the raw visitor IP leaves the working context; the rows never had it
 
 ``StepFailed.step`` is one of these names, or "envelope" when the envelope itself cannot be
 read (a field of the wrong type or out of the store's range, see workers.envelope_check; a
@@ -29,17 +33,19 @@ from dataclasses import dataclass
 
 from shared.config import Settings
 from shared.control.exclusions import ExclusionRule
+from shared.crawlers.snapshot import Crawlers
 from shared.envelope import Envelope
 from shared.networks import NetworkSet
 from workers.envelope_check import check_envelope
 from workers.pipeline.client import copy_client_context
+from workers.pipeline.crawlers import CrawlerHits
 from workers.pipeline.exclusions import Exclusions
 from workers.pipeline.geo import GeoLookup
 from workers.pipeline.spam import SpamFilter, load_drop_networks, load_spam_hosts
 from workers.pipeline.url import parse_page_url
 from workers.pipeline.user_agent import UserAgentParser
 from workers.pipeline.visit import Visit, forget_ip
-from workers.records import Drop, DropReason, PageviewRow
+from workers.records import Drop, DropReason, StoredRow
 from workers.redaction import without_ip
 
 
@@ -63,7 +69,7 @@ class Step:
 
 
 class Pipeline:
-    def __init__(self, geo: GeoLookup, spam: SpamFilter, user_agents: UserAgentParser) -> None:
+    def __init__(self, geo: GeoLookup, spam: SpamFilter, user_agents: UserAgentParser, crawlers: CrawlerHits) -> None:
         self._exclusions = Exclusions()
         self.steps: tuple[Step, ...] = (
             Step("url", parse_page_url),
@@ -72,6 +78,7 @@ class Pipeline:
             Step("exclusions", self._exclusions.check),
             Step("spam", spam.check),
             Step("user_agent", user_agents.enrich),
+            Step("crawler", crawlers.record),
             Step("forget_ip", forget_ip),
         )
 
@@ -79,9 +86,10 @@ class Pipeline:
         """Swap in the current rule set (atomically; safe while ``process`` runs)."""
         self._exclusions.update(rules)
 
-    def process(self, envelope: Envelope) -> PageviewRow | Drop:
-        """The stored row (an EventRow for an event), or why it is dropped; StepFailed if a
-        step breaks."""
+    def process(self, envelope: Envelope) -> tuple[StoredRow, ...] | Drop:
+        """The rows to store (the PageviewRow or EventRow, then its CrawlerHitRow if a known
+        crawler sent it; an AI fetch's CrawlerHitRow alone), or why it is dropped; StepFailed
+        if a step breaks."""
         step_name = "envelope"
         try:
             check_envelope(envelope)
@@ -91,7 +99,10 @@ class Pipeline:
                 reason = step.run(visit)
                 if reason is not None:
                     return Drop(site_id=envelope.site_id, reason=reason, timestamp=visit.row.timestamp)
-            return visit.row
+            hit = visit.crawler_hit
+            if envelope.kind == "ai_fetch":  # its row was only the working copy
+                return () if hit is None else (hit,)
+            return (visit.row,) if hit is None else (visit.row, hit)
         except Exception as error:
             raise StepFailed(step_name, without_ip(f"{type(error).__name__}: {error}", envelope.visitor_ip)) from None
 
@@ -107,4 +118,5 @@ def build_pipeline(settings: Settings) -> Pipeline:
             spam_hosts=load_spam_hosts(settings.referrer_spam_file),
         ),
         user_agents=UserAgentParser(),
+        crawlers=CrawlerHits(Crawlers.from_settings(settings)),
     )

@@ -1,8 +1,10 @@
 """The working context of one envelope while it runs through the pipeline steps.
 
 Steps read the envelope and the parsed visitor IP (``ip``, never the envelope's string) and
-fill in ``row``: a PageviewRow, or an EventRow for an event envelope. The last step clears
-``ip``; the pipeline hands on only the row, which has no IP field, and discards the Visit.
+fill in ``row``: a PageviewRow, or an EventRow for an event envelope (an AI fetch's row is
+the working copy its crawler hit is made from, never stored). The crawler step sets
+``crawler_hit`` when a known crawler sent the request. The last step clears ``ip``; the
+pipeline hands on only the rows, which have no IP field, and discards the Visit.
 The envelope itself stays the caller's, who hands it on only through
 ``Envelope.without_ip()``.
 """
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from shared.envelope import Envelope
 from shared.networks import IPAddress
 from workers.pipeline.events import event_name, property_texts
-from workers.records import EventRow, PageviewRow
+from workers.records import CrawlerHitRow, EventRow, PageviewRow
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -37,7 +39,7 @@ def utc_from_ms(milliseconds: int) -> datetime:
 def _new_row(envelope: Envelope) -> PageviewRow:
     """An empty row of the envelope's kind with its identity and times filled in."""
     timestamp, received_at = utc_from_ms(envelope.timestamp_ms), utc_from_ms(envelope.received_ms)
-    if envelope.kind == "pageview":
+    if envelope.kind in ("pageview", "ai_fetch"):
         return PageviewRow(envelope.site_id, timestamp, received_at, envelope.page_id, envelope.session_id)
     if envelope.kind == "event":
         row = EventRow(envelope.site_id, timestamp, received_at, envelope.page_id, envelope.session_id)
@@ -52,6 +54,7 @@ class Visit:
     envelope: Envelope
     ip: IPAddress | None
     row: PageviewRow
+    crawler_hit: CrawlerHitRow | None = None
 
     @classmethod
     def start(cls, envelope: Envelope) -> Visit:

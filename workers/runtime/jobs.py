@@ -50,7 +50,12 @@ def run_batch_loop(context: WorkerContext) -> int:
 
 
 def site_stats(
-    context: WorkerContext, site_id: str, date_from: date | None, date_to: date | None, limit: int = 10
+    context: WorkerContext,
+    site_id: str,
+    date_from: date | None,
+    date_to: date | None,
+    limit: int = 10,
+    all_traffic: bool = False,
 ) -> dict[str, Any]:
     """Stats for one site, read from the store this process owns."""
-    return context.store.get().site_stats(site_id, date_from, date_to, limit)
+    return context.store.get().site_stats(site_id, date_from, date_to, limit, all_traffic)

@@ -28,6 +28,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "Nullable(UUID)": pa.string(),
     "DateTime64(3, 'UTC')": pa.timestamp("ms", tz="UTC"),
     "DateTime('UTC')": pa.timestamp("s", tz="UTC"),
+    "UInt16": pa.uint16(),
     "UInt32": pa.uint32(),
     "UInt64": pa.uint64(),
     "Bool": pa.bool_(),

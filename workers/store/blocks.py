@@ -22,12 +22,25 @@ from typing import Any
 
 import pyarrow as pa
 
-from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, EventRow, PageviewRow
+from workers.records import (
+    CRAWLER_HIT_COLUMNS,
+    EVENT_COLUMNS,
+    PAGEVIEW_COLUMNS,
+    CrawlerHitRow,
+    Drop,
+    EventRow,
+    PageviewRow,
+    StoredRow,
+)
 from workers.store.arrow import arrow_table
-from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS, Table
+from workers.store.schema import CRAWLER_HITS, DROP_COUNTS, EVENTS, PAGEVIEWS, Table
 
-_pageview_values = attrgetter(*PAGEVIEW_COLUMNS)
-_event_values = attrgetter(*EVENT_COLUMNS)
+# Each row type, the table it is stored in and how its values are read, in column order.
+_TABLES: dict[type, tuple[Table, attrgetter[Any]]] = {
+    PageviewRow: (PAGEVIEWS, attrgetter(*PAGEVIEW_COLUMNS)),
+    EventRow: (EVENTS, attrgetter(*EVENT_COLUMNS)),
+    CrawlerHitRow: (CRAWLER_HITS, attrgetter(*CRAWLER_HIT_COLUMNS)),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +63,17 @@ class PreparedBatch:
     refused_counts: dict[int, str] = field(default_factory=dict)  # drop_counts rows likewise
 
 
-def prepare_batch(batch_id: str, rows: Sequence[PageviewRow], drops: Sequence[Drop]) -> PreparedBatch:
-    """The blocks that insert a batch's pageviews, events (``EventRow``) and drop counts."""
+def prepare_batch(batch_id: str, rows: Sequence[StoredRow], drops: Sequence[Drop]) -> PreparedBatch:
+    """The blocks that insert a batch's pageviews, events (``EventRow``), crawler hits
+    (``CrawlerHitRow``) and drop counts."""
     _require_aware_times(rows, drops)
     counted = drop_counts(drops)
     prepared = PreparedBatch(batch_id, [], [positions for _, positions in counted])
-    events = [position for position, row in enumerate(rows) if type(row) is EventRow]
-    pageviews = [position for position, row in enumerate(rows) if type(row) is not EventRow]
-    for table, values, positions in ((PAGEVIEWS, _pageview_values, pageviews), (EVENTS, _event_values, events)):
+    by_type: dict[type, list[int]] = {row_type: [] for row_type in _TABLES}
+    for position, row in enumerate(rows):
+        by_type[type(row)].append(position)
+    for row_type, positions in by_type.items():
+        table, values = _TABLES[row_type]
         _by_month(
             prepared,
             table,
@@ -135,11 +151,12 @@ def _month(moment: datetime) -> int:
     return utc.year * 100 + utc.month
 
 
-def _require_aware_times(rows: Sequence[PageviewRow], drops: Sequence[Drop]) -> None:
+def _require_aware_times(rows: Sequence[StoredRow], drops: Sequence[Drop]) -> None:
     # A naive datetime does not say which instant it is; guessing would shift stored times.
     for row in rows:
         if row.timestamp.tzinfo is None or row.received_at.tzinfo is None:
-            raise ValueError(f"PageviewRow.timestamp and .received_at must be timezone-aware (page_id {row.page_id})")
+            row_id = row.hit_id if isinstance(row, CrawlerHitRow) else row.page_id
+            raise ValueError(f"{type(row).__name__}.timestamp and .received_at must be timezone-aware (id {row_id})")
     for drop in drops:
         if drop.timestamp.tzinfo is None:
             raise ValueError(f"Drop.timestamp must be timezone-aware (site_id {drop.site_id}, reason {drop.reason})")

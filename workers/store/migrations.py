@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from workers.store.schema import (
+    CRAWLER_HITS,
     DROP_COUNTS,
     EVENTS,
     PAGEVIEWS,
@@ -47,6 +48,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             for statement in make_inserts_durable(table, cluster)
         ],
     ),
+    Migration(5, "create_crawler_hits", lambda cluster: create_table(CRAWLER_HITS, cluster)),
 )
 
 

@@ -209,6 +209,42 @@ DROP_COUNTS = Table(
     sharding_key="cityHash64(site_id)",
 )
 
+# One row per request of a known crawler (workers.records.CrawlerHitRow, same column order):
+# from pageviews and events whose user agent names one, and from the AI-fetch endpoint. No IP
+# column: the verification verdict is all that is kept of the address.
+CRAWLER_HITS = Table(
+    name="crawler_hits",
+    columns=(
+        Column("site_id", "UUID"),
+        Column("timestamp", _TIME),
+        Column("received_at", _TIME),
+        Column("hit_id", "UUID"),
+        Column("source", _DIMENSION),
+        Column("crawler", _DIMENSION),
+        Column("operator", _DIMENSION),
+        Column("purpose", _DIMENSION),
+        Column("ai", "Bool"),
+        Column("verdict", _DIMENSION),
+        Column("hostname", _DIMENSION),
+        Column("path", "String", _LONG_TEXT_CODEC),
+        Column("query", "String", _LONG_TEXT_CODEC),
+        Column("status_code", "UInt16"),
+        Column("resource_type", _DIMENSION),
+        Column("content_type", _DIMENSION),
+        Column("response_ms", "UInt32"),
+        Column("bytes_served", "UInt64"),
+        Column("country", _DIMENSION),
+        Column("asn", "UInt32"),
+        Column("provider", _DIMENSION),
+        Column("user_agent", "String", _LONG_TEXT_CODEC),
+    ),
+    engine=PAGEVIEWS.engine,
+    engine_args=PAGEVIEWS.engine_args,
+    partition_by=PAGEVIEWS.partition_by,
+    order_by=PAGEVIEWS.order_by,
+    sharding_key=PAGEVIEWS.sharding_key,
+)
+
 SCHEMA_MIGRATIONS = Table(
     name="schema_migrations",
     columns=(

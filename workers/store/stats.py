@@ -1,6 +1,11 @@
 """Per-site statistics for ``hitstream stats``: pageview totals and top lists, events by name,
 and drop counts.
 
+Pageview and event figures count humans only unless ``all_traffic`` is set: a row the
+pipeline flagged as a bot (``is_bot``: the user-agent parser's verdict, or a known crawler,
+workers.pipeline.crawlers) is left out of every total, list and chart. Crawlers have their
+own section (workers.store.crawler_stats).
+
 ``query_site_stats`` runs on any store client. With the embedded engine only the worker
 process that owns the chdb path can read it, so the stats command sends it there as an RQ
 job (workers.runtime.jobs.site_stats, through workers.stats_reader).
@@ -8,7 +13,6 @@ job (workers.runtime.jobs.site_stats, through workers.stats_reader).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -34,11 +38,14 @@ TOP_LISTS: dict[str, str] = {
 
 
 def query_site_stats(
-    client: Client, site_id: str, date_from: date | None, date_to: date | None, limit: int
+    client: Client, site_id: str, date_from: date | None, date_to: date | None, limit: int, all_traffic: bool = False
 ) -> dict[str, Any]:
-    """Stats for one site between two UTC dates, both inclusive (None: unbounded)."""
-    pageviews_filter, parameters = _site_and_dates("timestamp", site_id, date_from, date_to)
-    drops_filter, _ = _site_and_dates("minute", site_id, date_from, date_to)
+    """Stats for one site between two UTC dates, both inclusive (None: unbounded); humans
+    only unless ``all_traffic``."""
+    pageviews_filter, parameters = site_and_dates("timestamp", site_id, date_from, date_to)
+    if not all_traffic:
+        pageviews_filter += " AND NOT is_bot"
+    drops_filter, _ = site_and_dates("minute", site_id, date_from, date_to)
     totals = client.query(
         f"SELECT count(), uniqExact(session_id), min(timestamp), max(timestamp) FROM {PAGEVIEWS.name}"
         f" WHERE {pageviews_filter}",
@@ -48,11 +55,15 @@ def query_site_stats(
         "site_id": site_id,
         "from": date_from.isoformat() if date_from else None,
         "to": date_to.isoformat() if date_to else None,
+        "traffic": "all" if all_traffic else "human",
         "pageviews": totals[0],
         "visitors": totals[1],
     }
     report.update(_top_lists(client, pageviews_filter, parameters, limit))
-    report["pageviews_over_time"] = _pageviews_over_time(client, pageviews_filter, parameters, totals)
+    count, _, first, last = totals
+    report["pageviews_over_time"] = counts_over_time(
+        client, PAGEVIEWS.name, pageviews_filter, parameters, count, first, last
+    )
     events = client.query(
         f"SELECT name, count() AS events FROM {EVENTS.name} WHERE {pageviews_filter}"
         f" GROUP BY name ORDER BY events DESC, name LIMIT {int(limit)}",
@@ -99,17 +110,16 @@ _TIME_UNITS: tuple[tuple[str, timedelta | None, str, str], ...] = (
 )
 
 
-def _pageviews_over_time(
-    client: Client, where: str, parameters: dict[str, Any], totals: Sequence[Any]
+def counts_over_time(
+    client: Client, table: str, where: str, parameters: dict[str, Any], count: int, first: datetime, last: datetime
 ) -> dict[str, Any]:
-    """Pageviews per hour, day or month (by the span of the pageviews), gaps filled with 0:
-    ``{"unit": ..., "points": [[start as ISO text in UTC, pageviews], ...]}``."""
-    count, _, first, last = totals
+    """Rows of ``table`` per hour, day or month (by the span from ``first`` to ``last``), gaps
+    filled with 0: ``{"unit": ..., "points": [[start as ISO text in UTC, rows], ...]}``."""
     unit, _, bucket, step = next(item for item in _TIME_UNITS if item[1] is None or last - first <= item[1])
     if count == 0:
         return {"unit": unit, "points": []}
     result = client.query(
-        f"SELECT {bucket}(timestamp) AS start, count() FROM {PAGEVIEWS.name} WHERE {where}"
+        f"SELECT {bucket}(timestamp) AS start, count() FROM {table} WHERE {where}"
         f" GROUP BY start ORDER BY start WITH FILL STEP {step}",
         parameters=parameters,
     )
@@ -124,7 +134,7 @@ def _utc_text(start: date) -> str:
     return start.isoformat()
 
 
-def _site_and_dates(
+def site_and_dates(
     time_column: str, site_id: str, date_from: date | None, date_to: date | None
 ) -> tuple[str, dict[str, Any]]:
     """A WHERE condition for one site and date range, and its query parameters."""

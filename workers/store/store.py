@@ -29,12 +29,13 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from shared.urls import redacted
-from workers.records import Drop, PageviewRow
+from workers.records import Drop, StoredRow
 from workers.store.blocks import Block, PreparedBatch, prepare_batch
+from workers.store.crawler_stats import query_crawler_stats
 from workers.store.deduplication_logs import DeduplicationLogs
 from workers.store.dsn import chdb_path, chdb_path_in_use
 from workers.store.migrations import apply_migrations
-from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS
+from workers.store.schema import CRAWLER_HITS, DROP_COUNTS, EVENTS, PAGEVIEWS
 from workers.store.stats import query_site_stats
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,8 @@ class Store:
         except ClickHouseError as error:
             raise StoreUnavailable(f"migrating the store at {self.dsn} failed: {error}") from error
 
-    def write_batch(self, batch_id: str, rows: Sequence[PageviewRow], drops: Sequence[Drop]) -> Refusals:
-        """Insert a batch's pageviews, events (``EventRow``) and drop counts, one insert per
+    def write_batch(self, batch_id: str, rows: Sequence[StoredRow], drops: Sequence[Drop]) -> Refusals:
+        """Insert a batch's pageviews, events (``EventRow``), crawler hits and drop counts, one insert per
         table and month, each at most once per ``batch_id``; return what the store refused.
         Raises StoreUnavailable (then retry the whole batch: what was stored is deduplicated)."""
         return self.write_prepared(prepare_batch(batch_id, rows, drops))
@@ -168,7 +169,7 @@ class Store:
         if self._deduplication_logs is None:
             return []
         detached = []
-        for table in (PAGEVIEWS, EVENTS, DROP_COUNTS):
+        for table in (PAGEVIEWS, EVENTS, DROP_COUNTS, CRAWLER_HITS):
             newest = self._deduplication_logs.last_recorded_block(table.name)
             if newest is None:
                 continue
@@ -189,10 +190,15 @@ class Store:
         )
         return [Path(path) for (paths,) in result.result_rows for path in paths]
 
-    def site_stats(self, site_id: str, date_from: date | None, date_to: date | None, limit: int = 10) -> dict[str, Any]:
-        """Totals and top lists for one site between two dates (inclusive, UTC)."""
+    def site_stats(
+        self, site_id: str, date_from: date | None, date_to: date | None, limit: int = 10, all_traffic: bool = False
+    ) -> dict[str, Any]:
+        """Totals and top lists for one site between two dates (inclusive, UTC), humans only
+        unless ``all_traffic``, and the crawler section (key "crawlers")."""
         try:
-            return query_site_stats(self._client, site_id, date_from, date_to, limit)
+            report = query_site_stats(self._client, site_id, date_from, date_to, limit, all_traffic)
+            report["crawlers"] = query_crawler_stats(self._client, site_id, date_from, date_to, limit)
+            return report
         except ClickHouseError as error:
             raise StoreUnavailable(f"reading stats from {self.dsn} failed: {error}") from error
 
