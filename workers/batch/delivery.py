@@ -1,20 +1,19 @@
 """The last stage of a batch: store it, then acknowledge it; or pass it to the store writer.
 
-``StoreAndAcknowledge.store_batch`` is the one way a batch is stored, whichever of its two
-shapes it has (``Storable``): insert with retry while the store is unavailable, dead letters
-for the rows the store refused, then acknowledge the batch with its dead letters in one
-transaction, then count it. It delivers in the single-process path (and every process's, with
-a ClickHouse server; an ``EnrichedBatch``), and the store writer (workers.batch.store_writer)
-stores with it what enrichers pass it (a ``WriterBatch``).
+``StoreAndAcknowledge`` is the single-process path (and every process's, with a ClickHouse
+server): insert with retry while the store is unavailable, then acknowledge the batch with
+its dead letters in one transaction. ``PassToWriter`` is an enricher's, when several processes
+share one embedded store: one transaction appends the enriched batch to the enriched
+stream (keys.ENRICHED_STREAM) and drops its lease, so no other enricher re-claims it; the
+batch's entries stay pending in their lane until the store writer (workers.batch.store_writer)
+has stored them and acknowledges them. A kill before that transaction leaves the lease to
+expire (the batch is re-claimed, same id); after it, the batch is in the enriched stream, which the writer
+reads through a consumer group, so a killed writer re-reads what it held. Every insert
+carries the batch id as its deduplication token, so a batch delivered twice is stored once.
 
-``PassToWriter`` is an enricher's delivery, when several processes share one embedded store:
-one transaction appends the enriched batch's inserts to the enriched stream
-(keys.ENRICHED_STREAM) and drops its lease, so no other enricher re-claims it; the batch's
-entries stay pending in their lane until the store writer has stored them and acknowledges
-them. A kill before that transaction leaves the lease to expire (the batch is re-claimed,
-same id); after it, the batch is in the enriched stream, which the writer reads through a
-consumer group, so a killed writer re-reads what it held. Every insert carries the batch id
-as its deduplication token, so a batch delivered twice is stored once.
+The store writer stores what it is passed with ``StoreAndAcknowledge.store_batch`` too: one
+path (insert with retry, dead letters for refused rows, acknowledge, metrics) for a batch's
+two shapes (``Storable``: this process's ``EnrichedBatch``, an enricher's ``WriterBatch``).
 
 Why a Redis stream for the hand-off (not a pipe to the writer): it survives the death of
 either side without any coordination between the processes and is the mechanism the lanes
