@@ -5,7 +5,8 @@ SIGTERM/SIGINT to each.
 
 Three roles (``Role``):
 - ``WORKER``: claims, processes, stores and acknowledges (one process on an embedded store,
-  or each of N with a ClickHouse server); answers stats queries when its store is embedded;
+  or each of N with a ClickHouse server); answers stats queries when its store is embedded
+  (workers.stats_answers, a thread of its own);
 - ``ENRICHER``: claims and processes, then hands each batch to the store writer;
 - ``WRITER``: owns the embedded store: stores and acknowledges what enrichers hand it
   (workers.writer) and answers stats queries.
@@ -33,6 +34,8 @@ from workers import metrics, metrics_endpoint
 from workers.context import Overlaps, WorkerContext
 from workers.dispatcher import Dispatcher
 from workers.redis_rewrite import RewriteTrigger
+from workers.stats_answers import StatsAnswers
+from workers.store.dsn import chdb_path
 from workers.store.store import StoreUnavailable
 from workers.writer import StoreWriter
 
@@ -110,12 +113,17 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
     context = WorkerContext.build(settings, hand_off=role is Role.ENRICHER, overlaps=overlaps)
     client = context.redis
     batch_queue = Queue(BATCH_QUEUE, connection=client)
-    # The store queue carries read queries (hitstream stats); with an embedded chdb store
-    # only the process that opened it can answer them.
+    # The process that owns the store registers on the store queue, which names it.
     store_queue = Queue(STORE_QUEUE, connection=client)
     threads: list[Dispatcher | RewriteTrigger | StoreWriter] = []
     queues = []
+    answers = None
     if role is not Role.ENRICHER:
+        if chdb_path(settings.clickhouse_url) is not None:
+            # Only this process can read its embedded store: it answers hitstream stats from
+            # now on (a query that comes while the store is being opened waits for the opening).
+            answers = StatsAnswers(context)
+            answers.start()
         _open_store_early(context)
         queues.append(store_queue)
     if role is Role.WRITER:
@@ -139,6 +147,8 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
                 thread.join()
             else:
                 thread.stop()
+        if answers is not None:
+            answers.stop()
 
 
 # After RQ's work loop quit without a warm shutdown, the pause before the next one starts: a

@@ -100,13 +100,14 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
     """Pageviews, visitors, top lists and drops for one site (control characters in stored
     text are printed escaped)."""
     from shared.control.sites import site_for_domain
-    from workers.stats_reader import read_site_stats
+    from workers.stats_reader import ANSWER_BUDGET_SECONDS, read_site_stats
     from workers.store.store import StoreUnavailable
 
     if first and last and first > last:
         raise click.BadParameter("must not be before --from", param_hint="--to")
     settings = load_settings()
-    client = redis_client(settings.redis_url)
+    # Each Redis command is bounded, and not retried: a Redis busy past the budget is named.
+    client = redis_client(settings.redis_url, timeout_seconds=ANSWER_BUDGET_SECONDS)
     try:
         site = site_for_domain(client, domain)
         if site is None:
@@ -114,6 +115,10 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, as_jso
         report = read_site_stats(settings.clickhouse_url, client, site.id, first, last, limit)
     except StoreUnavailable as error:
         raise click.ClickException(str(error)) from None
+    except redis.TimeoutError:
+        raise click.ClickException(
+            f"Redis at HITSTREAM_REDIS_URL did not answer within {ANSWER_BUDGET_SECONDS:g} s; try again shortly"
+        ) from None
     except redis.RedisError as error:
         raise click.ClickException(f"cannot reach Redis at HITSTREAM_REDIS_URL: {error}") from None
     finally:
