@@ -52,9 +52,10 @@ OWNER_LOCK_FILE = "hitstream-worker.lock"
 
 
 # ``store_owner`` probes the owner lock with a shared lock for a moment; a worker that meets
-# that probe tries again instead of taking the prober for an owner.
-OWNER_LOCK_ATTEMPTS = 20
-OWNER_LOCK_RETRY_SECONDS = 0.005
+# that probe tries again (for at most 0.2 s of probes in a row) instead of taking the prober
+# for an owner.
+OWNER_LOCK_ATTEMPTS = 100
+OWNER_LOCK_RETRY_SECONDS = 0.002
 
 
 class StoreOwned(Exception):
