@@ -7,9 +7,10 @@ to the thread of that worker that answers stats (workers.stats_answers); otherwi
 opens the store itself, and waits its turn while another short-lived process (a migration,
 another reader) has it open.
 
-Waiting, for Redis and for the store, is bounded by ``ANSWER_BUDGET_SECONDS``: past it the
-reader raises StoreUnavailable saying what it waited for. Reading a store this process opened
-itself is its own work, not a wait, and is not cut short.
+Waiting for the store, its owner's answer or another process's turn, is bounded by the
+caller's ``budget`` (``hitstream stats --wait``, 2 s by default; the caller bounds each Redis
+command by it too): past it the reader raises StoreUnavailable saying what it waited for.
+Reading a store this process opened itself is its own work, not a wait, and is not cut short.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from workers.stats_answers import StatsQuery
 from workers.store.dsn import chdb_path, chdb_path_in_use, store_owner
 from workers.store.store import StoreUnavailable, in_use_message, open_store
 
-ANSWER_BUDGET_SECONDS = 2.0
 # While waiting: how often the reader looks again at who has the store (an owner that
 # stopped, a process that closed it).
 LOOK_AGAIN_SECONDS = 0.2
@@ -40,8 +40,8 @@ def read_site_stats(
     site_id: str,
     date_from: date | None,
     date_to: date | None,
-    limit: int = 10,
-    budget: float = ANSWER_BUDGET_SECONDS,
+    limit: int,
+    budget: float,
 ) -> dict[str, Any]:
     path = chdb_path(dsn)
     if path is None:

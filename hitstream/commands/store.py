@@ -77,6 +77,9 @@ def migrate(cluster: str | None, print_only: bool) -> None:
         click.echo("schema is up to date")
 
 
+# How long ``hitstream stats`` waits, by default, for Redis and for the worker that owns an
+# embedded store before it says why it has no answer (workers.stats_reader).
+STATS_WAIT_SECONDS = 2.0
 # Reports group by the store's Date type: days outside its range cannot be asked for.
 FIRST_DAY, LAST_DAY = (datetime.fromtimestamp(ms / 1000, UTC).date() for ms in TIME_RANGES_MS["Date"])
 MAX_LIMIT = 10_000
@@ -96,28 +99,36 @@ def _day(ctx: click.Context, param: click.Parameter, value: datetime | None) -> 
 @click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), callback=_day, help="Last day (UTC), YYYY-MM-DD.")
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=10, show_default=True, help="Rows per top list.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def stats(domain: str, first: date | None, last: date | None, limit: int, as_json: bool) -> None:
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0.1),
+    default=STATS_WAIT_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait at most this long for Redis and for the worker that owns an embedded store, then say why.",
+)
+def stats(domain: str, first: date | None, last: date | None, limit: int, as_json: bool, wait: float) -> None:
     """Pageviews, visitors, top lists and drops for one site (control characters in stored
     text are printed escaped)."""
     from shared.control.sites import site_for_domain
-    from workers.stats_reader import ANSWER_BUDGET_SECONDS, read_site_stats
+    from workers.stats_reader import read_site_stats
     from workers.store.store import StoreUnavailable
 
     if first and last and first > last:
         raise click.BadParameter("must not be before --from", param_hint="--to")
     settings = load_settings()
     # Each Redis command is bounded, and not retried: a Redis busy past the budget is named.
-    client = redis_client(settings.redis_url, timeout_seconds=ANSWER_BUDGET_SECONDS)
+    client = redis_client(settings.redis_url, timeout_seconds=wait)
     try:
         site = site_for_domain(client, domain)
         if site is None:
             raise click.BadParameter(f"no site with domain {domain!r}", param_hint="--site")
-        report = read_site_stats(settings.clickhouse_url, client, site.id, first, last, limit)
+        report = read_site_stats(settings.clickhouse_url, client, site.id, first, last, limit, wait)
     except StoreUnavailable as error:
         raise click.ClickException(str(error)) from None
     except redis.TimeoutError:
         raise click.ClickException(
-            f"Redis at HITSTREAM_REDIS_URL did not answer within {ANSWER_BUDGET_SECONDS:g} s; try again shortly"
+            f"Redis at HITSTREAM_REDIS_URL did not answer within {wait:g} s; try again shortly"
         ) from None
     except redis.RedisError as error:
         raise click.ClickException(f"cannot reach Redis at HITSTREAM_REDIS_URL: {error}") from None

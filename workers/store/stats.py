@@ -2,8 +2,8 @@
 and drop counts.
 
 ``query_site_stats`` runs on any store client. With the embedded engine only the worker
-process that owns the chdb path can read it, so the stats command sends it there as an RQ
-job (workers.jobs.site_stats, through workers.stats_reader).
+process that owns the chdb path can read it, so the stats command asks it there
+(workers.stats_reader, answered by workers.stats_answers).
 """
 
 from __future__ import annotations
