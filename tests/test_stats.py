@@ -366,16 +366,18 @@ def test_an_owner_that_does_not_answer_within_the_budget_is_named(
         assert 0 < real_redis.ttl(STATS_REQUESTS) <= 2, "an unanswered request must not linger"
 
 
-def test_a_request_its_reader_gave_up_on_is_dropped_unanswered(
-    store: Store, store_dsn: str, real_redis: redis.Redis
+@pytest.mark.parametrize("request_", ["past-its-deadline", "unreadable"])
+def test_a_request_its_reader_gave_up_on_or_that_cannot_be_read_is_dropped_and_the_next_answered(
+    store: Store, store_dsn: str, real_redis: redis.Redis, request_: str
 ) -> None:
     site_id = str(uuid.uuid4())
     fill(store, site_id)
     stale = StatsQuery(site_id, None, None, 10, deadline=time.time() - 1)
-    real_redis.rpush(STATS_REQUESTS, stale.to_json())
-    with owned(store_dsn), answering(worker_context_for(real_redis, store)):
+    real_redis.rpush(STATS_REQUESTS, stale.to_json() if request_ == "past-its-deadline" else b'{"site_id": 1')
+    with owned(store_dsn), answering(worker_context_for(real_redis, store)) as answers:
         report = read_site_stats(store_dsn, real_redis, site_id, None, None, 10, budget=60)
-    # Requests are answered in order: the stale one, read first, was dropped.
+        assert answers.is_alive()
+    # Requests are answered in order: the first, read before, was dropped.
     assert report["pageviews"] == 7
     assert not real_redis.exists(stale.answer_key)
 

@@ -81,6 +81,10 @@ class StatsAnswers(threading.Thread):
             except redis.RedisError as error:
                 log.warning("stats answers: Redis error, retrying: %s", error)
                 self.stopped.wait(1.0)
+            except (ValueError, TypeError) as error:
+                # Not a request this version understands: its reader is told nothing and gives
+                # up at its deadline, while the thread goes on answering the others.
+                log.warning("stats answers: dropped a request it cannot read: %s", error)
 
     def stop(self) -> None:
         self.stopped.set()
