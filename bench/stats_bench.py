@@ -10,7 +10,9 @@ appends ``--pageviews`` pageviews to the live lane, then runs ``hitstream stats 
 a second (tests/stats_calls.py) through these phases: no worker; the worker starting on the
 backlog (until its store owner registers with RQ); draining (until every pageview is stored
 and acknowledged); idle (5 calls); stopping (SIGTERM until it exited); stopped (3 calls). Each
-call's wall time is the whole command, Python's start included.
+call's wall time is the whole command, Python's start included; the command's own time (from
+the CLI's entry to its exit: what ``--wait`` bounds, plus reading a store it opens itself) and
+the imports before it are timed inside the process too (bench/stats_timed.py).
 
 Same-run baselines: ``hitstream --help`` (what starting any command costs on this machine
 now), and with ``--baseline-code`` the same phases with the commands of another checkout
@@ -23,8 +25,10 @@ import argparse
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -55,9 +59,9 @@ def fill_lane(client: redis.Redis, site_id: str, count: int) -> None:
             pipe.execute()
 
 
-def wait(condition: object, what: str, timeout: float = 900) -> None:
+def wait(condition: Callable[[], bool], what: str, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.1)
@@ -66,11 +70,12 @@ def wait(condition: object, what: str, timeout: float = 900) -> None:
 def run_shape(client: redis.Redis, env: dict[str, str], data: Path, processes: int, pageviews: int, label: str) -> None:
     client.flushall()
     store = data / f"store-{label}-{processes}"
-    env = {**env, "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}"}
+    times = data / f"times-{label}-{processes}.txt"
+    env = {**env, "HITSTREAM_CLICKHOUSE_URL": f"chdb://{store}", "STATS_TIMES": str(times)}
     subprocess.run([HITSTREAM, "migrate"], env=env, check=True, capture_output=True)
     site = add_site(client, DOMAIN)
     fill_lane(client, site.id, pageviews)
-    operator = StatsOperator(Commands(), env, DOMAIN)
+    operator = StatsOperator(Commands(), env, DOMAIN, (sys.executable, str(Path(__file__).with_name("stats_timed.py"))))
     operator.start()
     log = open(data / f"worker-{label}-{processes}.log", "wb")  # noqa: SIM115 (closed below)
     worker = None
@@ -97,14 +102,30 @@ def run_shape(client: redis.Redis, env: dict[str, str], data: Path, processes: i
             worker.kill()
         log.close()
     print(f"{label}: worker -n {processes}, {pageviews} pageviews drained in {drain_seconds:.1f} s", flush=True)
+    timed = [tuple(map(float, line.split())) for line in times.read_text().splitlines()]
+    own = dict(zip(operator.calls, timed, strict=False))  # calls are sequential: line i is call i
     for phase in PHASES:
         print("  " + latency_line(phase, operator.calls_in(phase)))
+        print("  " + own_time_line(phase, [own[call] for call in operator.calls_in(phase) if call in own]))
     print("  " + latency_line("all", operator.calls))
+    print("  " + own_time_line("all", list(own.values())))
     for line in sorted({f"{call.phase}: {(call.reason or call.stderr.strip())[:300]}" for call in operator.calls}):
         if line.split(": ", 1)[1]:
             print(f"    {line}")
     figures = [call.pageviews for call in operator.calls if call.pageviews is not None]
     print(f"  last figure {figures[-1] if figures else None} of {pageviews}", flush=True)
+
+
+def own_time_line(label: str, timed: list[tuple[float, ...]]) -> str:
+    """The command's own time (p50, p99, max) and its imports' (p50) of the ``timed`` calls."""
+    if not timed:
+        return f"{'':<34} (not timed)"
+    command = sorted(seconds for _, seconds in timed)
+    p99 = command[min(len(command) - 1, round(0.99 * (len(command) - 1)))]
+    return (
+        f"{'':<34} inside: command p50 {statistics.median(command):5.2f} s  p99 {p99:5.2f} s"
+        f"  max {command[-1]:5.2f} s; imports p50 {statistics.median(imports for imports, _ in timed):5.2f} s"
+    )
 
 
 def command_start_seconds(env: dict[str, str], rounds: int = 5) -> list[float]:

@@ -53,11 +53,15 @@ class StatsCall:
 
 class StatsOperator(threading.Thread):
     """Runs ``hitstream stats --site DOMAIN --json`` with ``env`` once a second until stopped;
-    ``phase`` names what the workers are doing, for the calls that start from then on."""
+    ``phase`` names what the workers are doing, for the calls that start from then on.
+    ``hitstream``: the command that runs hitstream (bench/stats_bench.py times it)."""
 
-    def __init__(self, commands: Commands, env: dict[str, str], domain: str) -> None:
+    def __init__(
+        self, commands: Commands, env: dict[str, str], domain: str, hitstream: tuple[str, ...] = (HITSTREAM,)
+    ) -> None:
         super().__init__(name="stats-operator", daemon=True)
         self.commands = commands
+        self.hitstream = hitstream
         self.env = env
         self.domain = domain
         self.phase = "no worker"
@@ -69,7 +73,7 @@ class StatsOperator(threading.Thread):
             phase, started = self.phase, time.monotonic()
             try:
                 result = self.commands.run(
-                    [HITSTREAM, "stats", "--site", self.domain, "--json"],
+                    [*self.hitstream, "stats", "--site", self.domain, "--json"],
                     env=self.env,
                     capture_output=True,
                     text=True,
