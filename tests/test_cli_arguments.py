@@ -23,6 +23,8 @@ MALFORMED = [
     (["stats", "--site", "example.com", "--to", "2150-01-01"], "--to"),
     (["stats", "--site", "example.com", "--from", "2024-03-02", "--to", "2024-03-01"], "--to"),
     (["stats", "--site", "example.com", "--limit", "0"], "--limit"),
+    (["stats", "--site", "example.com", "--wait", "0"], "--wait"),
+    (["stats", "--site", "example.com", "--wait", "soon"], "--wait"),
     (["stats", "--site", "example.com", "--limit", "99999999999999999999"], "--limit"),
     (["tokens", "create", "--site", "example.com", "--role", "owner", "--expires-in", "99999999999"], "--expires-in"),
     (["tokens", "create", "--site", "example.com", "--role", "owner", "--expires-in", "36501"], "--expires-in"),

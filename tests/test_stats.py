@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -266,6 +267,18 @@ def test_stats_command_names_an_unknown_site(hitstream_env: dict[str, str]) -> N
     result = CliRunner().invoke(cli, ["stats", "--site", "nowhere.example"])
     assert result.exit_code == 2
     assert "--site" in result.output and "nowhere.example" in result.output
+
+
+def test_stats_name_a_redis_that_does_not_answer_within_their_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A listening socket that never answers: connecting succeeds, the first command does not.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        monkeypatch.setenv("HITSTREAM_REDIS_URL", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        started = time.monotonic()
+        result = CliRunner().invoke(cli, ["stats", "--site", "shop.example.com", "--wait", "0.5"])
+        elapsed = time.monotonic() - started
+    assert result.exit_code == 1
+    assert result.output == "Error: Redis at HITSTREAM_REDIS_URL did not answer within 0.5 s; try again shortly\n"
+    assert elapsed < late_bound(0.5)
 
 
 def test_stats_before_any_store_exists_says_what_to_do(hitstream_env: dict[str, str], real_redis: redis.Redis) -> None:

@@ -101,7 +101,7 @@ def _day(ctx: click.Context, param: click.Parameter, value: datetime | None) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0.1),
+    type=click.FloatRange(min=0.5),
     default=STATS_WAIT_SECONDS,
     show_default=True,
     metavar="SECONDS",
