@@ -20,7 +20,7 @@ from tests.timing import late_bound
 # The sentences ``hitstream stats`` says why with when it cannot answer (workers.stats_reader),
 # by their start.
 REASONS = (
-    "Error: the hitstream worker that owns the store at ",  # it did not answer within the budget
+    "Error: the hitstream worker that owns the store at ",  # it is not answering yet, or is busy
     "Error: the chdb store at ",  # another process had it open, past the budget
 )
 # A call that has not ended by then hangs: the budget bounds its waits, and the rest (starting

@@ -68,7 +68,11 @@ def read_site_stats(
                 return answer
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise StoreUnavailable(_unanswered(path, owner, budget))
+            if owner is None:
+                raise StoreUnavailable(
+                    f"{in_use_message(path)}, and it was not closed within {budget:g} s; try again shortly"
+                )
+            raise StoreUnavailable(_unanswered(redis_client, query, path, owner, budget))
         if owner is None:
             time.sleep(min(LOOK_AGAIN_SECONDS, remaining))
 
@@ -100,10 +104,10 @@ def _answer(redis_client: redis.Redis, query: StatsQuery, wait: float) -> dict[s
     return cast("dict[str, Any]", answer["stats"])
 
 
-def _unanswered(path: Path, owner: int | None, budget: float) -> str:
-    if owner is None:
-        return f"{in_use_message(path)}, and it was not closed within {budget:g} s; try again shortly"
-    return (
-        f"the hitstream worker that owns the store at {path} (pid {owner or 'unknown'}) did not answer within"
-        f" {budget:g} s: it is starting, stopping or too busy; try again shortly"
-    )
+def _unanswered(redis_client: redis.Redis, query: StatsQuery, path: Path, owner: int, budget: float) -> str:
+    """Why the owner did not answer, after taking the query back if it is still waiting (so
+    none lingers): untaken, the owner is not answering yet; taken, it is busy with it."""
+    worker = f"the hitstream worker that owns the store at {path} (pid {owner or 'unknown'})"
+    if redis_client.lrem(keys.STATS_REQUESTS, 1, query.to_json().decode()):
+        return f"{worker} is not answering stats yet (it is starting or stopping); try again shortly"
+    return f"{worker} took the query but did not answer within {budget:g} s (it is busy); try again shortly"
