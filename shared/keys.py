@@ -44,10 +44,16 @@ ENRICHED_GROUP = "writer"
 ENRICHED_CONSUMER = "writer"
 
 # --- RQ queues (RQ's own keys: rq:queue:<name>, ...) -------------------------------------
-# run_batch_loop jobs, and read queries for the process that owns the store (an embedded
-# chdb path can be opened by one process only).
+# run_batch_loop jobs; the process that owns an embedded store (a chdb path can be opened by
+# one process only) registers on STORE_QUEUE too, which names it (hitstream up, tests).
 BATCH_QUEUE = "hitstream"
 STORE_QUEUE = "hitstream-store"
+
+# --- stats queries for the owner of an embedded store (workers.runtime.stats_answers) -----
+# List of JSON requests (id, site, dates, limit, all_traffic, deadline), expiring when nobody
+# reads them; each answer is pushed to its own list STATS_ANSWER (request id), which expires too.
+STATS_REQUESTS = f"{PREFIX}:stats:requests"
+STATS_ANSWER = f"{PREFIX}:stats:answer:{{request_id}}"
 
 # --- idempotent client retries (string keys, EX HITSTREAM_IDEMPOTENCY_WINDOW) -------------
 # "1": an item the client identified was already queued (ingest_api.intake.seen_key): kind

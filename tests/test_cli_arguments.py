@@ -1,23 +1,18 @@
 """The ``hitstream`` CLI's rough edges: malformed or out-of-range arguments print one line and
 exit 2 (never a traceback, never click's usage block), ``stats`` prints control characters in
-stored text escaped, and names a busy store owner as busy."""
+stored text escaped."""
 
 from __future__ import annotations
-
-import uuid
 
 import orjson
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from rq import Queue, Worker
 
 from hitstream.main import cli
 from shared.control.sites import add_site
-from shared.keys import STORE_QUEUE
 from tests.stores import event, pageview, utc
-from workers.stats_reader import read_site_stats
-from workers.store import Store, StoreUnavailable, open_store
+from workers.store import open_store
 
 # (arguments, what the one line must name)
 MALFORMED = [
@@ -28,6 +23,8 @@ MALFORMED = [
     (["stats", "--site", "example.com", "--to", "2150-01-01"], "--to"),
     (["stats", "--site", "example.com", "--from", "2024-03-02", "--to", "2024-03-01"], "--to"),
     (["stats", "--site", "example.com", "--limit", "0"], "--limit"),
+    (["stats", "--site", "example.com", "--wait", "0"], "--wait"),
+    (["stats", "--site", "example.com", "--wait", "soon"], "--wait"),
     (["stats", "--site", "example.com", "--limit", "99999999999999999999"], "--limit"),
     (["tokens", "create", "--site", "example.com", "--role", "owner", "--expires-in", "99999999999"], "--expires-in"),
     (["tokens", "create", "--site", "example.com", "--role", "owner", "--expires-in", "36501"], "--expires-in"),
@@ -131,23 +128,3 @@ def test_stats_prints_control_characters_in_stored_text_escaped(
     assert report["utm_sources"][0]["value"] == HOSTILE["utm_source"]
     assert report["pages"][0]["value"] == HOSTILE["path"]
     assert report["cities"][0]["value"] == HOSTILE["city"]
-
-
-@pytest.mark.parametrize("state", ["busy", "idle"])
-def test_stats_say_the_worker_is_busy_when_the_store_owner_does_not_answer_in_time(
-    store: Store, store_dsn: str, real_redis: redis.Redis, state: str
-) -> None:
-    # This process holds the chdb path, so the reader asks its owner: a registered, live
-    # RQ worker on the store queue that never takes the job (inside a long batch).
-    owner = Worker([Queue(STORE_QUEUE, connection=real_redis)], connection=real_redis, name=f"owner-{uuid.uuid4()}")
-    owner.register_birth()
-    owner.set_state(state)
-    try:
-        with pytest.raises(StoreUnavailable) as raised:
-            read_site_stats(store_dsn, real_redis, str(uuid.uuid4()), None, None, 10, timeout=1)
-    finally:
-        owner.register_death()
-    message = str(raised.value)
-    assert "the worker that owns the store is busy" in message
-    assert "Redis" not in message and "no worker answered" not in message
-    assert Queue(STORE_QUEUE, connection=real_redis).count == 0, "the unanswered job must not linger"

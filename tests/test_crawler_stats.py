@@ -5,8 +5,6 @@ over time, in the JSON document, the text report and its chart, through the work
 
 from __future__ import annotations
 
-import signal
-import threading
 import uuid
 from datetime import date
 from typing import Any
@@ -14,16 +12,13 @@ from typing import Any
 import orjson
 import redis
 from click.testing import CliRunner
-from rq import Queue
 
 from hitstream.main import cli
 from shared.control.sites import add_site
-from shared.keys import STORE_QUEUE
-from tests.procs import wait_until
+from tests.store_owner import answering, owned
 from tests.stores import event, pageview, query, utc
 from tests.worker_context import worker_context_for
 from workers.records import CrawlerHitRow
-from workers.runtime.processes import BatchWorker
 from workers.stats_reader import read_site_stats
 from workers.store import Store, open_store
 
@@ -271,23 +266,11 @@ def test_all_traffic_reaches_the_worker_that_owns_the_store(
 ) -> None:
     site_id = str(uuid.uuid4())
     fill(store, site_id)
-    answers: list[dict[str, Any]] = []
-
-    def read(all_traffic: bool) -> None:
-        answers.append(read_site_stats(store_dsn, real_redis, site_id, None, None, 10, all_traffic=all_traffic))
-
-    queue = Queue(STORE_QUEUE, connection=real_redis)
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for all_traffic in (True, False):
-            reader = threading.Thread(target=read, args=(all_traffic,))
-            reader.start()
-            wait_until(lambda: queue.count == 1, 60, "the reader's query to be queued")
-            BatchWorker(worker_context_for(real_redis, store), [queue]).work(burst=True)
-            reader.join(timeout=10)
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)  # RQ installs its own; give pytest's back
+    with owned(store_dsn), answering(worker_context_for(real_redis, store)):
+        answers = [
+            read_site_stats(store_dsn, real_redis, site_id, None, None, 10, budget=60, all_traffic=all_traffic)
+            for all_traffic in (True, False)
+        ]
     assert [(answer["traffic"], answer["pageviews"], answer["crawlers"]["hits"]) for answer in answers] == [
         ("all", 5, 7),
         ("human", 2, 7),

@@ -265,7 +265,7 @@ def test_redis_away_longer_than_the_workers_patience_loses_nothing_and_the_worke
     if worker_processes == 1:
         assert role_pids(client, worker) == {BATCH_QUEUE: {worker.pid}, STORE_QUEUE: {worker.pid}}
     # The store's owner answers stats queries again (its RQ loop runs).
-    stats = read_site_stats(f"chdb://{store}", client, site.id, date(2026, 1, 1), None)
+    stats = read_site_stats(f"chdb://{store}", client, site.id, date(2026, 1, 1), None, 10, budget=60)
     assert stats["pageviews"] == len(answers.accepted())
     assert client.hlen(LANE_KEYS[Lane.LIVE].queued_by_token) == 0  # each entry counted off exactly once
     assert worker.stop(60) == 0

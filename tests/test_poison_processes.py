@@ -219,7 +219,11 @@ def test_a_historical_replay_spread_over_20_years_in_random_order_lands_complete
 
 def stats_pageviews(env: dict[str, str]) -> int:
     answered = subprocess.run(
-        [HITSTREAM, "stats", "--site", DOMAIN, "--json"], env=env, capture_output=True, text=True, timeout=60
+        [HITSTREAM, "stats", "--site", DOMAIN, "--json", "--wait", "30"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert answered.returncode == 0, answered.stderr
     return int(orjson.loads(answered.stdout)["pageviews"])

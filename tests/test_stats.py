@@ -1,13 +1,18 @@
 """Site stats: totals, ordered top lists, date filtering, drops summed across batches, the
-``hitstream stats`` command, and the path through the worker that owns an embedded store."""
+``hitstream stats`` command, and the path through the worker that owns an embedded store:
+answered beside its batch jobs, named when it does not answer within the reader's budget."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import threading
 import time
 import uuid
+from contextlib import nullcontext
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,15 +23,20 @@ from rq import Queue
 
 from hitstream.main import cli
 from shared.control.sites import add_site
-from shared.keys import STORE_QUEUE
+from shared.keys import BATCH_QUEUE, STATS_REQUESTS, STORE_QUEUE
 from tests.procs import wait_until
+from tests.store_owner import answering, owned
 from tests.stores import event, pageview, utc
 from tests.timing import late_bound
 from tests.worker_context import worker_context_for
 from workers.records import Drop, DropReason
+from workers.runtime.context import WorkerContext
 from workers.runtime.processes import BatchWorker
+from workers.runtime.stats_answers import StatsQuery
 from workers.stats_reader import read_site_stats
 from workers.store import Store, StoreUnavailable, open_store
+from workers.store.dsn import chdb_path, own_chdb_path, store_owner
+from workers.store.opening import StoreOpening
 
 LIST_KEYS = {
     "pages",
@@ -259,6 +269,18 @@ def test_stats_command_names_an_unknown_site(hitstream_env: dict[str, str]) -> N
     assert "--site" in result.output and "nowhere.example" in result.output
 
 
+def test_stats_name_a_redis_that_does_not_answer_within_their_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A listening socket that never answers: connecting succeeds, the first command does not.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        monkeypatch.setenv("HITSTREAM_REDIS_URL", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        started = time.monotonic()
+        result = CliRunner().invoke(cli, ["stats", "--site", "shop.example.com", "--wait", "0.5"])
+        elapsed = time.monotonic() - started
+    assert result.exit_code == 1
+    assert result.output == "Error: Redis at HITSTREAM_REDIS_URL did not answer within 0.5 s; try again shortly\n"
+    assert elapsed < late_bound(0.5)
+
+
 def test_stats_before_any_store_exists_says_what_to_do(hitstream_env: dict[str, str], real_redis: redis.Redis) -> None:
     add_site(real_redis, "shop.example.com")
     result = CliRunner().invoke(cli, ["stats", "--site", "shop.example.com"])
@@ -266,30 +288,141 @@ def test_stats_before_any_store_exists_says_what_to_do(hitstream_env: dict[str, 
     assert "hitstream migrate" in result.output
 
 
-def test_stats_go_through_the_worker_that_owns_the_store(store: Store, store_dsn: str, real_redis: redis.Redis) -> None:
-    # This process has the chdb path open, so to the reader it is owned by someone else.
+def test_stats_are_answered_by_the_worker_that_owns_the_store(
+    store: Store, store_dsn: str, real_redis: redis.Redis
+) -> None:
+    # This process has the chdb path open and its owner lock: to the reader, it is the worker.
     site_id = str(uuid.uuid4())
     fill(store, site_id)
-    answers: list[dict[str, Any]] = []
-    reader = threading.Thread(
-        target=lambda: answers.append(read_site_stats(store_dsn, real_redis, site_id, date(2024, 3, 1), None, 10))
-    )
-    reader.start()
-    queue = Queue(STORE_QUEUE, connection=real_redis)
-    wait_until(lambda: queue.count == 1, 60, "the reader's query to be queued")
+    with owned(store_dsn), answering(worker_context_for(real_redis, store)):
+        report = read_site_stats(store_dsn, real_redis, site_id, date(2024, 3, 1), None, 10, budget=60)
+    assert report["pageviews"] == 7 and report["drops"]["site_cidr"] == 2
+
+
+ANSWERED = "test:stats-answered"
+
+
+def hold_until_answered(context: WorkerContext) -> None:
+    """A batch job that ends only once the stats were answered: behind it, they never would be."""
+    wait_until(lambda: context.redis.exists(ANSWERED) > 0, 60, "the stats to be answered")
+
+
+def test_stats_are_answered_while_the_workers_rq_loop_is_inside_a_batch_job(
+    store: Store, store_dsn: str, real_redis: redis.Redis
+) -> None:
+    site_id = str(uuid.uuid4())
+    fill(store, site_id)
+    context = worker_context_for(real_redis, store)
+    reports: list[dict[str, Any]] = []
+
+    def read() -> None:
+        reports.append(read_site_stats(store_dsn, real_redis, site_id, None, None, 10, budget=60))
+        real_redis.set(ANSWERED, 1)
+
+    queue = Queue(BATCH_QUEUE, connection=real_redis)
+    queue.enqueue(hold_until_answered)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with owned(store_dsn), answering(context):
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            BatchWorker(context, [queue, Queue(STORE_QUEUE, connection=real_redis)]).work(burst=True)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)  # RQ installs its own; give pytest's back
+        reader.join()
+    assert reports[0]["pageviews"] == 7
+    assert Queue(BATCH_QUEUE, connection=real_redis).finished_job_registry.count == 1  # the job ran, and ended
+
+
+@pytest.mark.parametrize("owner", ["not-answering-yet", "opening-its-store-slowly"])
+def test_an_owner_that_does_not_answer_within_the_budget_is_named(
+    store: Store, store_dsn: str, real_redis: redis.Redis, owner: str
+) -> None:
+    context = worker_context_for(real_redis, store)
+    opened = threading.Event()
+    context.store = StoreOpening(lambda: opened.wait(60) and store)  # type: ignore[arg-type,return-value]
+    with owned(store_dsn) as path, answering(context) if owner == "opening-its-store-slowly" else nullcontext():
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as raised:
+            read_site_stats(store_dsn, real_redis, str(uuid.uuid4()), None, None, 10, budget=1)
+        elapsed = time.monotonic() - started
+        opened.set()
+    worker = f"the hitstream worker that owns the store at {path} (pid {os.getpid()})"
+    assert (
+        str(raised.value)
+        == {
+            "not-answering-yet": f"{worker} is not answering stats yet (it is starting or stopping); try again shortly",
+            "opening-its-store-slowly": f"{worker} took the query but did not answer within 1 s (it is busy);"
+            " try again shortly",
+        }[owner]
+    )
+    assert elapsed < late_bound(1)
+    assert real_redis.llen(STATS_REQUESTS) == 0, "an unanswered request must not linger"
+
+
+@pytest.mark.parametrize("request_", ["past-its-deadline", "unreadable"])
+def test_a_request_its_reader_gave_up_on_or_that_cannot_be_read_is_dropped_and_the_next_answered(
+    store: Store, store_dsn: str, real_redis: redis.Redis, request_: str
+) -> None:
+    site_id = str(uuid.uuid4())
+    fill(store, site_id)
+    stale = StatsQuery(site_id, None, None, 10, deadline=time.time() - 1)
+    real_redis.rpush(STATS_REQUESTS, stale.to_json() if request_ == "past-its-deadline" else b'{"site_id": 1')
+    with owned(store_dsn), answering(worker_context_for(real_redis, store)) as answers:
+        report = read_site_stats(store_dsn, real_redis, site_id, None, None, 10, budget=60)
+        assert answers.is_alive()
+    # Requests are answered in order: the first, read before, was dropped.
+    assert report["pageviews"] == 7
+    assert not real_redis.exists(stale.answer_key)
+
+
+def test_an_owner_whose_store_cannot_be_opened_says_why(store: Store, store_dsn: str, real_redis: redis.Redis) -> None:
+    def refuse() -> Store:
+        raise StoreUnavailable("cannot open the store at chdb://here: disk on fire")
+
+    context = worker_context_for(real_redis, store)
+    context.store = StoreOpening(refuse)
+    with owned(store_dsn), answering(context), pytest.raises(StoreUnavailable) as raised:
+        read_site_stats(store_dsn, real_redis, str(uuid.uuid4()), None, None, 10, budget=60)
+    assert str(raised.value) == (
+        "the worker that owns the store could not read stats: cannot open the store at chdb://here: disk on fire"
+    )
+
+
+def test_a_store_another_process_keeps_open_is_named_without_the_engines_internals(
+    store: Store, store_dsn: str, real_redis: redis.Redis
+) -> None:
+    # This process has the chdb path open without the owner lock: a migration, another reader.
+    path = chdb_path(store_dsn)
+    with pytest.raises(StoreUnavailable) as raised:
+        read_site_stats(store_dsn, real_redis, str(uuid.uuid4()), None, None, 10, budget=0.5)
+    assert str(raised.value) == (
+        f"the chdb store at {path} is open in another process (only one process may open it),"
+        " and it was not closed within 0.5 s; try again shortly"
+    )
+
+
+def test_a_worker_taking_the_store_is_never_refused_by_a_reader_probing_its_lock(tmp_path: Path) -> None:
+    probing = threading.Event()
+    seen: set[int | None] = set()
+
+    def probe() -> None:
+        while not probing.is_set():
+            seen.add(store_owner(tmp_path))
+
+    prober = threading.Thread(target=probe)
+    prober.start()
     try:
-        BatchWorker(worker_context_for(real_redis, store), [queue]).work(burst=True)
+        for _ in range(300):
+            os.close(own_chdb_path(tmp_path))  # raises StoreOwned if a probe were taken for an owner
     finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)  # RQ installs its own; give pytest's back
-    reader.join(timeout=10)
-    assert answers and answers[0]["pageviews"] == 7 and answers[0]["drops"]["site_cidr"] == 2
-
-
-def test_no_worker_answering_is_a_clear_error(store: Store, store_dsn: str, real_redis: redis.Redis) -> None:
-    started = time.monotonic()
-    with pytest.raises(StoreUnavailable, match="no worker answered on RQ queue 'hitstream-store'"):
-        read_site_stats(store_dsn, real_redis, str(uuid.uuid4()), None, None, 10, timeout=1)
-    assert time.monotonic() - started < late_bound(1)
-    assert Queue(STORE_QUEUE, connection=real_redis).count == 0, "the unanswered job must not linger"
+        probing.set()
+        prober.join()
+    assert seen <= {None, 0, os.getpid()}
+    descriptor = own_chdb_path(tmp_path)
+    try:
+        assert store_owner(tmp_path) == os.getpid()
+    finally:
+        os.close(descriptor)
+    assert store_owner(tmp_path) is None

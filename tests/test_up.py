@@ -144,8 +144,15 @@ def stats(stats_line: str, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     assignments = dict(word.split("=", 1) for word in words if "=" in word and word.startswith("HITSTREAM_"))
     argv = [word for word in words if word.split("=", 1)[0] not in assignments]
     shell_env = {name: value for name, value in env.items() if not name.startswith("HITSTREAM_")}
+    # Its --wait (2 s by default, for an operator) is not what these tests check: a loaded
+    # machine may take longer to answer.
     result = subprocess.run(
-        [HITSTREAM, *argv[1:]], cwd=cwd, env={**shell_env, **assignments}, capture_output=True, text=True, timeout=30
+        [HITSTREAM, *argv[1:], "--wait", "20"],
+        cwd=cwd,
+        env={**shell_env, **assignments},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     return orjson.loads(result.stdout)

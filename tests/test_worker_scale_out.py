@@ -197,9 +197,9 @@ def test_stats_are_answered_by_the_writer_while_the_enrichers_run(
     wait_for_roles(real_redis, worker, 2)
     sent = send(real_redis, 30_000)
 
-    during = read_site_stats(f"chdb://{store}", real_redis, SITE, date(2020, 1, 1), None)
+    during = read_site_stats(f"chdb://{store}", real_redis, SITE, date(2020, 1, 1), None, 10, budget=60)
     wait_until(lambda: all_stored(real_redis), 120, "every pageview stored", interval=0.1)
-    after = read_site_stats(f"chdb://{store}", real_redis, SITE, date(2020, 1, 1), None)
+    after = read_site_stats(f"chdb://{store}", real_redis, SITE, date(2020, 1, 1), None, 10, budget=60)
 
     assert 0 <= during["pageviews"] <= after["pageviews"] == len(sent) - len(sent[::50])
     assert after["drops"] == {"instance_path": len(sent[::50])}

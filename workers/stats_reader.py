@@ -1,25 +1,37 @@
 """Reading site stats from wherever the store is: directly, or through the worker owning it.
 
-A ClickHouse server answers any number of readers. The embedded engine (``chdb://PATH``)
-can be opened by one process only, and while the pipeline runs that is the worker, so the
-query goes to it as an RQ job (workers.runtime.jobs.site_stats) on the store queue and the answer comes back through RQ.
+A ClickHouse server answers any number of readers. The embedded engine (``chdb://PATH``) can
+be opened by one process only. While a ``hitstream worker`` owns the path (its owner lock,
+held from before it opens the store until it has stopped: workers.store.dsn), the query goes
+to the thread of that worker that answers stats (workers.runtime.stats_answers); otherwise
+the reader opens the store itself, and waits its turn while another short-lived process (a
+migration, another reader) has it open.
+
+Waiting for the store, its owner's answer or another process's turn, is bounded by the
+caller's ``budget`` (``hitstream stats --wait``, 2 s by default; the caller bounds each Redis
+command by it too): past it the reader raises StoreUnavailable saying what it waited for.
+Reading a store this process opened itself is its own work, not a wait, and is not cut short.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from datetime import date
+from pathlib import Path
 from typing import Any, cast
 
+import orjson
 import redis
-from rq import Queue, Worker
-from rq.results import Result
 
-from shared.keys import STORE_QUEUE
-from workers.runtime.jobs import site_stats
-from workers.store.dsn import chdb_path, chdb_path_in_use
-from workers.store.store import StoreUnavailable, open_store
+from shared import keys
+from workers.runtime.stats_answers import StatsQuery
+from workers.store.dsn import chdb_path, chdb_path_in_use, store_owner
+from workers.store.store import StoreUnavailable, in_use_message, open_store
 
-WORKER_ANSWER_SECONDS = 10
+# While waiting: how often the reader looks again at who has the store (an owner that
+# stopped, a process that closed it).
+LOOK_AGAIN_SECONDS = 0.2
 
 
 def read_site_stats(
@@ -28,16 +40,47 @@ def read_site_stats(
     site_id: str,
     date_from: date | None,
     date_to: date | None,
-    limit: int = 10,
-    timeout: int = WORKER_ANSWER_SECONDS,
+    limit: int,
+    budget: float,
     all_traffic: bool = False,
 ) -> dict[str, Any]:
     path = chdb_path(dsn)
-    if path is not None:
-        if not path.is_dir():
-            raise StoreUnavailable(f"there is no store at {path} yet: run `hitstream migrate` or start the pipeline")
-        if chdb_path_in_use(path):
-            return ask_store_owner(redis_client, site_id, date_from, date_to, limit, timeout, all_traffic)
+    if path is None:
+        return _read(dsn, site_id, date_from, date_to, limit, all_traffic)
+    if not path.is_dir():
+        raise StoreUnavailable(f"there is no store at {path} yet: run `hitstream migrate` or start the pipeline")
+    deadline = time.monotonic() + budget
+    query = StatsQuery(site_id, date_from, date_to, limit, all_traffic, deadline=time.time() + budget)
+    asked = False
+    while True:
+        owner = store_owner(path)
+        if owner is None:
+            try:
+                return _read(dsn, site_id, date_from, date_to, limit, all_traffic)
+            except StoreUnavailable:
+                if store_owner(path) is None and not chdb_path_in_use(path):
+                    raise  # not another process's turn: the store itself failed
+        else:
+            if not asked:
+                _ask(redis_client, query, budget)
+                asked = True
+            answer = _answer(redis_client, query, min(LOOK_AGAIN_SECONDS, deadline - time.monotonic()))
+            if answer is not None:
+                return answer
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            if owner is None:
+                raise StoreUnavailable(
+                    f"{in_use_message(path)}, and it was not closed within {budget:g} s; try again shortly"
+                )
+            raise StoreUnavailable(_unanswered(redis_client, query, path, owner, budget))
+        if owner is None:
+            time.sleep(min(LOOK_AGAIN_SECONDS, remaining))
+
+
+def _read(
+    dsn: str, site_id: str, date_from: date | None, date_to: date | None, limit: int, all_traffic: bool
+) -> dict[str, Any]:
     store = open_store(dsn)
     try:
         return store.site_stats(site_id, date_from, date_to, limit, all_traffic)
@@ -45,36 +88,29 @@ def read_site_stats(
         store.close()
 
 
-def ask_store_owner(
-    redis_client: redis.Redis,
-    site_id: str,
-    date_from: date | None,
-    date_to: date | None,
-    limit: int,
-    timeout: int,
-    all_traffic: bool = False,
-) -> dict[str, Any]:
-    """Run the stats query in the worker process that has the store open."""
-    queue = Queue(STORE_QUEUE, connection=redis_client)
-    # ttl: a job no worker picked up in time is discarded instead of running later for nobody.
-    job = queue.enqueue(
-        site_stats, site_id, date_from, date_to, limit, all_traffic, ttl=timeout, result_ttl=60, failure_ttl=60
-    )
-    result = job.latest_result(timeout=timeout)
-    if result is None:
-        # The job's hash may already have expired (ttl), so take it off the queue directly.
-        queue.remove(job)
-        if Worker.all(connection=redis_client, queue=queue):
-            # A live worker listens but did not take the job: it is inside a long batch (or
-            # waiting for its store), which is not the same trouble as no worker at all.
-            raise StoreUnavailable(
-                f"the worker that owns the store is busy and did not answer within {timeout} s; try again shortly"
-            )
-        raise StoreUnavailable(
-            f"the store is open in another process, and no worker answered on RQ queue {STORE_QUEUE!r}"
-            f" within {timeout} s: is `hitstream worker` running with the same HITSTREAM_REDIS_URL?"
-        )
-    if result.type != Result.Type.SUCCESSFUL:
-        last_line = (result.exc_string or "unknown error").strip().splitlines()[-1]
-        raise StoreUnavailable(f"the worker that owns the store could not read stats: {last_line}")
-    return cast("dict[str, Any]", result.return_value)  # what workers.runtime.jobs.site_stats returned
+def _ask(redis_client: redis.Redis, query: StatsQuery, budget: float) -> None:
+    """Send ``query`` to the store's owner; the list expires if no owner reads it."""
+    with redis_client.pipeline() as pipe:
+        pipe.rpush(keys.STATS_REQUESTS, query.to_json())
+        pipe.expire(keys.STATS_REQUESTS, math.ceil(budget) + 1)
+        pipe.execute()
+
+
+def _answer(redis_client: redis.Redis, query: StatsQuery, wait: float) -> dict[str, Any] | None:
+    """The owner's answer to ``query`` if it comes within ``wait`` seconds, else None."""
+    popped = redis_client.blpop([query.answer_key], timeout=max(wait, 0.01))
+    if popped is None:
+        return None
+    answer = orjson.loads(popped[1])
+    if "unavailable" in answer:
+        raise StoreUnavailable(f"the worker that owns the store could not read stats: {answer['unavailable']}")
+    return cast("dict[str, Any]", answer["stats"])
+
+
+def _unanswered(redis_client: redis.Redis, query: StatsQuery, path: Path, owner: int, budget: float) -> str:
+    """Why the owner did not answer, after taking the query back if it is still waiting (so
+    none lingers): untaken, the owner is not answering yet; taken, it is busy with it."""
+    worker = f"the hitstream worker that owns the store at {path} (pid {owner or 'unknown'})"
+    if redis_client.lrem(keys.STATS_REQUESTS, 1, query.to_json().decode()):
+        return f"{worker} is not answering stats yet (it is starting or stopping); try again shortly"
+    return f"{worker} took the query but did not answer within {budget:g} s (it is busy); try again shortly"

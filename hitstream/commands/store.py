@@ -82,6 +82,9 @@ def migrate(cluster: str | None, print_only: bool) -> None:
         click.echo("schema is up to date")
 
 
+# How long ``hitstream stats`` waits, by default, for Redis and for the worker that owns an
+# embedded store before it says why it has no answer (workers.stats_reader).
+STATS_WAIT_SECONDS = 2.0
 # Reports group by the store's Date type: days outside its range cannot be asked for.
 FIRST_DAY, LAST_DAY = (datetime.fromtimestamp(ms / 1000, UTC).date() for ms in TIME_RANGES_MS["Date"])
 MAX_LIMIT = 10_000
@@ -106,7 +109,17 @@ def _day(ctx: click.Context, param: click.Parameter, value: datetime | None) -> 
     help="Count bots and crawlers in the pageview and event figures too (default: humans only).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def stats(domain: str, first: date | None, last: date | None, limit: int, all_traffic: bool, as_json: bool) -> None:
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0.5),
+    default=STATS_WAIT_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait at most this long for Redis and for the worker that owns an embedded store, then say why.",
+)
+def stats(
+    domain: str, first: date | None, last: date | None, limit: int, all_traffic: bool, as_json: bool, wait: float
+) -> None:
     """Pageviews, visitors, top lists and drops for one site, humans only unless --all-traffic,
     and the crawlers that fetched it (control characters in stored text are printed escaped)."""
     from shared.control.sites import site_for_domain
@@ -116,14 +129,19 @@ def stats(domain: str, first: date | None, last: date | None, limit: int, all_tr
     if first and last and first > last:
         raise click.BadParameter("must not be before --from", param_hint="--to")
     settings = load_settings()
-    client = redis_client(settings.redis_url)
+    # Each Redis command is bounded, and not retried: a Redis busy past the budget is named.
+    client = redis_client(settings.redis_url, timeout_seconds=wait)
     try:
         site = site_for_domain(client, domain)
         if site is None:
             raise click.BadParameter(f"no site with domain {domain!r}", param_hint="--site")
-        report = read_site_stats(settings.clickhouse_url, client, site.id, first, last, limit, all_traffic=all_traffic)
+        report = read_site_stats(settings.clickhouse_url, client, site.id, first, last, limit, wait, all_traffic)
     except StoreUnavailable as error:
         raise click.ClickException(str(error)) from None
+    except redis.TimeoutError:
+        raise click.ClickException(
+            f"Redis at HITSTREAM_REDIS_URL did not answer within {wait:g} s; try again shortly"
+        ) from None
     except redis.RedisError as error:
         raise click.ClickException(f"cannot reach Redis at HITSTREAM_REDIS_URL: {error}") from None
     finally:

@@ -1,16 +1,11 @@
 """RQ job functions. Each takes the worker's context (workers.runtime.context) as its first argument,
 passed by the worker that runs it (workers.runtime.processes.ContextJob); the rest are the job's own.
 
-- ``run_batch_loop``: one run of the batch loop (workers.batch.loop) with this process's
-  parts; under load it enqueues its successor, so a backlog does not wait for the dispatcher.
-- ``site_stats``: the stats query, run by the process that owns an embedded store
-  (``hitstream stats`` sends it there: workers.stats_reader).
+``run_batch_loop``: one run of the batch loop (workers.batch.loop) with this process's
+parts; under load it enqueues its successor, so a backlog does not wait for the dispatcher.
 """
 
 from __future__ import annotations
-
-from datetime import date
-from typing import Any
 
 from rq import Queue
 
@@ -47,15 +42,3 @@ def run_batch_loop(context: WorkerContext) -> int:
         # Still a backlog: chain to the next job instead of waiting for the dispatcher.
         enqueue_batch_jobs(Queue(BATCH_QUEUE, connection=context.redis), 1)
     return outcome.acknowledged
-
-
-def site_stats(
-    context: WorkerContext,
-    site_id: str,
-    date_from: date | None,
-    date_to: date | None,
-    limit: int = 10,
-    all_traffic: bool = False,
-) -> dict[str, Any]:
-    """Stats for one site, read from the store this process owns."""
-    return context.store.get().site_stats(site_id, date_from, date_to, limit, all_traffic)

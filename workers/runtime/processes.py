@@ -5,7 +5,8 @@ SIGTERM/SIGINT to each.
 
 Three roles (``Role``):
 - ``WORKER``: claims, enriches, stores and acknowledges (one process on an embedded store,
-  or each of N with a ClickHouse server); answers stats queries when its store is embedded;
+  or each of N with a ClickHouse server); answers stats queries when its store is embedded
+  (workers.runtime.stats_answers, a thread of its own);
 - ``ENRICHER``: claims and enriches, then passes each batch to the store writer;
 - ``WRITER``: the store writer, which owns the embedded store: stores and acknowledges what
   enrichers pass it (workers.batch.store_writer) and answers stats queries.
@@ -36,6 +37,8 @@ from workers.host import metrics_endpoint
 from workers.host.redis_rewrite import RewriteTrigger
 from workers.runtime.context import WorkerContext
 from workers.runtime.dispatcher import Dispatcher
+from workers.runtime.stats_answers import StatsAnswers
+from workers.store.dsn import chdb_path
 from workers.store.store import StoreUnavailable
 
 
@@ -112,12 +115,17 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
     context = WorkerContext.build(settings, hand_off=role is Role.ENRICHER, overlaps=overlaps)
     client = context.redis
     batch_queue = Queue(BATCH_QUEUE, connection=client)
-    # The store queue carries read queries (hitstream stats); with an embedded chdb store
-    # only the process that opened it can answer them.
+    # The process that owns the store registers on the store queue, which names it.
     store_queue = Queue(STORE_QUEUE, connection=client)
     threads: list[Dispatcher | RewriteTrigger | StoreWriter] = []
     queues = []
+    answers = None
     if role is not Role.ENRICHER:
+        if chdb_path(settings.clickhouse_url) is not None:
+            # Only this process can read its embedded store: it answers hitstream stats from
+            # now on (a query that comes while the store is being opened waits for the opening).
+            answers = StatsAnswers(context)
+            answers.start()
         _open_store_early(context)
         queues.append(store_queue)
     if role is Role.WRITER:
@@ -141,6 +149,8 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
                 thread.join()
             else:
                 thread.stop()
+        if answers is not None:
+            answers.stop()
 
 
 # After RQ's work loop quit without a warm shutdown, the pause before the next one starts: a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 CHDB_SCHEME = "chdb://"
@@ -50,6 +51,13 @@ def chdb_path_in_use(path: Path) -> bool:
 OWNER_LOCK_FILE = "hitstream-worker.lock"
 
 
+# ``store_owner`` probes the owner lock with a shared lock for a moment; a worker that meets
+# that probe tries again (for at most 0.2 s of probes in a row) instead of taking the prober
+# for an owner.
+OWNER_LOCK_ATTEMPTS = 100
+OWNER_LOCK_RETRY_SECONDS = 0.002
+
+
 class StoreOwned(Exception):
     """Another worker process owns the embedded store."""
 
@@ -64,15 +72,50 @@ def own_chdb_path(path: Path) -> int:
     """
     path.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path / OWNER_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
-        os.close(descriptor)
-        raise StoreOwned(
-            f"the chdb store at {path} is owned by another hitstream worker (pid {owner}); an embedded store"
-            " takes exactly one worker: stop that one first, or use a ClickHouse server (http://host:8123) for more"
-        ) from None
+    for attempt in range(OWNER_LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt + 1 < OWNER_LOCK_ATTEMPTS and _only_probed(descriptor):
+                time.sleep(OWNER_LOCK_RETRY_SECONDS)
+                continue
+            owner = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise StoreOwned(
+                f"the chdb store at {path} is owned by another hitstream worker (pid {owner}); an embedded store"
+                " takes exactly one worker: stop that one first, or use a ClickHouse server (http://host:8123) for more"
+            ) from None
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"{os.getpid()}\n".encode())
     return descriptor
+
+
+def _only_probed(descriptor: int) -> bool:
+    """True when the owner lock we could not take is held shared (a ``store_owner`` probe), not
+    by a worker: then a shared lock of our own succeeds (and is released at once)."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(descriptor, fcntl.LOCK_UN)
+    return True
+
+
+def store_owner(path: Path) -> int | None:
+    """The pid of the hitstream worker that owns the embedded store at ``path`` (0 when its pid
+    is not written yet), or None when no worker owns it. The owner holds its lock from before
+    it opens the store until after it closed it, so, unlike the engine's own lock, it also
+    covers a worker that is starting or stopping."""
+    try:
+        descriptor = os.open(path / OWNER_LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        written = os.read(descriptor, 32).decode(errors="replace").strip()
+        return int(written) if written.isdigit() else 0
+    finally:
+        os.close(descriptor)  # also releases the probe's own lock
+    return None

@@ -7,8 +7,8 @@ workers.pipeline.crawlers) is left out of every total, list and chart. Crawlers 
 own section (workers.store.crawler_stats).
 
 ``query_site_stats`` runs on any store client. With the embedded engine only the worker
-process that owns the chdb path can read it, so the stats command sends it there as an RQ
-job (workers.runtime.jobs.site_stats, through workers.stats_reader).
+process that owns the chdb path can read it, so the stats command asks it there
+(workers.stats_reader, answered by workers.runtime.stats_answers).
 """
 
 from __future__ import annotations

@@ -206,11 +206,15 @@ class Store:
         self._client.close()
 
 
+def in_use_message(path: Path) -> str:
+    return f"the chdb store at {path} is open in another process (only one process may open it)"
+
+
 def open_store(dsn: str) -> Store:
     """Connect to the store named by ``dsn``; raise StoreUnavailable if it cannot be opened."""
     path = chdb_path(dsn)
     if path is not None and chdb_path_in_use(path):
-        raise StoreUnavailable(f"the chdb store at {path} is open in another process (only one process may open it)")
+        raise StoreUnavailable(in_use_message(path))
     # The engine deletes its status file when it shuts down cleanly: one left behind means
     # the last process was killed or lost power, maybe in the middle of an insert.
     interrupted = path is not None and (path / "status").exists()
