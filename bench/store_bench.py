@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
 from workers.records import PAGEVIEW_COLUMNS, Drop, DropReason, EventRow, PageviewRow
-from workers.store import Store, open_store
 from workers.store.schema import DROP_COUNTS, PAGEVIEWS
+from workers.store.store import Store, open_store
 
 PATHS = [f"/blog/post-{i}" for i in range(200)] + ["/", "/pricing", "/docs"]
 AGENTS = [f"Mozilla/5.0 (X11; Linux x86_64) Firefox/{v}.0" for v in range(100, 130)]

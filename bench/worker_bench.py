@@ -78,10 +78,10 @@ from workers.batch.queue import BatchQueue
 from workers.pipeline import StepFailed
 from workers.runtime.context import WorkerContext
 from workers.runtime.processes import BatchWorker, Role, run_worker_process
-from workers.store import blocks, open_store
+from workers.store import blocks
 from workers.store.deduplication_logs import DeduplicationLogs
 from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS, SCHEMA_MIGRATIONS
-from workers.store.store import Store
+from workers.store.store import Store, open_store
 
 NAIVE_QUEUE = "bench-naive"
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"

@@ -314,7 +314,7 @@ def stored_pages(store: Path) -> tuple[Counter[str], dict[str, int]]:
 # (UUIDs and times as text).
 _STORE_STATEMENT = """
 import json, sys
-from workers.store import open_store
+from workers.store.store import open_store
 store = open_store("chdb://" + sys.argv[1])
 store.migrate()
 if sys.argv[3] == "query":

@@ -24,7 +24,7 @@ from typing import IO, Any
 from tests.procs import ARTIFACTS
 from tests.stores import event, fsync_settings, pageview, query, utc
 from workers.records import Drop, DropReason
-from workers.store import Store, open_store
+from workers.store.store import Store, open_store
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from workers.records import PAGEVIEW_COLUMNS, EventRow, PageviewRow
-from workers.store import Store, open_store
 from workers.store.migrations import MIGRATIONS
 from workers.store.schema import DURABLE_INSERT_SETTINGS, SCHEMA_MIGRATIONS, create_table
+from workers.store.store import Store, open_store
 
 
 @pytest.fixture

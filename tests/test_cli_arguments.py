@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from hitstream.main import cli
 from shared.control.sites import add_site
 from tests.stores import event, pageview, utc
-from workers.store import open_store
+from workers.store.store import open_store
 
 # (arguments, what the one line must name)
 MALFORMED = [

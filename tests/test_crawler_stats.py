@@ -20,7 +20,7 @@ from tests.stores import event, pageview, query, utc
 from tests.worker_context import worker_context_for
 from workers.records import CrawlerHitRow
 from workers.stats_reader import read_site_stats
-from workers.store import Store, open_store
+from workers.store.store import Store, open_store
 
 
 def hit(site_id: str, day: int, crawler: str, verdict: str, path: str = "/", **fields: Any) -> CrawlerHitRow:

@@ -1,6 +1,7 @@
 """Site stats: totals, ordered top lists, date filtering, drops summed across batches, the
 ``hitstream stats`` command, and the path through the worker that owns an embedded store:
-answered beside its batch jobs, named when it does not answer within the reader's budget."""
+answered beside its batch jobs, named when it does not answer within the reader's budget, and
+asked without loading the engine."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from rq import Queue
 from hitstream.main import cli
 from shared.control.sites import add_site
 from shared.keys import BATCH_QUEUE, STATS_REQUESTS, STORE_QUEUE
-from tests.procs import wait_until
+from tests.procs import HITSTREAM, Commands, wait_until
 from tests.store_owner import answering, owned
 from tests.stores import event, pageview, utc
 from tests.timing import late_bound
@@ -34,9 +35,10 @@ from workers.runtime.context import WorkerContext
 from workers.runtime.processes import BatchWorker
 from workers.runtime.stats_answers import StatsQuery
 from workers.stats_reader import read_site_stats
-from workers.store import Store, StoreUnavailable, open_store
 from workers.store.dsn import chdb_path, own_chdb_path, store_owner
 from workers.store.opening import StoreOpening
+from workers.store.store import Store, open_store
+from workers.store.unavailable import StoreUnavailable
 
 LIST_KEYS = {
     "pages",
@@ -297,6 +299,33 @@ def test_stats_are_answered_by_the_worker_that_owns_the_store(
     with owned(store_dsn), answering(worker_context_for(real_redis, store)):
         report = read_site_stats(store_dsn, real_redis, site_id, date(2024, 3, 1), None, 10, budget=60)
     assert report["pageviews"] == 7 and report["drops"]["site_cidr"] == 2
+
+
+# The engine's modules: a call that only asks the store's owner loads none of them.
+ENGINE_MODULES = {"chdb", "clickhouse_connect", "pyarrow"}
+
+
+def test_stats_asked_of_the_worker_that_owns_the_store_load_no_engine(
+    store: Store, store_dsn: str, real_redis: redis.Redis, hitstream_env: dict[str, str], commands: Commands
+) -> None:
+    site = add_site(real_redis, "shop.example.com")
+    fill(store, site.id)
+    with owned(store_dsn), answering(worker_context_for(real_redis, store)):
+        result = commands.run(
+            [HITSTREAM, "stats", "--site", "shop.example.com", "--json", "--wait", "60"],
+            env={**hitstream_env, "PYTHONPROFILEIMPORTTIME": "1"},  # each import, on stderr
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["pageviews"] == 7
+    loaded = {
+        line.rpartition("|")[2].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "redis" in loaded and loaded.isdisjoint(ENGINE_MODULES), sorted(loaded & ENGINE_MODULES)
 
 
 ANSWERED = "test:stats-answered"

@@ -18,7 +18,7 @@ from hitstream.main import cli
 from tests import geoip_fixtures as geo
 from tests.stores import pageview, utc
 from tests.test_stats import LIST_KEYS, fill, stored_site
-from workers.store import Store
+from workers.store.store import Store
 
 JSON_KEYS = {"site", "site_id", "from", "to", "traffic", "pageviews", "visitors", "drops", "crawlers", *LIST_KEYS}
 

@@ -24,7 +24,8 @@ from tests.procs import HITSTREAM, Processes, wait_until
 from tests.stores import DURABLE_TABLES, event, fsync_settings, migrate_as_before_durable_inserts, pageview, utc
 from tests.traffic import exact_count, ingest_token, post_pageviews
 from workers.records import Drop, DropReason
-from workers.store import Store, StoreUnavailable, open_store
+from workers.store.store import Store, open_store
+from workers.store.unavailable import StoreUnavailable
 
 TABLES = {"pageviews", "events", "drop_counts", "crawler_hits", "schema_migrations"}
 

@@ -22,7 +22,8 @@ import pytest
 from tests.procs import Commands
 from tests.stores import event, pageview, query, utc
 from workers.records import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Drop, DropReason
-from workers.store import Store, StoreUnavailable, open_store
+from workers.store.store import Store, open_store
+from workers.store.unavailable import StoreUnavailable
 
 
 def site() -> str:

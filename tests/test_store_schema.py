@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from hitstream.main import cli
 from tests.stores import DURABLE_TABLES, fsync_settings, migrate_as_before_durable_inserts, query
 from workers.records import CRAWLER_HIT_COLUMNS, EVENT_COLUMNS, PAGEVIEW_COLUMNS
-from workers.store import Store, open_store
 from workers.store.migrations import MIGRATIONS, migration_ddl
+from workers.store.store import Store, open_store
 
 LONG_TEXT_COLUMNS = {"path", "query", "referrer", "user_agent"}
 DIMENSIONS = {

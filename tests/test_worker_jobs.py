@@ -21,7 +21,8 @@ from workers.pipeline import StepFailed
 from workers.records import Drop, DropReason, PageviewRow
 from workers.runtime import jobs
 from workers.runtime.context import WorkerContext
-from workers.store.store import Refusals, StoreUnavailable
+from workers.store.store import Refusals
+from workers.store.unavailable import StoreUnavailable
 
 IP = "198.51.100.23"
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"

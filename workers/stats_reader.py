@@ -26,8 +26,8 @@ import redis
 
 from shared import keys
 from workers.runtime.stats_answers import StatsQuery
-from workers.store.dsn import chdb_path, chdb_path_in_use, store_owner
-from workers.store.store import StoreUnavailable, in_use_message, open_store
+from workers.store.dsn import chdb_path, chdb_path_in_use, in_use_message, store_owner
+from workers.store.unavailable import StoreUnavailable
 
 # While waiting: how often the reader looks again at who has the store (an owner that
 # stopped, a process that closed it).
@@ -81,6 +81,10 @@ def read_site_stats(
 def _read(
     dsn: str, site_id: str, date_from: date | None, date_to: date | None, limit: int, all_traffic: bool
 ) -> dict[str, Any]:
+    # Imported here, not above: the engine (clickhouse-connect, chdb, Arrow) takes a second or
+    # more to load, which a call that only asks the store's owner never needs.
+    from workers.store.store import open_store
+
     store = open_store(dsn)
     try:
         return store.site_stats(site_id, date_from, date_to, limit, all_traffic)

@@ -2,7 +2,9 @@
 
 The store modules are imported inside the commands: they load clickhouse-connect and Arrow
 (~55 MB), which every other sub-command, ``hitstream api`` above all, does without (and so
-is ``rich``, which only the text report's chart uses).
+is ``rich``, which only the text report's chart uses). ``hitstream stats`` loads them only
+when it reads the store itself (a server, or an embedded store no worker owns): asking the
+worker that owns an embedded store takes Redis alone (workers.stats_reader).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def _cluster_name(ctx: click.Context, param: click.Parameter, value: str | None)
 def migrate(cluster: str | None, print_only: bool) -> None:
     """Create or upgrade the ClickHouse schema (HITSTREAM_CLICKHOUSE_URL). Safe to repeat."""
     from workers.store.migrations import migration_ddl
-    from workers.store.store import StoreUnavailable, open_store
+    from workers.store.store import open_store
+    from workers.store.unavailable import StoreUnavailable
 
     if print_only:
         click.echo(";\n\n".join(migration_ddl(cluster)) + ";")
@@ -124,7 +127,7 @@ def stats(
     and the crawlers that fetched it (control characters in stored text are printed escaped)."""
     from shared.control.sites import site_for_domain
     from workers.stats_reader import read_site_stats
-    from workers.store.store import StoreUnavailable
+    from workers.store.unavailable import StoreUnavailable
 
     if first and last and first > last:
         raise click.BadParameter("must not be before --from", param_hint="--to")

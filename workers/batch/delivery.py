@@ -40,7 +40,8 @@ from workers.batch.dead_letters import DeadLetter
 from workers.batch.enrichment import EnrichedBatch, WriterBatch
 from workers.batch.queue import Batch, BatchQueue
 from workers.store.opening import StoreOpening
-from workers.store.store import Refusals, Store, StoreUnavailable
+from workers.store.store import Refusals, Store
+from workers.store.unavailable import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from workers.runtime.context import WorkerContext
 from workers.runtime.dispatcher import Dispatcher
 from workers.runtime.stats_answers import StatsAnswers
 from workers.store.dsn import chdb_path
-from workers.store.store import StoreUnavailable
+from workers.store.unavailable import StoreUnavailable
 
 
 class Role(enum.StrEnum):

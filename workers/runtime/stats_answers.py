@@ -27,7 +27,7 @@ import orjson
 import redis
 
 from shared import keys
-from workers.store.store import StoreUnavailable
+from workers.store.unavailable import StoreUnavailable
 
 if TYPE_CHECKING:  # the stats command imports this module, and needs no worker
     from workers.runtime.context import WorkerContext

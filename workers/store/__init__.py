@@ -1,5 +1,2 @@
-"""The ClickHouse store (see workers.store.store)."""
-
-from workers.store.store import Refusals, Store, StoreUnavailable, open_store
-
-__all__ = ["Refusals", "Store", "StoreUnavailable", "open_store"]
+"""The ClickHouse store (see workers.store.store). The package itself imports nothing: its
+light modules (workers.store.dsn, workers.store.unavailable) load without the engine."""

@@ -44,6 +44,11 @@ def chdb_path_in_use(path: Path) -> bool:
     return False
 
 
+def in_use_message(path: Path) -> str:
+    """What a reader is told while another process has the embedded engine at ``path`` open."""
+    return f"the chdb store at {path} is open in another process (only one process may open it)"
+
+
 # The worker that owns an embedded store holds an exclusive flock on this file, inside the
 # store's directory, for its whole life. It is not chdb's own ``status`` lock: that one is
 # also held for a moment by ``hitstream migrate`` or ``hitstream stats`` (then the store is

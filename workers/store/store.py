@@ -33,10 +33,11 @@ from workers.records import Drop, StoredRow
 from workers.store.blocks import Block, PreparedBatch, prepare_batch
 from workers.store.crawler_stats import query_crawler_stats
 from workers.store.deduplication_logs import DeduplicationLogs
-from workers.store.dsn import chdb_path, chdb_path_in_use
+from workers.store.dsn import chdb_path, chdb_path_in_use, in_use_message
 from workers.store.migrations import apply_migrations
 from workers.store.schema import CRAWLER_HITS, DROP_COUNTS, EVENTS, PAGEVIEWS
 from workers.store.stats import query_site_stats
+from workers.store.unavailable import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,6 @@ REFUSAL_CODES: frozenset[int] = frozenset(
         469,  # VIOLATED_CONSTRAINT
     }
 )
-
-
-class StoreUnavailable(Exception):
-    """The store could not be reached, or it failed a statement for a reason other than the
-    data; nothing of the failed statement was written."""
 
 
 class _Refused(Exception):
@@ -204,10 +200,6 @@ class Store:
 
     def close(self) -> None:
         self._client.close()
-
-
-def in_use_message(path: Path) -> str:
-    return f"the chdb store at {path} is open in another process (only one process may open it)"
 
 
 def open_store(dsn: str) -> Store:
