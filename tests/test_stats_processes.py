@@ -27,16 +27,19 @@ from tests.stats_calls import StatsOperator, latency_line
 from tests.traffic import queued_envelope
 
 PAGEVIEWS = 200_000
+FILL_BLOCK = 50_000
 DOMAIN = "example.com"
 PHASES = ("no worker", "starting", "draining", "stopping", "stopped")
 
 
 def fill_lane(client: redis.Redis, site_id: str, count: int) -> None:
-    """``count`` pageviews into the live lane, in pipelines of 10,000, as the API queues them."""
+    """``count`` pageviews into the live lane, as the API queues them, in MULTI/EXEC blocks of
+    50,000: a Redis with ``appendfsync always`` (the suite's) fsyncs once per block, not once
+    per read of a pipeline (the 200,000 in 4.6 s instead of 12.6 s on this machine)."""
     lane = LANE_KEYS[Lane.LIVE]
-    for start in range(0, count, 10_000):
-        size = min(10_000, count - start)
-        with client.pipeline(transaction=False) as pipe:
+    for start in range(0, count, FILL_BLOCK):
+        size = min(FILL_BLOCK, count - start)
+        with client.pipeline(transaction=True) as pipe:
             for n in range(start, start + size):
                 envelope = queued_envelope(site_id, f"https://{DOMAIN}/{n % 500}", "198.51.100.23")
                 pipe.xadd(lane.stream, {keys.ENVELOPE_FIELD: envelope.to_json(), keys.TOKEN_FIELD: "sender"})
@@ -75,13 +78,15 @@ def test_stats_every_second_through_a_workers_start_a_200000_pageview_drain_and_
 ) -> None:
     store = tmp_path / "chdb"  # the store hitstream_env names, so stats reads the worker's
     env = processes.env
-    subprocess.run([HITSTREAM, "migrate"], env=env, check=True, capture_output=True)
+    # The store is made while the backlog is queued: neither waits for the other.
+    migrate = commands.start([HITSTREAM, "migrate"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     site = add_site(real_redis, DOMAIN)
     fill_lane(real_redis, site.id, PAGEVIEWS)
+    assert migrate.wait(120) == 0, migrate.stderr and migrate.stderr.read()
     operator = StatsOperator(commands, env, DOMAIN)
     operator.start()
     try:
-        wait_for_calls(operator, "no worker", 2)
+        wait_for_calls(operator, "no worker", 1)
         operator.phase = "starting"
         worker = processes.worker(store, processes=worker_processes)
         wait_until(lambda: owner_registered(real_redis, worker), 120, "the store's owner to register")
@@ -97,7 +102,8 @@ def test_stats_every_second_through_a_workers_start_a_200000_pageview_drain_and_
         operator.phase = "stopping"
         assert worker.stop(60) == 0
         operator.phase = "stopped"
-        wait_for_calls(operator, "stopped", 2)
+        wait_for_calls(operator, "stopped", 1)
+        operator.stop()  # the patient call below then has the store to itself
         from_the_store = patient_stats(commands, env)
     finally:
         operator.stop()
