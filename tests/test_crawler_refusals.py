@@ -1,8 +1,9 @@
 """A known crawler's pageview or event is two rows (the pageview or event and its crawler hit)
 from one stream entry, and the store may refuse either or both. The entry is dead-lettered
 once, without its address, naming the tables whose rows were refused; its requeue stores
-those rows again and no other, so each row is stored exactly once. A dead letter written
-before tables were named restores every row, as it always did."""
+those rows again and no other, so each row is stored exactly once, also when the store
+refuses them again first. A dead letter written before tables were named restores every row,
+as it always did."""
 
 from __future__ import annotations
 
@@ -178,3 +179,24 @@ def test_a_store_dead_letter_written_before_tables_were_named_restores_every_row
 
     assert stored(store, page_id) == once_in(tables_of(kind))
     assert dead_letters.count(real_redis) == 0
+
+
+def test_a_requeued_crawler_pageview_refused_again_stays_one_dead_letter_until_each_row_is_stored_once(
+    real_redis: redis.Redis, store: Store, pipeline: Pipeline
+) -> None:
+    refuse(store, {"pageviews"})
+    page_id = queue_crawler(real_redis, "pageview")
+    work(real_redis, store, pipeline)
+    for _ in range(2):  # requeued while the store still refuses the pageview
+        assert len(dead_letters.requeue(real_redis, None)) == 1
+        work(real_redis, store, pipeline)
+        (letter,) = dead_letters.list_dead_letters(real_redis)
+        assert letter.refused_tables == ["pageviews"]
+        assert stored(store, page_id) == once_in({"crawler_hits"})
+    accept(store, {"pageviews"})
+
+    assert dead_letters.requeue(real_redis, None) == [letter.id]
+    work(real_redis, store, pipeline)
+
+    assert stored(store, page_id) == once_in({"pageviews", "crawler_hits"})
+    assert dead_letters.count(real_redis) == 0 and real_redis.xlen(keys.STREAM) == 0
