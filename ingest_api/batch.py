@@ -28,7 +28,7 @@ from ingest_api import errors
 from ingest_api.answer import Answer, json_answer
 from ingest_api.errors import ApiError, BadRequest, error_response
 from ingest_api.idempotency_key import IdempotencyKey, idempotency_key
-from ingest_api.intake import Decode, Rejected, Reply
+from ingest_api.intake import Decode, LayoutAnswer, Rejected
 from ingest_api.request import IngestRequest
 from ingest_api.validation import decode_json
 from shared.control.tokens import ApiToken
@@ -47,9 +47,9 @@ class Batch:
     def items(self, request: IngestRequest, body: bytes, decode: Decode = decode_json) -> list[Any]:
         return batch_items(body, is_ndjson=_is_ndjson(request), decode=decode)
 
-    def reply(
+    def answer(
         self, request: IngestRequest, token: ApiToken, body: bytes, total: int, rejected: Rejected, site_id: str
-    ) -> Reply:
+    ) -> LayoutAnswer:
         """``{"accepted", "rejected"}``; with an Idempotency-Key, stored when accepted."""
         accepted = total - len(rejected)
         listed = [{"index": index, "status": refusal.status, "message": refusal.message} for index, refusal in rejected]

@@ -63,13 +63,12 @@ LIVE_TOKEN_IN_BULK = f"{LANE_HEADER}: bulk needs a bulk token (hitstream tokens 
 BULK_TOKEN_IN_LIVE = f"{LANE_HEADER}: live is not open to a bulk token"
 
 Decode = Callable[[bytes], Any]
-
-
 Rejected = list[tuple[int, ApiError]]  # (index, refusal) of each item a request's checks refused
-# What a request is answered once the hand-off admits it; the answer to store with it
-# (Idempotency-Key); the answer to a repeat of a stored request, given the one found stored.
-# A plain tuple: a NamedTuple cost 0.2-0.4 us more per request.
-Reply = tuple[Answer, StoredAnswer | None, Callable[[bytes], Answer] | None]
+# A layout's answer: what a request is answered once the hand-off admits it; the answer to
+# store with it (Idempotency-Key); the answer to a repeat of a stored request, given the one
+# found stored. A plain tuple: a NamedTuple cost 0.2-0.4 us more per request. ("Reply" is
+# Redis's, in ingest_api.handoff and ingest_api.redis_wire.)
+LayoutAnswer = tuple[Answer, StoredAnswer | None, Callable[[bytes], Answer] | None]
 
 
 class Layout(Protocol):
@@ -82,9 +81,9 @@ class Layout(Protocol):
         """The body's decoded items, not yet checked; BadRequest refuses the whole request."""
         ...
 
-    def reply(
+    def answer(
         self, request: IngestRequest, token: ApiToken, body: bytes, total: int, rejected: Rejected, site_id: str
-    ) -> Reply:
+    ) -> LayoutAnswer:
         """The answer once admitted, given the request's ``total`` items, those ``rejected``,
         and the last accepted item's site (``site_id``, "-" for none)."""
         ...
@@ -104,7 +103,7 @@ class Intake:
     ) -> None:
         self._layout = layout
         self._check = rules.check
-        # The roles that hold the permission: one set lookup per item (can() hashes two enums).
+        # The roles that hold the permission: a set lookup per item (18 ns, can() 84 ns).
         self._granting_roles = frozenset(role for role in Role if can(role, rules.permission))
         self._access = access
         self._admit = handoff.admit  # a future of the verdict (ingest_api.handoff)
@@ -159,7 +158,7 @@ class Intake:
             if not validated.dnt:  # dnt: accepted and charged, nothing queued
                 handed_off.append(queued(validated, site, received_ms))
             site_id = site.id
-        answer, stored, replayed = layout.reply(request, token, body, len(items), rejected, site_id)
+        answer, stored, replayed = layout.answer(request, token, body, len(items), rejected, site_id)
         # 5-6. Rate-limit and hand off: one script call charges the cost and queues the envelopes.
         verdict = await self._admit(subject, handed_off, len(items), stored, lane=lane, token_id=token.id)
         # 7. Answer.

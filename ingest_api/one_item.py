@@ -12,7 +12,7 @@ from typing import Any
 from ingest_api import errors
 from ingest_api.answer import Answer
 from ingest_api.errors import error_response
-from ingest_api.intake import Decode, Rejected, Reply
+from ingest_api.intake import Decode, LayoutAnswer, Rejected
 from ingest_api.request import IngestRequest
 from ingest_api.validation import MAX_BODY_BYTES, decode_json, json_value
 from shared.control.tokens import ApiToken
@@ -27,9 +27,9 @@ class OneItem:
     def items(self, request: IngestRequest, body: bytes, decode: Decode = decode_json) -> list[Any]:
         return [json_value(body, decode)]
 
-    def reply(
+    def answer(
         self, request: IngestRequest, token: ApiToken, body: bytes, total: int, rejected: Rejected, site_id: str
-    ) -> Reply:
+    ) -> LayoutAnswer:
         if rejected:
             return error_response(rejected[0][1]), None, None
         return Answer(202, [_EMPTY], site_id=site_id), None, None

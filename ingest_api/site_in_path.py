@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingest_api.ai_fetch import SiteItem, path_site_id
-from ingest_api.intake import Decode, Layout, Rejected, Reply
+from ingest_api.intake import Decode, Layout, LayoutAnswer, Rejected
 from ingest_api.request import IngestRequest
 from ingest_api.validation import decode_json
 from shared.control.tokens import ApiToken
@@ -24,7 +24,7 @@ class SiteInPath:
         site_id = path_site_id(request.path)
         return [SiteItem(site_id, item) for item in self._layout.items(request, body, decode)]
 
-    def reply(
+    def answer(
         self, request: IngestRequest, token: ApiToken, body: bytes, total: int, rejected: Rejected, site_id: str
-    ) -> Reply:
-        return self._layout.reply(request, token, body, total, rejected, site_id)
+    ) -> LayoutAnswer:
+        return self._layout.answer(request, token, body, total, rejected, site_id)

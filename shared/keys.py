@@ -5,12 +5,18 @@ PREFIX = "hitstream"
 # --- ingest queue: two lanes (shared.lanes), each a stream with its own leases -----------
 # A Redis stream of envelopes per lane. Each entry has ENVELOPE_FIELD, the envelope as JSON
 # (shared.envelope), and TOKEN_FIELD, the id of the token that queued it (entries queued
-# before lanes existed have none). The API appends; workers read each stream through GROUP.
+# before lanes existed have none, nor have requeued dead letters, which may have
+# RESTORE_FIELD). The API appends; workers read each stream through GROUP.
 # The live stream keeps its pre-lanes name, so entries queued before an upgrade still drain.
 STREAM = f"{PREFIX}:ingest"
 BULK_STREAM = f"{PREFIX}:ingest:bulk"
 ENVELOPE_FIELD = "e"
 TOKEN_FIELD = "t"
+# On an entry a dead-letter requeue appended for a store dead letter that named the tables
+# of the rows the store refused (one envelope can be several rows: a crawler's pageview and
+# its hit): those tables, comma-separated, whose rows are stored again; the others were
+# stored the first time. Without it, every row of the envelope is stored.
+RESTORE_FIELD = "r"
 GROUP = "workers"
 # Sorted set per lane: batch id -> lease deadline (ms since epoch). A batch id is also the
 # stream consumer name that holds the batch's entries, so a batch is recovered as a whole.

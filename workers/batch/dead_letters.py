@@ -5,16 +5,23 @@ an operator to inspect.
 makes recording idempotent: a batch retried after a crash rewrites the same dead letters
 instead of adding copies. A record never holds the raw visitor IP: the envelope is stored
 without it and the IP is scrubbed from the error text.
+
+One envelope can be several rows (a known crawler's pageview or event and its crawler hit),
+and the store may refuse only some of them: a store dead letter names the tables it refused
+(``refused_tables``), and its requeue restores only those (keys.RESTORE_FIELD), so the rows
+stored the first time are not stored again. A record without them (another step's, a refused
+drop count's, one written before they were recorded) restores every row.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import redis
+from redis.typing import EncodableT, FieldT
 
 from shared import keys
 from shared.control.changes import text
@@ -32,6 +39,8 @@ class DeadLetter:
     site_id: str | None
     batch_id: str
     envelope: dict[str, Any] | None  # visitor_ip removed; None if the entry was not JSON
+    # Step "store": the tables whose rows of this entry the store refused, sorted; None: all.
+    refused_tables: list[str] | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -63,6 +72,13 @@ def for_failed_step(entry_id: str, batch_id: str, envelope: Envelope, step: str,
         batch_id=batch_id,
         envelope=envelope.without_ip(),
     )
+
+
+def for_refused_rows(entry_id: str, batch_id: str, envelope: Envelope, tables: set[str], error: str) -> DeadLetter:
+    """A dead letter (step "store") for an envelope whose rows in ``tables`` the store refused
+    (no tables: its drop count)."""
+    letter = for_failed_step(entry_id, batch_id, envelope, "store", error)
+    return replace(letter, refused_tables=sorted(tables)) if tables else letter
 
 
 def for_undecodable(entry_id: str, batch_id: str, data: bytes, error: str) -> DeadLetter:
@@ -115,7 +131,8 @@ def requeue(client: redis.Redis, ids: list[str] | None) -> list[str]:
     names it) again and forget their dead letters. They count for no token's share: an
     operator's requeue is not a client's backlog.
 
-    The envelope goes back without its visitor IP (the pipeline skips geo and IP rules).
+    The envelope goes back without its visitor IP (the pipeline skips geo and IP rules), and
+    with the tables the store refused, if it named them (only their rows are stored again).
     Records without a decodable envelope cannot be requeued and stay. Returns requeued ids.
     """
     requeued: list[str] = []
@@ -125,7 +142,10 @@ def requeue(client: redis.Redis, ids: list[str] | None) -> list[str]:
             if letter.envelope is None:
                 continue
             stream = LANE_KEYS[lane_of_batch(letter.batch_id)].stream
-            pipe.xadd(stream, {keys.ENVELOPE_FIELD: orjson.dumps(letter.envelope)})
+            fields: dict[FieldT, EncodableT] = {keys.ENVELOPE_FIELD: orjson.dumps(letter.envelope)}
+            if letter.refused_tables:
+                fields[keys.RESTORE_FIELD] = ",".join(letter.refused_tables).encode()
+            pipe.xadd(stream, fields)
             pipe.hdel(keys.DEAD_LETTERS, dead_id)
             requeued.append(dead_id)
         pipe.execute()

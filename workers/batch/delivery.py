@@ -102,19 +102,22 @@ def insert_with_retry(store: StoreOpening, storable: Storable, shutdown: threadi
 
 def refused_letters(client: redis.Redis, storable: Storable, refusals: Refusals) -> list[DeadLetter]:
     """Dead letters (step "store") for the entries whose rows or drop counts the store refused,
-    their envelopes read back from the lane's stream."""
+    their envelopes read back from the lane's stream; each names the tables of its refused rows."""
     batch = storable.batch
     # One letter per entry, though a crawler's pageview and its hit may both be refused.
-    refused = {storable.row_entries[position]: error for position, error in refusals.rows.items()}
-    refused.update((storable.drop_entries[position], error) for position, error in refusals.drops.items())
+    refused: dict[str, tuple[str, set[str]]] = {}
+    for position, error in sorted(refusals.rows.items()):
+        _, tables = refused.setdefault(storable.row_entries[position], (error, set()))
+        tables.add(storable.row_tables[position])
+    refused.update((storable.drop_entries[position], (error, set())) for position, error in refusals.drops.items())
     stream = LANE_KEYS[batch.lane].stream
     letters = []
-    for entry_id, error in refused.items():
+    for entry_id, (error, tables) in refused.items():
         found = client.xrange(stream, entry_id, entry_id)
         fields = found[0][1] if found else None
         if fields:  # gone only if a duplicate delivery of this batch acknowledged it already
             envelope = Envelope.from_json(fields[keys.ENVELOPE_FIELD.encode()])
-            letters.append(dead_letters.for_failed_step(entry_id, batch.id, envelope, "store", error))
+            letters.append(dead_letters.for_refused_rows(entry_id, batch.id, envelope, tables, error))
     return letters
 
 

@@ -9,6 +9,11 @@ JSON behind too, so no visitor IP travels through the enriched stream. The few
 envelopes whose rows the store refuses are read back from their lane's stream for their dead
 letters, by the delivery: they are still there, since a batch is acknowledged only after the
 store answered.
+
+An entry that a requeue restores in part (``Entry.restore``: the store refused only some of
+its rows, a crawler's pageview or its hit) keeps only the rows of those tables, so the rows
+stored the first time are not stored twice. A drop stands for the pageview's or event's row:
+it is kept when that row's table is restored.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from workers.batch.dead_letters import DeadLetter
 from workers.batch.queue import Batch, Entry
 from workers.pipeline import Pipeline, StepFailed
 from workers.records import Drop, StoredRow
-from workers.store.blocks import PreparedBatch, prepare_batch
+from workers.store.blocks import PreparedBatch, prepare_batch, table_of
+from workers.store.schema import EVENTS, PAGEVIEWS
+
+# The tables a drop stands in for: a dropped envelope's pageview or event was not stored.
+_DROPPED_TABLES = frozenset({PAGEVIEWS.name, EVENTS.name})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,11 @@ class EnrichedBatch:
     def crawler_hits(self) -> list[tuple[int, str, str]]:
         return metrics.crawler_hit_labels(self.rows)
 
+    @property
+    def row_tables(self) -> list[str]:
+        """The table of each row, parallel to rows (a store dead letter names those refused)."""
+        return [table_of(row).name for row in self.rows]
+
 
 @dataclass(frozen=True, slots=True)
 class WriterBatch:
@@ -49,6 +63,7 @@ class WriterBatch:
     batch: Batch
     letters: list[DeadLetter]
     row_entries: list[str]
+    row_tables: list[str]
     drop_entries: list[str]
     drops: list[Drop]  # for the writer's metrics (drops by reason); rows travel only in ``prepared``
     crawler_hits: list[tuple[int, str, str]]  # for the writer's metrics (metrics.crawler_hit_labels)
@@ -61,6 +76,7 @@ class WriterBatch:
             replace(enriched.batch, entries=entries),
             enriched.letters,
             enriched.row_entries,
+            enriched.row_tables,
             enriched.drop_entries,
             enriched.drops,
             enriched.crawler_hits,
@@ -85,9 +101,11 @@ def enrich(batch: Batch, pipeline: Pipeline) -> EnrichedBatch:
             )
             continue
         if isinstance(outcome, Drop):
-            enriched.drops.append(outcome)
-            enriched.drop_entries.append(entry.id)
+            if entry.restore is None or entry.restore & _DROPPED_TABLES:
+                enriched.drops.append(outcome)
+                enriched.drop_entries.append(entry.id)
         else:
-            enriched.rows.extend(outcome)
-            enriched.row_entries.extend([entry.id] * len(outcome))
+            rows = [row for row in outcome if entry.restore is None or table_of(row).name in entry.restore]
+            enriched.rows.extend(rows)
+            enriched.row_entries.extend([entry.id] * len(rows))
     return enriched

@@ -155,6 +155,9 @@ class Entry:
     id: str  # stream entry id, "<ms>-<seq>"
     data: bytes  # the envelope JSON (field keys.ENVELOPE_FIELD); b"" if the field is missing
     token_id: str = ""  # the token that queued it (keys.TOKEN_FIELD); "" if the field is missing
+    # The tables whose rows are stored (keys.RESTORE_FIELD, on a requeued store dead letter);
+    # None: all of them.
+    restore: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +177,18 @@ class Batch:
 
 _FIELD = keys.ENVELOPE_FIELD.encode()
 _TOKEN_FIELD = keys.TOKEN_FIELD.encode()
+_RESTORE_FIELD = keys.RESTORE_FIELD.encode()
 _RECLAIM_KEYS = [key for lane in LANES for key in (LANE_KEYS[lane].stream, LANE_KEYS[lane].leases)]
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    return Entry(id=entry_id.decode(), data=fields.get(_FIELD, b""), token_id=fields.get(_TOKEN_FIELD, b"").decode())
+    restore = fields.get(_RESTORE_FIELD)
+    return Entry(
+        id=entry_id.decode(),
+        data=fields.get(_FIELD, b""),
+        token_id=fields.get(_TOKEN_FIELD, b"").decode(),
+        restore=None if restore is None else frozenset(restore.decode().split(",")),
+    )
 
 
 def _reclaimed_entry(raw: list) -> Entry:

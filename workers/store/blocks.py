@@ -43,6 +43,11 @@ _TABLES: dict[type, tuple[Table, attrgetter[Any]]] = {
 }
 
 
+def table_of(row: StoredRow) -> Table:
+    """The table ``row`` is stored in."""
+    return _TABLES[type(row)][0]
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
     """One insert: rows of one table and month, under a deduplication token."""
