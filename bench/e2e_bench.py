@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.e2e_bench [--pageviews 30000] [--rounds 3] [--endpoint single,batch]
                                         [--connections 64] [--batch-connections 16]
-                                        [--worker-processes 1] [--baseline-tree DIR]
+                                        [--worker-processes 1] [--baseline-tree DIR] [--py-spy DIR]
 
 Runs the pipeline as a user runs it: a Redis started the project's own way
 (hitstream.redis_server.RedisServer, ``appendonly yes``, ``appendfsync always``: the default
@@ -29,6 +29,8 @@ Before each timed run the processes drain ``--warm-up`` pageviews untimed. With
 API and worker run as ``python -m hitstream`` from inside DIR, so its packages come first) both
 trees run in every round, alternating which goes first, each on its own fresh Redis and store;
 the bench prints each tree's medians and this tree's figures over the baseline's per round.
+``--py-spy DIR`` records each timed run's API and worker with py-spy (collapsed stacks, the
+processes not paused; it costs them some CPU, so take CPU figures from runs without it).
 Needs ``wrk`` (apt-get install -y wrk).
 """
 
@@ -151,8 +153,11 @@ def _redis_cpu(client: redis.Redis) -> float:
 class Pipeline:
     """Redis, the store, ``hitstream api`` and ``hitstream worker`` of one tree, as a user runs them."""
 
-    def __init__(self, stack: ExitStack, scratch: Path, tree: Path | None, worker_processes: int) -> None:
+    def __init__(
+        self, stack: ExitStack, scratch: Path, tree: Path | None, worker_processes: int, profile_to: Path | None
+    ) -> None:
         self.scratch = scratch
+        self.profile_to = profile_to
         self.stack = stack
         server = start_redis(stack, scratch / "redis", "always")
         self.client = redis.Redis.from_url(server.url)
@@ -236,6 +241,18 @@ class Pipeline:
             return 0
         return int(self.client.xinfo_stream(keys.STREAM)["entries-added"])
 
+    def _profile(self, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+        """With ``--py-spy DIR``: py-spy records ``pid`` (collapsed stacks, not pausing it) into
+        DIR/<run>-<name>.txt until the timed run ends."""
+        if self.profile_to is None:
+            return None
+        return subprocess.Popen(
+            ["py-spy", "record", "--nonblocking", "--rate", "250", "--format", "raw", "-p", str(pid)]
+            + ["-o", str(self.profile_to / f"{self.scratch.name}-{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def wait_stored(self) -> None:
         """Until every accepted pageview is stored: the stream is empty, and stays so while the
         requests wrk left in flight when it stopped are answered."""
@@ -262,12 +279,17 @@ class Pipeline:
         }
         sampler = StreamSampler(redis.Redis.from_url(self.env["HITSTREAM_REDIS_URL"]))
         sampler.start()
+        profilers = [self._profile(pid, name) for name, pid in (("api", self.api_pid), ("worker", self.worker_pid))]
         try:
             output, _, seconds = self.post(endpoint, pageviews, connections)
             self.wait_stored()
             accepted = self._entries_added() - warm
         finally:
             sampler.finish()
+            for profiler in profilers:
+                if profiler is not None:
+                    profiler.send_signal(signal.SIGINT)
+                    profiler.wait(60)
         after = {
             "API": cpu_seconds(self.api_pid),
             "worker": _process_cpu(self.worker_pid),
@@ -316,7 +338,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def one_run(args: argparse.Namespace, tree: Path | None, endpoint: str, scratch: Path) -> Run:
     connections = args.batch_connections if endpoint == "batch" else args.connections
     with ExitStack() as stack:
-        pipeline = Pipeline(stack, scratch, tree, args.worker_processes)
+        pipeline = Pipeline(stack, scratch, tree, args.worker_processes, args.py_spy)
         return pipeline.run(endpoint, args.pageviews, connections, args.warm_up)
 
 
@@ -391,7 +413,14 @@ def main() -> None:
     parser.add_argument("--batch-connections", type=int, default=16, help="wrk connections, batch endpoint")
     parser.add_argument("--worker-processes", type=int, default=1, help="hitstream worker --processes")
     parser.add_argument("--baseline-tree", type=Path, help="another checkout run in every round too")
+    parser.add_argument(
+        "--py-spy", type=Path, metavar="DIR", help="profile the API and worker of each timed run with py-spy into DIR"
+    )
     args = parser.parse_args()
+    if args.py_spy is not None:
+        if shutil.which("py-spy") is None:
+            sys.exit("py-spy is not on PATH: pip install py-spy")
+        args.py_spy.mkdir(parents=True, exist_ok=True)
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     endpoints = [name.strip() for name in args.endpoint.split(",")]
