@@ -42,7 +42,6 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ingest_api import errors
-from ingest_api.answer_writes import CoalescedWrites
 from shared.config import load_settings
 
 SWEEP_SECONDS = 1.0
@@ -130,8 +129,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._since = self.loop.time()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        # An answer's head and body leave in one write (ingest_api.answer_writes).
-        super().connection_made(CoalescedWrites(transport, self.loop))  # type: ignore[arg-type]
+        super().connection_made(transport)
         guard = self._guard
         if len(self.connections) - guard.closing > guard.max_connections and not guard.make_room():
             self.close(OVER_CAPACITY)
