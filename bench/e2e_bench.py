@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.e2e_bench [--pageviews 30000] [--rounds 3] [--endpoint single,batch]
                                         [--connections 64] [--batch-connections 16]
-                                        [--worker-processes 1] [--baseline-tree DIR] [--py-spy DIR]
+                                        [--worker-processes 1] [--baseline-tree DIR [--together]]
+                                        [--py-spy DIR]
 
 Runs the pipeline as a user runs it: a Redis started the project's own way
 (hitstream.redis_server.RedisServer, ``appendonly yes``, ``appendfsync always``: the default
@@ -29,6 +30,11 @@ Before each timed run the processes drain ``--warm-up`` pageviews untimed. With
 API and worker run as ``python -m hitstream`` from inside DIR, so its packages come first) both
 trees run in every round, alternating which goes first, each on its own fresh Redis and store;
 the bench prints each tree's medians and this tree's figures over the baseline's per round.
+On a machine shared with other work the CPU per pageview of one tree swings by ±20% between
+runs a minute apart (the load changes under it); ``--together`` runs both trees' pipelines at
+the same time in each round instead, each with its own wrk, so both see the same load (and
+each other's): their per-round ratios are what an A/B of a small cut needs, while the absolute
+figures are those of a machine running two pipelines.
 ``--py-spy DIR`` records each timed run's API and worker with py-spy (collapsed stacks, the
 processes not paused; it costs them some CPU, so take CPU figures from runs without it).
 Needs ``wrk`` (apt-get install -y wrk).
@@ -47,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,6 +421,11 @@ def main() -> None:
     parser.add_argument("--worker-processes", type=int, default=1, help="hitstream worker --processes")
     parser.add_argument("--baseline-tree", type=Path, help="another checkout run in every round too")
     parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run both trees at the same time in each round (the same load on both: tighter CPU ratios)",
+    )
+    parser.add_argument(
         "--py-spy", type=Path, metavar="DIR", help="profile the API and worker of each timed run with py-spy into DIR"
     )
     args = parser.parse_args()
@@ -439,9 +451,19 @@ def main() -> None:
             runs: dict[str, list[Run]] = {name: [] for name in trees}
             for round_ in range(args.rounds):
                 order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
-                for name in order:
-                    scratch = Path(scratch_dir) / f"{endpoint}-{round_}-{name.replace(' ', '-')}"
-                    runs[name].append(one_run(args, trees[name], endpoint, scratch))
+                scratches = {
+                    name: Path(scratch_dir) / f"{endpoint}-{round_}-{name.replace(' ', '-')}" for name in order
+                }
+                if args.together:
+                    with ThreadPoolExecutor(len(order)) as pool:
+                        futures = {
+                            name: pool.submit(one_run, args, trees[name], endpoint, scratches[name]) for name in order
+                        }
+                    for name in order:
+                        runs[name].append(futures[name].result())
+                else:
+                    for name in order:
+                        runs[name].append(one_run(args, trees[name], endpoint, scratches[name]))
             print_runs(endpoint, runs)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
