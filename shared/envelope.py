@@ -9,8 +9,10 @@ worker also reads the JSON object form (field name -> value), which older APIs w
 requeued dead letters still write. The array pays, per envelope, against the object form:
 753 -> 514 bytes for a realistic pageview (Redis memory, AOF writes, the claim's reply),
 decoding 0.7 against 2.9 us (``cls(*values)``: keyword arguments cost the most), encoding
-0.24 against 1.1 us (in process, this machine, loaded). End to end: see docs/benchmarks.md,
-"CPU per stored pageview".
+0.24 against 1.1 us (in process, this machine, loaded). End to end (bench/e2e_bench.py
+against b990ee4, the object form): the batch endpoint's CPU per stored pageview 0.93x
+(0.91-0.96, both trees run together, 5 rounds) and 0.95x (0.84-0.99, alternating, 4 rounds);
+the single endpoint's 0.98x and 1.00x, within the noise (docs/benchmarks.md).
 """
 
 from __future__ import annotations
