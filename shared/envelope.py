@@ -62,6 +62,8 @@ class Envelope:
         letters). A wrong count of values or an unknown field raises TypeError."""
         values: list[Any] | dict[str, Any] = orjson.loads(data)
         if type(values) is list:
+            if len(values) != len(FIELD_NAMES):  # fewer would take defaults for the last fields
+                raise TypeError(f"an envelope array holds {len(FIELD_NAMES)} values, not {len(values)}")
             return cls(*values)
         return cls(**values)  # type: ignore[arg-type]
 
