@@ -15,11 +15,13 @@ generator (not counted), posts ``--pageviews`` pageviews (bench/api_bench.py's r
 the single endpoint with ``--connections`` connections, or in 100-item batches to the batch
 endpoint with ``--batch-connections``; the run ends once every accepted pageview is stored
 (the live stream is empty: entries are deleted after their insert), and the stored row count
-is checked against the 202s.
+is checked against the entries the API added to the stream (one per accepted pageview; wrk
+does not count the answers that arrive after it stopped).
 
 For each run it prints, per stored pageview, the CPU time (user + system, /proc) that each
 process used from the first request until the last pageview was stored: the API process, the
-worker process(es), Redis (INFO cpu); requests/s (wrk, while it posted); the request latency
+worker process(es), Redis (INFO cpu); requests/s (wrk's) and pageviews accepted per second
+while wrk posted ("pv/s"); the request latency
 p50/p99 (wrk); and the ingest-to-store latency p50/p99: from the hand-off to Redis (the
 stream entry's id is Redis's clock at XADD, right before the 202) until the entry was deleted
 after its insert, sampled every 10 ms with XINFO STREAM (its first entry, last id and entries
