@@ -220,29 +220,34 @@ class Intake:
 def queued(validated: ValidatedBody, site: Site, received_ms: int) -> Queued:
     """The envelope to hand off, guarded by its seen key (``seen_key``).
 
-    The bytes are what ``Envelope.to_json`` writes (same keys, same order; readers decode them
-    with ``Envelope.from_json``), encoded from a dict: building the dataclass first cost
-    1.5x as much (3.7 against 2.4 us) on the hot path; a contract test keeps the two equal."""
+    The bytes are what ``Envelope.to_json`` writes (the values as one array, in the
+    envelope's field order; readers decode them with ``Envelope.from_json``), encoded from a
+    list: building the dataclass first cost 1.5x as much on the hot path; a contract test
+    keeps the two equal."""
+    dimensions = validated.dimensions
     envelope = orjson.dumps(
-        {
-            "site_id": site.id,
-            "site_domain": site.domain,
-            "page_id": validated.page_id or new_uuid4(),
-            "session_id": validated.session_id or new_uuid4(),
-            "timestamp_ms": validated.timestamp_ms,
-            "received_ms": received_ms,
-            "url": validated.url,
-            "visitor_ip": validated.visitor_ip,
-            "user_agent": validated.user_agent,
-            "referrer": validated.referrer,
-            "language": validated.language,
-            **validated.dimensions,
-            "kind": validated.kind,
-            "event_name": validated.event_name,
-            "event_properties": validated.event_properties,
-            "fetch": validated.fetch,
-            "v": ENVELOPE_VERSION,
-        }
+        [
+            site.id,
+            site.domain,
+            validated.page_id or new_uuid4(),
+            validated.session_id or new_uuid4(),
+            validated.timestamp_ms,
+            received_ms,
+            validated.url,
+            validated.visitor_ip,
+            validated.user_agent,
+            validated.referrer,
+            validated.language,
+            dimensions["screen_width"],
+            dimensions["screen_height"],
+            dimensions["viewport_width"],
+            dimensions["viewport_height"],
+            validated.kind,
+            validated.event_name,
+            validated.event_properties,
+            validated.fetch,
+            ENVELOPE_VERSION,
+        ]
     )
     return Queued(envelope, seen_key(validated, site))
 

@@ -511,7 +511,7 @@ def test_dnt_true_is_reported_and_null_or_false_is_not() -> None:
 )
 def test_queued_envelope_bytes_are_exactly_what_the_envelope_contract_writes(changes: dict[str, Any]) -> None:
     # The hand-off encodes envelopes without building an Envelope: the bytes must still be
-    # Envelope.to_json's own (every field, no extra key, same order), for pageviews and events.
+    # Envelope.to_json's own (every field in its place, nothing more), for pageviews and events.
     body = orjson.dumps({**VALID, **changes})
     pageview = parse_event(body, NOW_MS) if "name" in changes else parse_pageview(body, NOW_MS)
     site = Site(id="6f0b7e0e-4d5c-4b7a-9a51-2f4f5b8f3c11", domain="example.com", created_at="2026-01-01T00:00:00Z")
@@ -523,4 +523,9 @@ def test_queued_envelope_bytes_are_exactly_what_the_envelope_contract_writes(cha
         VALID["url"],
         1776254400000,
         "event" if "name" in changes else "pageview",
+    )
+    assert (decoded.referrer, decoded.screen_width, decoded.event_properties) == (
+        changes.get("referrer"),
+        changes.get("screen_width"),
+        changes.get("properties", {}),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 import redis
 from rq import Queue
@@ -148,6 +149,23 @@ def test_poison_record_is_dead_lettered_and_its_neighbours_stored(
     assert (letters[0].id, letters[0].step) == (ids[1], "url")
     assert letters[1].step == "decode"
     assert all(IP not in letter.to_json().decode() for letter in letters)
+    assert real_redis.xlen(keys.STREAM) == 0
+
+
+def test_envelopes_in_the_object_form_older_apis_wrote_are_stored_beside_the_array_form(
+    real_redis: redis.Redis, store: StandInStore, context: WorkerContext
+) -> None:
+    send(real_redis, envelope(1))
+    real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: orjson.dumps(dataclasses.asdict(envelope(2)))})
+    too_few = orjson.dumps(orjson.loads(envelope(3).to_json())[:-5])
+    too_many = orjson.dumps([*orjson.loads(envelope(4).to_json()), "extra"])
+    bad = [real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: data}).decode() for data in (too_few, too_many)]
+
+    assert jobs.process_batch(context) == 4
+
+    assert store.page_ids() == [envelope(1).page_id, envelope(2).page_id]
+    letters = dead_letters.list_dead_letters(real_redis)
+    assert sorted((letter.id, letter.step) for letter in letters) == sorted((entry, "decode") for entry in bad)
     assert real_redis.xlen(keys.STREAM) == 0
 
 
