@@ -30,8 +30,8 @@ from workers.batch.delivery import StoreAndAcknowledge
 from workers.batch.enrichment import WriterBatch, enrich
 from workers.batch.queue import BatchQueue
 from workers.pipeline import Pipeline, build_pipeline
-from workers.store import Store
 from workers.store.opening import StoreOpening
+from workers.store.store import Store
 
 ROW_TABLE = {"pageview": "pageviews", "event": "events"}  # an AI fetch has its hit alone
 KINDS: dict[str, dict[str, Any]] = {

@@ -161,7 +161,7 @@ def test_envelopes_in_the_object_form_older_apis_wrote_are_stored_beside_the_arr
     too_many = orjson.dumps([*orjson.loads(envelope(4).to_json()), "extra"])
     bad = [real_redis.xadd(keys.STREAM, {keys.ENVELOPE_FIELD: data}).decode() for data in (too_few, too_many)]
 
-    assert jobs.process_batch(context) == 4
+    assert jobs.run_batch_loop(context) == 4
 
     assert store.page_ids() == [envelope(1).page_id, envelope(2).page_id]
     letters = dead_letters.list_dead_letters(real_redis)
