@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 
 LOWEST = 10_000
-# Pytest processes that may run side by side (pytest-xdist's workers: .ci/run uses two).
+# Pytest processes that may run side by side (pytest-xdist's workers: .ci/run uses four).
 SLICES = 4
 
 
