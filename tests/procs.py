@@ -92,11 +92,19 @@ def drained(client: redis.Redis) -> bool:
     return all(client.xlen(lane.stream) == 0 and client.zcard(lane.leases) == 0 for lane in LANE_KEYS.values())
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.02,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Until ``condition()``; on a timeout, the message adds ``explain()`` (logs, state) if given."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
         time.sleep(interval)
 
 

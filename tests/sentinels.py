@@ -36,6 +36,7 @@ class Sentinel:
 
     port: int
     process: subprocess.Popen[bytes]
+    log: Path
 
     @classmethod
     def start(cls, directory: Path, primary_port: int, failover_timeout_ms: int) -> Sentinel:
@@ -52,7 +53,7 @@ class Sentinel:
         process = subprocess.Popen(
             [server_binary(), str(config), "--sentinel"], stdin=subprocess.DEVNULL, start_new_session=True
         )
-        return cls(port, process)
+        return cls(port, process, directory / "sentinel.log")
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
@@ -109,13 +110,39 @@ class Group:
 
     def restart_primary_as_replica(self) -> None:
         """Start the killed primary again (its port and files) as a replica of the promoted
-        one, as a sentinel would make it once it is back (sooner: without waiting for that)."""
+        one, as a sentinel would make it once it is back (sooner: without waiting for that).
+
+        Never to be promoted (``replica-priority 0``): until its first sync it holds its own
+        AOF, with what the promoted one never got. A sentinel that misses the promoted one's
+        answers for ``DOWN_AFTER_MS`` (a busy machine) fails over again, and the other
+        sentinels' "down" replies from the failover just ended still count towards its quorum
+        for seconds: without this it would promote the unsynced old primary and make the
+        promoted one its replica, which then never gets a replica of its own."""
         self.primary = RedisServer(
             port=self.primary.port,
             data_dir=self.primary.data_dir,
-            extra=(*SYNC_AT_ONCE, "--replicaof", "127.0.0.1", str(self.replica.port)),
+            extra=(*SYNC_AT_ONCE, "--replica-priority", "0", "--replicaof", "127.0.0.1", str(self.replica.port)),
         )
         self.primary.start()
+
+    def explain(self) -> str:
+        """Each server's role and the tail of every log: what a failed wait on the group says."""
+        parts = []
+        for name, server in (("primary", self.primary), ("replica", self.replica)):
+            try:
+                role = str(redis.Redis(port=server.port, socket_timeout=1).info("replication"))
+            except redis.RedisError as error:
+                role = f"no answer: {error}"
+            parts.append(f"--- {name} (port {server.port}) INFO replication: {role}")
+            parts.append(log_tail(server.data_dir / "redis.log"))
+        for number, sentinel in enumerate(self.sentinels):
+            parts.append(f"--- sentinel-{number} (port {sentinel.port})")
+            parts.append(log_tail(sentinel.log))
+        return "\n".join(parts)
+
+
+def log_tail(log: Path, lines: int = 25) -> str:
+    return "\n".join(log.read_text().splitlines()[-lines:]) if log.exists() else f"(no {log})"
 
 
 @contextmanager

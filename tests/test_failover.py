@@ -192,6 +192,7 @@ def stall_kill_and_retry(
         lambda: replication(group.replica).get("slave0", {}).get("state") == "online",
         WAIT_SECONDS,
         "the old primary to sync as the new primary's replica",
+        explain=group.explain,
     )
     retried = pipeline.post_until_accepted(stalled_items)
     return before, retried, pipeline.stored()
