@@ -16,7 +16,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from workers.store.schema import CRAWLER_HITS
-from workers.store.stats import counts_over_time, site_and_dates
+from workers.store.stats import counts_over_time, site_and_dates, top_lists
 
 VERDICTS = ("verified", "spoofed", "unverifiable")
 # Report key -> the crawler_hits column it ranks by hits.
@@ -39,7 +39,7 @@ def query_crawler_stats(
         "verdicts": dict(zip(VERDICTS, verdicts, strict=True)),
         "crawlers": _by_crawler(client, where, parameters, limit),
     }
-    section.update(_top_lists(client, where, parameters, limit))
+    section.update(top_lists(client, CRAWLER_HITS.name, TOP_LISTS, "hits", where, parameters, limit))
     section["hits_over_time"] = counts_over_time(client, CRAWLER_HITS.name, where, parameters, count, first, last)
     return section
 
@@ -75,21 +75,3 @@ def _by_crawler(client: Client, where: str, parameters: dict[str, Any], limit: i
     for name, path, hits in paths:
         by_name[name]["top_paths"].append({"value": path, "hits": hits})
     return listed
-
-
-def _top_lists(client: Client, where: str, parameters: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
-    # One scan for every list, as the pageview top lists (workers.store.stats).
-    names = ", ".join(f"'{name}'" for name in TOP_LISTS)
-    columns = ", ".join(TOP_LISTS.values())
-    result = client.query(
-        f"SELECT list, value, count() AS hits FROM {CRAWLER_HITS.name}"
-        f" ARRAY JOIN [{names}] AS list, [{columns}] AS value"
-        f" WHERE {where} AND value != ''"
-        " GROUP BY list, value ORDER BY list, hits DESC, value"
-        f" LIMIT {int(limit)} BY list",
-        parameters=parameters,
-    )
-    lists: dict[str, list[dict[str, Any]]] = {name: [] for name in TOP_LISTS}
-    for name, value, hits in result.result_rows:
-        lists[name].append({"value": value, "hits": hits})
-    return lists

@@ -59,7 +59,7 @@ def query_site_stats(
         "pageviews": totals[0],
         "visitors": totals[1],
     }
-    report.update(_top_lists(client, pageviews_filter, parameters, limit))
+    report.update(top_lists(client, PAGEVIEWS.name, TOP_LISTS, "pageviews", pageviews_filter, parameters, limit))
     count, _, first, last = totals
     report["pageviews_over_time"] = counts_over_time(
         client, PAGEVIEWS.name, pageviews_filter, parameters, count, first, last
@@ -81,24 +81,33 @@ def query_site_stats(
     return report
 
 
-def _top_lists(client: Client, where: str, parameters: dict[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
-    # One scan for every list: ARRAY JOIN turns each pageview into one (list, value) pair per
-    # list, and LIMIT BY keeps the top `limit` values of each.
-    names = ", ".join(f"'{name}'" for name in TOP_LISTS)
-    values = ", ".join(f"toString({expression})" for expression in TOP_LISTS.values())
+def top_lists(
+    client: Client,
+    table: str,
+    lists: dict[str, str],
+    counted: str,
+    where: str,
+    parameters: dict[str, Any],
+    limit: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """The top ``limit`` values of each of ``lists`` (name: column expression) in ``table``,
+    each with its row count under the key ``counted``. One scan for every list: ARRAY JOIN
+    turns each row into one (list, value) pair per list, and LIMIT BY keeps the top of each."""
+    names = ", ".join(f"'{name}'" for name in lists)
+    values = ", ".join(f"toString({expression})" for expression in lists.values())
     result = client.query(
-        f"SELECT list, value, count() AS pageviews FROM {PAGEVIEWS.name}"
+        f"SELECT list, value, count() AS counted FROM {table}"
         f" ARRAY JOIN [{names}] AS list, [{values}] AS value"
         f" WHERE {where} AND value != ''"
         " GROUP BY list, value"
-        " ORDER BY list, pageviews DESC, value"
+        " ORDER BY list, counted DESC, value"
         f" LIMIT {int(limit)} BY list",
         parameters=parameters,
     )
-    lists: dict[str, list[dict[str, Any]]] = {name: [] for name in TOP_LISTS}
-    for name, value, pageviews in result.result_rows:
-        lists[name].append({"value": value, "pageviews": pageviews})
-    return lists
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in lists}
+    for name, value, count in result.result_rows:
+        found[name].append({"value": value, counted: count})
+    return found
 
 
 # Chart resolution by the time the pageviews span: hours up to two days, days up to a quarter,
