@@ -29,7 +29,6 @@ from ingest_api.validation import (
     PAGEVIEW_FIELDS,
     ValidatedBody,
     check_types,
-    checked_body,
     fields_of,
     pageview_of,
     required_text,
@@ -45,11 +44,6 @@ TOO_MANY_PROPERTIES = f"properties must have at most {MAX_PROPERTIES} keys"
 PROPERTY_KEY_TOO_LONG = f"property keys must be at most {MAX_PROPERTY_KEY_CHARS} characters"
 PROPERTY_VALUE_TOO_LONG = f"property values must be at most {MAX_PROPERTY_VALUE_CHARS} characters"
 PROPERTY_NUMBER_RANGE = f"property numbers must be from {-MAX_PROPERTY_NUMBER!r} to {MAX_PROPERTY_NUMBER!r}"
-
-
-def parse_event(body: bytes, now_ms: int) -> ValidatedBody:
-    """Validate one event body; raise BadRequest with the first failure's message."""
-    return checked_body(body, now_ms, event_from)
 
 
 def event_from(decoded: Any, now_ms: int) -> ValidatedBody:

@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -93,8 +93,6 @@ _IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 # i fold only to themselves in Go.
 _GO_FOLDS_TO_ASCII = str.maketrans({"\u212a": "k", "\u017f": "s"})
 
-Checked = TypeVar("Checked")
-
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs twice as much on the hot path
 class ValidatedBody:
@@ -119,20 +117,6 @@ class ValidatedBody:
     event_properties: dict[str, PropertyValue] = field(default_factory=dict)
     site_id: str | None = None  # AI fetches only: the site named in the request's path, not by the url
     fetch: FetchFacts | None = None  # AI fetches only (ingest_api.ai_fetch)
-
-
-def parse_pageview(body: bytes, now_ms: int) -> ValidatedBody:
-    """Validate one pageview body; raise BadRequest with the first failure's message."""
-    return checked_body(body, now_ms, pageview_from)
-
-
-def checked_body(body: bytes, now_ms: int, check: Callable[[Any, int], Checked]) -> Checked:
-    """``check`` of the body's JSON; decoded again in document order when it needs that."""
-    decoded = json_value(body)
-    try:
-        return check(decoded, now_ms)
-    except KeyOrderNeeded:
-        return check(decode_in_order(body), now_ms)
 
 
 def decode_json(document: bytes) -> Any:

@@ -10,11 +10,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from ingest_api.errors import BadRequest
-from ingest_api.events import parse_event
+from ingest_api.events import event_from
 from ingest_api.intake import queued
 from shared.control.sites import Site
 from shared.envelope import Envelope
 from tests.endpoint import BODY, World, assert_error
+from tests.validated import validated
 
 PATH = "/api/ingest/server/event"
 EVENT = {
@@ -73,7 +74,7 @@ def test_event_gets_the_pageview_refusals(api: TestClient, world: World) -> None
 def refusal(**changes: Any) -> str:
     body = {**EVENT, **changes}
     with pytest.raises(BadRequest) as raised:
-        parse_event(orjson.dumps(body), NOW_MS)
+        validated(orjson.dumps(body), NOW_MS, event_from)
     return raised.value.message
 
 
@@ -114,7 +115,7 @@ def test_bad_names_and_properties_are_refused_naming_the_field(changes: dict[str
 
 def test_limits_themselves_are_accepted() -> None:
     properties = {("k" * 127) + str(n % 10) if n < 10 else f"key{n}": "v" * 1024 for n in range(50)}
-    event = parse_event(orjson.dumps({**EVENT, "name": "n" * 200, "properties": properties}), NOW_MS)
+    event = validated(orjson.dumps({**EVENT, "name": "n" * 200, "properties": properties}), NOW_MS, event_from)
     assert event.event_name == "n" * 200 and len(event.event_properties) == 50
 
 
@@ -158,7 +159,7 @@ def event_body_with_property(number: bytes) -> bytes:
 )
 def test_property_numbers_beyond_a_double_are_refused_not_queued_as_null(number: bytes) -> None:
     with pytest.raises(BadRequest) as raised:
-        parse_event(event_body_with_property(number), NOW_MS)
+        validated(event_body_with_property(number), NOW_MS, event_from)
     assert raised.value.message == ("property numbers must be from -1.7976931348623157e+308 to 1.7976931348623157e+308")
 
 
@@ -176,7 +177,7 @@ def test_property_numbers_beyond_a_double_are_refused_not_queued_as_null(number:
     ],
 )
 def test_property_numbers_a_double_or_64_bit_integer_holds_are_queued_as_sent(number: bytes, value: float) -> None:
-    event = parse_event(event_body_with_property(number), NOW_MS)
+    event = validated(event_body_with_property(number), NOW_MS, event_from)
     assert event.event_properties["n"] == value
     assert type(event.event_properties["n"]) is type(value)
     assert orjson.loads(orjson.dumps(event.event_properties))["n"] == value  # the envelope's JSON
@@ -186,10 +187,10 @@ def test_property_numbers_a_double_or_64_bit_integer_holds_are_queued_as_sent(nu
 
 
 def test_event_id_is_an_optional_uuid_kept_lower_cased() -> None:
-    event = parse_event(orjson.dumps({**EVENT, "event_id": "0B5F3A2C-1D4E-4F6A-8B7C-9D0E1F2A3B4C"}), NOW_MS)
+    event = validated(orjson.dumps({**EVENT, "event_id": "0B5F3A2C-1D4E-4F6A-8B7C-9D0E1F2A3B4C"}), NOW_MS, event_from)
     assert event.event_id == "0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"
-    assert parse_event(orjson.dumps({**EVENT, "event_id": None}), NOW_MS).event_id is None
-    assert parse_event(orjson.dumps(EVENT), NOW_MS).event_id is None
+    assert validated(orjson.dumps({**EVENT, "event_id": None}), NOW_MS, event_from).event_id is None
+    assert validated(orjson.dumps(EVENT), NOW_MS, event_from).event_id is None
     for wrong in ("nope", 7, ["0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"]):
         assert refusal(event_id=wrong) == "Bad request body: event_id must be a UUID"
     assert refusal(event_id="nope", url="nope") == "url must be an absolute http or https URL"
@@ -207,7 +208,7 @@ def test_name_properties_and_event_id_match_in_any_case_and_property_keys_stay_a
         properties_key: {"SKU": "a-1", "sku": "b-2"},
         "Event_ID": "0B5F3A2C-1D4E-4F6A-8B7C-9D0E1F2A3B4C",
     }
-    event = parse_event(orjson.dumps(body), NOW_MS)
+    event = validated(orjson.dumps(body), NOW_MS, event_from)
     assert (event.event_name, event.event_properties) == ("add_to_cart", {"SKU": "a-1", "sku": "b-2"})
     assert event.event_id == "0b5f3a2c-1d4e-4f6a-8b7c-9d0e1f2a3b4c"
 
@@ -227,7 +228,7 @@ def test_name_properties_and_event_id_match_in_any_case_and_property_keys_stay_a
 def test_a_later_key_for_name_or_properties_in_any_case_overwrites_the_earlier_one(
     keys: bytes, name: str, properties: dict[str, Any]
 ) -> None:
-    event = parse_event(orjson.dumps(BODY)[:-1] + b", " + keys + b"}", NOW_MS)
+    event = validated(orjson.dumps(BODY)[:-1] + b", " + keys + b"}", NOW_MS, event_from)
     assert (event.event_name, event.event_properties) == (name, properties)
     site = Site(id="6f0b7e0e-4d5c-4b7a-9a51-2f4f5b8f3c11", domain="example.com", created_at="2026-01-01T00:00:00Z")
     queued_event = Envelope.from_json(queued(event, site, NOW_MS).envelope)

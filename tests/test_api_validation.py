@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from ingest_api.errors import BadRequest
-from ingest_api.events import parse_event
+from ingest_api.events import event_from
 from ingest_api.intake import queued
 from ingest_api.validation import (
     EARLIEST_TIMESTAMP_MS,
@@ -18,11 +18,11 @@ from ingest_api.validation import (
     MAX_DIMENSION,
     MIN_DIMENSION,
     go_folded,
-    parse_pageview,
 )
 from shared import storable
 from shared.control.sites import Site
 from shared.envelope import Envelope
+from tests.validated import validated
 from workers.store.schema import DROP_COUNTS, EVENTS, PAGEVIEWS
 
 NOW_MS = int(time.time() * 1000)
@@ -36,7 +36,7 @@ VALID: dict[str, Any] = {
 
 def parse(**changes: Any) -> Any:
     values = {**VALID, **changes}
-    return parse_pageview(orjson.dumps({k: v for k, v in values.items() if v is not ...}), NOW_MS)
+    return validated(orjson.dumps({k: v for k, v in values.items() if v is not ...}), NOW_MS)
 
 
 def refusal(**changes: Any) -> str:
@@ -56,15 +56,15 @@ def padded_body(size: int) -> bytes:
 
 
 def test_body_of_exactly_64_kib_is_accepted_and_one_byte_more_is_not() -> None:
-    assert parse_pageview(padded_body(MAX_BODY_BYTES), NOW_MS).url == VALID["url"]
+    assert validated(padded_body(MAX_BODY_BYTES), NOW_MS).url == VALID["url"]
     with pytest.raises(BadRequest, match="^Bad request body$"):
-        parse_pageview(padded_body(MAX_BODY_BYTES + 1), NOW_MS)
+        validated(padded_body(MAX_BODY_BYTES + 1), NOW_MS)
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'"text"', b"null", b"{", b"\xff\xfe"])
 def test_empty_non_json_and_non_object_bodies_are_bad_request_bodies(body: bytes) -> None:
     with pytest.raises(BadRequest, match="^Bad request body$"):
-        parse_pageview(body, NOW_MS)
+        validated(body, NOW_MS)
 
 
 @pytest.mark.parametrize(
@@ -92,13 +92,13 @@ def test_a_field_of_the_wrong_json_type_is_a_bad_request_body_naming_the_field(f
 def test_numbers_beyond_a_double_or_64_bits_name_the_field(number: bytes) -> None:
     body = orjson.dumps(VALID)[:-1] + b', "screen_width": ' + number + b"}"
     with pytest.raises(BadRequest, match="^Bad request body: screen_width must be an integer$"):
-        parse_pageview(body, NOW_MS)
+        validated(body, NOW_MS)
 
 
 @pytest.mark.parametrize("body", [b'{"url": "\\ud800"}', b'{"screen_width": NaN}', b"[" * 100_000])
 def test_json_the_fallback_decoder_would_accept_but_orjson_refuses_stays_a_bad_body(body: bytes) -> None:
     with pytest.raises(BadRequest, match="^Bad request body$"):
-        parse_pageview(body, NOW_MS)
+        validated(body, NOW_MS)
 
 
 def test_unknown_fields_and_top_level_utm_keys_are_ignored() -> None:
@@ -279,11 +279,11 @@ def test_times_after_2106_are_refused_even_when_the_clock_would_allow_them() -> 
     # Only a clock beyond 2106 could let such a time pass the 24-hour rule: the store's
     # DateTime (seconds in a UInt32) would wrap it.
     far_future_ms = 253_402_300_800_000 + 2 * 86_400_000  # 10000-01-02: past any RFC 3339 time
-    last = parse_pageview(orjson.dumps({**VALID, "timestamp": "2106-02-07T06:28:15.999Z"}), far_future_ms)
+    last = validated(orjson.dumps({**VALID, "timestamp": "2106-02-07T06:28:15.999Z"}), far_future_ms)
     assert last.timestamp_ms == LATEST_TIMESTAMP_MS
     for timestamp in ("2106-02-07T06:28:16Z", "2149-06-06T00:00:00Z", "9999-12-31T23:59:59-01:00"):
         with pytest.raises(BadRequest, match=f"^{STORABLE_TIMES}$"):
-            parse_pageview(orjson.dumps({**VALID, "timestamp": timestamp}), far_future_ms)
+            validated(orjson.dumps({**VALID, "timestamp": timestamp}), far_future_ms)
 
 
 def test_the_api_bounds_are_the_ranges_of_the_column_types_the_schema_declares() -> None:
@@ -324,7 +324,7 @@ def test_keys_in_another_case_fill_their_fields(keys: dict[str, str]) -> None:
         "DNT": False,
         "Session_Id": "5b0c9f3e-0d8f-4e5a-9c1e-2f3a4b5c6d7e",
     }
-    pageview = parse_pageview(orjson.dumps({**body, **extras}), NOW_MS)
+    pageview = validated(orjson.dumps({**body, **extras}), NOW_MS)
     assert (pageview.url, pageview.timestamp_ms, pageview.visitor_ip, pageview.user_agent) == (
         VALID["url"],
         1776254400000,
@@ -368,13 +368,13 @@ def test_keys_in_another_case_fill_their_fields(keys: dict[str, str]) -> None:
 )
 def test_a_field_given_twice_takes_the_last_value_in_the_document(body: bytes, url: str) -> None:
     rest = orjson.dumps({name: value for name, value in VALID.items() if name != "url"})
-    assert parse_pageview(body[:-1] + b", " + rest[1:], NOW_MS).url == url
+    assert validated(body[:-1] + b", " + rest[1:], NOW_MS).url == url
 
 
 def test_a_later_null_for_the_same_field_leaves_it_absent() -> None:
     body = orjson.dumps({**VALID, "URL": None})
     with pytest.raises(BadRequest, match="^url must be an absolute http or https URL$"):
-        parse_pageview(body, NOW_MS)
+        validated(body, NOW_MS)
 
 
 @pytest.mark.parametrize(
@@ -391,7 +391,7 @@ def test_a_later_null_for_the_same_field_leaves_it_absent() -> None:
 def test_keys_that_only_resemble_a_field_are_ignored(key: str) -> None:
     body = {name: value for name, value in VALID.items() if name != "visitor_ip"}
     with pytest.raises(BadRequest, match="^visitor_ip must be a valid IP address$"):
-        parse_pageview(orjson.dumps({**body, key: "203.0.113.7"}), NOW_MS)
+        validated(orjson.dumps({**body, key: "203.0.113.7"}), NOW_MS)
 
 
 def test_a_folded_key_of_the_wrong_type_is_refused_under_the_field_name() -> None:
@@ -513,7 +513,7 @@ def test_queued_envelope_bytes_are_exactly_what_the_envelope_contract_writes(cha
     # The hand-off encodes envelopes without building an Envelope: the bytes must still be
     # Envelope.to_json's own (every field in its place, nothing more), for pageviews and events.
     body = orjson.dumps({**VALID, **changes})
-    pageview = parse_event(body, NOW_MS) if "name" in changes else parse_pageview(body, NOW_MS)
+    pageview = validated(body, NOW_MS, event_from) if "name" in changes else validated(body, NOW_MS)
     site = Site(id="6f0b7e0e-4d5c-4b7a-9a51-2f4f5b8f3c11", domain="example.com", created_at="2026-01-01T00:00:00Z")
     envelope = queued(pageview, site, NOW_MS).envelope
     decoded = Envelope.from_json(envelope)

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest_api.errors import BadRequest
-from ingest_api.validation import parse_pageview
 from shared.hosts import normalise_domain, referrer_host
+from tests.validated import validated
 from workers.pipeline.url import qr_id
 
 NOW_MS = 4_102_444_800_000  # 2100-01-01: every generated past timestamp is allowed
@@ -31,7 +31,7 @@ hostile_text = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("
 
 
 def parse(**changes: object) -> object:
-    return parse_pageview(orjson.dumps({**VALID, **changes}), NOW_MS)
+    return validated(orjson.dumps({**VALID, **changes}), NOW_MS)
 
 
 @given(
@@ -44,7 +44,7 @@ def parse(**changes: object) -> object:
 def test_any_json_object_is_a_pageview_or_a_bad_request(values: dict[str, object]) -> None:
     # json, not orjson: orjson refuses some of the generated integers before the API sees them.
     try:
-        parse_pageview(json.dumps(values).encode(), NOW_MS)
+        validated(json.dumps(values).encode(), NOW_MS)
     except BadRequest as refusal:
         assert refusal.status == 400 and refusal.message
 
@@ -52,7 +52,7 @@ def test_any_json_object_is_a_pageview_or_a_bad_request(values: dict[str, object
 @given(st.binary(max_size=200))
 def test_any_bytes_are_a_pageview_or_a_bad_request(body: bytes) -> None:
     try:
-        parse_pageview(body, NOW_MS)
+        validated(body, NOW_MS)
     except BadRequest as refusal:
         assert refusal.status == 400
 
