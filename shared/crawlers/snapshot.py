@@ -13,7 +13,8 @@ from pathlib import Path
 
 from shared.config import Settings
 from shared.crawlers.identity import Crawler, IdentityTable, vendored_identities
-from shared.crawlers.verification import FILE_CHECK_SECONDS, Verdict, WatchedRanges
+from shared.crawlers.verification import Verdict, WatchedRanges
+from shared.replaced_files import FILE_CHECK_SECONDS
 
 
 class Crawlers:

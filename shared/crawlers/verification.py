@@ -12,8 +12,9 @@ prefixes), built on first use per distinct combination of lists.
 The lists come from the ranges document (shared.crawlers.ranges) in use:
 ``HITSTREAM_CRAWLER_RANGES`` when set and readable, else the vendored snapshot.
 ``WatchedRanges`` reads that file again when it was replaced (``hitstream crawlers update``
-renames a new one over it), checked at most once every FILE_CHECK_SECONDS, so workers and
-API processes pick up a new snapshot without a restart. A replacement that cannot be read
+renames a new one over it), checked at most once every FILE_CHECK_SECONDS
+(shared.replaced_files), so workers and API processes pick up a new snapshot without a
+restart. A replacement that cannot be read
 leaves the lists in use answering.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import enum
 import functools
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -32,11 +32,9 @@ from shared.config import load_settings
 from shared.crawlers.identity import Crawler
 from shared.crawlers.ranges import VENDORED_RANGES, Ranges, UnusableRanges, load_ranges
 from shared.networks import NetworkSet
+from shared.replaced_files import FILE_CHECK_SECONDS, NEVER_READ, FileIdentity, file_identity
 
 log = logging.getLogger(__name__)
-
-# How often the ranges file's identity (inode, size, modification time) is compared.
-FILE_CHECK_SECONDS = 10.0
 
 
 class Verdict(enum.StrEnum):
@@ -88,17 +86,6 @@ def _address(ip: str) -> tuple[int, int] | None:
     return 6, value
 
 
-_FileIdentity = tuple[int, int, int, int]  # device, inode, size, modification time (ns)
-
-
-def _identity(path: Path) -> _FileIdentity | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
-
-
 @functools.cache
 def vendored_table() -> RangeTable:
     return RangeTable(load_ranges(VENDORED_RANGES))
@@ -117,7 +104,7 @@ class WatchedRanges:
         self.path, self._check_seconds, self._clock = path, check_seconds, clock
         self.table = vendored_table()
         self.source = "the vendored snapshot"  # where ``table`` was read from
-        self._read: _FileIdentity | None = (-1, -1, -1, -1)  # no file has it: the first check reads
+        self._read: FileIdentity | None = NEVER_READ
         self._next_check = float("-inf")
         self.current()
 
@@ -127,7 +114,7 @@ class WatchedRanges:
         if self.path is None or self._clock() < self._next_check:
             return self.table
         self._next_check = self._clock() + self._check_seconds
-        identity = _identity(self.path)
+        identity = file_identity(self.path)
         if identity == self._read:
             return self.table
         self._read = identity

@@ -13,8 +13,8 @@ public (private, loopback, link-local) are never looked up.
 
 A database file replaced on disk (``hitstream geoip update`` renames a new one over it, a
 ``geoipupdate`` cron job does the same) or created after start-up is opened again within
-FILE_CHECK_SECONDS, without a restart: every so often the lookup compares each file's inode,
-size and modification time with those it opened, and on a change opens the new file and
+FILE_CHECK_SECONDS (shared.replaced_files), without a restart: every so often the lookup compares
+each file's identity with that of the file it opened, and on a change opens the new file and
 empties the cache. A new file that cannot be read (e.g. still being copied in place) leaves
 the old reader in use until the file changes again.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +32,12 @@ from typing import Any
 import maxminddb
 
 from shared.networks import IPAddress, NetworkSet
+from shared.replaced_files import FILE_CHECK_SECONDS, NEVER_READ, FileIdentity, file_identity
 from workers.pipeline.visit import Visit
 
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 32_768
-# How often the lookup checks whether a database file was replaced: one stat() per file.
-FILE_CHECK_SECONDS = 10.0
 _LOCALE = "en"  # names are stored in English, as geoip2's default locale gave them
 
 
@@ -78,25 +76,13 @@ def _open(path: Path, required_type: str, setting: str, fields: str) -> maxmindd
     return reader
 
 
-_FileIdentity = tuple[int, int, int, int]  # device, inode, size, modification time (ns)
-_NEVER_OPENED: _FileIdentity = (-1, -1, -1, -1)  # no file has it: the first check always looks
-
-
-def _identity(path: Path) -> _FileIdentity | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
-
-
 class _WatchedDatabase:
     """One database setting's reader, opened again when its file is replaced or appears."""
 
     def __init__(self, path: Path | None, required_type: str, setting: str, fields: str) -> None:
         self.path, self._required_type, self._setting, self._fields = path, required_type, setting, fields
         self.reader: maxminddb.Reader | None = None
-        self._opened: _FileIdentity | None = _NEVER_OPENED
+        self._opened: FileIdentity | None = NEVER_READ
         if path is None:
             log.warning("%s is not set: %s stay empty", setting, fields)
         else:
@@ -111,7 +97,7 @@ class _WatchedDatabase:
         """Open the file again if it is not the one last opened; True when the reader changed."""
         if self.path is None:
             return False
-        identity = _identity(self.path)
+        identity = file_identity(self.path)
         if identity == self._opened:
             return False
         self._opened = identity
