@@ -5,10 +5,15 @@ expired (shared.backlog), never by sleeping past it."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import redis
+import redis.client
 
 from shared import keys
 from shared.backlog import queue_backlog
+from shared.redis_client import redis_client
 from tests.procs import wait_until
 from workers.batch.queue import BatchQueue
 
@@ -137,4 +142,39 @@ def test_heartbeat_after_ack_does_not_resurrect_the_lease(real_redis: redis.Redi
 
     queue.heartbeat(batch.id)
 
+    assert real_redis.zcard(keys.BATCH_LEASES) == 0
+
+
+@pytest.mark.parametrize("arriving_before_the_retry", [0, 3], ids=["nothing-new", "new-entries"])
+def test_a_claim_whose_reply_was_lost_is_retried_with_every_entry_it_took(
+    redis_url: str, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, arriving_before_the_retry: int
+) -> None:
+    """Redis ran the claim's transaction, then the connection broke before its reply arrived
+    (Redis killed or failed over between its fsync and the reply, a network cut): the
+    worker's client sends the same transaction again, under the same batch id. The batch it
+    gets must hold the entries the lost reply carried, or acknowledging it deletes the
+    consumer and leaves them in the stream, delivered to nobody, for ever."""
+    ids = fill(real_redis, 4)
+    client = redis_client(redis_url, patient=True)  # a worker's client: it retries
+    lost_replies = []
+    original = redis.client.Pipeline._execute_transaction
+
+    def reply_lost_once(pipe: redis.client.Pipeline, connection: Any, commands: Any, raise_on_error: bool) -> Any:
+        reply = original(pipe, connection, commands, raise_on_error)  # Redis has run it
+        if not lost_replies:
+            lost_replies.append(reply)
+            ids.extend(fill(real_redis, arriving_before_the_retry))
+            raise redis.ConnectionError("the connection broke before the reply was read")
+        return reply
+
+    monkeypatch.setattr(redis.client.Pipeline, "_execute_transaction", reply_lost_once)
+    queue = BatchQueue(client, claim_timeout_seconds=60)
+
+    batch = queue.claim(batch_size=10)
+
+    assert lost_replies, "the claim's first reply was lost and the transaction sent again"
+    assert batch is not None
+    assert sorted(entry.id for entry in batch.entries) == sorted(ids)
+    queue.ack(batch)
+    assert real_redis.xlen(keys.STREAM) == 0
     assert real_redis.zcard(keys.BATCH_LEASES) == 0

@@ -288,14 +288,19 @@ class BatchQueue:
         lane_keys = LANE_KEYS[lane]
         batch_id = new_batch_id(lane)
         with self.redis.pipeline(transaction=True) as pipe:
+            # What the batch id holds already: nothing, unless this is the client resending the
+            # transaction after its reply was lost (the connection broke after Redis ran it).
+            # Those entries are the batch's too: left out, its acknowledgement would delete the
+            # consumer and leave them in the stream, delivered to nobody.
+            pipe.xreadgroup(keys.GROUP, batch_id, {lane_keys.stream: "0"}, count=batch_size)
             pipe.xreadgroup(keys.GROUP, batch_id, {lane_keys.stream: ">"}, count=batch_size)
             in_transaction(
                 pipe, _LEASE_NEW, [lane_keys.stream, lane_keys.leases], [keys.GROUP, batch_id, self.claim_timeout_ms]
             )
-            read, leased = pipe.execute()
+            held, read, leased = pipe.execute()
         if not leased:
             return None
-        ((_, entries),) = read
+        entries = [entry for reply in (held, read) if reply for _, stream_entries in reply for entry in stream_entries]
         return Batch(
             id=batch_id,
             entries=[_entry(entry_id, fields) for entry_id, fields in entries],
