@@ -5,18 +5,25 @@ thread is: between a command and its reply, that connection goes back to redis-p
 with the reply unread, and RQ's next command on it (registering the worker's death) read
 the stale reply instead: "Wrong number of response items", exit 1. These tests leave a
 connection in that state, as the signal does, and shut the worker down.
+
+Code that catches ``Exception`` where the signal lands (a logging handler, a library's
+cleanup) swallows that StopRequested, and RQ has already replaced its SIGTERM handler by the
+cold-shutdown one: the stop was lost, and the worker went on taking jobs until killed.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 import pytest
 import redis
 from rq import Queue, Worker
+from rq.exceptions import StopRequested
 
 from shared.keys import BATCH_QUEUE
 from tests.worker_context import worker_context_for
+from workers.runtime.jobs import enqueue_batch_jobs
 from workers.runtime.processes import BatchWorker
 
 
@@ -48,3 +55,30 @@ def test_a_warm_shutdown_after_an_interrupted_command_registers_the_workers_deat
 
     assert worker.name not in {known.name for known in Worker.all(connection=real_redis)}
     assert real_redis.ping()
+
+
+def test_a_warm_shutdown_whose_exception_is_swallowed_still_stops_the_worker_before_its_next_job(
+    real_redis: redis.Redis,
+) -> None:
+    queue = Queue(BATCH_QUEUE, connection=real_redis)
+    worker = BatchWorker(worker_context_for(real_redis, store=None), [queue])
+    enqueue_batch_jobs(queue, 2)
+    heartbeat = worker.heartbeat
+    stops = []
+
+    def sigterm_between_jobs(*args: object, **kwargs: object) -> None:
+        heartbeat(*args, **kwargs)
+        if worker.get_state() == "idle" and not stops:  # between jobs
+            stops.append(signal.SIGTERM)
+            try:
+                worker.request_stop(signal.SIGTERM, None)
+            except StopRequested:
+                pass  # swallowed where the signal landed
+
+    worker.heartbeat = sigterm_between_jobs  # type: ignore[method-assign]
+
+    worker.work(burst=True)  # burst: returns once the queue is empty, even if the stop is lost
+
+    assert stops == [signal.SIGTERM]
+    # RQ takes the job its dequeue was already waiting for, then stops: one job stays queued.
+    assert queue.count == 1

@@ -86,6 +86,12 @@ class BatchWorker(SimpleWorker):
 
     def handle_warm_shutdown_request(self) -> None:
         self.context.shutdown_requested.set()
+        # RQ stops an idle worker by raising StopRequested from the signal handler, wherever
+        # the main thread is, and replaces its SIGTERM handler by the cold-shutdown one. Code
+        # there that catches Exception (a logging handler, a library's cleanup) swallowed it,
+        # and the worker took jobs until killed (tests/test_worker_shutdown.py); the flag ends
+        # RQ's work loop before its next job either way.
+        self._stop_requested = True
         super().handle_warm_shutdown_request()
 
     def teardown(self) -> None:
