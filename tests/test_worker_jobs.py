@@ -285,3 +285,46 @@ def test_store_giving_up_releases_every_batch_the_job_holds(
     store.failures = 0
     assert jobs.run_batch_loop(context) + jobs.run_batch_loop(context) == 15
     assert len(store.page_ids()) == 15 and real_redis.xlen(keys.STREAM) == 0
+
+
+def _readonly_acknowledgement(*args: object, **kwargs: object) -> None:
+    raise redis.ReadOnlyError("You can't write against a read only replica.")
+
+
+def _failing_insert(batch_id: str, rows: list[PageviewRow], drops: list[Drop]) -> Refusals:
+    raise RuntimeError("a bug in the store client")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(("acknowledge", _readonly_acknowledgement), id="redis-refuses-the-acknowledgement"),
+        pytest.param(("insert", _failing_insert), id="the-insert-fails-otherwise"),
+    ],
+)
+def test_a_run_that_fails_otherwise_releases_every_batch_it_holds_at_once(
+    real_redis: redis.Redis,
+    store: StandInStore,
+    context: WorkerContext,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: tuple[str, object],
+) -> None:
+    """Not after their leases run out (claim_timeout, a minute by default): a job that fails
+    during a failover, say on READONLY from a demoted primary, must not hold the queue that long."""
+    where, fail = failure
+    if where == "acknowledge":
+        monkeypatch.setattr(delivery, "acknowledge", fail)
+    else:
+        monkeypatch.setattr(store, "write_batch", fail)
+    send(real_redis, *(envelope(n) for n in range(15)))
+
+    with pytest.raises((redis.ReadOnlyError, RuntimeError)):
+        jobs.run_batch_loop(context)
+
+    leases = real_redis.zrange(keys.BATCH_LEASES, 0, -1, withscores=True)
+    assert leases and [deadline for _, deadline in leases] == [0] * len(leases)
+    monkeypatch.undo()
+    monkeypatch.setattr(delivery, "STORE_RETRY_FIRST_DELAY", 0.01)
+    assert jobs.run_batch_loop(context) + jobs.run_batch_loop(context) == 15
+    assert store.page_ids() == sorted(envelope(n).page_id for n in range(15))
+    assert real_redis.xlen(keys.STREAM) == 0

@@ -12,7 +12,7 @@ defaults they chose: write-behind on, claim-ahead off). Guarantees either way: a
 acknowledged only after its insert returned, and the next delivery starts only after the
 previous one finished. While the store is unavailable the loop holds up to three batches (the
 one retried, the next enriched, one claimed ahead), all heart-beaten; when the store gives
-up or a warm shutdown comes, they are released for immediate re-claim.
+up, a warm shutdown comes or anything else fails, they are released for immediate re-claim.
 
 Under load (batches come full, or entries wait in either lane) one run handles consecutive
 batches for up to CHAIN_SECONDS, each claimed, leased, delivered and acknowledged on its own
@@ -32,8 +32,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+import redis
+
 from workers.batch import metrics
-from workers.batch.delivery import Delivery, ShutdownWhileWaiting, StoreGaveUp
+from workers.batch.delivery import Delivery, ShutdownWhileWaiting
 from workers.batch.enrichment import EnrichedBatch, enrich
 from workers.batch.queue import Batch, BatchQueue
 from workers.pipeline import Pipeline
@@ -146,7 +148,10 @@ class BatchLoop:
             except ShutdownWhileWaiting:
                 give_back, backlog = True, False
                 log.info("shutdown while waiting to deliver: batches released for re-claim")
-            except StoreGaveUp:
+            except Exception:
+                # The store gave up, or anything else failed (Redis answering an error, say
+                # READONLY from a demoted primary): the batches are re-claimed at once under
+                # their ids (a repeated insert is deduplicated), not after claim_timeout.
                 give_back = True
                 raise
             finally:
@@ -157,8 +162,14 @@ class BatchLoop:
                     if ahead is not None:
                         held.add(ahead.id)  # claimed ahead, never enriched
                 if give_back:
-                    self.queue.release(*held)
+                    self._release(held)
         return LoopOutcome(acknowledged, backlog)
+
+    def _release(self, held: set[str]) -> None:
+        try:
+            self.queue.release(*held)
+        except redis.RedisError as error:  # the failure that ends the run stays the one raised
+            log.warning("could not release batches %s (%s): re-claimed once their leases expire", held, error)
 
     @staticmethod
     def _delivered(enriched: EnrichedBatch, delivery: Future[None], held: set[str]) -> int:
