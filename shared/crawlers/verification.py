@@ -14,8 +14,7 @@ The lists come from the ranges document (shared.crawlers.ranges) in use:
 ``WatchedRanges`` reads that file again when it was replaced (``hitstream crawlers update``
 renames a new one over it), checked at most once every FILE_CHECK_SECONDS
 (shared.replaced_files), so workers and API processes pick up a new snapshot without a
-restart. A replacement that cannot be read
-leaves the lists in use answering.
+restart. A replacement that cannot be read leaves the lists in use answering.
 """
 
 from __future__ import annotations

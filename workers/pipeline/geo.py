@@ -13,9 +13,9 @@ public (private, loopback, link-local) are never looked up.
 
 A database file replaced on disk (``hitstream geoip update`` renames a new one over it, a
 ``geoipupdate`` cron job does the same) or created after start-up is opened again within
-FILE_CHECK_SECONDS (shared.replaced_files), without a restart: every so often the lookup compares
-each file's identity with that of the file it opened, and on a change opens the new file and
-empties the cache. A new file that cannot be read (e.g. still being copied in place) leaves
+FILE_CHECK_SECONDS (shared.replaced_files), without a restart: every so often the lookup
+compares each file's identity with that of the file it opened, and on a change opens the new
+file and empties the cache. A new file that cannot be read (e.g. still being copied in place) leaves
 the old reader in use until the file changes again.
 """
 
