@@ -10,6 +10,7 @@ process must never hold one.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -117,6 +118,25 @@ def redis_clock_ms(client: redis.Redis) -> int:
 def wait_for_redis_clock(client: redis.Redis, at_ms: int) -> None:
     """Until Redis's clock reads ``at_ms`` or later: a wait for an age, on the clock that ages it."""
     wait_until(lambda: redis_clock_ms(client) >= at_ms, 60, f"Redis's clock to reach {at_ms}")
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def signal_a_thread_other_than_main(pid: int, signum: int) -> int:
+    """``signum`` to a thread of ``pid`` other than its main one that does not block it, as
+    Linux may deliver a signal sent to the process (to any thread not blocking it; Python runs
+    the handler in the main thread only). Returns the thread's id."""
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda task: int(task.name)):
+        tid = int(task.name)
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # the thread ended
+            continue
+        blocked = int(status.split("SigBlk:")[1].split()[0], 16)
+        if tid != pid and not blocked & (1 << (signum - 1)) and _LIBC.tgkill(pid, tid, signum) == 0:
+            return tid
+    raise AssertionError(f"process {pid} has no thread but its main one that takes signal {signum}")
 
 
 class HitstreamProcess:

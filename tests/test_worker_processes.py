@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
+import rq
+from rq.worker import WorkerStatus
 
 from shared import keys
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
+from shared.keys import BATCH_QUEUE
 from shared.lanes import LANE_KEYS, Lane
-from tests.procs import Processes, Worker, drained, stored_pages, wait_until
+from tests.procs import Processes, Worker, drained, signal_a_thread_other_than_main, stored_pages, wait_until
 from tests.traffic import queued_envelope
 from workers.batch import dead_letters
 
@@ -65,6 +69,30 @@ def test_pageviews_drops_and_poison_records(processes: Processes, real_redis: re
     (letter,) = dead_letters.list_dead_letters(real_redis)
     assert (letter.id, letter.step) == (poison.decode(), "url")
     assert IP not in letter.to_json().decode()
+
+
+def waits_for_a_job(client: redis.Redis, worker: Worker) -> bool:
+    """``worker``'s RQ worker is idle, and no job is queued: its main thread waits in RQ's read
+    for the next one."""
+    ours = [registered for registered in rq.Worker.all(connection=client) if registered.pid == worker.pid]
+    idle = bool(ours) and all(registered.get_state() == WorkerStatus.IDLE for registered in ours)
+    return idle and rq.Queue(BATCH_QUEUE, connection=client).count == 0
+
+
+def test_a_sigterm_that_a_thread_other_than_the_main_one_takes_still_stops_the_worker_warm(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    worker = processes.worker(tmp_path / "store")
+    worker.wait_ready(real_redis)
+    sent = send(real_redis, [envelope(f"/{n}") for n in range(5)])
+    wait_until(lambda: drained(real_redis), 20, "the queue to drain")  # the store's threads run
+    wait_until(lambda: waits_for_a_job(real_redis, worker), 20, "the worker to wait for its next job")
+
+    signal_a_thread_other_than_main(worker.pid, signal.SIGTERM)
+
+    assert worker.process.wait(30) == 0
+    assert "warm shut down requested" in worker.output()
+    assert stored_pages(tmp_path / "store")[0] == Counter(sent)
 
 
 @pytest.mark.parametrize("lane", [Lane.LIVE, Lane.BULK])

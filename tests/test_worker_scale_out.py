@@ -31,7 +31,16 @@ from shared.envelope import Envelope
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
 from shared.lanes import LANE_KEYS, Lane
 from tests.endpoint import client_for
-from tests.procs import Processes, Worker, drained, redis_clock_ms, stored_pages, wait_for_redis_clock, wait_until
+from tests.procs import (
+    Processes,
+    Worker,
+    drained,
+    redis_clock_ms,
+    signal_a_thread_other_than_main,
+    stored_pages,
+    wait_for_redis_clock,
+    wait_until,
+)
 from tests.traffic import queued_envelope
 from workers.stats_reader import read_site_stats
 
@@ -242,6 +251,63 @@ def test_ctrl_c_stops_every_process_warm_and_the_next_worker_stores_the_rest_onc
     second = processes.worker(store, batch_size=500, processes=2)
     wait_for_roles(real_redis, second, 2)
     assert_stored_exactly_once(real_redis, second, store, sent)
+
+
+def started_roles(worker: Worker) -> int:
+    """How many role processes ``worker``'s supervisor has started (not counting
+    multiprocessing's resource tracker), whether or not they are ready."""
+    count = 0
+    for child in psutil.Process(worker.pid).children():
+        try:
+            count += "--multiprocessing-fork" in child.cmdline()
+        except psutil.Error:  # it ended
+            pass
+    return count
+
+
+@pytest.mark.parametrize("moment", ["its processes started", "a process registered"])
+def test_ctrl_c_while_the_processes_start_stops_every_one_warm(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path, moment: str
+) -> None:
+    worker = processes.worker(tmp_path / "store", processes=2)
+    if moment == "its processes started":  # each still importing, or building its context
+        wait_until(lambda: started_roles(worker) == 3, 30, "the supervisor to start three processes", interval=0.001)
+    else:  # RQ registers a worker before it installs its signal handlers
+        wait_until(
+            lambda: bool(role_pids(real_redis, worker, BATCH_QUEUE) or role_pids(real_redis, worker, STORE_QUEUE)),
+            60,
+            "a process to register with RQ",
+            interval=0.001,
+        )
+
+    for pid in worker.pids():
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    assert worker.process.wait(60) == 0, worker.output()
+    for sign in ("stopped with exit code", "died", "Traceback"):
+        assert sign not in worker.output()
+
+
+@pytest.mark.parametrize("role", ["writer", "enricher"])
+def test_a_sigterm_that_a_thread_other_than_the_main_one_takes_stops_that_process_warm(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path, role: str
+) -> None:
+    store = tmp_path / "store"
+    worker = processes.worker(store, batch_size=5, processes=2)
+    writer, enrichers = wait_for_roles(real_redis, worker, 2)
+    sent = send(real_redis, 20, at_once=True)
+    wait_until(lambda: all_stored(real_redis), 60, "every pageview stored")  # the store's threads run
+    target = writer if role == "writer" else enrichers[0]
+
+    signal_a_thread_other_than_main(target, signal.SIGTERM)
+
+    psutil.Process(target).wait(30)
+    assert f"[PID {target}]: warm shut down requested" in worker.output()
+    assert "died" not in worker.output()
+    assert_stored_exactly_once(real_redis, worker, store, sent)
 
 
 def writer_figures(redis_url: str) -> tuple[dict[str, Any], dict[str, float]]:

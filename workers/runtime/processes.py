@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -57,12 +58,26 @@ class ContextJob(Job):
         return self.func(self.context, *self.args, **self.kwargs)
 
 
+# The signals that stop a worker process warm.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+# How long RQ's idle read for a job waits: the longest a stop waits for the main thread.
+DEQUEUE_TIMEOUT_SECONDS = 1
+
+
 class BatchWorker(SimpleWorker):
     """RQ's SimpleWorker (no fork per job: the store client and caches stay warm) that passes
     its context to every job, and whose warm shutdown also tells a job waiting on the store
     or on the writer to give its batches back."""
 
     job_class = ContextJob
+
+    # Linux hands a process its SIGTERM through any thread that does not block it (chdb starts
+    # ~30 that don't), and Python runs the handler in the main thread only once that thread is
+    # back in Python: waiting in RQ's idle BLPOP (405 s by default), it held a warm shutdown that
+    # long (tests/test_worker_processes.py). A one-second BLPOP bounds the wait; RQ then sets a
+    # socket timeout of 11 s (this plus 10) instead of 415 s, still above every blocking
+    # command a worker sends (at most 0.5 s).
+    dequeue_timeout = DEQUEUE_TIMEOUT_SECONDS
 
     def __init__(self, context: WorkerContext, queues: list[Queue], supervised: bool = False) -> None:
         super().__init__(queues, connection=context.redis, job_class=ContextJob)
@@ -72,11 +87,9 @@ class BatchWorker(SimpleWorker):
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
         if self.supervised:
-            # A terminal's Ctrl-C reaches the whole process group; the supervisor turns it into
-            # one SIGTERM each, so this process shuts down warm instead of seeing two signals.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # see _stop_sets_flag
         if self.context.shutdown_requested.is_set():
-            # The stop came between two work loops (_work_until_shutdown): this one ends at once.
+            # The stop came before this work loop's handlers (_stop_sets_flag): it ends at once.
             self._stop_requested = True
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -119,6 +132,10 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
     context = WorkerContext.build(settings, hand_off=role is Role.ENRICHER, overlaps=overlaps)
+    _stop_sets_flag(context, supervised)
+    # A supervised process starts with the stop signals blocked (run_processes): one that came
+    # while it started is delivered now, to the handlers just installed.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     client = context.redis
     batch_queue = Queue(BATCH_QUEUE, connection=client)
     # The process that owns the store registers on the store queue, which names it.
@@ -181,13 +198,24 @@ def _work_until_shutdown(context: WorkerContext, queues: list[Queue], supervised
             log.warning("RQ's worker could not reach Redis: %s", error)
         if context.shutdown_requested.is_set():
             return
-        # Until the next RQ worker installs its handlers, a stop only sets the flag: the last
-        # worker's handlers would ask Redis, or raise, wherever this thread happens to be.
-        for signum in (signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda signum, frame: context.shutdown_requested.set())
+        _stop_sets_flag(context, supervised)
         log.warning("RQ's work loop quit without a shutdown request; starting a new one")
         if context.shutdown_requested.wait(WORK_LOOP_RESTART_SECONDS):
             return
+
+
+def _stop_sets_flag(context: WorkerContext, supervised: bool) -> None:
+    """Until an RQ worker installs its handlers (at process start, and between two work loops),
+    a stop only sets the flag, which the next work loop reads at once: RQ's handlers would ask
+    Redis, or raise, wherever the main thread happens to be, and Python's defaults would kill
+    the process or raise KeyboardInterrupt. A supervised process ignores SIGINT: a terminal's
+    Ctrl-C reaches the whole process group, and the supervisor turns it into one SIGTERM each,
+    so the process shuts down warm instead of seeing two signals."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: context.shutdown_requested.set())
+    if supervised:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGINT, lambda signum, frame: context.shutdown_requested.set())
 
 
 # How often the supervisor looks for a child that died (and starts its replacement).
@@ -219,7 +247,17 @@ def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
 
     def start(n: int, role: Role) -> BaseProcess:
         child = spawn.Process(target=_run_child, args=(role, overlaps, os.getpid()), name=f"hitstream-{role}-{n}")
-        child.start()
+        # The child inherits the blocked stop signals (a signal mask survives exec) until its
+        # handlers are in place (run_worker_process): a Ctrl-C or SIGTERM that comes while it
+        # imports or builds its context waits for them instead of killing it (exit -15) or
+        # raising KeyboardInterrupt (exit 1). CPython starts its resource tracker the same way,
+        # then unblocks both signals: it is started first, so starting the child does not.
+        resource_tracker.ensure_running()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            child.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return child
 
     # Before any child exists: a stop that comes while they start still reaches each of them.
