@@ -1,8 +1,9 @@
 """The store writer: the one process that owns an embedded store while enrichers hand it their
 enriched batches (workers.batch.delivery.PassToWriter).
 
-It reads the enriched stream through its consumer group, first what it holds (its pending
-entries: a writer killed mid-batch, or cut off from Redis, re-reads them), then new batches.
+It reads the enriched stream through its consumer group, before every new batch what it
+holds (its pending entries: the batch it was storing when it was killed or cut off from Redis,
+and those a read delivered whose reply was lost), then the next new batch.
 Each batch is stored the one way every batch is (workers.batch.delivery.StoreAndAcknowledge),
 retrying while the store is unavailable for as long as it takes (the batch is safe in Redis
 meanwhile), and acknowledged in one transaction: the batch's lane entries, its dead letters,
@@ -46,12 +47,13 @@ class StoreWriter(threading.Thread):
 
     def run(self) -> None:
         create_enriched_group(self.redis)
-        held_first = True  # read our own pending entries before new ones
         while not self.stopped.is_set():
             try:
-                entries = self._read("0" if held_first else ">")
-                if held_first and not entries:
-                    held_first = False
+                # Only a read from "0" returns what this consumer holds: the batch it was
+                # storing when a Redis error stopped it, and the batches of a read whose reply
+                # was lost (the patient client sends the read again, Redis has run both). Read
+                # from ">" alone, those waited for a restart (tests/test_store_writer.py).
+                entries = self._read("0") or self._read(">")
                 for entry_id, fields in entries:
                     if fields:  # an entry without fields was deleted while pending: nothing left to store
                         self._store(entry_id.decode(), pickle.loads(fields[keys.ENRICHED_FIELD.encode()]))
@@ -59,9 +61,6 @@ class StoreWriter(threading.Thread):
                         self.redis.xack(keys.ENRICHED_STREAM, keys.ENRICHED_GROUP, entry_id)
             except redis.RedisError as error:
                 log.warning("store writer: Redis error, retrying: %s", error)
-                # The batch being stored or acknowledged stays pending in the group, which
-                # only a read from "0" returns: without it the batch waited for a restart.
-                held_first = True
                 self.stopped.wait(1.0)
             except ShutdownWhileWaiting:
                 return
