@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +24,7 @@ import redis
 from click.testing import CliRunner
 from rq import Queue
 
+import workers.store.store
 from hitstream.main import cli
 from shared.control.sites import add_site
 from shared.keys import BATCH_QUEUE, STATS_REQUESTS, STORE_QUEUE
@@ -430,6 +433,43 @@ def test_a_store_another_process_keeps_open_is_named_without_the_engines_interna
         f"the chdb store at {path} is open in another process (only one process may open it),"
         " and it was not closed within 0.5 s; try again shortly"
     )
+
+
+# Runs in a child process: opens the chdb store at argv[1], says so, and keeps it open.
+_HOLD_STORE = """
+import sys
+import clickhouse_connect
+client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_store_another_process_opens_right_after_the_reader_saw_it_free_is_named_without_the_engines_line(
+    tmp_path: Path,
+    real_redis: redis.Redis,
+    commands: Commands,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A worker starting, or a migration, opened the store between the reader's look and its
+    # open: chdb then writes why it cannot open it ("Cannot lock file ...") to stderr itself.
+    path = tmp_path / "store"
+    holder = commands.start(
+        [sys.executable, "-c", _HOLD_STORE, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    monkeypatch.setattr(workers.store.store, "chdb_path_in_use", lambda path: False)  # the reader's look
+    capfd.readouterr()
+
+    with pytest.raises(StoreUnavailable) as raised:
+        read_site_stats(f"chdb://{path}", real_redis, str(uuid.uuid4()), None, None, 10, budget=0.5)
+
+    assert str(raised.value) == (
+        f"the chdb store at {path} is open in another process (only one process may open it),"
+        " and it was not closed within 0.5 s; try again shortly"
+    )
+    assert capfd.readouterr().err == ""
 
 
 def test_a_worker_taking_the_store_is_never_refused_by_a_reader_probing_its_lock(tmp_path: Path) -> None:

@@ -16,10 +16,13 @@ Reading a store this process opened itself is its own work, not a wait, and is n
 from __future__ import annotations
 
 import math
+import os
+import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import redis
@@ -28,6 +31,9 @@ from shared import keys
 from workers.runtime.stats_answers import StatsQuery
 from workers.store.dsn import chdb_path, chdb_path_in_use, in_use_message, store_owner
 from workers.store.unavailable import StoreUnavailable
+
+if TYPE_CHECKING:
+    from workers.store.store import Store
 
 # While waiting: how often the reader looks again at who has the store (an owner that
 # stopped, a process that closed it).
@@ -81,15 +87,42 @@ def read_site_stats(
 def _read(
     dsn: str, site_id: str, date_from: date | None, date_to: date | None, limit: int, all_traffic: bool
 ) -> dict[str, Any]:
-    # Imported here, not above: the engine (clickhouse-connect, chdb, Arrow) takes a second or
-    # more to load, which a call that only asks the store's owner never needs.
-    from workers.store.store import open_store
-
-    store = open_store(dsn)
+    store = _open(dsn)
     try:
         return store.site_stats(site_id, date_from, date_to, limit, all_traffic)
     finally:
         store.close()
+
+
+def _open(dsn: str) -> Store:
+    """``open_store``, with what chdb writes to this process's stderr itself while it opens an
+    embedded store kept off the operator's terminal: its own line on why it cannot ("Cannot
+    lock file ... Another server instance ...", when another process opened the store right
+    after the reader saw it free) ends the error instead, and what it writes on a store it
+    opens is passed on as it was. A reader gives one reason, in the project's words."""
+    # Imported here, not above: the engine (clickhouse-connect, chdb, Arrow) takes a second or
+    # more to load, which a call that only asks the store's owner never needs.
+    from workers.store.store import open_store
+
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    refused: StoreUnavailable | None = None
+    with tempfile.TemporaryFile() as printed:
+        os.dup2(printed.fileno(), 2)
+        try:
+            store = open_store(dsn)
+        except StoreUnavailable as error:
+            refused = error
+        finally:
+            os.dup2(terminal, 2)
+            os.close(terminal)
+        printed.seek(0)
+        said = printed.read()
+    if refused is not None:
+        engine = said.decode(errors="replace").strip()
+        raise StoreUnavailable(f"{refused} ({engine})" if engine else str(refused)) from refused
+    os.write(2, said)
+    return store
 
 
 def _ask(redis_client: redis.Redis, query: StatsQuery, budget: float) -> None:
