@@ -42,6 +42,7 @@ from tests.procs import (
     wait_until,
 )
 from tests.traffic import queued_envelope
+from workers.batch.delivery import ENRICHED_MAX_WAITING
 from workers.stats_reader import read_site_stats
 
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
@@ -305,6 +306,38 @@ def test_a_sigterm_that_a_thread_other_than_the_main_one_takes_stops_that_proces
     signal_a_thread_other_than_main(target, signal.SIGTERM)
 
     psutil.Process(target).wait(30)
+    assert f"[PID {target}]: warm shut down requested" in worker.output()
+    assert "died" not in worker.output()
+    assert_stored_exactly_once(real_redis, worker, store, sent)
+
+
+def test_a_sigterm_another_thread_takes_while_an_enricher_waits_for_a_stopped_writer_stops_it_warm(
+    processes: Processes, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    worker = processes.worker(store, batch_size=5, processes=2)
+    writer, enrichers = wait_for_roles(real_redis, worker, 2)
+    target = enrichers[0]
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        sent = send(real_redis, 100, at_once=True)
+        # The writer's stream is full: each enricher holds a batch it waits to hand over, and
+        # its main thread waits for that hand-over (workers.batch.loop's write-behind).
+        wait_until(
+            lambda: (
+                queue_backlog(real_redis).enriched.batches >= ENRICHED_MAX_WAITING
+                and real_redis.zcard(LANE_KEYS[Lane.LIVE].leases) >= 2
+            ),
+            30,
+            "both enrichers waiting to hand a batch to the stopped writer",
+            explain=lambda: f"{queue_backlog(real_redis)} leases {real_redis.zcard(LANE_KEYS[Lane.LIVE].leases)}",
+        )
+
+        signal_a_thread_other_than_main(target, signal.SIGTERM)
+
+        psutil.Process(target).wait(30)
+    finally:
+        os.kill(writer, signal.SIGCONT)
     assert f"[PID {target}]: warm shut down requested" in worker.output()
     assert "died" not in worker.output()
     assert_stored_exactly_once(real_redis, worker, store, sent)

@@ -133,6 +133,7 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
     context = WorkerContext.build(settings, hand_off=role is Role.ENRICHER, overlaps=overlaps)
     _stop_sets_flag(context, supervised)
+    StopSignalWatch(context.shutdown_requested).start()
     # A supervised process starts with the stop signals blocked (run_processes): one that came
     # while it started is delivered now, to the handlers just installed.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -202,6 +203,30 @@ def _work_until_shutdown(context: WorkerContext, queues: list[Queue], supervised
         log.warning("RQ's work loop quit without a shutdown request; starting a new one")
         if context.shutdown_requested.wait(WORK_LOOP_RESTART_SECONDS):
             return
+
+
+class StopSignalWatch(threading.Thread):
+    """Sets the warm-shutdown flag as soon as a stop signal arrives, whichever thread takes it.
+
+    Linux hands a signal sent to a process to any thread that does not block it; Python runs
+    the handler in the main thread only, once that thread is back in Python. A job's main
+    thread can wait on a thread that itself waits for this flag: the write-behind delivery of
+    a batch while the store writer's stream is full. With the signal taken by another thread,
+    neither moved until the writer drained its stream (tests/test_worker_scale_out.py). The
+    handler's C part, run in whichever thread took the signal, writes the signal's number to
+    the wakeup fd (``signal.set_wakeup_fd``), which this thread reads."""
+
+    def __init__(self, flag: threading.Event) -> None:
+        super().__init__(name="hitstream-stop-signals", daemon=True)
+        self.flag = flag
+        self._numbers, written = os.pipe()
+        os.set_blocking(written, False)
+        signal.set_wakeup_fd(written)  # from the main thread, as Python requires
+
+    def run(self) -> None:
+        while True:
+            if not STOP_SIGNALS.isdisjoint(os.read(self._numbers, 64)):
+                self.flag.set()
 
 
 def _stop_sets_flag(context: WorkerContext, supervised: bool) -> None:
