@@ -20,7 +20,7 @@ import redis
 from shared import keys
 from shared.control.exclusions import INSTANCE_SCOPE, ExclusionKind, add_exclusion
 from shared.envelope import Envelope
-from tests.privacy import scan_files, scan_redis, scan_store
+from tests.privacy import scan_files, scan_redis, scan_stores
 from tests.procs import ARTIFACTS, Processes, query_store, wait_until
 from tests.traffic import VISITOR_IPS, ingest_token, post_pageviews, queued_envelope
 
@@ -70,9 +70,7 @@ def test_no_visitor_ip_or_token_anywhere_after_the_suite(
     ]
 
     findings = scan_redis(real_redis, needles) + scan_files(ARTIFACTS.logs, needles)
-    for store in ARTIFACTS.stores:
-        if store.exists():
-            findings += scan_store(store, needles)
+    findings += scan_stores(ARTIFACTS.stores, needles)
     print(
         f"\nprivacy scan: {len(ARTIFACTS.logs)} logs and metrics pages, {len(ARTIFACTS.stores)} stores, "
         f"{len(real_redis.keys())} Redis keys searched for {len(needles)} strings"
