@@ -123,10 +123,10 @@ def wait_for_redis_clock(client: redis.Redis, at_ms: int) -> None:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def signal_a_thread_other_than_main(pid: int, signum: int) -> int:
+def signal_a_thread_other_than_main(pid: int, signum: int) -> None:
     """``signum`` to a thread of ``pid`` other than its main one that does not block it, as
     Linux may deliver a signal sent to the process (to any thread not blocking it; Python runs
-    the handler in the main thread only). Returns the thread's id."""
+    the handler in the main thread only)."""
     for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda task: int(task.name)):
         tid = int(task.name)
         try:
@@ -135,7 +135,7 @@ def signal_a_thread_other_than_main(pid: int, signum: int) -> int:
             continue
         blocked = int(status.split("SigBlk:")[1].split()[0], 16)
         if tid != pid and not blocked & (1 << (signum - 1)) and _LIBC.tgkill(pid, tid, signum) == 0:
-            return tid
+            return
     raise AssertionError(f"process {pid} has no thread but its main one that takes signal {signum}")
 
 

@@ -10,7 +10,8 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,16 @@ def wait_for_roles(client: redis.Redis, worker: Worker, enrichers: int) -> tuple
     wait_until(complete, 60, f"one writer and {enrichers} enrichers to register")
     ((writer,), batchers) = found[0]
     return writer, batchers
+
+
+@contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """Process ``pid`` SIGSTOPped (hung, as far as the others can tell) until the block ends."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def kill(pid: int) -> None:
@@ -292,6 +303,16 @@ def test_ctrl_c_while_the_processes_start_stops_every_one_warm(
         assert sign not in worker.output()
 
 
+def stops_warm_on_a_sigterm_another_thread_takes(worker: Worker, target: int) -> None:
+    """SIGTERM to a thread of ``target`` (one of ``worker``'s processes) other than its main one:
+    ``target`` stops within 30 s, warm, and its supervisor does not take it for a crash."""
+    signal_a_thread_other_than_main(target, signal.SIGTERM)
+
+    psutil.Process(target).wait(30)
+    assert f"[PID {target}]: warm shut down requested" in worker.output()
+    assert "died" not in worker.output()
+
+
 @pytest.mark.parametrize("role", ["writer", "enricher"])
 def test_a_sigterm_that_a_thread_other_than_the_main_one_takes_stops_that_process_warm(
     processes: Processes, real_redis: redis.Redis, tmp_path: Path, role: str
@@ -301,13 +322,9 @@ def test_a_sigterm_that_a_thread_other_than_the_main_one_takes_stops_that_proces
     writer, enrichers = wait_for_roles(real_redis, worker, 2)
     sent = send(real_redis, 20, at_once=True)
     wait_until(lambda: all_stored(real_redis), 60, "every pageview stored")  # the store's threads run
-    target = writer if role == "writer" else enrichers[0]
 
-    signal_a_thread_other_than_main(target, signal.SIGTERM)
+    stops_warm_on_a_sigterm_another_thread_takes(worker, writer if role == "writer" else enrichers[0])
 
-    psutil.Process(target).wait(30)
-    assert f"[PID {target}]: warm shut down requested" in worker.output()
-    assert "died" not in worker.output()
     assert_stored_exactly_once(real_redis, worker, store, sent)
 
 
@@ -317,9 +334,7 @@ def test_a_sigterm_another_thread_takes_while_an_enricher_waits_for_a_stopped_wr
     store = tmp_path / "store"
     worker = processes.worker(store, batch_size=5, processes=2)
     writer, enrichers = wait_for_roles(real_redis, worker, 2)
-    target = enrichers[0]
-    os.kill(writer, signal.SIGSTOP)
-    try:
+    with stopped(writer):
         sent = send(real_redis, 100, at_once=True)
         # The writer's stream is full: each enricher holds a batch it waits to hand over, and
         # its main thread waits for that hand-over (workers.batch.loop's write-behind).
@@ -333,13 +348,7 @@ def test_a_sigterm_another_thread_takes_while_an_enricher_waits_for_a_stopped_wr
             explain=lambda: f"{queue_backlog(real_redis)} leases {real_redis.zcard(LANE_KEYS[Lane.LIVE].leases)}",
         )
 
-        signal_a_thread_other_than_main(target, signal.SIGTERM)
-
-        psutil.Process(target).wait(30)
-    finally:
-        os.kill(writer, signal.SIGCONT)
-    assert f"[PID {target}]: warm shut down requested" in worker.output()
-    assert "died" not in worker.output()
+        stops_warm_on_a_sigterm_another_thread_takes(worker, enrichers[0])
     assert_stored_exactly_once(real_redis, worker, store, sent)
 
 
@@ -365,16 +374,13 @@ def test_queue_and_metrics_show_what_a_stopped_writer_has_not_stored_and_nothing
     worker = processes.worker(store, batch_size=5, processes=2)
     writer, _ = wait_for_roles(real_redis, worker, 2)
 
-    os.kill(writer, signal.SIGSTOP)
-    try:
+    with stopped(writer):
         sent = send(real_redis, 15, at_once=True)
         wait_until(
             lambda: queue_backlog(real_redis).enriched.batches == 3, 30, "three batches handed to the stopped writer"
         )
         wait_for_redis_clock(real_redis, redis_clock_ms(real_redis) + 200)  # the oldest waited 0.2 s
         enriched, metrics = writer_figures(redis_url)
-    finally:
-        os.kill(writer, signal.SIGCONT)
 
     assert (enriched["batches"], enriched["pageviews"]) == (3, 15)
     assert 0.2 <= enriched["oldest_age_seconds"] < 60
