@@ -15,10 +15,9 @@ Reading a store this process opened itself is its own work, not a wait, and is n
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import sys
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import redis
+from wurlitzer import Wurlitzer
 
 from shared import keys
 from workers.runtime.stats_answers import StatsQuery
@@ -104,20 +104,16 @@ def _open(dsn: str) -> Store:
     # more to load, which a call that only asks the store's owner never needs.
     from workers.store.store import open_store
 
-    sys.stderr.flush()
-    terminal = os.dup(2)
     refused: StoreUnavailable | None = None
-    with tempfile.TemporaryFile() as printed:
-        os.dup2(printed.fileno(), 2)
+    # wurlitzer points fd 2 at a buffer (chdb writes there itself, not through sys.stderr) and
+    # puts it back whatever open_store raises.
+    printed = io.BytesIO()
+    with Wurlitzer(stderr=printed, encoding=None):
         try:
             store = open_store(dsn)
         except StoreUnavailable as error:
             refused = error
-        finally:
-            os.dup2(terminal, 2)
-            os.close(terminal)
-        printed.seek(0)
-        said = printed.read()
+    said = printed.getvalue()
     if refused is not None:
         engine = said.decode(errors="replace").strip()
         raise StoreUnavailable(f"{refused} ({engine})" if engine else str(refused)) from refused
