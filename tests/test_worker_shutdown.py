@@ -8,7 +8,8 @@ connection in that state, as the signal does, and shut the worker down.
 
 Code that catches ``Exception`` where the signal lands (a logging handler, a library's
 cleanup) swallows that StopRequested, and RQ has already replaced its SIGTERM handler by the
-cold-shutdown one: the stop was lost, and the worker went on taking jobs until killed.
+cold-shutdown one: the stop was lost, and the worker went on taking jobs until killed; an idle
+worker whose queue gets no jobs (a writer) waited for one until killed.
 """
 
 from __future__ import annotations
@@ -82,3 +83,40 @@ def test_a_warm_shutdown_whose_exception_is_swallowed_still_stops_the_worker_bef
     assert stops == [signal.SIGTERM]
     # RQ takes the job its dequeue was already waiting for, then stops: one job stays queued.
     assert queue.count == 1
+
+
+class _StillWaiting(Exception):
+    """The worker went on waiting for jobs after its stop (the test ends its loop with this)."""
+
+
+def test_a_warm_shutdown_whose_exception_is_swallowed_still_stops_an_idle_worker_whose_queue_stays_empty(
+    real_redis: redis.Redis,
+) -> None:
+    queue = Queue(BATCH_QUEUE, connection=real_redis)  # empty, and no job ever comes: a writer's
+    worker = BatchWorker(worker_context_for(real_redis, store=None), [queue])
+    heartbeat = worker.heartbeat
+    stops: list[signal.Signals] = []
+    waits_after_the_stop = 0
+
+    def sigterm_while_idle(*args: object, **kwargs: object) -> None:
+        nonlocal waits_after_the_stop
+        heartbeat(*args, **kwargs)  # RQ's idle loop beats once before each wait for a job
+        if stops:
+            waits_after_the_stop += 1
+            if waits_after_the_stop == 5:
+                raise _StillWaiting  # RQ's work loop logs it and quits
+        elif worker.get_state() == "idle":
+            stops.append(signal.SIGTERM)
+            try:
+                worker.request_stop(signal.SIGTERM, None)
+            except StopRequested:
+                pass  # swallowed where the signal landed
+
+    worker.heartbeat = sigterm_while_idle  # type: ignore[method-assign]
+
+    worker.work()  # not burst: without the stop it would wait for jobs for good
+
+    assert stops == [signal.SIGTERM]
+    # The wait under way when the stop came may end in one more beat (RQ's idle clock is read
+    # in whole seconds); the old loop beat on until the test ended it.
+    assert waits_after_the_stop <= 1

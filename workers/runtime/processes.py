@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
 from rq.job import Job
 
 from shared.config import load_settings
@@ -106,6 +107,21 @@ class BatchWorker(SimpleWorker):
         # RQ's work loop before its next job either way.
         self._stop_requested = True
         super().handle_warm_shutdown_request()
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        if timeout is None:  # burst: one look, None once the queues are empty
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        # RQ's idle loop waits for a job until one comes and never reads the stop flag: after a
+        # swallowed StopRequested (handle_warm_shutdown_request) a worker whose queue gets no
+        # more jobs (a writer: the enrichers hand it batches through a stream) waited until
+        # killed (tests/test_worker_shutdown.py). One wait at a time here, the flag read between.
+        while not self._stop_requested:
+            found = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=timeout)
+            if found is not None:
+                return found
+        raise StopRequested
 
     def teardown(self) -> None:
         # RQ stops an idle worker by raising StopRequested from its signal handler, wherever
