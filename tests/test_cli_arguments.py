@@ -9,7 +9,7 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from hitstream.main import cli
+from hitstream.main import SUB_COMMANDS, cli
 from shared.control.sites import add_site
 from tests.stores import event, pageview, utc
 from workers.store.store import open_store
@@ -128,3 +128,18 @@ def test_stats_prints_control_characters_in_stored_text_escaped(
     assert report["utm_sources"][0]["value"] == HOSTILE["utm_source"]
     assert report["pages"][0]["value"] == HOSTILE["path"]
     assert report["cities"][0]["value"] == HOSTILE["city"]
+
+
+@pytest.mark.parametrize("name", sorted(SUB_COMMANDS))
+def test_every_sub_command_loaded_on_demand_answers_its_help_under_its_own_name(name: str) -> None:
+    result = CliRunner().invoke(cli, [name, "--help"], prog_name="hitstream")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: hitstream {name} ")
+
+
+def test_an_unknown_sub_command_prints_one_line_naming_it_and_exits_2() -> None:
+    result = CliRunner().invoke(cli, ["wroker"], prog_name="hitstream")
+
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["Error: hitstream: No such command 'wroker'."]
