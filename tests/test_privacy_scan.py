@@ -12,6 +12,8 @@ pytest processes that ran them).
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,20 @@ from shared.envelope import Envelope
 from tests.privacy import scan_files, scan_redis, scan_stores
 from tests.procs import ARTIFACTS, Processes, query_store, wait_until
 from tests.traffic import VISITOR_IPS, ingest_token, post_pageviews, queued_envelope
+
+# A store of its own with one value in one column (positive control: the scan finds it).
+_PLANT = """
+import sys
+import clickhouse_connect
+client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+client.command("CREATE TABLE planted (note String) ENGINE = MergeTree ORDER BY note")
+client.insert("planted", [[sys.argv[2]]], column_names=["note"])
+"""
+
+
+def planted_store(store: Path, value: str) -> Path:
+    subprocess.run([sys.executable, "-c", _PLANT, str(store), value], check=True, capture_output=True)
+    return store
 
 
 def poison(site_id: str) -> Envelope:
@@ -70,9 +86,11 @@ def test_no_visitor_ip_or_token_anywhere_after_the_suite(
     ]
 
     findings = scan_redis(real_redis, needles) + scan_files(ARTIFACTS.logs, needles)
-    findings += scan_stores(ARTIFACTS.stores, needles)
+    # Positive control: a store holding an IP, scanned last by its scanner, after others.
+    planted = planted_store(tmp_path / "planted", VISITOR_IPS[1])
+    findings += scan_stores([*ARTIFACTS.stores, planted], needles)
     print(
         f"\nprivacy scan: {len(ARTIFACTS.logs)} logs and metrics pages, {len(ARTIFACTS.stores)} stores, "
         f"{len(real_redis.keys())} Redis keys searched for {len(needles)} strings"
     )
-    assert findings == []
+    assert findings == [f"store {planted} table `default`.`planted`: {VISITOR_IPS[1]}"]
