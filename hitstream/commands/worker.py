@@ -22,6 +22,7 @@ from shared.redis_safety import RedisSafety, check_redis, inspect_redis
 from shared.urls import redacted
 from workers.batch import dead_letters as dead_letter_store
 from workers.queue_stats import QueueStats, collect_queue_stats
+from workers.runtime.roles import Role
 
 
 @click.command()
@@ -68,7 +69,6 @@ def _stop_during_start_up(signum: int, frame: object) -> None:
 
 
 def _run_workers(processes: int) -> None:
-    from workers.runtime.processes import Role, run_processes, run_worker_process
     from workers.store.dsn import StoreOwned, chdb_path, own_chdb_path
 
     settings = load_settings()
@@ -79,10 +79,7 @@ def _run_workers(processes: int) -> None:
     check_caps(settings, safety.maxmemory)
     store_path = chdb_path(settings.clickhouse_url)
     if store_path is None:
-        if processes == 1:
-            run_worker_process()
-        else:
-            run_processes([Role.WORKER] * processes)
+        _run(processes, [Role.WORKER] * processes)
         return
     # Before Redis or the store is touched: a second worker would claim batches it can never
     # write (they would wait for its lease to expire), so it must not start at all.
@@ -91,11 +88,8 @@ def _run_workers(processes: int) -> None:
     except StoreOwned as error:
         raise click.ClickException(str(error)) from None
     try:
-        if processes == 1:
-            run_worker_process()
-        else:
-            # Only one process can open the store: N enrichers hand their batches to one writer.
-            run_processes([Role.WRITER] + [Role.ENRICHER] * processes)
+        # Only one process can open the store: N enrichers hand their batches to one writer.
+        _run(processes, [Role.WRITER] + [Role.ENRICHER] * processes)
     finally:
         os.close(owner_lock)
 
@@ -263,3 +257,16 @@ def _queue_text(stats: QueueStats, safety: RedisSafety) -> str:
 
 def _on_off(value: bool | None) -> str:
     return "unknown" if value is None else ("on" if value else "OFF")
+
+
+def _run(processes: int, roles: list[Role]) -> None:
+    """One worker process here, or a supervisor of one child per role (``roles``): the
+    supervisor loads none of what a worker process runs (workers.runtime.supervisor)."""
+    if processes == 1:
+        from workers.runtime.processes import run_worker_process
+
+        run_worker_process()
+    else:
+        from workers.runtime.supervisor import run_processes
+
+        run_processes(roles)

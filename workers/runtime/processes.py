@@ -1,9 +1,8 @@
-"""Worker processes: build the context, open the store, then work RQ queues until a warm
+"""A worker process: build the context, open the store, then work RQ queues until a warm
 shutdown (RQ's work loop started again whenever it quits without one: a Redis outage longer
-than the client's patience makes it quit); ``run_processes`` runs several and forwards
-SIGTERM/SIGINT to each.
+than the client's patience makes it quit). ``workers.runtime.supervisor`` runs several.
 
-Three roles (``Role``):
+Three roles (``workers.runtime.roles.Role``):
 - ``WORKER``: claims, enriches, stores and acknowledges (one process on an embedded store,
   or each of N with a ClickHouse server); answers stats queries when its store is embedded
   (workers.runtime.stats_answers, a thread of its own);
@@ -14,15 +13,10 @@ Three roles (``Role``):
 
 from __future__ import annotations
 
-import enum
 import logging
-import multiprocessing
 import os
 import signal
 import threading
-import time
-from multiprocessing import resource_tracker
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 import redis
@@ -35,19 +29,13 @@ from shared.keys import BATCH_QUEUE, STORE_QUEUE
 from workers.batch import metrics
 from workers.batch.loop import Overlaps
 from workers.batch.store_writer import StoreWriter
-from workers.host import metrics_endpoint
 from workers.host.redis_rewrite import RewriteTrigger
 from workers.runtime.context import WorkerContext
 from workers.runtime.dispatcher import Dispatcher
+from workers.runtime.roles import STOP_SIGNALS, Role
 from workers.runtime.stats_answers import StatsAnswers
 from workers.store.dsn import chdb_path
 from workers.store.unavailable import StoreUnavailable
-
-
-class Role(enum.StrEnum):
-    WORKER = "worker"
-    ENRICHER = "enricher"
-    WRITER = "writer"
 
 
 class ContextJob(Job):
@@ -59,8 +47,6 @@ class ContextJob(Job):
         return self.func(self.context, *self.args, **self.kwargs)
 
 
-# The signals that stop a worker process warm.
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 # How long RQ's idle read for a job waits: the longest a stop waits for the main thread.
 DEQUEUE_TIMEOUT_SECONDS = 1
 
@@ -257,74 +243,3 @@ def _stop_sets_flag(context: WorkerContext, supervised: bool) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     else:
         signal.signal(signal.SIGINT, lambda signum, frame: context.shutdown_requested.set())
-
-
-# How often the supervisor looks for a child that died (and starts its replacement).
-SUPERVISE_SECONDS = 0.2
-# How often a supervised child checks that its supervisor still runs.
-ORPHAN_CHECK_SECONDS = 1.0
-
-
-def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
-    """A supervised worker process, which shuts down warmly when its supervisor is gone (even
-    SIGKILLed): an orphaned writer would keep the embedded store from the next supervisor's."""
-
-    def watch_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_CHECK_SECONDS)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch_parent, name="hitstream-parent-watch", daemon=True).start()
-    run_worker_process(role, overlaps, supervised=True)
-
-
-def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
-    """One child process per role, until SIGTERM/SIGINT here, which is forwarded to each as
-    SIGTERM (a warm shutdown). A child that dies (a crash, a SIGKILL) is replaced in its role:
-    its batches wait, leased or in the enriched stream, for whoever takes its place. A child
-    that exits cleanly (after its own warm shutdown) is not."""
-    spawn = multiprocessing.get_context("spawn")
-    stopping = threading.Event()
-
-    def start(n: int, role: Role) -> BaseProcess:
-        child = spawn.Process(target=_run_child, args=(role, overlaps, os.getpid()), name=f"hitstream-{role}-{n}")
-        # The child inherits the blocked stop signals (a signal mask survives exec) until its
-        # handlers are in place (run_worker_process): a Ctrl-C or SIGTERM that comes while it
-        # imports or builds its context waits for them instead of killing it (exit -15) or
-        # raising KeyboardInterrupt (exit 1). CPython starts its resource tracker the same way,
-        # then unblocks both signals: it is started first, so starting the child does not.
-        resource_tracker.ensure_running()
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            child.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        return child
-
-    # Before any child exists: a stop that comes while they start still reaches each of them.
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
-    children = [start(n, role) for n, role in enumerate(roles)]
-    log = logging.getLogger(__name__)
-    while not stopping.wait(SUPERVISE_SECONDS):
-        for n, child in enumerate(children):
-            if child.exitcode not in (None, 0) and not stopping.is_set():
-                log.warning("%s died (exit code %s); starting its replacement", child.name, child.exitcode)
-                _exited(child)
-                children[n] = start(n, roles[n])
-        if all(child.exitcode == 0 for child in children):
-            break
-    for child in children:
-        if child.is_alive():
-            child.terminate()
-    for child in children:
-        child.join()
-        _exited(child)
-        if child.exitcode != 0:
-            log.warning("%s stopped with exit code %s", child.name, child.exitcode)
-
-
-def _exited(child: BaseProcess) -> None:
-    """The host's metrics stop counting ``child`` as live."""
-    if child.pid is not None:
-        metrics_endpoint.process_exited(child.pid)
