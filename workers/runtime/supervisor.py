@@ -40,7 +40,7 @@ def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch_parent, name="hitstream-parent-watch", daemon=True).start()
-    from workers.runtime.processes import run_worker_process
+    from workers.runtime.processes import run_worker_process  # here: only the child loads it
 
     run_worker_process(role, overlaps, supervised=True)
 
