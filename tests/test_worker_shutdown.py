@@ -58,6 +58,14 @@ def test_a_warm_shutdown_after_an_interrupted_command_registers_the_workers_deat
     assert real_redis.ping()
 
 
+def swallowed_sigterm(worker: BatchWorker) -> None:
+    """What RQ's SIGTERM handler does to an idle worker, where code catching Exception runs."""
+    try:
+        worker.request_stop(signal.SIGTERM, None)
+    except StopRequested:
+        pass  # swallowed where the signal landed
+
+
 def test_a_warm_shutdown_whose_exception_is_swallowed_still_stops_the_worker_before_its_next_job(
     real_redis: redis.Redis,
 ) -> None:
@@ -71,10 +79,7 @@ def test_a_warm_shutdown_whose_exception_is_swallowed_still_stops_the_worker_bef
         heartbeat(*args, **kwargs)
         if worker.get_state() == "idle" and not stops:  # between jobs
             stops.append(signal.SIGTERM)
-            try:
-                worker.request_stop(signal.SIGTERM, None)
-            except StopRequested:
-                pass  # swallowed where the signal landed
+            swallowed_sigterm(worker)
 
     worker.heartbeat = sigterm_between_jobs  # type: ignore[method-assign]
 
@@ -107,10 +112,7 @@ def test_a_warm_shutdown_whose_exception_is_swallowed_still_stops_an_idle_worker
                 raise _StillWaiting  # RQ's work loop logs it and quits
         elif worker.get_state() == "idle":
             stops.append(signal.SIGTERM)
-            try:
-                worker.request_stop(signal.SIGTERM, None)
-            except StopRequested:
-                pass  # swallowed where the signal landed
+            swallowed_sigterm(worker)
 
     worker.heartbeat = sigterm_while_idle  # type: ignore[method-assign]
 
