@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from hypothesis import settings
 from hitstream.redis_server import RedisServer
 from tests.ports import free_port
 from tests.tiers import processes_only_in_their_tier, shared_server, tier_of
+
+# The suite writes bytecode caches even where PYTHONDONTWRITEBYTECODE is set (container images
+# often set it): without them every pytest process rewrites and compiles each test module again
+# and every process a test starts compiles hitstream's modules again (docs/testing.md).
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Fixtures defined next to their helpers, for every test module: ``processes`` (real
 # ``hitstream`` processes), ``store_dsn`` / ``store`` (an embedded store),
