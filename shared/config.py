@@ -51,6 +51,9 @@ class Settings:
     bulk_min_share: float = 0.1
     # How long the API waits for Redis before answering 503.
     redis_timeout_ms: int = 250
+    # How long a worker's Redis command keeps reconnecting before it fails (shared.redis_client):
+    # longer than a Sentinel failover or a Redis restart.
+    worker_redis_patience_seconds: float = 15.0
     # What a 202 promises (shared.durability): fsynced in Redis's AOF, also on replicas, or
     # only in Redis's memory.
     durability: Durability = Durability.FSYNC
@@ -198,6 +201,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "HITSTREAM_TOKEN_QUEUE_SHARE": ("token_queue_share", _fraction),
     "HITSTREAM_BULK_MIN_SHARE": ("bulk_min_share", _fraction),
     "HITSTREAM_REDIS_TIMEOUT_MS": ("redis_timeout_ms", _positive_int),
+    "HITSTREAM_WORKER_REDIS_PATIENCE": ("worker_redis_patience_seconds", _positive_float),
     "HITSTREAM_DURABILITY": ("durability", _durability),
     "HITSTREAM_MIN_REPLICAS": ("min_replicas", _positive_int),
     "HITSTREAM_REPLICA_TIMEOUT_MS": ("replica_timeout_ms", _positive_int),

@@ -16,8 +16,9 @@ redis.asyncio.sentinel). A URL is parsed once per process (``redis_address``).
 
 ``timeout_seconds`` bounds connecting and every reply and turns redis-py's retries off: the API
 must answer 503 at once rather than after back-off. Without it redis-py's defaults apply
-(the command line). ``patient`` clients (workers) keep trying to connect for
-``PATIENCE_SECONDS``, longer than a Sentinel failover (about 3 s: the primary silent for
+(the command line). Clients given a ``patience_seconds`` (workers:
+``HITSTREAM_WORKER_REDIS_PATIENCE``, 15 s by default) keep trying to connect that long, longer
+than a Sentinel failover (about 3 s: the primary silent for
 ``down-after-milliseconds``, then the election) or a Redis restart: with redis-py's default
 retries a worker met the dead primary's address until the promotion, and RQ, failing to
 finish a job, quit its work loop (tests/test_sentinel.py).
@@ -42,11 +43,8 @@ from redis.connection import parse_url
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 SERVER_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_SENTINEL_PORT = 26379
-# A patient client's connection attempts: 50 ms doubling up to 1 s between them, for about
-# PATIENCE_SECONDS in all.
-PATIENCE_SECONDS = 15
+# A patient client's pauses between connection attempts: 100 ms doubling up to 1 s.
 _PATIENT_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
-_PATIENT_RETRIES = 20  # 0.05 + 0.1 + ... + 0.8 + 15 x 1 s: 16.5 s
 
 
 @dataclass(frozen=True)
@@ -107,14 +105,24 @@ def _bounded(timeout_seconds: float | None) -> dict[str, Any]:
     return {"socket_timeout": timeout_seconds, "socket_connect_timeout": timeout_seconds}
 
 
-def redis_client(url: str, timeout_seconds: float | None = None, patient: bool = False) -> redis.Redis:
+def patient_retry(patience_seconds: float) -> redis.retry.Retry:
+    """Retries whose pauses (``_PATIENT_BACKOFF``) add up to at least ``patience_seconds``:
+    15 s gives 18 (0.1 + 0.2 + 0.4 + 0.8 + 14 x 1 s = 15.5 s)."""
+    retries, paused = 0, 0.0
+    while paused < patience_seconds:
+        retries += 1
+        paused += _PATIENT_BACKOFF.compute(retries)
+    return redis.retry.Retry(_PATIENT_BACKOFF, retries)
+
+
+def redis_client(url: str, timeout_seconds: float | None = None, patience_seconds: float | None = None) -> redis.Redis:
     """A synchronous client for ``url`` (see the module docstring)."""
     address = redis_address(url)
     options = _bounded(timeout_seconds)
     if timeout_seconds is not None:
         options["retry"] = redis.retry.Retry(NoBackoff(), 0)
-    elif patient:
-        options["retry"] = redis.retry.Retry(_PATIENT_BACKOFF, _PATIENT_RETRIES)
+    elif patience_seconds is not None:
+        options["retry"] = patient_retry(patience_seconds)
     if not address.sentinels:
         return redis.Redis.from_url(url, **options)
     sentinels = redis.sentinel.Sentinel(

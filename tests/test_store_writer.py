@@ -56,7 +56,7 @@ def test_a_read_whose_reply_was_lost_leaves_no_batch_behind(
     writer's patient client sends the read again, which gets the next batch or none. The lost
     batch is pending for the writer's consumer, and only a read from "0" returns it."""
     sent = hand_off(real_redis, batches, batch_size=2)
-    client = redis_client(redis_url, patient=True)  # a worker's client: it retries
+    client = redis_client(redis_url, patience_seconds=15)  # a worker's client: it retries
     lost_replies = []
     original = redis.Redis._send_command_parse_response
 

@@ -34,7 +34,7 @@ EXCLUSIONS_CHECK_SECONDS = 1.0
 
 def redis_client(settings: Settings) -> redis.Redis:
     """The one place a worker process makes its Redis client."""
-    return clients.redis_client(settings.redis_url, patient=True)
+    return clients.redis_client(settings.redis_url, patience_seconds=settings.worker_redis_patience_seconds)
 
 
 class ExclusionsWatch:

@@ -188,8 +188,9 @@ def _work_until_shutdown(context: WorkerContext, queues: list[Queue], supervised
     """RQ's work loop, on a new RQ worker each time it quits without a warm shutdown.
 
     RQ 2.12 quits its loop on any error it does not expect, which a Redis outage longer than
-    the client's patience becomes: the running job gives up (~17 s after its first refused
-    command), then so does recording the job's failure (~17 s more). Ending the process then
+    the client's patience becomes: the running job gives up (one patience,
+    ``HITSTREAM_WORKER_REDIS_PATIENCE``, after its first refused command), then so does
+    recording the job's failure (one more). Ending the process then
     would stop a single ``hitstream worker`` for good (nothing restarts it), and a supervisor
     replaces only children that crash, not one that returns (tests/test_faults_redis.py)."""
     log = logging.getLogger(__name__)
