@@ -105,7 +105,7 @@ def _bounded(timeout_seconds: float | None) -> dict[str, Any]:
     return {"socket_timeout": timeout_seconds, "socket_connect_timeout": timeout_seconds}
 
 
-def patient_retry(patience_seconds: float) -> redis.retry.Retry:
+def _patient_retry(patience_seconds: float) -> redis.retry.Retry:
     """Retries whose pauses (``_PATIENT_BACKOFF``) add up to at least ``patience_seconds``:
     15 s gives 18 (0.1 + 0.2 + 0.4 + 0.8 + 14 x 1 s = 15.5 s)."""
     retries, paused = 0, 0.0
@@ -122,7 +122,7 @@ def redis_client(url: str, timeout_seconds: float | None = None, patience_second
     if timeout_seconds is not None:
         options["retry"] = redis.retry.Retry(NoBackoff(), 0)
     elif patience_seconds is not None:
-        options["retry"] = patient_retry(patience_seconds)
+        options["retry"] = _patient_retry(patience_seconds)
     if not address.sentinels:
         return redis.Redis.from_url(url, **options)
     sentinels = redis.sentinel.Sentinel(

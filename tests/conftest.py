@@ -23,6 +23,13 @@ from tests.tiers import processes_only_in_their_tier, shared_server, tier_of
 # and every process a test starts compiles hitstream's modules again (docs/testing.md).
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# Temporary directories (stores, Redis files, logs) in memory where the machine has /dev/shm:
+# the embedded store creates a dozen files per insert, which costs ext4 more CPU than tmpfs
+# (docs/testing.md). pytest reads this variable when it first makes a temporary directory,
+# after this initial conftest is loaded; it keeps the three newest runs (~95 MB each for the
+# fast tests). .ci/run gives its own --basetemp, there too.
+if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/dev/shm")
 
 # Fixtures defined next to their helpers, for every test module: ``processes`` (real
 # ``hitstream`` processes), ``store_dsn`` / ``store`` (an embedded store),
