@@ -216,9 +216,14 @@ def test_redis_away_longer_than_the_workers_patience_loses_nothing_and_the_worke
     settings = {"HITSTREAM_REDIS_URL": own_redis.url}
     api = processes.api(**settings)
     answers = post(api, secret, QUEUED_BEFORE, Answers())
-    settings["HITSTREAM_WORKER_REDIS_PATIENCE"] = str(PATIENCE_SECONDS)
     assert answers.summary() == {202: QUEUED_BEFORE}
-    worker = processes.worker(store, batch_size=OUTAGE_BATCH_SIZE, processes=worker_processes, **settings)
+    worker = processes.worker(
+        store,
+        batch_size=OUTAGE_BATCH_SIZE,
+        processes=worker_processes,
+        HITSTREAM_WORKER_REDIS_PATIENCE=str(PATIENCE_SECONDS),
+        **settings,
+    )
 
     def every_role_registered() -> bool:
         assert worker.running(), worker.output()
