@@ -26,8 +26,8 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # Temporary directories (stores, Redis files, logs) in memory where the machine has /dev/shm:
 # the embedded store creates a dozen files per insert, which costs ext4 more CPU than tmpfs
 # (docs/testing.md). pytest reads this variable when it first makes a temporary directory,
-# after this initial conftest is loaded; it keeps the three newest runs (~95 MB each for the
-# fast tests). .ci/run gives its own --basetemp, there too.
+# after this initial conftest is loaded; it keeps the three newest runs. .ci/run gives its own
+# --basetemp, there too.
 if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/dev/shm")
 

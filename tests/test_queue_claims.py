@@ -13,9 +13,10 @@ import redis.client
 
 from shared import keys
 from shared.backlog import queue_backlog
-from shared.redis_client import redis_client
+from shared.config import Settings
 from tests.procs import wait_until
 from workers.batch.queue import BatchQueue
+from workers.runtime.context import redis_client
 
 
 def fill(client: redis.Redis, count: int) -> list[str]:
@@ -155,7 +156,7 @@ def test_a_claim_whose_reply_was_lost_is_retried_with_every_entry_it_took(
     gets must hold the entries the lost reply carried, or acknowledging it deletes the
     consumer and leaves them in the stream, delivered to nobody, for ever."""
     ids = fill(real_redis, 4)
-    client = redis_client(redis_url, patience_seconds=15)  # a worker's client: it retries
+    client = redis_client(Settings(redis_url=redis_url))  # a worker's client: it retries
     lost_replies = []
     original = redis.client.Pipeline._execute_transaction
 

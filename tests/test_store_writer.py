@@ -12,7 +12,6 @@ import redis
 from shared import keys
 from shared.config import Settings
 from shared.lanes import LANE_KEYS, Lane
-from shared.redis_client import redis_client
 from tests.procs import drained, wait_until
 from tests.stores import query
 from tests.traffic import queued_envelope
@@ -22,6 +21,7 @@ from workers.batch.enrichment import enrich
 from workers.batch.queue import BatchQueue
 from workers.batch.store_writer import StoreWriter
 from workers.pipeline import build_pipeline
+from workers.runtime.context import redis_client
 from workers.store.store import Store
 
 SITE = "5b4f0a4e-0f43-4b8e-9d6c-1b2f3a4c5d6e"
@@ -56,7 +56,7 @@ def test_a_read_whose_reply_was_lost_leaves_no_batch_behind(
     writer's patient client sends the read again, which gets the next batch or none. The lost
     batch is pending for the writer's consumer, and only a read from "0" returns it."""
     sent = hand_off(real_redis, batches, batch_size=2)
-    client = redis_client(redis_url, patience_seconds=15)  # a worker's client: it retries
+    client = redis_client(Settings(redis_url=redis_url))  # a worker's client: it retries
     lost_replies = []
     original = redis.Redis._send_command_parse_response
 
