@@ -24,6 +24,7 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.job import Job
 
+from shared.collector import tune_collector
 from shared.config import load_settings
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
 from workers.batch import metrics
@@ -132,6 +133,7 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
     """One worker process in ``role`` (see the module docstring), until a warm shutdown
     (``supervised``: started by ``run_processes``, which forwards the signals)."""
     settings = load_settings()
+    tune_collector()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
     context = WorkerContext.build(settings, hand_off=role is Role.ENRICHER, overlaps=overlaps)
     _stop_sets_flag(context, supervised)
