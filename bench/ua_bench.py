@@ -1,5 +1,5 @@
 """User-agent parses per second: ``user-agents``' own path (the baseline) against the
-pipeline's parser (ua-parser 1.x native resolver + LRU cache + crawler patterns), same run.
+pipeline's parser (ua-parser 1.x native resolver + LRU cache), same run.
 
 Two workloads, each timed for both parsers:
   cold    every distinct string once (no cache can help)

@@ -393,6 +393,42 @@ def test_bots_are_flagged_not_dropped(pipeline: Pipeline, user_agent: str) -> No
     assert row.user_agent == user_agent
 
 
+# People whose user agents contain a crawler-user-agents pattern that the crawler table ignores
+# because it also matches people (shared/crawlers/data/identities.json, "ignored_patterns").
+PEOPLE_NAMED_LIKE_CRAWLERS = {
+    "ViewSonic phone": (
+        "Mozilla/5.0 (Linux; Android 4.4.2; ViewSonic V500 Build/KVT49L) AppleWebKit/537.36 Chrome/18.0 Mobile",
+        "tablet",
+    ),
+    "HTC Butterfly": (
+        "Mozilla/5.0 (Linux; Android 4.2.2; HTC Butterfly Build/JDQ39) AppleWebKit/537.36 Chrome/31.0 Mobile",
+        "tablet",
+    ),
+    "WhatsApp app": ("WhatsApp/2.17.427 Android/7.0 Device/motorola-Moto_C_Plus", "tablet"),
+    "Instagram in-app browser": (
+        "Mozilla/5.0 (Linux; Android 14; SM-S918B Build/AP3A.240617.008; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Version/4.0 Chrome/126.0.6478.122 Mobile Safari/537.36 Instagram 339.0.0.36.106 Android",
+        "mobile",
+    ),
+    "Fever_Plus phone": (
+        "Mozilla/5.0 (Linux; Android 12; Fever_Plus) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 "
+        "Mobile Safari/537.36",
+        "mobile",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "device_type"), PEOPLE_NAMED_LIKE_CRAWLERS.values(), ids=PEOPLE_NAMED_LIKE_CRAWLERS.keys()
+)
+def test_people_whose_user_agent_resembles_a_crawler_pattern_are_counted_as_people(
+    pipeline: Pipeline, user_agent: str, device_type: str
+) -> None:
+    result = pipeline.process(envelope(user_agent=user_agent))
+    assert isinstance(result, tuple) and len(result) == 1  # no crawler hit beside the row
+    assert (result[0].is_bot, result[0].device_type) == (False, device_type)
+
+
 @pytest.mark.parametrize(
     ("user_agent", "device_type"),
     [

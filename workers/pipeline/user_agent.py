@@ -1,17 +1,16 @@
-"""The user-agent step: browser, OS, device type and a bot flag, parsed once per distinct
-user-agent string.
+"""The user-agent step: browser, OS, device type and ua-parser's bot flag, parsed once per
+distinct user-agent string.
 
 ``user-agents`` 2.2 classifies devices well but parses through ua-parser's legacy pure-Python
 path (about 1.5k parses/s, with a 200-entry cache that empties when full). Here its
 classification is fed from ua-parser 1.x's resolver, which uses the native ``ua-parser-rs``
 accelerator, and whole results are kept in an LRU cache sized for the long tail of real
 traffic. ``user-agents`` only knows crawlers that ua-parser calls "Spider", which misses
-curl, wget, python-requests, axios, okhttp, Go-http-client and HeadlessChrome, so the
-maintained ``crawler-user-agents`` patterns are a second bot signal. Its own ``is_crawler``
-runs ~60 Python regexes per string (about 2k checks/s, slower than the parse itself), so its
-~1,500 patterns are compiled into one Rust regex set with ``ua-parser-rs`` instead (about
-500k checks/s, same answers). Bots are flagged, never dropped here (an exclusion rule can
-drop them).
+curl, wget, python-requests, axios, okhttp, Go-http-client and HeadlessChrome: the crawler
+step, which runs after this one, flags every crawler the crawler table knows
+(shared.crawlers.identity: its own entries, crawler-user-agents' patterns but for those that
+also match people's phones and apps, and the names crawlers follow by convention). Bots are
+flagged, never dropped here (an exclusion rule can drop them).
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import crawleruseragents
 import ua_parser
-import ua_parser_rs
 from ua_parser import Domain, load_lazy_builtins
 from user_agents.parsers import UserAgent, parse_browser, parse_device, parse_operating_system
 
@@ -66,23 +63,15 @@ def _device_type(agent: UserAgent, is_bot: bool) -> str:
     return "other"
 
 
-def _crawler_patterns() -> ua_parser_rs.UserAgentExtractor:
-    """One regex set of every crawler-user-agents pattern (case-sensitive, as its is_crawler)."""
-    return ua_parser_rs.UserAgentExtractor(
-        (entry["pattern"], "crawler", None, None, None, None) for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
-    )
-
-
 class UserAgentParser:
     def __init__(self, cache_size: int = CACHE_SIZE) -> None:
         self._resolver = ua_parser.BestAvailableResolver(load_lazy_builtins())
-        self._crawlers = _crawler_patterns()
         self.parse = functools.lru_cache(maxsize=cache_size)(self._parse)
 
     def _parse(self, string: str) -> AgentDetails:
         parsed = self._resolver(string, Domain.ALL).complete().with_defaults()
         agent = _ClassifiedAgent(string, parsed)
-        is_bot = agent.is_bot or self._crawlers.extract(string) is not None
+        is_bot = agent.is_bot
         return AgentDetails(
             browser=agent.browser.family,
             browser_version=parsed.user_agent.major or "",
