@@ -51,8 +51,8 @@ class _ClassifiedAgent(UserAgent):
         self.device = parse_device(device.family, device.brand, device.model)
 
 
-def _device_type(agent: UserAgent, is_bot: bool) -> str:
-    if is_bot:
+def _device_type(agent: UserAgent) -> str:
+    if agent.is_bot:
         return "bot"
     if agent.is_tablet:
         return "tablet"
@@ -71,14 +71,13 @@ class UserAgentParser:
     def _parse(self, string: str) -> AgentDetails:
         parsed = self._resolver(string, Domain.ALL).complete().with_defaults()
         agent = _ClassifiedAgent(string, parsed)
-        is_bot = agent.is_bot
         return AgentDetails(
             browser=agent.browser.family,
             browser_version=parsed.user_agent.major or "",
             os=agent.os.family,
             os_version=agent.os.version_string,
-            device_type=_device_type(agent, is_bot),
-            is_bot=is_bot,
+            device_type=_device_type(agent),
+            is_bot=agent.is_bot,
         )
 
     def enrich(self, visit: Visit) -> None:
