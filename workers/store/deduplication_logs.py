@@ -1,5 +1,5 @@
-"""An embedded store's deduplication logs, kept in step with its parts across a power cut, so
-that a batch stored before the cut is not stored a second time after it.
+"""An embedded store's deduplication logs, kept in step with its parts across a power cut or a
+kill, so that a batch stored before it is stored once when it comes back, not twice or never.
 
 A non-replicated MergeTree table remembers the insert_deduplication_token of its last blocks
 in ``<table data path>/deduplication_logs/deduplication_log_N.txt``. Inside an insert,
@@ -16,8 +16,16 @@ ClickHouse's rename and the writer's fsync (a process killed inside an insert, t
 power cut): only the last insert into a table can be in it, and its part is newer than every
 recorded block. ``Store.detach_unrecorded_parts`` detaches such a part when a store is opened
 after an interruption; its batch was not acknowledged, so it comes back and is stored once.
+
 Cost of the fsyncs: median 1.9 ms per insert (p90 11 ms; the log 0.8, the table directory
 0.3), timed inside write_batch on the shared 2-core VM; docs/reliability.md has the figures.
+
+The record comes before the rename, and that instant needs no power cut: a process killed
+between the two leaves a record whose part never came to be, and the batch, back under its
+id, was dropped as a duplicate of nothing (docs/reliability.md, "The other instant").
+``forget_unwritten_blocks`` appends ClickHouse's own DROP record for such a block (the kind it
+writes when a part is dropped) before the engine reads the logs of a store opened after an
+interruption.
 
 Only an embedded store (``chdb://PATH``) has its files in this process's reach; a ClickHouse
 server's residual window is in docs/reliability.md.
@@ -32,7 +40,7 @@ from pathlib import Path
 LOG_DIRECTORY = "deduplication_logs"
 _LOG_PREFIX = "deduplication_log_"
 _LOG_SUFFIX = ".txt"
-_ADDED = "1"  # a record's operation: a part added (2: dropped)
+_ADDED, _DROPPED = "1", "2"  # a record's operation: a part's block added, or forgotten
 
 
 class DeduplicationLogs:
@@ -106,10 +114,47 @@ def _added_block(record: str) -> int | None:
     fields = record.split("\t")
     if len(fields) != 3 or fields[0] != _ADDED:
         return None
-    # <partition id>_<min block>_<max block>_<level>[_<mutation>]; the partition ids of these
-    # tables (toYYYYMM, "all") hold no "_".
-    numbers = fields[1].split("_")
-    return int(numbers[2]) if len(numbers) >= 4 and numbers[2].isdigit() else None
+    blocks = _part_blocks(fields[1])
+    return None if blocks is None else blocks[2]
+
+
+def _part_blocks(name: str) -> tuple[str, int, int] | None:
+    """A part's partition and its first and last block, from its name; None for another name
+    (a temporary part, a file). <partition id>_<min block>_<max block>_<level>[_<mutation>];
+    the partition ids of these tables (toYYYYMM, "all") hold no "_"."""
+    fields = name.split("_")
+    if len(fields) not in (4, 5) or not all(field.isdigit() for field in fields[1:]):
+        return None
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def forget_unwritten_blocks(store: Path) -> list[str]:
+    """In the embedded store at ``store``, which no process has open, append a DROP record for
+    each table whose last record adds a block that no part on disk holds: its insert was
+    killed between ClickHouse's record and its rename, so the batch, back under its id, would
+    be dropped as a duplicate. Returns the parts forgotten, as "table/part"; OSError if a log
+    cannot be read or written. Only the last record can be one: the writer inserts one block at
+    a time."""
+    forgotten = []
+    for table in sorted(store.glob("data/*/*")):
+        logs = _logs(table / LOG_DIRECTORY)
+        records = [line for log in logs for line in log.read_text(errors="replace").splitlines(keepends=True)]
+        if not records or not records[-1].endswith("\n"):
+            continue  # no record, or one a power cut tore, which ClickHouse skips: nothing deduplicates
+        fields = records[-1].rstrip("\n").split("\t")
+        written = _part_blocks(fields[1]) if len(fields) == 3 and fields[0] == _ADDED else None
+        if written is None:
+            continue
+        partition, _, block = written
+        parts = (_part_blocks(entry.name) for entry in table.iterdir() if entry.is_dir())
+        if any(part is not None and part[0] == partition and part[1] <= block <= part[2] for part in parts):
+            continue
+        with open(logs[-1], "a", encoding="utf-8") as log:
+            log.write(f"{_DROPPED}\t{fields[1]}\t{fields[2]}\n")
+            log.flush()
+            os.fsync(log.fileno())
+        forgotten.append(f"{table.name}/{fields[1]}")
+    return forgotten
 
 
 def _fsync(path: Path) -> None:

@@ -32,7 +32,7 @@ from shared.urls import redacted
 from workers.records import Drop, StoredRow
 from workers.store.blocks import Block, PreparedBatch, prepare_batch
 from workers.store.crawler_stats import query_crawler_stats
-from workers.store.deduplication_logs import DeduplicationLogs
+from workers.store.deduplication_logs import DeduplicationLogs, forget_unwritten_blocks
 from workers.store.dsn import chdb_path, chdb_path_in_use, in_use_message
 from workers.store.migrations import apply_migrations
 from workers.store.schema import CRAWLER_HITS, DROP_COUNTS, EVENTS, PAGEVIEWS
@@ -211,6 +211,14 @@ def open_store(dsn: str) -> Store:
     # the last process was killed or lost power, maybe in the middle of an insert.
     interrupted = path is not None and (path / "status").exists()
     try:
+        if path is not None and interrupted:
+            forgotten = forget_unwritten_blocks(path)  # before the engine reads the logs
+            if forgotten:
+                log.warning(
+                    "forgot the deduplication records of %s: their inserts were interrupted before the parts were"
+                    " in place; their batches come back and are stored",
+                    ", ".join(forgotten),
+                )
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
             client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
