@@ -319,6 +319,26 @@ def processes(hitstream_env: dict[str, str], tmp_path: Path) -> Iterator[Process
     started.kill_all()
 
 
+# How much of each process's log a failed test's report shows.
+FAILURE_LOG_LINES = 200
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report ends with the last lines of each log of its ``processes``: .ci/run
+    deletes the run's directory when it ends, and a chance failure's logs are its only trace
+    (2026-12-07: a worker that did not stop within 20 s of SIGTERM, its log gone). The logs
+    hold no visitor IP or token (tests/test_privacy_scan.py)."""
+    report = yield
+    started = getattr(item, "funcargs", {}).get("processes")
+    if report.failed and isinstance(started, Processes):
+        for process in started.started:
+            if process.log.exists():
+                lines = process.log.read_text(errors="replace").splitlines()[-FAILURE_LOG_LINES:]
+                report.sections.append((f"{process.log.name}, its last {len(lines)} lines", "\n".join(lines)))
+    return report
+
+
 # Runs in a child process: prints every stored page_id and the drop counts as JSON.
 _READ_STORE = """
 import json, sys
