@@ -60,6 +60,17 @@ class StoreProcess:
         return self.process.stdin, self.process.stdout
 
 
+def write(store: StoreProcess, site: str, written: dict[str, list[str]], unsynced: bool = False) -> None:
+    for batch_id, pages in written.items():
+        assert store.ask(write=batch_id, site=site, pages=pages, unsynced=unsynced) == {"refused": 0}
+
+
+def each_once(*written: dict[str, list[str]]) -> dict[str, object]:
+    """What ``stored`` answers when every page of ``written`` is stored exactly once."""
+    pages = sorted(page for batches_ in written for each in batches_.values() for page in each)
+    return {"pageviews": pages, "events": pages, "drops": len(pages)}
+
+
 def _write(store: Store, batch_id: str, site: str, pages: list[str], unsynced: bool) -> int:
     months = [utc(2026, 1, 31, 23, 59) if number % 2 else utc(2026, 2, 1, 0, 1) for number in range(len(pages))]
     rows = [pageview(site, month, page_id=page) for page, month in zip(pages, months, strict=True)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import Commands
-from tests.store_process import StoreProcess
+from tests.store_process import StoreProcess, each_once, write
 from workers.store.deduplication_logs import LOG_DIRECTORY
 
 TABLES = ("pageviews", "events", "drop_counts")
@@ -36,16 +36,6 @@ def killed_before_the_rename(store: Path, table: str) -> str:
 def one_batch() -> dict[str, list[str]]:
     # One batch into a new store: one part per table and month, so no merge can cover the part.
     return {f"b:{uuid.uuid4()}": [str(uuid.uuid4()) for _ in range(1_000)]}
-
-
-def write(store: StoreProcess, site: str, batches: dict[str, list[str]]) -> None:
-    for batch_id, pages in batches.items():
-        assert store.ask(write=batch_id, site=site, pages=pages) == {"refused": 0}
-
-
-def each_once(*written: dict[str, list[str]]) -> dict[str, object]:
-    pages = sorted(page for batches in written for each in batches.values() for page in each)
-    return {"pageviews": pages, "events": pages, "drops": len(pages)}
 
 
 @pytest.mark.parametrize("table", TABLES)

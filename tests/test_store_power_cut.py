@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.lazyfs import LazyFS
-from tests.store_process import StoreProcess
+from tests.store_process import StoreProcess, each_once, write
 from tests.stores import DURABLE_TABLES
 from workers.store.migrations import MIGRATIONS
 
@@ -52,17 +52,6 @@ def store_disk(lazyfs: Callable[[str], LazyFS]) -> Iterator[StoreDisk]:
 
 def batches() -> dict[str, list[str]]:
     return {f"b:{uuid.uuid4()}": [str(uuid.uuid4()) for _ in range(PER_BATCH)] for _ in range(BATCHES)}
-
-
-def write(store: StoreProcess, site: str, written: dict[str, list[str]], unsynced: bool = False) -> None:
-    for batch_id, pages in written.items():
-        assert store.ask(write=batch_id, site=site, pages=pages, unsynced=unsynced) == {"refused": 0}
-
-
-def each_once(*written: dict[str, list[str]]) -> dict[str, object]:
-    """What ``stored`` answers when every page of ``written`` is stored exactly once."""
-    pages = sorted(page for batches_ in written for each in batches_.values() for page in each)
-    return {"pageviews": pages, "events": pages, "drops": len(pages)}
 
 
 def test_every_row_a_returned_write_batch_stored_is_there_after_a_power_cut(store_disk: StoreDisk) -> None:

@@ -72,12 +72,12 @@ class DeduplicationLogs:
         Every insert into these tables is recorded (each has a deduplication window since its
         creation), and the writer fsyncs a record before its batch counts as stored, so only
         the last insert before a power cut can have left a part newer than this number."""
-        logs = [log for data_path in self._paths(table) for log in _logs(data_path / LOG_DIRECTORY)]
-        if not logs:
+        paths = [data_path for data_path in self._paths(table) if _logs(data_path / LOG_DIRECTORY)]
+        if not paths:
             return None
         blocks: list[int | None] = [0]
-        for log in logs:
-            blocks.extend(_added_block(record) for record in log.read_text(errors="replace").splitlines())
+        for data_path in paths:
+            blocks.extend(_added_block(record) for record in _records(data_path))
         return max(block for block in blocks if block is not None)
 
     def _paths(self, table: str) -> list[Path]:
@@ -106,6 +106,13 @@ def _logs(directory: Path) -> list[Path]:
         if name.startswith(_LOG_PREFIX) and name.endswith(_LOG_SUFFIX)
     ]
     return [directory / name for _, name in sorted(numbered)]
+
+
+def _records(data_path: Path) -> list[str]:
+    """A table's deduplication records, oldest first, each with its line end (a line a power
+    cut tore has none)."""
+    logs = _logs(data_path / LOG_DIRECTORY)
+    return [line for log in logs for line in log.read_text(errors="replace").splitlines(keepends=True)]
 
 
 def _added_block(record: str) -> int | None:
@@ -137,19 +144,18 @@ def forget_unwritten_blocks(store: Path) -> list[str]:
     a time."""
     forgotten = []
     for table in sorted(store.glob("data/*/*")):
-        logs = _logs(table / LOG_DIRECTORY)
-        records = [line for log in logs for line in log.read_text(errors="replace").splitlines(keepends=True)]
+        records = _records(table)
         if not records or not records[-1].endswith("\n"):
             continue  # no record, or one a power cut tore, which ClickHouse skips: nothing deduplicates
         fields = records[-1].rstrip("\n").split("\t")
-        written = _part_blocks(fields[1]) if len(fields) == 3 and fields[0] == _ADDED else None
-        if written is None:
+        recorded = _part_blocks(fields[1]) if len(fields) == 3 and fields[0] == _ADDED else None
+        if recorded is None:
             continue
-        partition, _, block = written
+        partition, _, block = recorded
         parts = (_part_blocks(entry.name) for entry in table.iterdir() if entry.is_dir())
         if any(part is not None and part[0] == partition and part[1] <= block <= part[2] for part in parts):
             continue
-        with open(logs[-1], "a", encoding="utf-8") as log:
+        with open(_logs(table / LOG_DIRECTORY)[-1], "a", encoding="utf-8") as log:
             log.write(f"{_DROPPED}\t{fields[1]}\t{fields[2]}\n")
             log.flush()
             os.fsync(log.fileno())
