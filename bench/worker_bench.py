@@ -211,7 +211,7 @@ def end_to_end(
                 check_alive()
                 time.sleep(0.01)
             if timings is not None:
-                process.send_signal(signal.SIGUSR1)  # the bench worker's stage timers start over
+                process.send_signal(signal.SIGUSR2)  # the bench worker's stage timers start over
             time.sleep(0.2)
         fill_stream(client, data, at_once=True)
         filled = client.info("replication")["master_repl_offset"]
@@ -263,7 +263,7 @@ def run_bench_worker(overlaps: str, timings: Path) -> None:
     _timed(blocks, "arrow_table", "Arrow build", spent)
     _timed(Store, "_insert", "insert", spent)
     _timed(delivery, "acknowledge", "acknowledge", spent)
-    signal.signal(signal.SIGUSR1, lambda signum, frame: spent.update(dict.fromkeys(spent, 0.0)))
+    signal.signal(signal.SIGUSR2, lambda signum, frame: spent.update(dict.fromkeys(spent, 0.0)))
     run_worker_process(Role.WORKER, OVERLAPS[overlaps])
     spent["pipeline"] = spent.pop("enrich") - spent["decode"]
     timings.write_text(json.dumps(spent))

@@ -23,6 +23,7 @@ import click
 from hitstream.arguments import ArgumentError
 from shared.config import ConfigError
 from shared.redis_safety import UnsafeRedis
+from shared.stack_dumps import dump_stacks_on_signal
 
 
 # The sub-commands each module defines, imported when one of them is asked for (a static
@@ -123,6 +124,7 @@ def cli() -> None:
 
 
 def main() -> None:
+    dump_stacks_on_signal()
     try:
         cli(standalone_mode=True)
     except ConfigError as error:

@@ -10,6 +10,7 @@ process must never hold one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -31,6 +32,7 @@ import rq
 from rq.worker import WorkerStatus
 
 from shared.lanes import LANE_KEYS
+from shared.stack_dumps import DUMP_SIGNAL
 from tests.ports import free_port
 from tests.traffic import UNLIMITED
 
@@ -38,6 +40,10 @@ HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
 START_SECONDS = 30.0
 # The RQ worker states set only once its signal handlers are installed (Worker.wait_ready).
 WORKING = {WorkerStatus.IDLE, WorkerStatus.BUSY}
+# The last line of a stack dump (see HitstreamProcess._whole_dumps), and how long
+# ``dump_stacks`` waits for one.
+DUMP_END = " in <module>"
+DUMP_SECONDS = 5.0
 
 
 # With several pytest processes (pytest-xdist, as .ci/run runs the suite) each one appends
@@ -139,6 +145,15 @@ def signal_a_thread_other_than_main(pid: int, signum: int) -> None:
     raise AssertionError(f"process {pid} has no thread but its main one that takes signal {signum}")
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """``pid`` has a handler for ``signum`` (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # it ended
+        return False
+    return bool(int(status.split("SigCgt:")[1].split()[0], 16) & (1 << (signum - 1)))
+
+
 class HitstreamProcess:
     """One ``hitstream`` sub-command with stdout and stderr in ``log``."""
 
@@ -159,10 +174,36 @@ class HitstreamProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM (a warm shutdown) and wait; returns the exit code."""
+        """SIGTERM (a warm shutdown) and wait; returns the exit code. A process still running
+        after ``timeout`` first writes where each of its threads is to its log, which the
+        failed test's report shows (``pytest_runtest_makereport``)."""
         if self.running():
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(AssertionError):  # a process that ended meanwhile dumps nothing
+                self.dump_stacks()
+            raise
+
+    def dump_stacks(self) -> int:
+        """Every thread's stack of this process and of the processes it started, written to its
+        log (shared.stack_dumps); returns how many processes wrote one. One process at a time,
+        each once its dump is whole (``DUMP_SECONDS`` at most), so dumps do not interleave. Only
+        the processes that catch ``DUMP_SIGNAL`` are sent it: to another (CPython's resource
+        tracker) it is fatal."""
+        pids = [pid for pid in [self.pid, *(child.pid for child in self._children())] if _catches(pid, DUMP_SIGNAL)]
+        for pid in pids:
+            dumps = self._whole_dumps()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, DUMP_SIGNAL)
+            wait_until(lambda before=dumps: self._whole_dumps() > before, DUMP_SECONDS, f"process {pid}'s stack dump")
+        return len(pids)
+
+    def _whole_dumps(self) -> int:
+        # faulthandler writes the main thread's stack last, and it ends in the frame of the
+        # process's first code (the hitstream script, or multiprocessing's spawn command).
+        return sum(line.endswith(DUMP_END) for line in self.output().splitlines())
 
     def kill(self) -> None:
         """SIGKILL: a crash (of every process it started, too)."""
@@ -320,7 +361,7 @@ def processes(hitstream_env: dict[str, str], tmp_path: Path) -> Iterator[Process
 
 
 # How much of each process's log a failed test's report shows.
-FAILURE_LOG_LINES = 200
+FAILURE_LOG_LINES = 300
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,6 +17,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
+from shared.stack_dumps import dump_stacks_on_signal
 from workers.host import metrics_endpoint
 from workers.runtime.roles import STOP_SIGNALS, Role
 
@@ -32,7 +33,9 @@ ORPHAN_CHECK_SECONDS = 1.0
 
 def _run_child(role: Role, overlaps: Overlaps | None, parent: int) -> None:
     """A supervised worker process, which shuts down warmly when its supervisor is gone (even
-    SIGKILLed): an orphaned writer would keep the embedded store from the next supervisor's."""
+    SIGKILLed): an orphaned writer would keep the embedded store from the next supervisor's.
+    A spawned child does not run ``hitstream.main``: it registers its stack dumps itself."""
+    dump_stacks_on_signal()
 
     def watch_parent() -> None:
         while os.getppid() == parent:
