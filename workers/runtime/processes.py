@@ -87,23 +87,27 @@ class BatchWorker(SimpleWorker):
 
     def handle_warm_shutdown_request(self) -> None:
         self.context.shutdown_requested.set()
-        # RQ stops an idle worker by raising StopRequested from the signal handler, wherever
-        # the main thread is, and replaces its SIGTERM handler by the cold-shutdown one. Code
-        # there that catches Exception (a logging handler, a library's cleanup) swallowed it,
-        # and the worker took jobs until killed (tests/test_worker_shutdown.py); the flag ends
-        # RQ's work loop before its next job either way.
-        self._stop_requested = True
         super().handle_warm_shutdown_request()
+
+    def _shutdown(self) -> None:
+        # The warm stop, called by RQ's SIGTERM/SIGINT handler: it only sets the flag, which
+        # RQ's work loop reads before each job and an idle wait reads each second
+        # (dequeue_job_and_maintain_ttl). RQ's own raises StopRequested there when the worker
+        # is idle, wherever the main thread is, and (busy) writes to Redis from inside the
+        # handler. Both faults its exception caused were met (tests/test_worker_shutdown.py):
+        # code catching Exception where it landed swallowed it (the worker took jobs until
+        # killed), and a command interrupted between request and reply went back to the pool
+        # with its reply unread, which the next command on it read (exit 1).
+        self._stop_requested = True
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         if timeout is None:  # burst: one look, None once the queues are empty
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        # RQ's idle loop waits for a job until one comes and never reads the stop flag: after a
-        # swallowed StopRequested (handle_warm_shutdown_request) a worker whose queue gets no
-        # more jobs (a writer: the enrichers hand it batches through a stream) waited until
-        # killed (tests/test_worker_shutdown.py). One wait at a time here, the flag read between.
+        # RQ's idle loop waits for a job until one comes and never reads the stop flag (a
+        # writer's queue may get none for good: the enrichers hand it batches through a
+        # stream). One wait at a time here, the flag read between.
         while not self._stop_requested:
             found = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=timeout)
             if found is not None:
@@ -111,11 +115,11 @@ class BatchWorker(SimpleWorker):
         raise StopRequested
 
     def teardown(self) -> None:
-        # RQ stops an idle worker by raising StopRequested from its signal handler, wherever
-        # the main thread is: between a command and its reply, the connection went back to the
-        # pool with the reply unread, and registering the worker's death read it ("Wrong number
-        # of response items", exit 1). The pool's idle connections are dropped first; the ones
-        # this process's threads hold at the moment are theirs, and in step.
+        # A cold shutdown (a second signal: RQ's handler raises SystemExit wherever the main
+        # thread is) may leave a connection in the pool between a command and its reply, and
+        # registering the worker's death would read that reply ("Wrong number of response
+        # items"). The pool's idle connections are dropped first; the ones this process's
+        # threads hold at the moment are theirs, and in step.
         self.connection.connection_pool.disconnect(inuse_connections=False)
         super().teardown()
 
