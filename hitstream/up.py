@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import click
 import orjson
@@ -49,6 +48,7 @@ from shared.durability import durability_config, refusal
 from shared.keys import STORE_QUEUE
 from shared.redis_client import redis_client
 from shared.redis_safety import check_redis
+from shared.stop_signals import watch_stop_signals
 from shared.urls import redacted
 
 DEMO_DOMAIN = "demo.localhost"
@@ -64,15 +64,12 @@ HITSTREAM = [sys.executable, "-m", "hitstream"]
 
 
 class StopRequest:
-    """Set by SIGINT or SIGTERM; the supervisor polls it between checks on its children."""
+    """Set by SIGINT or SIGTERM (shared.stop_signals); the supervisor polls it between checks
+    on its children."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._set)
-
-    def _set(self, signum: int, frame: FrameType | None) -> None:
-        self.event.set()
+        watch_stop_signals(self.event)
 
     def wait(self, seconds: float) -> bool:
         return self.event.wait(seconds)

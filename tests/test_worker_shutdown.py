@@ -120,7 +120,6 @@ def test_a_sigterm_to_an_idle_worker_whose_queue_stays_empty_raises_nothing_and_
     worker.work()  # not burst: without the stop it would wait for jobs for good
 
     assert raised == [[]]
-    assert worker.context.shutdown_requested.is_set()  # a job waiting on the store gives its batches back
     # The wait under way when the stop came may end in one more beat (RQ's idle clock is read
     # in whole seconds); RQ's own loop beat on until the test ended it.
     assert waits_after_the_stop <= 1

@@ -14,9 +14,7 @@ Three roles (``workers.runtime.roles.Role``):
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import threading
 from typing import Any
 
 import redis
@@ -27,13 +25,14 @@ from rq.job import Job
 from shared.collector import tune_collector
 from shared.config import load_settings
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
+from shared.stop_signals import STOP_SIGNALS, install_stop_handlers, watch_stop_signals
 from workers.batch import metrics
 from workers.batch.loop import Overlaps
 from workers.batch.store_writer import StoreWriter
 from workers.host.redis_rewrite import RewriteTrigger
 from workers.runtime.context import WorkerContext
 from workers.runtime.dispatcher import Dispatcher
-from workers.runtime.roles import STOP_SIGNALS, Role
+from workers.runtime.roles import Role
 from workers.runtime.stats_answers import StatsAnswers
 from workers.store.dsn import chdb_path
 from workers.store.unavailable import StoreUnavailable
@@ -54,8 +53,10 @@ DEQUEUE_TIMEOUT_SECONDS = 1
 
 class BatchWorker(SimpleWorker):
     """RQ's SimpleWorker (no fork per job: the store client and caches stay warm) that passes
-    its context to every job, and whose warm shutdown also tells a job waiting on the store
-    or on the writer to give its batches back."""
+    its context to every job, and whose stop signal handler only sets flags: RQ's, read before
+    each job and each second of an idle wait, and (through ``StopSignalWatch``) the context's
+    warm-shutdown flag, which tells a job waiting on the store or on the writer to give its
+    batches back."""
 
     job_class = ContextJob
 
@@ -75,19 +76,15 @@ class BatchWorker(SimpleWorker):
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
         if self.supervised:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # see _stop_sets_flag
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # see shared.stop_signals.install_stop_handlers
         if self.context.shutdown_requested.is_set():
-            # The stop came before this work loop's handlers (_stop_sets_flag): it ends at once.
+            # The stop came before this work loop's handlers: it ends at once.
             self._stop_requested = True
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if isinstance(job, ContextJob):
             job.context = self.context
         super().execute_job(job, queue)
-
-    def handle_warm_shutdown_request(self) -> None:
-        self.context.shutdown_requested.set()
-        super().handle_warm_shutdown_request()
 
     def _shutdown(self) -> None:
         # The warm stop, called by RQ's SIGTERM/SIGINT handler: it only sets the flag, which
@@ -107,8 +104,10 @@ class BatchWorker(SimpleWorker):
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         # RQ's idle loop waits for a job until one comes and never reads the stop flag (a
         # writer's queue may get none for good: the enrichers hand it batches through a
-        # stream). One wait at a time here, the flag read between.
-        while not self._stop_requested:
+        # stream). One wait at a time here, the flags read between: RQ's, and the warm-shutdown
+        # flag for a stop that came before RQ's handlers were in place (_install_signal_handlers
+        # reads it, but StopSignalWatch may set it a moment after).
+        while not (self._stop_requested or self.context.shutdown_requested.is_set()):
             found = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=timeout)
             if found is not None:
                 return found
@@ -140,10 +139,13 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
     tune_collector()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
     context = WorkerContext.build(settings, hand_off=role is Role.ENRICHER, overlaps=overlaps)
-    _stop_sets_flag(context, supervised)
-    StopSignalWatch(context.shutdown_requested).start()
-    # A supervised process starts with the stop signals blocked (run_processes): one that came
-    # while it started is delivered now, to the handlers just installed.
+    # A supervised process starts with the stop signals blocked (run_processes), the others
+    # block them here: one that comes before the watch and its handlers are in place is
+    # delivered once they are, and sets the flag.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # Until an RQ worker installs its handlers (at process start, and between two work loops),
+    # a stop only sets the warm-shutdown flag, which the next work loop reads at once.
+    watch_stop_signals(context.shutdown_requested, ignore_sigint=supervised)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     client = context.redis
     batch_queue = Queue(BATCH_QUEUE, connection=client)
@@ -208,45 +210,7 @@ def _work_until_shutdown(context: WorkerContext, queues: list[Queue], supervised
             log.warning("RQ's worker could not reach Redis: %s", error)
         if context.shutdown_requested.is_set():
             return
-        _stop_sets_flag(context, supervised)
+        install_stop_handlers(ignore_sigint=supervised)  # in place of the quitting loop's RQ handlers
         log.warning("RQ's work loop quit without a shutdown request; starting a new one")
         if context.shutdown_requested.wait(WORK_LOOP_RESTART_SECONDS):
             return
-
-
-class StopSignalWatch(threading.Thread):
-    """Sets the warm-shutdown flag as soon as a stop signal arrives, whichever thread takes it.
-
-    Linux hands a signal sent to a process to any thread that does not block it; Python runs
-    the handler in the main thread only, once that thread is back in Python. A job's main
-    thread can wait on a thread that itself waits for this flag: the write-behind delivery of
-    a batch while the store writer's stream is full. With the signal taken by another thread,
-    neither moved until the writer drained its stream (tests/test_worker_scale_out.py). The
-    handler's C part, run in whichever thread took the signal, writes the signal's number to
-    the wakeup fd (``signal.set_wakeup_fd``), which this thread reads."""
-
-    def __init__(self, flag: threading.Event) -> None:
-        super().__init__(name="hitstream-stop-signals", daemon=True)
-        self.flag = flag
-        self._numbers, written = os.pipe()
-        os.set_blocking(written, False)
-        signal.set_wakeup_fd(written)  # from the main thread, as Python requires
-
-    def run(self) -> None:
-        while True:
-            if not STOP_SIGNALS.isdisjoint(os.read(self._numbers, 64)):
-                self.flag.set()
-
-
-def _stop_sets_flag(context: WorkerContext, supervised: bool) -> None:
-    """Until an RQ worker installs its handlers (at process start, and between two work loops),
-    a stop only sets the flag, which the next work loop reads at once: RQ's handlers would ask
-    Redis, or raise, wherever the main thread happens to be, and Python's defaults would kill
-    the process or raise KeyboardInterrupt. A supervised process ignores SIGINT: a terminal's
-    Ctrl-C reaches the whole process group, and the supervisor turns it into one SIGTERM each,
-    so the process shuts down warm instead of seeing two signals."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: context.shutdown_requested.set())
-    if supervised:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    else:
-        signal.signal(signal.SIGINT, lambda signum, frame: context.shutdown_requested.set())

@@ -18,8 +18,9 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
 from shared.stack_dumps import dump_stacks_on_signal
+from shared.stop_signals import STOP_SIGNALS, watch_stop_signals
 from workers.host import metrics_endpoint
-from workers.runtime.roles import STOP_SIGNALS, Role
+from workers.runtime.roles import Role
 
 if TYPE_CHECKING:
     from workers.batch.loop import Overlaps
@@ -72,8 +73,7 @@ def run_processes(roles: list[Role], overlaps: Overlaps | None = None) -> None:
         return child
 
     # Before any child exists: a stop that comes while they start still reaches each of them.
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
+    watch_stop_signals(stopping)
     children = [start(n, role) for n, role in enumerate(roles)]
     log = logging.getLogger(__name__)
     while not stopping.wait(SUPERVISE_SECONDS):
