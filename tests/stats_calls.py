@@ -35,6 +35,7 @@ class StatsCall:
     exit_code: int | None  # None: it hung, and was killed
     stdout: str
     stderr: str
+    started_at: float = 0.0  # Unix time, to set beside Redis's own latency events
 
     @property
     def pageviews(self) -> int | None:
@@ -70,7 +71,7 @@ class StatsOperator(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            phase, started = self.phase, time.monotonic()
+            phase, started, started_at = self.phase, time.monotonic(), time.time()
             try:
                 result = self.commands.run(
                     [*self.hitstream, "stats", "--site", self.domain, "--json"],
@@ -83,7 +84,7 @@ class StatsOperator(threading.Thread):
             except subprocess.TimeoutExpired as hung:
                 exit_code, stdout, stderr = None, str(hung.stdout or ""), str(hung.stderr or "")
             seconds = time.monotonic() - started
-            self.calls.append(StatsCall(phase, seconds, exit_code, stdout, stderr))
+            self.calls.append(StatsCall(phase, seconds, exit_code, stdout, stderr, started_at))
             self.stopped.wait(max(0.0, 1.0 - seconds))
 
     def calls_in(self, phase: str) -> list[StatsCall]:
