@@ -129,6 +129,11 @@ def wait_for_redis_clock(client: redis.Redis, at_ms: int) -> None:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
+def _has_signal(status: str, mask: str, signum: int) -> bool:
+    """``signum`` is in the mask named ``mask`` (SigBlk, SigCgt, ...) of a /proc status text."""
+    return bool(int(status.split(f"{mask}:")[1].split()[0], 16) & (1 << (signum - 1)))
+
+
 def signal_a_thread_other_than_main(pid: int, signum: int) -> None:
     """``signum`` to a thread of ``pid`` other than its main one that does not block it, as
     Linux may deliver a signal sent to the process (to any thread not blocking it; Python runs
@@ -139,8 +144,7 @@ def signal_a_thread_other_than_main(pid: int, signum: int) -> None:
             status = (task / "status").read_text()
         except FileNotFoundError:  # the thread ended
             continue
-        blocked = int(status.split("SigBlk:")[1].split()[0], 16)
-        if tid != pid and not blocked & (1 << (signum - 1)) and _LIBC.tgkill(pid, tid, signum) == 0:
+        if tid != pid and not _has_signal(status, "SigBlk", signum) and _LIBC.tgkill(pid, tid, signum) == 0:
             return
     raise AssertionError(f"process {pid} has no thread but its main one that takes signal {signum}")
 
@@ -151,7 +155,7 @@ def _catches(pid: int, signum: int) -> bool:
         status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:  # it ended
         return False
-    return bool(int(status.split("SigCgt:")[1].split()[0], 16) & (1 << (signum - 1)))
+    return _has_signal(status, "SigCgt", signum)
 
 
 class HitstreamProcess:
@@ -375,7 +379,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and isinstance(started, Processes):
         for process in started.started:
             if process.log.exists():
-                lines = process.log.read_text(errors="replace").splitlines()[-FAILURE_LOG_LINES:]
+                lines = process.output().splitlines()[-FAILURE_LOG_LINES:]
                 report.sections.append((f"{process.log.name}, its last {len(lines)} lines", "\n".join(lines)))
     return report
 
