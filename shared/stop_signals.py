@@ -15,6 +15,14 @@ thread only once that thread is back in Python. A worker's job can wait on a thr
 waits for the flag (the write-behind delivery of a batch while the store writer's stream is
 full): with the signal taken by another thread, neither moved until the writer drained its
 stream (tests/test_worker_scale_out.py).
+
+A process that must stop cleanly holds the stop signals from the start of its command
+(``hold_stop_signals``) until its watch is in place: held (blocked), a signal waits for the
+watch instead of acting on the way. Python's own SIGINT handler raises KeyboardInterrupt
+wherever the main thread is, and where Python ignores exceptions (a weakref callback inside an
+import, a ``__del__``) it only prints "Exception ignored": a worker Ctrl-C'd while it imported
+went on running, and the signal was spent (CI, 2026-12-07). SIGTERM's default action ends the
+process before its ``finally`` blocks run.
 """
 
 from __future__ import annotations
@@ -58,7 +66,17 @@ class StopSignalWatch(threading.Thread):
                 self.flag.set()
 
 
+def hold_stop_signals() -> None:
+    """Block the stop signals in this thread, and in the threads and processes it starts, until
+    ``watch_stop_signals`` (see the module docstring)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
 def watch_stop_signals(flag: threading.Event, ignore_sigint: bool = False) -> None:
-    """From now on a stop signal sets ``flag`` and does nothing else (see the module docstring)."""
+    """From now on a stop signal sets ``flag`` and does nothing else (see the module docstring);
+    one held until now (``hold_stop_signals``) sets it at once. The signals are held while the
+    watch and its handlers are put in place, so none comes between the two."""
+    hold_stop_signals()
     StopSignalWatch(flag).start()
     install_stop_handlers(ignore_sigint)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

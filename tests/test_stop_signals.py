@@ -8,10 +8,15 @@ holds for a moment in each ``Event.wait`` (a supervisor waits on its flag five t
 second). A signal landing in that moment made the main thread wait for a lock it held: the
 process never stopped. Each case holds that lock, signals itself, and must then see its flag
 set.
+
+A stop signal that comes while a process starts, held until its watch is in place, sets the flag
+then, and does nothing on the way (Python's SIGINT handler raised KeyboardInterrupt wherever the
+main thread was, SIGTERM's default action killed the process).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import pytest
@@ -65,4 +70,31 @@ def test_a_stop_signal_landing_while_the_main_thread_holds_its_flags_lock_still_
     )
 
     assert child.stdout.splitlines() == ["the handler returned", "stopped"], child.stderr
+    assert child.returncode == 0
+
+
+# The child: a process that holds the stop signals at its start, as ``hitstream worker`` does,
+# signals itself, goes on starting, and only then watches for them.
+_HELD = """
+import os, signal, threading
+from shared.stop_signals import hold_stop_signals, watch_stop_signals
+hold_stop_signals()
+os.kill(os.getpid(), signal.{name})
+import decimal  # start-up goes on
+print("started", flush=True)
+flag = threading.Event()
+watch_stop_signals(flag)
+print("stopped" if flag.wait(10) else "not stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_held_while_a_process_starts_sets_its_flag_once_it_watches(
+    commands: Commands, signum: signal.Signals
+) -> None:
+    child = commands.run(
+        [sys.executable, "-c", _HELD.format(name=signum.name)], capture_output=True, text=True, timeout=20
+    )
+
+    assert child.stdout.splitlines() == ["started", "stopped"], child.stderr
     assert child.returncode == 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 from datetime import UTC, datetime
 
 import click
@@ -19,6 +18,7 @@ from shared.config import Settings, load_settings
 from shared.queue_caps import check_caps
 from shared.redis_client import redis_client
 from shared.redis_safety import RedisSafety, check_redis, inspect_redis
+from shared.stop_signals import hold_stop_signals
 from shared.urls import redacted
 from workers.batch import dead_letters as dead_letter_store
 from workers.queue_stats import QueueStats, collect_queue_stats
@@ -40,10 +40,10 @@ def worker(processes: int) -> None:
     metrics on HITSTREAM_WORKER_METRICS_PORT when set)."""
     from workers.host import metrics_endpoint
 
-    # Until the workers install their own handlers (RQ's warm shutdown, or run_processes's
-    # forwarding), a SIGTERM's default action would end this process at once, leaving the
-    # metrics directory behind; as an exception it runs the ``finally`` below first.
-    signal.signal(signal.SIGTERM, _stop_during_start_up)
+    # A stop that comes while this process starts waits for its watch (a warm shutdown, or
+    # run_processes's forwarding): acted on at once, SIGTERM's default action left the metrics
+    # directory behind, and SIGINT's KeyboardInterrupt could be lost (shared.stop_signals).
+    hold_stop_signals()
     settings = load_settings()
     port, host = settings.worker_metrics_port, settings.worker_metrics_host
     # First: the worker processes' metrics go to the endpoint's directory only if it is set
@@ -62,10 +62,6 @@ def worker(processes: int) -> None:
     finally:
         if endpoint is not None:
             endpoint.stop()
-
-
-def _stop_during_start_up(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # the status a shell gives a process its signal ended
 
 
 def _run_workers(processes: int) -> None:

@@ -25,7 +25,7 @@ from rq.job import Job
 from shared.collector import tune_collector
 from shared.config import load_settings
 from shared.keys import BATCH_QUEUE, STORE_QUEUE
-from shared.stop_signals import STOP_SIGNALS, install_stop_handlers, watch_stop_signals
+from shared.stop_signals import install_stop_handlers, watch_stop_signals
 from workers.batch import metrics
 from workers.batch.loop import Overlaps
 from workers.batch.store_writer import StoreWriter
@@ -139,14 +139,11 @@ def run_worker_process(role: Role = Role.WORKER, overlaps: Overlaps | None = Non
     tune_collector()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s: %(message)s")
     context = WorkerContext.build(settings, hand_off=role is Role.ENRICHER, overlaps=overlaps)
-    # A supervised process starts with the stop signals blocked (run_processes), the others
-    # block them here: one that comes before the watch and its handlers are in place is
-    # delivered once they are, and sets the flag.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    # Until an RQ worker installs its handlers (at process start, and between two work loops),
-    # a stop only sets the warm-shutdown flag, which the next work loop reads at once.
+    # A stop held since the command started (hitstream worker, or run_processes for a
+    # supervised process) sets the flag now. Until an RQ worker installs its handlers (at
+    # process start, and between two work loops), a stop only sets the warm-shutdown flag,
+    # which the next work loop reads at once.
     watch_stop_signals(context.shutdown_requested, ignore_sigint=supervised)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     client = context.redis
     batch_queue = Queue(BATCH_QUEUE, connection=client)
     # The process that owns the store registers on the store queue, which names it.
