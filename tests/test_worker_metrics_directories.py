@@ -87,7 +87,15 @@ def test_a_worker_stopped_by_a_signal_leaves_no_metrics_directory(
     assert metrics_directories(temp_dir) == []
 
 
-@pytest.mark.parametrize("failure", ["metrics port in use", "Redis does not answer", "store owned by another worker"])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "metrics port in use",
+        "Redis does not answer",
+        "Redis takes connections and never answers",
+        "store owned by another worker",
+    ],
+)
 @pytest.mark.usefixtures("commands")  # runs hitstream worker itself
 def test_a_worker_that_fails_to_start_leaves_no_metrics_directory(
     hitstream_env: dict[str, str], temp_dir: Path, tmp_path: Path, failure: str
@@ -102,6 +110,9 @@ def test_a_worker_that_fails_to_start_leaves_no_metrics_directory(
         )
         if failure == "Redis does not answer":
             env["HITSTREAM_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+        if failure == "Redis takes connections and never answers":
+            # The listening socket's backlog completes the handshake; nothing ever replies.
+            env["HITSTREAM_REDIS_URL"] = f"redis://127.0.0.1:{taken.getsockname()[1]}/0"
         owner_lock = own_chdb_path(store) if failure == "store owned by another worker" else None
         try:
             result = subprocess.run([HITSTREAM, "worker"], env=env, capture_output=True, text=True, timeout=60)
