@@ -35,7 +35,7 @@ class StatsCall:
     exit_code: int | None  # None: it hung, and was killed
     stdout: str
     stderr: str
-    started_at: float = 0.0  # Unix time, to set beside Redis's own latency events
+    started_at: float  # Unix time, to set beside Redis's own latency events
 
     @property
     def pageviews(self) -> int | None:
