@@ -40,9 +40,14 @@ import redis.sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import parse_url
 
+from shared.urls import redacted
+
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 SERVER_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_SENTINEL_PORT = 26379
+# What ``hitstream api`` and the control commands wait for Redis to connect and to answer each
+# command before they say it does not (one attempt): redis-py's own default timeout, named.
+COMMAND_SECONDS = 5.0
 # A patient client's pauses between connection attempts: 100 ms doubling up to 1 s.
 _PATIENT_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 
@@ -113,6 +118,12 @@ def _patient_retry(patience_seconds: float) -> redis.retry.Retry:
         retries += 1
         paused += _PATIENT_BACKOFF.compute(retries)
     return redis.retry.Retry(_PATIENT_BACKOFF, retries)
+
+
+def unanswered(url: str, error: redis.RedisError) -> str:
+    """The one line a command ends with when the Redis at ``url`` refuses it or does not reply
+    in time (the URL without its password)."""
+    return f"Redis does not answer at {redacted(url)} (set by HITSTREAM_REDIS_URL): {error}"
 
 
 def redis_client(url: str, timeout_seconds: float | None = None, patience_seconds: float | None = None) -> redis.Redis:

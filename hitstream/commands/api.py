@@ -13,7 +13,7 @@ from uvicorn.config import LOGGING_CONFIG
 from ingest_api.connections import GuardedHttpTools
 from shared.config import load_settings
 from shared.queue_caps import cap_variables, check_caps
-from shared.redis_client import redis_client
+from shared.redis_client import COMMAND_SECONDS, redis_client
 from shared.redis_safety import check_redis
 from shared.urls import redacted
 
@@ -27,7 +27,7 @@ KEEP_ALIVE_SECONDS = 5  # uvicorn's default, named here: an idle keep-alive conn
 def api(host: str, port: int, workers: int) -> None:
     """Serve POST /api/ingest/server/pageview, /healthz, /readyz, /metrics, /api/openapi.json."""
     settings = load_settings()  # a bad HITSTREAM_* variable stops here, naming the variable
-    client = redis_client(settings.redis_url, timeout_seconds=5)
+    client = redis_client(settings.redis_url, timeout_seconds=COMMAND_SECONDS)
     try:
         safety = check_redis(client, settings)  # an evicting Redis stops here (shared.redis_safety)
         capped = check_caps(settings, safety.maxmemory)  # unset caps fit Redis's maxmemory (shared.queue_caps)

@@ -37,9 +37,8 @@ from shared.control.sites import (
 from shared.control.tokens import MAX_EXPIRES_IN_DAYS, ApiToken, create_token, list_tokens, revoke_token
 from shared.hosts import normalise_domain
 from shared.lanes import Lane
-from shared.redis_client import redis_client
+from shared.redis_client import COMMAND_SECONDS, redis_client, unanswered
 from shared.redis_safety import check_redis
-from shared.urls import redacted
 
 
 class ControlGroup(click.Group):
@@ -50,15 +49,13 @@ class ControlGroup(click.Group):
         try:
             settings = load_settings()
             redis_url = settings.redis_url
-            client = redis_client(redis_url, timeout_seconds=5)
+            client = redis_client(redis_url, timeout_seconds=COMMAND_SECONDS)
             ctx.call_on_close(client.close)
             check_redis(client, settings)  # a token on an evicting Redis may vanish (401)
             ctx.obj = client
             return super().invoke(ctx)
         except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise click.ClickException(
-                f"Redis does not answer at {redacted(redis_url)} (set by HITSTREAM_REDIS_URL): {error}"
-            ) from None
+            raise click.ClickException(unanswered(redis_url, error)) from None
         except redis.RedisError as error:
             raise click.ClickException(f"Redis error: {error}") from None
         except ValueError as error:  # ControlError, ConfigError, an invalid domain

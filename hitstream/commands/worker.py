@@ -16,10 +16,9 @@ import redis
 
 from shared.config import Settings, load_settings
 from shared.queue_caps import check_caps
-from shared.redis_client import redis_client
+from shared.redis_client import redis_client, unanswered
 from shared.redis_safety import RedisSafety, check_redis, inspect_redis
 from shared.stop_signals import hold_stop_signals
-from shared.urls import redacted
 from workers.batch import dead_letters as dead_letter_store
 from workers.queue_stats import QueueStats, collect_queue_stats
 from workers.runtime.roles import Role
@@ -112,9 +111,7 @@ def _check(client: redis.Redis, settings: Settings) -> RedisSafety:
     try:
         return check_redis(client, settings)
     except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise click.ClickException(
-            f"Redis does not answer at {redacted(settings.redis_url)} (set by HITSTREAM_REDIS_URL): {error}"
-        ) from None
+        raise click.ClickException(unanswered(settings.redis_url, error)) from None
 
 
 def _ids(ids: tuple[str, ...], all_: bool) -> list[str] | None:
