@@ -79,11 +79,14 @@ def test_stats_every_second_through_a_workers_start_a_200000_pageview_drain_and_
 ) -> None:
     store = tmp_path / "chdb"  # the store hitstream_env names, so stats reads the worker's
     env = processes.env
-    # Redis records its own stalls past REDIS_STALL_MS (a fork, a slow command, an fsync), for
-    # the report of a call that met one (2026-12-07: "Redis ... did not answer within 2 s"
-    # once, in one clean-clone run; a drain like this one alone stalled it 52 ms at most).
+    # Redis records its own stalls past REDIS_STALL_MS (a fork, a slow command, an fsync), and
+    # the slow commands by name, for the report of a call that met one (2026-12-07: "Redis ...
+    # did not answer within 2 s" once, in one clean-clone run; a drain like this one alone
+    # stalled it 106 ms at most: the backlog's MULTI/EXEC blocks).
     real_redis.config_set("latency-monitor-threshold", REDIS_STALL_MS)
     real_redis.execute_command("LATENCY", "RESET")
+    real_redis.config_set("slowlog-log-slower-than", REDIS_STALL_MS * 1000)
+    real_redis.slowlog_reset()
     # The store is made while the backlog is queued: neither waits for the other.
     migrate = commands.start([HITSTREAM, "migrate"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     site = add_site(real_redis, DOMAIN)
@@ -126,6 +129,9 @@ def test_stats_every_second_through_a_workers_start_a_200000_pageview_drain_and_
             print(f"{call.phase}: a call at {call.started_at:.3f} took {call.seconds:.2f} s", file=sys.stderr)
     for event, at, latest_ms, max_ms in real_redis.execute_command("LATENCY", "LATEST"):
         print(f"Redis stalled ({event.decode()}): latest at {at}, {latest_ms} ms; longest {max_ms} ms", file=sys.stderr)
+    for entry in reversed(real_redis.slowlog_get(128)):
+        command = b" ".join(entry["command"].split()[:2]).decode(errors="replace")
+        print(f"Redis ran {command} for {entry['duration'] // 1000} ms at {entry['start_time']}", file=sys.stderr)
     for call in calls:
         assert call.exit_code is not None, f"a stats call hung ({call.phase}): {call.stderr}"
         assert call.pageviews is not None or call.reason is not None, f"{call.phase}: {call.stderr}"
