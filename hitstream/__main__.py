@@ -1,5 +1,5 @@
 """``python -m hitstream``: the same as the ``hitstream`` command."""
 
-from hitstream.main import main
+from hitstream.launch import main
 
 main()

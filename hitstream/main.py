@@ -24,6 +24,7 @@ from hitstream.arguments import ArgumentError
 from shared.config import ConfigError
 from shared.redis_safety import UnsafeRedis
 from shared.stack_dumps import dump_stacks_on_signal
+from shared.stop_signals import release_stop_signals
 
 
 # The sub-commands each module defines, imported when one of them is asked for (a static
@@ -94,6 +95,12 @@ SUB_COMMANDS: dict[str, Callable[[], list[click.Command]]] = {
 }
 
 
+# The commands that keep the stop signals held (hitstream.launch) until they can stop cleanly:
+# the worker and ``up`` until their watch is in place (shared.stop_signals), the API until
+# uvicorn starts, which installs its own handlers.
+WATCH_THEIR_STOP = frozenset({"worker", "up", "api"})
+
+
 class HitstreamGroup(click.Group):
     """Loads each sub-command when it is asked for; turns usage errors and a refused Redis into
     one line each (see the module docstring)."""
@@ -104,7 +111,12 @@ class HitstreamGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in SUB_COMMANDS:
             return None
-        return next(command for command in SUB_COMMANDS[cmd_name]() if command.name == cmd_name)
+        command = next(command for command in SUB_COMMANDS[cmd_name]() if command.name == cmd_name)
+        if cmd_name not in WATCH_THEIR_STOP:
+            # Its module is loaded (with the stop signals held: hitstream.launch); a Ctrl-C
+            # that came meanwhile raises KeyboardInterrupt here, and click says "Aborted!".
+            release_stop_signals()
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:

@@ -318,13 +318,18 @@ def up(port: int, host: str, data_dir: Path, workers: int) -> None:
     worker: Child | None = None
     client: redis.Redis | None = None
     try:
+        # A Ctrl-C during a step (held from the start: hitstream.launch) ends up before the next.
         redis_url, redis_server = start_redis(settings, data_dir / "redis")
+        if stop:
+            return
         env["HITSTREAM_REDIS_URL"] = redis_url
         client = redis_client(redis_url)
         check_redis(client, settings)  # a Redis already running may evict (shared.redis_safety)
         # Migrations run in their own process, which closes the chdb store before the worker opens it.
         if subprocess.run([*HITSTREAM, "migrate"], env=env, start_new_session=True).returncode != 0:
             raise click.ClickException("migrations failed (see above)")
+        if stop:
+            return
         secret = demo_token(client, data_dir)
         worker = Child.start("worker", ["worker", "--processes", str(workers)], env)
         api = Child.start("api", ["api", "--host", host, "--port", str(port)], env)

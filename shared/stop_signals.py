@@ -16,13 +16,13 @@ waits for the flag (the write-behind delivery of a batch while the store writer'
 full): with the signal taken by another thread, neither moved until the writer drained its
 stream (tests/test_worker_scale_out.py).
 
-A process that must stop cleanly holds the stop signals from the start of its command
-(``hold_stop_signals``) until its watch is in place: held (blocked), a signal waits for the
-watch instead of acting on the way. Python's own SIGINT handler raises KeyboardInterrupt
-wherever the main thread is, and where Python ignores exceptions (a weakref callback inside an
-import, a ``__del__``) it only prints "Exception ignored": a worker Ctrl-C'd while it imported
-went on running, and the signal was spent (CI, 2026-12-07). SIGTERM's default action ends the
-process before its ``finally`` blocks run.
+A process that must stop cleanly holds the stop signals from its start (``hold_stop_signals``;
+``hitstream.launch`` for every ``hitstream`` command) until its watch is in place: held
+(blocked), a signal waits for the watch instead of acting on the way. Python's own SIGINT
+handler raises KeyboardInterrupt wherever the main thread is, and where Python ignores
+exceptions (a weakref callback inside an import, a ``__del__``) it only prints "Exception
+ignored": a worker Ctrl-C'd while it imported went on running, and the signal was spent (CI,
+2026-12-07). SIGTERM's default action ends the process before its ``finally`` blocks run.
 """
 
 from __future__ import annotations
@@ -79,4 +79,9 @@ def watch_stop_signals(flag: threading.Event, ignore_sigint: bool = False) -> No
     hold_stop_signals()
     StopSignalWatch(flag).start()
     install_stop_handlers(ignore_sigint)
+    release_stop_signals()
+
+
+def release_stop_signals() -> None:
+    """End ``hold_stop_signals``: a stop signal held until now acts at once, as if it came now."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -93,6 +93,17 @@ class Artifacts:
 ARTIFACTS = Artifacts()
 
 
+# Runs a program with a Ctrl-C already held for it (SIGINT blocked and pending: the mask and a
+# pending signal outlive exec): the state a Ctrl-C that comes after hitstream.launch holds the
+# stop signals leaves, whatever moment of the load it came at.
+HELD_CTRL_C = """
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+os.kill(os.getpid(), signal.SIGINT)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
 def drained(client: redis.Redis) -> bool:
     """No lane holds an entry or a leased batch: everything accepted was stored (or
     dead-lettered) and acknowledged."""

@@ -25,12 +25,13 @@ import psutil
 import pytest
 import redis
 
+from hitstream.redis_server import redis_answers
 from hitstream.up import own_socket
 from shared import keys
 from shared.config import DEFAULT_REDIS_URL
 from tests.geoip_fixtures import build_city_db
 from tests.ports import free_port
-from tests.procs import wait_until
+from tests.procs import HELD_CTRL_C, Commands, wait_until
 
 HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
 START_SECONDS = 90.0
@@ -243,6 +244,24 @@ def test_pageviews_queued_at_ctrl_c_are_stored_by_the_next_up(
     stats_line = again.printed("HITSTREAM_REDIS_URL=")
     assert stored_pageviews(50, stats_line, tmp_path, up_env) == 50
     assert again.ctrl_c() == 0
+
+
+def test_a_ctrl_c_that_came_while_up_loaded_stops_it_before_it_serves_and_leaves_nothing_running(
+    commands: Commands, tmp_path: Path, up_env: dict[str, str]
+) -> None:
+    ended = commands.run(
+        [sys.executable, "-c", HELD_CTRL_C, HITSTREAM, "up", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=up_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert ended.returncode == 0, ended.stderr
+    assert "hitstream is up" not in ended.stdout and "Traceback" not in ended.stderr, ended.stdout + ended.stderr
+    # It stops between its steps; whatever it had started is stopped, its Redis included.
+    assert not redis_answers(up_env["HITSTREAM_REDIS_URL"])
 
 
 def test_up_stops_everything_and_fails_when_a_child_dies(start_up: Callable[[], Up]) -> None:

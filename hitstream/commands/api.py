@@ -8,6 +8,7 @@ import os
 import click
 import redis
 import uvicorn
+import uvicorn.loops.uvloop  # noqa: F401 (see release_stop_signals below)
 from uvicorn.config import LOGGING_CONFIG
 
 from ingest_api.connections import GuardedHttpTools
@@ -15,6 +16,7 @@ from shared.config import load_settings
 from shared.queue_caps import cap_variables, check_caps
 from shared.redis_client import COMMAND_SECONDS, redis_client
 from shared.redis_safety import check_redis
+from shared.stop_signals import release_stop_signals
 from shared.urls import redacted
 
 KEEP_ALIVE_SECONDS = 5  # uvicorn's default, named here: an idle keep-alive connection closes after it
@@ -45,6 +47,11 @@ def api(host: str, port: int, workers: int) -> None:
         click.echo(f"hitstream api: could not check Redis at {redacted(settings.redis_url)}: {error}", err=True)
     finally:
         client.close()
+    # A stop held since the process started (hitstream.launch) acts here: SIGINT raises
+    # KeyboardInterrupt ("Aborted!"), SIGTERM ends the process; nothing is serving yet. From
+    # here uvicorn's own handlers take over once it starts; the loop it imports before them
+    # was imported above, with the signals held.
+    release_stop_signals()
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["hitstream"] = {"handlers": ["default"], "level": settings.log_level}
     uvicorn.run(

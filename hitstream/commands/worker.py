@@ -18,7 +18,6 @@ from shared.config import Settings, load_settings
 from shared.queue_caps import check_caps
 from shared.redis_client import redis_client, unanswered
 from shared.redis_safety import RedisSafety, check_redis, inspect_redis
-from shared.stop_signals import hold_stop_signals
 from workers.batch import dead_letters as dead_letter_store
 from workers.queue_stats import QueueStats, collect_queue_stats
 from workers.runtime.roles import Role
@@ -39,10 +38,10 @@ def worker(processes: int) -> None:
     metrics on HITSTREAM_WORKER_METRICS_PORT when set)."""
     from workers.host import metrics_endpoint
 
-    # A stop that comes while this process starts waits for its watch (a warm shutdown, or
-    # run_processes's forwarding): acted on at once, SIGTERM's default action left the metrics
-    # directory behind, and SIGINT's KeyboardInterrupt could be lost (shared.stop_signals).
-    hold_stop_signals()
+    # A stop that came since the process started is still held (hitstream.launch) and waits
+    # for its watch (a warm shutdown, or run_processes's forwarding): acted on at once,
+    # SIGTERM's default action left the metrics directory behind, and SIGINT's
+    # KeyboardInterrupt could be lost (shared.stop_signals).
     settings = load_settings()
     port, host = settings.worker_metrics_port, settings.worker_metrics_host
     # First: the worker processes' metrics go to the endpoint's directory only if it is set
