@@ -5,7 +5,7 @@ A Ctrl-C that came while a command imported its modules raised KeyboardInterrupt
 import was, and where Python ignores exceptions (a weakref callback inside an import) it only
 printed "Exception ignored": the command ran on with the signal spent (a worker in CI,
 2026-12-07). Held, a stop signal waits instead. ``worker``, ``api`` and ``up`` act on it once
-they can stop cleanly (``hitstream.main.WATCH_THEIR_STOP``); every other command releases it
+they can stop cleanly (``hitstream.main.HOLD_PAST_LOADING``); every other command releases it
 as soon as its module is loaded, where SIGINT stops it as Ctrl-C always did ("Aborted!").
 """
 

@@ -98,7 +98,7 @@ SUB_COMMANDS: dict[str, Callable[[], list[click.Command]]] = {
 # The commands that keep the stop signals held (hitstream.launch) until they can stop cleanly:
 # the worker and ``up`` until their watch is in place (shared.stop_signals), the API until
 # uvicorn starts, which installs its own handlers.
-WATCH_THEIR_STOP = frozenset({"worker", "up", "api"})
+HOLD_PAST_LOADING = frozenset({"worker", "up", "api"})
 
 
 class HitstreamGroup(click.Group):
@@ -112,7 +112,7 @@ class HitstreamGroup(click.Group):
         if cmd_name not in SUB_COMMANDS:
             return None
         command = next(command for command in SUB_COMMANDS[cmd_name]() if command.name == cmd_name)
-        if cmd_name not in WATCH_THEIR_STOP:
+        if cmd_name not in HOLD_PAST_LOADING:
             # Its module is loaded (with the stop signals held: hitstream.launch); a Ctrl-C
             # that came meanwhile raises KeyboardInterrupt here, and click says "Aborted!".
             release_stop_signals()
