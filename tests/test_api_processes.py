@@ -33,7 +33,6 @@ BODY = {
     "visitor_ip": "203.0.113.7",
     "user_agent": "Mozilla/5.0",
 }
-HITSTREAM = str(Path(sys.executable).parent / "hitstream")
 
 
 def post(base: str, secret: str, body: dict[str, Any] = BODY) -> httpx.Response:

@@ -31,9 +31,8 @@ from shared import keys
 from shared.config import DEFAULT_REDIS_URL
 from tests.geoip_fixtures import build_city_db
 from tests.ports import free_port
-from tests.procs import HELD_CTRL_C, Commands, wait_until
+from tests.procs import HELD_CTRL_C, HITSTREAM, Commands, wait_until
 
-HITSTREAM = str(Path(sys.executable).with_name("hitstream"))
 START_SECONDS = 90.0
 
 
