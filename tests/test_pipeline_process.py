@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import traceback
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from shared.config import Settings
 from shared.control.exclusions import ExclusionKind, ExclusionRule, normalise_exclusion_value
 from tests import geoip_fixtures as geo
 from tests.envelopes import CHROME_WINDOWS, PAGE_TIME, SITE_ID, envelope
+from tests.procs import Commands
 from workers.pipeline import Pipeline, StepFailed, build_pipeline
 from workers.pipeline.spam import SpamListError
 from workers.pipeline.user_agent import UserAgentParser
@@ -478,6 +480,25 @@ def test_user_agent_cache_is_bounded() -> None:
         parser.parse(user_agent)
     assert parser.parse.cache_info().currsize == 2
     assert parser.parse(CHROME_WINDOWS) is parser.parse(CHROME_WINDOWS)
+
+
+_PARSES_WITHOUT_THE_LEGACY_PARSER = """
+import sys
+from workers.pipeline.user_agent import UserAgentParser
+details = UserAgentParser().parse(sys.argv[1])
+print(details.browser, details.device_type, "ua_parser_builtins.regexes" in sys.modules)
+"""
+
+
+def test_a_worker_parses_user_agents_without_compiling_the_legacy_parsers_regexes(commands: Commands) -> None:
+    # In a fresh process: this one may have imported the legacy parser for another test.
+    output = commands.run(
+        [sys.executable, "-c", _PARSES_WITHOUT_THE_LEGACY_PARSER, CHROME_WINDOWS],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert output.stdout.split() == ["Chrome", "desktop", "False"]
 
 
 # --- events ---------------------------------------------------------------------------------

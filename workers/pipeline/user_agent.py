@@ -16,13 +16,34 @@ flagged, never dropped here (an exclusion rule can drop them).
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 from dataclasses import dataclass
 
 import ua_parser
 from ua_parser import Domain, load_lazy_builtins
-from user_agents.parsers import UserAgent, parse_browser, parse_device, parse_operating_system
 
 from workers.pipeline.visit import Visit
+
+
+def _load_on_first_use(name: str) -> None:
+    """Register module ``name`` so that it runs only when one of its attributes is read."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    # Bound on its package too, so that ``from package import module`` finds it there: the
+    # import system's own look-up would read the module's __spec__, and so load it.
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)
+
+
+# user-agents imports ua-parser's legacy parser, which compiles its ~1,000 regexes as it is
+# imported (0.23-0.37 CPU-s, in each worker process); nothing here calls it (_ClassifiedAgent).
+_load_on_first_use("ua_parser.user_agent_parser")
+from user_agents.parsers import UserAgent, parse_browser, parse_device, parse_operating_system  # noqa: E402
 
 # Distinct user agents follow a long-tailed distribution; 16k entries cover the head and much
 # of the tail of a busy site for a few MB per worker process.
