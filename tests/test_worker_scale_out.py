@@ -337,15 +337,22 @@ def test_a_sigterm_another_thread_takes_while_an_enricher_waits_for_a_stopped_wr
     with stopped(writer):
         sent = send(real_redis, 100, at_once=True)
         # The writer's stream is full: each enricher holds a batch it waits to hand over, and
-        # its main thread waits for that hand-over (workers.batch.loop's write-behind).
+        # its main thread waits for that hand-over (workers.batch.loop's write-behind). The
+        # stream's own length is what the enrichers wait on (PassToWriter.deliver), not the
+        # backlog's count of handed batches: an enricher starved past its 2 s lease hands over
+        # a batch the other one re-claimed too, two entries for one batch (seen under a
+        # clean-clone run: 7 batches counted, 8 entries, both enrichers waiting).
         wait_until(
             lambda: (
-                queue_backlog(real_redis).enriched.batches >= ENRICHED_MAX_WAITING
+                real_redis.xlen(keys.ENRICHED_STREAM) >= ENRICHED_MAX_WAITING
                 and real_redis.zcard(LANE_KEYS[Lane.LIVE].leases) >= 2
             ),
             30,
             "both enrichers waiting to hand a batch to the stopped writer",
-            explain=lambda: f"{queue_backlog(real_redis)} leases {real_redis.zcard(LANE_KEYS[Lane.LIVE].leases)}",
+            explain=lambda: (
+                f"{real_redis.xlen(keys.ENRICHED_STREAM)} entries for the writer, {queue_backlog(real_redis)}, "
+                f"leases {real_redis.zcard(LANE_KEYS[Lane.LIVE].leases)}"
+            ),
         )
 
         stops_warm_on_a_sigterm_another_thread_takes(worker, enrichers[0])
