@@ -8,6 +8,7 @@ lets every process start anyway; a Redis that hides its settings is warned about
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,20 +59,26 @@ def assert_refused(result: subprocess.CompletedProcess[str], policy: str) -> Non
     assert "Traceback" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("policy", EVICTING_POLICIES)
-def test_every_process_kind_refuses_to_start_on_an_evicting_redis(
-    commands: Commands, configured_redis: Configured, hitstream_env: dict[str, str], tmp_path: Path, policy: str
+def test_every_process_kind_refuses_to_start_on_each_evicting_policy(
+    commands: Commands, configured_redis: Configured, hitstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = configured_redis("--maxmemory-policy", policy)
-    env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url}
-
-    assert_refused(run(commands, env, "api", "--port", str(free_port())), policy)
-    assert_refused(run(commands, env, "worker"), policy)
-    assert_refused(run(commands, env, "sites", "add", "example.com"), policy)
-    assert_refused(run(commands, env, "tokens", "list"), policy)
-    assert_refused(run(commands, env, "dead-letters", "list"), policy)
-    assert_refused(run(commands, env, "up", "--port", str(free_port()), "--data-dir", str(tmp_path / "up")), policy)
+    # Each process kind meets the next policy in turn (every kind and every policy refused
+    # at least once): all of them decide through shared.redis_safety, and every kind against
+    # every policy started thirty processes and five Redis servers for the same decision.
+    server = configured_redis()
     client = redis.Redis.from_url(server.url)
+    env = {**hitstream_env, "HITSTREAM_REDIS_URL": server.url}
+    kinds = [
+        ["api", "--port", str(free_port())],
+        ["worker"],
+        ["sites", "add", "example.com"],
+        ["tokens", "list"],
+        ["dead-letters", "list"],
+        ["up", "--port", str(free_port()), "--data-dir", str(tmp_path / "up")],
+    ]
+    for arguments, policy in zip(kinds, itertools.cycle(EVICTING_POLICIES), strict=False):
+        client.config_set("maxmemory-policy", policy)
+        assert_refused(run(commands, env, *arguments), policy)
     assert client.hlen(keys.SITE_BY_DOMAIN) == 0, "a refused command must change nothing"
     assert not (tmp_path / "chdb").exists(), "a refused worker must not open the store"
     client.close()
