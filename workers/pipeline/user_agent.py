@@ -27,7 +27,10 @@ from workers.pipeline.visit import Visit
 
 
 def _load_on_first_use(name: str) -> None:
-    """Register module ``name`` so that it runs only when one of its attributes is read."""
+    """Register module ``name`` so that it runs only when one of its attributes is read (a
+    module already imported stays as it is)."""
+    if name in sys.modules:
+        return
     spec = importlib.util.find_spec(name)
     assert spec is not None and spec.loader is not None, name
     spec.loader = importlib.util.LazyLoader(spec.loader)
